@@ -1,0 +1,1 @@
+//! Fuzzing helpers (filled in below).

@@ -1,0 +1,557 @@
+//! The messages of protocol version 1 and their encoding inside frames.
+//!
+//! Each message travels in one frame whose kind byte is its [`Kind`]. Fields
+//! are encoded by [`crate::codec`]; application bodies (the payload of
+//! [`Message::Notify`], the tail of an application [`RequestBody::App`] or
+//! [`ResponseBody::App`]) are carried as the raw bytes of the application's
+//! own encoding and decoded by the caller into its own types.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{decode_exact, decode_prefix, encode_into};
+use crate::error::{DecodeError, EncodeError};
+use crate::frame::{Frame, HEADER_LEN, begin_frame, finish_frame};
+
+/// The four bytes every `Hello` starts with.
+pub const MAGIC: [u8; 4] = *b"RDFD";
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The kind byte of a frame: which message its payload holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum Kind {
+    /// [`Message::Hello`], the first frame each side sends.
+    Hello = 0x01,
+    /// [`Message::Ready`], sent by the child at most once.
+    Ready = 0x02,
+    /// [`Message::Request`].
+    Request = 0x03,
+    /// [`Message::Response`].
+    Response = 0x04,
+    /// [`Message::Notify`].
+    Notify = 0x05,
+    /// [`Message::Status`].
+    Status = 0x06,
+    /// [`Message::Goodbye`].
+    Goodbye = 0x07,
+}
+
+impl Kind {
+    /// The kind for a frame's kind byte.
+    ///
+    /// # Errors
+    /// [`DecodeError::UnknownKind`] for a byte that names no message.
+    pub fn from_byte(b: u8) -> Result<Kind, DecodeError> {
+        Ok(match b {
+            0x01 => Kind::Hello,
+            0x02 => Kind::Ready,
+            0x03 => Kind::Request,
+            0x04 => Kind::Response,
+            0x05 => Kind::Notify,
+            0x06 => Kind::Status,
+            0x07 => Kind::Goodbye,
+            other => return Err(DecodeError::UnknownKind(other)),
+        })
+    }
+
+    /// The message's name, as used in error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Hello => "Hello",
+            Kind::Ready => "Ready",
+            Kind::Request => "Request",
+            Kind::Response => "Response",
+            Kind::Notify => "Notify",
+            Kind::Status => "Status",
+            Kind::Goodbye => "Goodbye",
+        }
+    }
+}
+
+/// Which end of the channel a side is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// The process that spawned the other (wire value 0).
+    Parent,
+    /// The spawned process (wire value 1).
+    Child,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Parent => "parent",
+            Role::Child => "child",
+        })
+    }
+}
+
+/// The first message on the channel, from each side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The sender's protocol version.
+    pub version: u16,
+    /// The sender's process id.
+    pub pid: u32,
+    /// The sender's role.
+    pub role: Role,
+    /// The longest frame payload the sender accepts; the receiver must not
+    /// send longer ones.
+    pub max_frame: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HelloWire {
+    magic: [u8; 4],
+    version: u16,
+    pid: u32,
+    role: Role,
+    max_frame: u32,
+}
+
+/// Where a ready child can be reached.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Address {
+    /// A TCP socket address (wire variant 0).
+    Tcp(SocketAddr),
+    /// A UDP socket address (wire variant 1).
+    Udp(SocketAddr),
+    /// A Unix socket path; a leading `@` names the abstract namespace
+    /// (wire variant 2).
+    Unix(String),
+    /// Anything else, as text: a URL, a D-Bus address, a display number
+    /// (wire variant 3).
+    Text(String),
+}
+
+impl fmt::Display for Address {
+    /// The bare address, as a client would use it: `127.0.0.1:8080`,
+    /// `/run/app.sock`, or the text.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Tcp(a) | Address::Udp(a) => a.fmt(f),
+            Address::Unix(p) | Address::Text(p) => f.write_str(p),
+        }
+    }
+}
+
+impl FromStr for Address {
+    type Err = std::convert::Infallible;
+
+    /// Parses `tcp:HOST:PORT`, `udp:HOST:PORT`, `unix:PATH`; a bare socket
+    /// address is TCP, a bare absolute path (or `@name`) is Unix, anything
+    /// else is [`Address::Text`]. Never fails.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(rest) = s.strip_prefix("tcp:") {
+            if let Ok(a) = rest.trim_start_matches("//").parse() {
+                return Ok(Address::Tcp(a));
+            }
+        }
+        if let Some(rest) = s.strip_prefix("udp:") {
+            if let Ok(a) = rest.trim_start_matches("//").parse() {
+                return Ok(Address::Udp(a));
+            }
+        }
+        if let Some(rest) = s.strip_prefix("unix:") {
+            return Ok(Address::Unix(rest.to_string()));
+        }
+        if let Ok(a) = s.parse() {
+            return Ok(Address::Tcp(a));
+        }
+        if s.starts_with('/') || (s.starts_with('@') && s.len() > 1) {
+            return Ok(Address::Unix(s.to_string()));
+        }
+        Ok(Address::Text(s.to_string()))
+    }
+}
+
+impl From<SocketAddr> for Address {
+    /// A TCP address.
+    fn from(a: SocketAddr) -> Self {
+        Address::Tcp(a)
+    }
+}
+
+/// A named address: `"http"` -> `127.0.0.1:41234`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The endpoint's name, chosen by the child (`"http"`, `"grpc"`); may be
+    /// empty.
+    pub name: String,
+    /// Where it is.
+    pub address: Address,
+}
+
+/// The child's announcement that it is ready.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    /// The pid the child claims as its main process (a wrapper such as
+    /// `sh -c` may report another pid than the one spawned).
+    pub pid: u32,
+    /// Where the child can be reached, in the child's order.
+    pub addresses: Vec<Endpoint>,
+    /// A one-line status text.
+    pub status: Option<String>,
+}
+
+impl Ready {
+    /// A `Ready` for `pid` with no addresses and no status.
+    pub fn new(pid: u32) -> Self {
+        Ready {
+            pid,
+            addresses: Vec::new(),
+            status: None,
+        }
+    }
+
+    /// Adds a named address.
+    #[must_use]
+    pub fn address(mut self, name: impl Into<String>, address: impl Into<Address>) -> Self {
+        self.addresses.push(Endpoint {
+            name: name.into(),
+            address: address.into(),
+        });
+        self
+    }
+
+    /// Sets the status line.
+    #[must_use]
+    pub fn status(mut self, status: impl Into<String>) -> Self {
+        self.status = Some(status.into());
+        self
+    }
+
+    /// The address named `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&Address> {
+        self.addresses
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| &e.address)
+    }
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestBody {
+    /// Answer with [`ResponseBody::Ok`] (wire tag 0). Answered by the
+    /// library itself, never by application code.
+    Ping,
+    /// Stop gracefully within `grace_ms` milliseconds (or a default when
+    /// `None`) (wire tag 1).
+    Shutdown {
+        /// How long the sender will wait before it escalates to signals.
+        grace_ms: Option<u64>,
+    },
+    /// An application request: the bytes are the application's encoding
+    /// (wire tag 2).
+    App(Bytes),
+}
+
+/// What a response answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResponseBody {
+    /// Success with no body: the answer to `Ping` and `Shutdown` (wire tag 0).
+    Ok,
+    /// Success with an application body (wire tag 1).
+    App(Bytes),
+    /// The request failed on the other side (wire tag 2).
+    Error(RemoteError),
+}
+
+/// A request that failed on the side that served it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RemoteError {
+    /// The class of failure.
+    pub kind: RemoteErrorKind,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for RemoteError {}
+
+/// Classes of [`RemoteError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RemoteErrorKind {
+    /// Nobody on that side serves this kind of request (wire 0).
+    Unsupported,
+    /// The request body could not be decoded as the server's type (wire 1).
+    BadRequest,
+    /// The handler ran and reported failure (wire 2).
+    Failed,
+    /// The server is shutting down and takes no more requests (wire 3).
+    ShuttingDown,
+    /// The server dropped the request without answering it (wire 4).
+    Dropped,
+}
+
+/// Why a side ends the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum GoodbyeReason {
+    /// Done with the channel; nothing is wrong (wire 0).
+    Done,
+    /// The process is shutting down (wire 1).
+    ShuttingDown,
+    /// The peer broke the protocol; the message says how (wire 2).
+    ProtocolError,
+    /// The peer speaks an incompatible version (wire 3).
+    VersionMismatch,
+}
+
+/// The last message a side sends.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Goodbye {
+    /// Why.
+    pub reason: GoodbyeReason,
+    /// Details for people; may be empty.
+    pub message: String,
+}
+
+/// A protocol message, as it travels in one frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Message {
+    /// The handshake.
+    Hello(Hello),
+    /// The child is ready.
+    Ready(Ready),
+    /// A request; answer it with a `Response` of the same id.
+    Request {
+        /// Chosen by the sender, unique among its unanswered requests.
+        id: u64,
+        /// What it asks.
+        body: RequestBody,
+    },
+    /// The answer to the peer's request `id`.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        body: ResponseBody,
+    },
+    /// A one-way application message; its payload is the application's
+    /// encoding and may be empty (a unit type).
+    Notify(Bytes),
+    /// A status line from the child, before or after `Ready`.
+    Status(String),
+    /// The sender ends the session: it sends nothing more.
+    Goodbye(Goodbye),
+}
+
+#[derive(Serialize, Deserialize)]
+enum RequestTag {
+    Ping,
+    Shutdown { grace_ms: Option<u64> },
+    App,
+}
+
+#[derive(Serialize, Deserialize)]
+enum ResponseTag {
+    Ok,
+    App,
+    Error(RemoteError),
+}
+
+impl Message {
+    /// The frame kind this message travels in.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Hello(_) => Kind::Hello,
+            Message::Ready(_) => Kind::Ready,
+            Message::Request { .. } => Kind::Request,
+            Message::Response { .. } => Kind::Response,
+            Message::Notify(_) => Kind::Notify,
+            Message::Status(_) => Kind::Status,
+            Message::Goodbye(_) => Kind::Goodbye,
+        }
+    }
+
+    /// Appends this message as one frame to `out`.
+    ///
+    /// # Errors
+    /// [`EncodeError::TooLarge`] when the payload would exceed `max` bytes;
+    /// `out` is left as it was.
+    pub fn encode(&self, max: u32, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        write_frame(self.kind(), max, out, |out, limit| match self {
+            Message::Hello(h) => encode_into(
+                &HelloWire {
+                    magic: MAGIC,
+                    version: h.version,
+                    pid: h.pid,
+                    role: h.role,
+                    max_frame: h.max_frame,
+                },
+                out,
+                limit,
+            ),
+            Message::Ready(r) => encode_into(r, out, limit),
+            Message::Request { id, body } => {
+                let (tag, app) = match body {
+                    RequestBody::Ping => (RequestTag::Ping, None),
+                    RequestBody::Shutdown { grace_ms } => (
+                        RequestTag::Shutdown {
+                            grace_ms: *grace_ms,
+                        },
+                        None,
+                    ),
+                    RequestBody::App(b) => (RequestTag::App, Some(b)),
+                };
+                encode_into(&(id, tag), out, limit)?;
+                append_raw(app, out, limit)
+            }
+            Message::Response { id, body } => {
+                let (tag, app) = match body {
+                    ResponseBody::Ok => (ResponseTag::Ok, None),
+                    ResponseBody::App(b) => (ResponseTag::App, Some(b)),
+                    ResponseBody::Error(e) => (ResponseTag::Error(e.clone()), None),
+                };
+                encode_into(&(id, tag), out, limit)?;
+                append_raw(app, out, limit)
+            }
+            Message::Notify(b) => append_raw(Some(b), out, limit),
+            Message::Status(s) => encode_into(s, out, limit),
+            Message::Goodbye(g) => encode_into(g, out, limit),
+        })
+    }
+
+    /// Decodes the message a frame holds.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when the kind is unknown or the payload is not a
+    /// valid encoding of that kind's message, including trailing bytes.
+    pub fn decode(frame: &Frame) -> Result<Message, DecodeError> {
+        let p = &frame.payload;
+        Ok(match Kind::from_byte(frame.kind)? {
+            Kind::Hello => Message::Hello(decode_hello(p)?),
+            Kind::Ready => Message::Ready(decode_exact(p)?),
+            Kind::Request => {
+                let ((id, tag), used): ((u64, RequestTag), usize) = decode_prefix(p)?;
+                let body = match tag {
+                    RequestTag::Ping => RequestBody::Ping,
+                    RequestTag::Shutdown { grace_ms } => RequestBody::Shutdown { grace_ms },
+                    RequestTag::App => RequestBody::App(p.slice(used..)),
+                };
+                if !matches!(body, RequestBody::App(_)) {
+                    no_trailing(p, used)?;
+                }
+                Message::Request { id, body }
+            }
+            Kind::Response => {
+                let ((id, tag), used): ((u64, ResponseTag), usize) = decode_prefix(p)?;
+                let body = match tag {
+                    ResponseTag::Ok => ResponseBody::Ok,
+                    ResponseTag::App => ResponseBody::App(p.slice(used..)),
+                    ResponseTag::Error(e) => ResponseBody::Error(e),
+                };
+                if !matches!(body, ResponseBody::App(_)) {
+                    no_trailing(p, used)?;
+                }
+                Message::Response { id, body }
+            }
+            Kind::Notify => Message::Notify(p.clone()),
+            Kind::Status => Message::Status(decode_exact(p)?),
+            Kind::Goodbye => Message::Goodbye(decode_exact(p)?),
+        })
+    }
+}
+
+/// Decodes a `Hello`, checking magic and version before the rest, so that a
+/// later version whose `Hello` grew is still reported as a version mismatch
+/// rather than as garbage.
+fn decode_hello(p: &[u8]) -> Result<Hello, DecodeError> {
+    if p.len() >= 4 && p[..4] != MAGIC {
+        return Err(DecodeError::BadMagic([p[0], p[1], p[2], p[3]]));
+    }
+    if p.len() >= 6 {
+        let version = u16::from_le_bytes([p[4], p[5]]);
+        if version != PROTOCOL_VERSION {
+            // The session turns this into a version mismatch.
+            return Ok(Hello {
+                version,
+                pid: 0,
+                role: Role::Parent,
+                max_frame: 0,
+            });
+        }
+    }
+    let w: HelloWire = decode_exact(p)?;
+    Ok(Hello {
+        version: w.version,
+        pid: w.pid,
+        role: w.role,
+        max_frame: w.max_frame,
+    })
+}
+
+fn no_trailing(p: &[u8], used: usize) -> Result<(), DecodeError> {
+    if used == p.len() {
+        Ok(())
+    } else {
+        Err(DecodeError::TrailingBytes {
+            extra: p.len() - used,
+        })
+    }
+}
+
+fn append_raw(body: Option<&Bytes>, out: &mut Vec<u8>, limit: usize) -> Result<(), EncodeError> {
+    if let Some(b) = body {
+        if out.len() + b.len() > limit {
+            return Err(EncodeError::TooLarge {
+                len: None,
+                max: limit,
+            });
+        }
+        out.extend_from_slice(b);
+    }
+    Ok(())
+}
+
+/// Runs `fill` to append a payload after a fresh header, then patches the
+/// length; on any error `out` is restored and the error names the maximum.
+pub(crate) fn write_frame(
+    kind: Kind,
+    max: u32,
+    out: &mut Vec<u8>,
+    fill: impl FnOnce(&mut Vec<u8>, usize) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
+    let start = begin_frame(kind as u8, out);
+    let limit = (start + HEADER_LEN).saturating_add(max as usize);
+    match fill(out, limit) {
+        Ok(()) => finish_frame(start, max, out).map_err(|e| match e {
+            crate::error::FrameError::TooLarge { len, .. } => EncodeError::TooLarge {
+                len: Some(len as usize),
+                max: max as usize,
+            },
+            crate::error::FrameError::Truncated { .. } => EncodeError::Serialize(e.to_string()),
+        }),
+        Err(EncodeError::TooLarge { .. }) => {
+            out.truncate(start);
+            Err(EncodeError::TooLarge {
+                len: None,
+                max: max as usize,
+            })
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,539 @@
+//! The session state machine: what may be sent and received, and when.
+//!
+//! A [`Session`] owns no socket and no clock. Feed it what you read with
+//! [`handle_input`](Session::handle_input) (and
+//! [`handle_eof`](Session::handle_eof) when the stream ends); take what it
+//! decoded with [`poll_event`](Session::poll_event); queue messages with the
+//! `send_*` methods; and write out what
+//! [`poll_transmit`](Session::poll_transmit) hands you. Call order for a
+//! driver loop:
+//!
+//! 1. after every read: `handle_input`, then drain `poll_event`;
+//! 2. after every `send_*`, `handle_input` or `handle_eof`: `poll_transmit`
+//!    and write what it returned (the session answers `Ping` by itself, so
+//!    input can produce output).
+//!
+//! The rules it enforces (see `PROTOCOL.md`): each side's first frame is
+//! `Hello`, with the same version and the opposite role; only the child
+//! sends `Ready` (at most once) and `Status`; only the parent sends
+//! `Shutdown`; a `Response` names an id of ours that is unanswered; a
+//! request id is not reused while unanswered; nothing follows `Goodbye`.
+//!
+//! # Example
+//! ```
+//! use bytes::BytesMut;
+//! use readyfd_proto::{Message, Ready, Role, Session, SessionConfig};
+//!
+//! let mut parent = Session::new(Role::Parent, 100, SessionConfig::default());
+//! let mut child = Session::new(Role::Child, 200, SessionConfig::default());
+//! child.send_ready(&Ready::new(200).address("http", "127.0.0.1:8080".parse::<std::net::SocketAddr>().unwrap())).unwrap();
+//!
+//! let mut wire = Vec::new();
+//! child.poll_transmit(&mut wire);
+//! let mut buf = BytesMut::from(&wire[..]);
+//! parent.handle_input(&mut buf).unwrap();
+//! assert!(matches!(parent.poll_event(), Some(Message::Hello(_))));
+//! match parent.poll_event() {
+//!     Some(Message::Ready(r)) => assert_eq!(r.addresses[0].name, "http"),
+//!     other => panic!("{other:?}"),
+//! }
+//! ```
+
+use std::collections::{HashSet, VecDeque};
+
+use bytes::BytesMut;
+use serde::Serialize;
+
+use crate::codec::encode_into;
+use crate::error::{EncodeError, SessionError};
+use crate::frame::{DEFAULT_MAX_FRAME, FrameDecoder};
+use crate::message::{
+    Goodbye, GoodbyeReason, Hello, Kind, Message, PROTOCOL_VERSION, Ready, RequestBody,
+    ResponseBody, Role, write_frame,
+};
+
+/// Limits a session enforces on its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// The longest frame payload accepted from the peer (announced to it in
+    /// our `Hello`). Default 16 MiB.
+    pub max_frame: u32,
+    /// How many of the peer's requests may be unanswered at once before the
+    /// peer is considered hostile. Default 65 536.
+    pub max_unanswered: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_frame: DEFAULT_MAX_FRAME,
+            max_unanswered: 65_536,
+        }
+    }
+}
+
+/// How the peer's stream ended, as classified by [`Session::handle_eof`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Eof {
+    /// Not one byte arrived: the peer closed without speaking. From a child
+    /// that is still alive, this is the minimal "ready" signal.
+    Silent,
+    /// After the peer's `Goodbye`: an orderly end.
+    AfterGoodbye,
+    /// The peer vanished without `Goodbye`: its unanswered requests are
+    /// void and ours will never be answered.
+    Abrupt,
+}
+
+/// One side of a readyfd session. See the [module docs](self).
+#[derive(Debug)]
+pub struct Session {
+    role: Role,
+    pid: u32,
+    config: SessionConfig,
+    decoder: FrameDecoder,
+    peer: Option<Hello>,
+    received_any: bool,
+    hello_sent: bool,
+    ready: bool,
+    next_id: u64,
+    outstanding: HashSet<u64>,
+    abandoned: HashSet<u64>,
+    unanswered: HashSet<u64>,
+    events: VecDeque<Message>,
+    tx: Vec<u8>,
+    goodbye_sent: bool,
+    goodbye_received: bool,
+    failed: Option<SessionError>,
+}
+
+impl Session {
+    /// A new session for the side `role` of process `pid`. Nothing is queued
+    /// yet: the first `send_*` (or [`send_hello`](Self::send_hello)) queues
+    /// our `Hello` ahead of it.
+    pub fn new(role: Role, pid: u32, config: SessionConfig) -> Self {
+        Session {
+            role,
+            pid,
+            config,
+            decoder: FrameDecoder::new(config.max_frame),
+            peer: None,
+            received_any: false,
+            hello_sent: false,
+            ready: false,
+            next_id: 1,
+            outstanding: HashSet::new(),
+            abandoned: HashSet::new(),
+            unanswered: HashSet::new(),
+            events: VecDeque::new(),
+            tx: Vec::new(),
+            goodbye_sent: false,
+            goodbye_received: false,
+            failed: None,
+        }
+    }
+
+    /// Our role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The peer's `Hello`, once it arrived.
+    pub fn peer(&self) -> Option<&Hello> {
+        self.peer.as_ref()
+    }
+
+    /// Whether `Ready` has been sent (child) or received (parent).
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Whether we sent `Goodbye` (no more sends are possible).
+    pub fn goodbye_sent(&self) -> bool {
+        self.goodbye_sent
+    }
+
+    /// Whether the peer sent `Goodbye`.
+    pub fn goodbye_received(&self) -> bool {
+        self.goodbye_received
+    }
+
+    /// Our requests still waiting for a response.
+    pub fn outstanding(&self) -> impl Iterator<Item = u64> + '_ {
+        self.outstanding.iter().copied()
+    }
+
+    /// Bytes queued for the peer and not yet taken by
+    /// [`poll_transmit`](Self::poll_transmit). Drivers stop reading while
+    /// this is large, so a peer that never reads cannot grow it.
+    pub fn transmit_len(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// The most a payload to the peer may hold: what its `Hello` announced,
+    /// or the default until then.
+    pub fn peer_max_frame(&self) -> u32 {
+        self.peer.as_ref().map_or(DEFAULT_MAX_FRAME, |h| h.max_frame)
+    }
+
+    // ---- inputs -------------------------------------------------------
+
+    /// Decodes and checks every complete frame in `buf`, consuming them.
+    /// Decoded messages are queued for [`poll_event`](Self::poll_event);
+    /// `Ping` requests are answered into the transmit queue.
+    ///
+    /// # Errors
+    /// Any [`SessionError`] caused by the peer; the session is then failed
+    /// and every later call returns the same error.
+    pub fn handle_input(&mut self, buf: &mut BytesMut) -> Result<(), SessionError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if !buf.is_empty() {
+            self.received_any = true;
+        }
+        loop {
+            let frame = match self.decoder.decode(buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.fail(e.into())),
+            };
+            let msg = match Message::decode(&frame) {
+                Ok(m) => m,
+                Err(e) => return Err(self.fail(e.into())),
+            };
+            if let Err(e) = self.accept(msg) {
+                return Err(self.fail(e));
+            }
+        }
+    }
+
+    /// The peer's stream ended. Complete frames still in `buf` are handled
+    /// first.
+    ///
+    /// # Errors
+    /// [`FrameError::Truncated`](crate::FrameError::Truncated) when `buf`
+    /// ends inside a frame, and any error of
+    /// [`handle_input`](Self::handle_input).
+    pub fn handle_eof(&mut self, buf: &mut BytesMut) -> Result<Eof, SessionError> {
+        self.handle_input(buf)?;
+        if let Err(e) = self.decoder.decode_eof(buf) {
+            return Err(self.fail(e.into()));
+        }
+        self.abandoned.clear();
+        Ok(if !self.received_any {
+            Eof::Silent
+        } else if self.goodbye_received {
+            Eof::AfterGoodbye
+        } else {
+            Eof::Abrupt
+        })
+    }
+
+    // ---- outputs ------------------------------------------------------
+
+    /// The next decoded message, in arrival order.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Message> {
+        self.events.pop_front()
+    }
+
+    /// Appends every queued outgoing byte to `out` and returns whether there
+    /// were any. When `out` is empty the buffers are swapped, so a driver
+    /// that alternates two buffers never copies or reallocates.
+    #[must_use]
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
+        if self.tx.is_empty() {
+            return false;
+        }
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.tx);
+        } else {
+            out.extend_from_slice(&self.tx);
+            self.tx.clear();
+        }
+        true
+    }
+
+    // ---- sending ------------------------------------------------------
+
+    /// Queues our `Hello` if it has not been queued yet. Every other
+    /// `send_*` does this first by itself.
+    pub fn send_hello(&mut self) {
+        if self.hello_sent {
+            return;
+        }
+        self.hello_sent = true;
+        let hello = Message::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            pid: self.pid,
+            role: self.role,
+            max_frame: self.config.max_frame,
+        });
+        // A Hello is 18 bytes: it always fits.
+        let _ = hello.encode(u32::MAX, &mut self.tx);
+    }
+
+    /// Queues `Ready` (child only, once).
+    ///
+    /// # Errors
+    /// [`SessionError::NotAllowed`] from a parent or a second time;
+    /// [`SessionError::Encode`] when it exceeds the peer's maximum.
+    pub fn send_ready(&mut self, ready: &Ready) -> Result<(), SessionError> {
+        self.check_send()?;
+        if self.role != Role::Child {
+            return Err(SessionError::NotAllowed("only the child sends Ready"));
+        }
+        if self.ready {
+            return Err(SessionError::NotAllowed("Ready was already sent"));
+        }
+        self.push(&Message::Ready(ready.clone()))?;
+        self.ready = true;
+        Ok(())
+    }
+
+    /// Queues a status line (child only).
+    ///
+    /// # Errors
+    /// [`SessionError::NotAllowed`] from a parent; encoding errors.
+    pub fn send_status(&mut self, status: &str) -> Result<(), SessionError> {
+        self.check_send()?;
+        if self.role != Role::Child {
+            return Err(SessionError::NotAllowed("only the child sends Status"));
+        }
+        self.push_with(Kind::Status, |out, limit| encode_into(status, out, limit))
+    }
+
+    /// Queues a built-in request (`Ping`, or `Shutdown` from the parent) or
+    /// an application request with pre-encoded bytes, and returns its id.
+    ///
+    /// # Errors
+    /// [`SessionError::NotAllowed`] for `Shutdown` from the child; encoding
+    /// errors; [`SessionError::Closed`] after `Goodbye`.
+    pub fn send_request(&mut self, body: RequestBody) -> Result<u64, SessionError> {
+        self.check_send()?;
+        if matches!(body, RequestBody::Shutdown { .. }) && self.role != Role::Parent {
+            return Err(SessionError::NotAllowed("only the parent sends Shutdown"));
+        }
+        let id = self.next_id;
+        self.push(&Message::Request { id, body })?;
+        self.next_id += 1;
+        self.outstanding.insert(id);
+        Ok(id)
+    }
+
+    /// Queues an application request, encoding `body` straight into the
+    /// frame, and returns its id.
+    ///
+    /// # Errors
+    /// As [`send_request`](Self::send_request).
+    pub fn send_app_request<T: Serialize + ?Sized>(&mut self, body: &T) -> Result<u64, SessionError> {
+        self.check_send()?;
+        let id = self.next_id;
+        self.push_with(Kind::Request, |out, limit| {
+            encode_into(&(id, 2u32), out, limit)?;
+            encode_into(body, out, limit)
+        })?;
+        self.next_id += 1;
+        self.outstanding.insert(id);
+        Ok(id)
+    }
+
+    /// Gives up waiting for our request `id`: a response that arrives later
+    /// is dropped silently rather than treated as a protocol error.
+    pub fn abandon_request(&mut self, id: u64) {
+        if self.outstanding.remove(&id) {
+            self.abandoned.insert(id);
+        }
+    }
+
+    /// Queues the answer to the peer's request `id`.
+    ///
+    /// # Errors
+    /// [`SessionError::NotAllowed`] when `id` is not an unanswered request
+    /// of the peer's; encoding errors.
+    pub fn send_response(&mut self, id: u64, body: ResponseBody) -> Result<(), SessionError> {
+        self.check_response(id)?;
+        self.push(&Message::Response { id, body })?;
+        self.unanswered.remove(&id);
+        Ok(())
+    }
+
+    /// Queues an application answer to the peer's request `id`, encoding
+    /// `body` straight into the frame.
+    ///
+    /// # Errors
+    /// As [`send_response`](Self::send_response).
+    pub fn send_app_response<T: Serialize + ?Sized>(&mut self, id: u64, body: &T) -> Result<(), SessionError> {
+        self.check_response(id)?;
+        self.push_with(Kind::Response, |out, limit| {
+            encode_into(&(id, 1u32), out, limit)?;
+            encode_into(body, out, limit)
+        })?;
+        self.unanswered.remove(&id);
+        Ok(())
+    }
+
+    /// Queues a one-way application message.
+    ///
+    /// # Errors
+    /// Encoding errors; [`SessionError::Closed`] after `Goodbye`.
+    pub fn send_notify<T: Serialize + ?Sized>(&mut self, body: &T) -> Result<(), SessionError> {
+        self.check_send()?;
+        self.push_with(Kind::Notify, |out, limit| encode_into(body, out, limit))
+    }
+
+    /// Queues `Goodbye`; nothing can be sent after it.
+    ///
+    /// # Errors
+    /// [`SessionError::Closed`] when it was already sent.
+    pub fn send_goodbye(&mut self, reason: GoodbyeReason, message: &str) -> Result<(), SessionError> {
+        self.check_send()?;
+        let g = Goodbye {
+            reason,
+            message: truncate_utf8(message, 4096).to_string(),
+        };
+        self.push(&Message::Goodbye(g))?;
+        self.goodbye_sent = true;
+        Ok(())
+    }
+
+    // ---- internals ----------------------------------------------------
+
+    fn fail(&mut self, e: SessionError) -> SessionError {
+        self.failed = Some(e.clone());
+        e
+    }
+
+    fn check_send(&mut self) -> Result<(), SessionError> {
+        if self.goodbye_sent {
+            return Err(SessionError::Closed);
+        }
+        self.send_hello();
+        Ok(())
+    }
+
+    fn check_response(&mut self, id: u64) -> Result<(), SessionError> {
+        self.check_send()?;
+        if !self.unanswered.contains(&id) {
+            return Err(SessionError::NotAllowed(
+                "response to an id that is not an unanswered request of the peer",
+            ));
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, msg: &Message) -> Result<(), SessionError> {
+        let max = self.peer_max_frame();
+        msg.encode(max, &mut self.tx).map_err(SessionError::from)
+    }
+
+    fn push_with(
+        &mut self,
+        kind: Kind,
+        fill: impl FnOnce(&mut Vec<u8>, usize) -> Result<(), EncodeError>,
+    ) -> Result<(), SessionError> {
+        let max = self.peer_max_frame();
+        write_frame(kind, max, &mut self.tx, fill).map_err(SessionError::from)
+    }
+
+    fn accept(&mut self, msg: Message) -> Result<(), SessionError> {
+        let kind = msg.kind();
+        if self.goodbye_received {
+            return Err(SessionError::AfterGoodbye(kind.name()));
+        }
+        let Some(peer) = &self.peer else {
+            let Message::Hello(h) = msg else {
+                return Err(SessionError::HelloExpected(kind.name()));
+            };
+            if h.version != PROTOCOL_VERSION {
+                return Err(SessionError::VersionMismatch {
+                    ours: PROTOCOL_VERSION,
+                    theirs: h.version,
+                });
+            }
+            if h.role == self.role {
+                return Err(SessionError::RoleConflict(h.role));
+            }
+            self.peer = Some(h.clone());
+            self.events.push_back(Message::Hello(h));
+            return Ok(());
+        };
+        let peer_role = peer.role;
+        match &msg {
+            Message::Hello(_) => return Err(SessionError::DuplicateHello),
+            Message::Ready(_) => {
+                if peer_role != Role::Child {
+                    return Err(SessionError::WrongDirection {
+                        role: peer_role,
+                        kind: "Ready",
+                    });
+                }
+                if self.ready {
+                    return Err(SessionError::SecondReady);
+                }
+                self.ready = true;
+            }
+            Message::Status(_) => {
+                if peer_role != Role::Child {
+                    return Err(SessionError::WrongDirection {
+                        role: peer_role,
+                        kind: "Status",
+                    });
+                }
+            }
+            Message::Request { id, body } => {
+                if matches!(body, RequestBody::Shutdown { .. }) && peer_role != Role::Parent {
+                    return Err(SessionError::WrongDirection {
+                        role: peer_role,
+                        kind: "Shutdown",
+                    });
+                }
+                if self.unanswered.contains(id) {
+                    return Err(SessionError::DuplicateRequestId(*id));
+                }
+                if self.unanswered.len() >= self.config.max_unanswered {
+                    return Err(SessionError::TooManyRequests(self.config.max_unanswered));
+                }
+                if matches!(body, RequestBody::Ping) {
+                    // Answered here, never seen by the application. After our
+                    // Goodbye nothing may be sent, so the ping goes unanswered.
+                    if !self.goodbye_sent {
+                        let id = *id;
+                        self.unanswered.insert(id);
+                        self.send_response(id, ResponseBody::Ok)?;
+                    }
+                    return Ok(());
+                }
+                self.unanswered.insert(*id);
+            }
+            Message::Response { id, .. } => {
+                if !self.outstanding.remove(id) {
+                    if self.abandoned.remove(id) {
+                        return Ok(());
+                    }
+                    return Err(SessionError::UnknownResponseId(*id));
+                }
+            }
+            Message::Notify(_) => {}
+            Message::Goodbye(_) => {
+                self.goodbye_received = true;
+                self.unanswered.clear();
+            }
+        }
+        self.events.push_back(msg);
+        Ok(())
+    }
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
