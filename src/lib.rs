@@ -1,1 +1,77 @@
-pub fn x(){}
+//! readyfd: know when the child you spawned is ready, and talk to it
+//! afterwards.
+//!
+//! Tests, CI scripts and supervisors start servers and then guess when they
+//! are ready, with a `sleep` or by polling a port. readyfd replaces the
+//! guess with a notification over an inherited file descriptor: the parent
+//! spawns the child with one end of a Unix socket pair (announced as
+//! `READYFD=<fd>`); the child says `Ready` (with the addresses it bound)
+//! when it is; and the same channel then carries typed requests, responses
+//! and notifications both ways.
+//!
+//! # Parent: spawn and wait
+//! ```no_run
+//! use std::process::Command;
+//! use std::time::Duration;
+//! use readyfd::ReadyCommand;
+//!
+//! let mut child = ReadyCommand::new(Command::new("my-server")).spawn()?;
+//! let readiness = child.wait_ready(Duration::from_secs(30))?;
+//! println!("ready after {:?} at {:?}", readiness.elapsed, readiness.ready.addresses);
+//! child.stop(Duration::from_secs(5))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Child: say ready
+//! ```no_run
+//! use std::net::TcpListener;
+//! use readyfd::{Parent, Ready};
+//!
+//! // SAFETY: first thing in main, before any thread starts.
+//! let parent = unsafe { Parent::from_env() }?;
+//! let listener = TcpListener::bind("127.0.0.1:0")?;
+//! if let Some(parent) = &parent {
+//!     parent.ready(&Ready::new(std::process::id()).address("http", listener.local_addr()?))?;
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Requests both ways
+//! Any serde type is a request, a response or a notification body:
+//! [`Channel::request`] sends and waits, [`Channel::recv`] yields the
+//! peer's requests, each answered with [`IncomingRequest::respond`].
+//! `Ping` and `Shutdown` are built in.
+//!
+//! # The other protocols
+//! [`Protocol::Pipe`] speaks the `CHILD_READY_FD` pipe scheme of
+//! "Readiness notifications in Go", [`Protocol::Systemd`] is a
+//! `NOTIFY_SOCKET` receiver for daemons that call `sd_notify`.
+#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![warn(unreachable_pub)]
+
+mod channel;
+mod child;
+mod error;
+mod notify;
+mod pipe;
+mod spawn;
+mod sys;
+mod systemd;
+
+pub use channel::{
+    Channel, ChannelOptions, HIGH_WATER, Incoming, IncomingRequest, MAX_INCOMING, Notification,
+    ShutdownPolicy, ShutdownRequest,
+};
+pub use child::Parent;
+pub use error::{ChannelError, CloseReason, EnvError, ProtocolError, ReadyError, SpawnError, describe_exit};
+pub use pipe::CHILD_READY_FD_ENV;
+pub use spawn::{
+    CommandExt, DEFAULT_FD, OnTimeout, Protocol, READYFD_ENV, ReadyChild, ReadyCommand, ReadyVia,
+    Readiness, spawn,
+};
+pub use systemd::NOTIFY_SOCKET_ENV;
+
+pub use readyfd_proto as proto;
+pub use readyfd_proto::{
+    Address, Endpoint, GoodbyeReason, Ready, RemoteError, RemoteErrorKind, Role, SessionConfig,
+};

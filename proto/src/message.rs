@@ -198,6 +198,7 @@ pub struct Ready {
     /// `sh -c` may report another pid than the one spawned).
     pub pid: u32,
     /// Where the child can be reached, in the child's order.
+    #[serde(deserialize_with = "deserialize_endpoints")]
     pub addresses: Vec<Endpoint>,
     /// A one-line status text.
     pub status: Option<String>,
@@ -237,6 +238,37 @@ impl Ready {
             .find(|e| e.name == name)
             .map(|e| &e.address)
     }
+}
+
+/// Deserializes `Ready::addresses` without trusting the claimed element
+/// count for preallocation. serde's own `Vec` impl reserves up to 1 MiB for
+/// whatever count the wire claims, so a 30-byte `Ready` claiming 2^60
+/// endpoints would allocate 1 MiB before failing; here the vector grows only
+/// as elements actually decode (each takes at least 20 payload bytes).
+fn deserialize_endpoints<'de, D>(d: D) -> Result<Vec<Endpoint>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Endpoints;
+    impl<'de> serde::de::Visitor<'de> for Endpoints {
+        type Value = Vec<Endpoint>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a sequence of endpoints")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+            while let Some(e) = seq.next_element()? {
+                v.push(e);
+            }
+            Ok(v)
+        }
+    }
+    d.deserialize_seq(Endpoints)
 }
 
 /// What a request asks for.

@@ -1,0 +1,283 @@
+//! Error types of the I/O layer, one per concern.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+use readyfd_proto::{DecodeError, EncodeError, Goodbye, RemoteError, SessionError};
+
+/// Spawning a child with a readiness channel failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The requested fd number is stdin, stdout, stderr or negative.
+    #[error("cannot hand the readiness fd to the child as fd {0}: fds 0-2 are stdin, stdout and stderr (choose 3 or above)")]
+    ReservedFd(RawFd),
+    /// Creating the socket pair, pipe or notify socket failed.
+    #[error("cannot create the readiness channel: {0}")]
+    Channel(#[source] io::Error),
+    /// The program could not be started.
+    #[error("cannot start {program}: {source}")]
+    Start {
+        /// The program as given.
+        program: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The child started but could not be watched (`pidfd_open` failed).
+    #[error("cannot watch child {pid}: {source} (readyfd needs Linux 5.3 or later)")]
+    Watch {
+        /// The child's pid.
+        pid: u32,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Waiting for readiness failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadyError {
+    /// The child exited (or was killed) before it was ready.
+    #[error("child {pid} {} before it was ready{}", describe_exit(*.status), last_status_suffix(.last_status))]
+    Exited {
+        /// The child's pid.
+        pid: u32,
+        /// How it ended.
+        status: ExitStatus,
+        /// The last status text it sent, if any.
+        last_status: Option<String>,
+    },
+    /// The child was not ready in time.
+    #[error("child {pid} was not ready after {}{}{}", humanize(*.waited), if *.killed { "; it was killed" } else { "; it is still running" }, last_status_suffix(.last_status))]
+    Timeout {
+        /// The child's pid.
+        pid: u32,
+        /// How long we waited.
+        waited: Duration,
+        /// Whether readyfd killed the child (see [`OnTimeout`](crate::OnTimeout)).
+        killed: bool,
+        /// The last status text it sent, if any.
+        last_status: Option<String>,
+    },
+    /// The child broke the readiness protocol.
+    #[error("child {pid} broke the readiness protocol: {source}")]
+    Protocol {
+        /// The child's pid.
+        pid: u32,
+        /// What was wrong.
+        #[source]
+        source: ProtocolError,
+    },
+    /// The child reported that it failed to start (sd_notify `ERRNO=`,
+    /// `STOPPING=1` before `READY=1`, or a native `Goodbye`).
+    #[error("child {pid} reported failure before it was ready: {message}")]
+    Failed {
+        /// The child's pid.
+        pid: u32,
+        /// The errno it reported, if any.
+        errno: Option<i32>,
+        /// What it said.
+        message: String,
+    },
+    /// `wait_ready` was called again after an earlier call failed.
+    #[error("readiness of child {pid} was already decided by an earlier failed wait")]
+    AlreadyFailed {
+        /// The child's pid.
+        pid: u32,
+    },
+    /// An operating-system call failed while waiting.
+    #[error("waiting for readiness failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// What broke a readiness protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The native session failed (bad frame, version mismatch, ...).
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The pipe protocol's text exceeded its bound without a newline.
+    #[error("more than {limit} bytes of readiness text without a newline (flood)")]
+    PipeFlood {
+        /// The bound.
+        limit: usize,
+    },
+    /// Any other violation, described.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Why a channel is closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer said `Goodbye`.
+    Goodbye(Goodbye),
+    /// The peer closed its end without a word (or died).
+    PeerClosed,
+    /// This side closed the channel.
+    Local,
+    /// The peer broke the protocol.
+    Protocol(SessionError),
+    /// A socket call failed.
+    Io(io::ErrorKind, String),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Goodbye(g) if g.message.is_empty() => write!(f, "the peer said goodbye ({:?})", g.reason),
+            CloseReason::Goodbye(g) => write!(f, "the peer said goodbye ({:?}: {})", g.reason, g.message),
+            CloseReason::PeerClosed => f.write_str("the peer closed the channel or exited"),
+            CloseReason::Local => f.write_str("this side closed the channel"),
+            CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
+            CloseReason::Io(_, m) => write!(f, "i/o error: {m}"),
+        }
+    }
+}
+
+/// A channel operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// The channel is closed; pending and later requests fail with this.
+    #[error("channel closed: {0}")]
+    Closed(CloseReason),
+    /// The peer answered the request with an error.
+    #[error("the peer failed the request: {0}")]
+    Remote(RemoteError),
+    /// A message could not be encoded (too large for the peer, or its
+    /// `Serialize` failed).
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// A body did not decode as the expected type.
+    #[error("cannot decode the peer's message as {type_name}: {source}")]
+    Decode {
+        /// The type it was decoded as.
+        type_name: &'static str,
+        /// Why.
+        #[source]
+        source: DecodeError,
+    },
+    /// No answer within the given time (the channel stays usable; a late
+    /// answer is discarded).
+    #[error("no answer within {}", humanize(*.0))]
+    Timeout(Duration),
+    /// This side may not do that (a parent sending `Ready`, answering twice).
+    #[error("not allowed: {0}")]
+    NotAllowed(&'static str),
+    /// A system call failed.
+    #[error("i/o error: {0}")]
+    Io(Arc<io::Error>),
+}
+
+impl From<SessionError> for ChannelError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Encode(e) => ChannelError::Encode(e),
+            SessionError::NotAllowed(m) => ChannelError::NotAllowed(m),
+            SessionError::Closed => ChannelError::Closed(CloseReason::Local),
+            other => ChannelError::Closed(CloseReason::Protocol(other)),
+        }
+    }
+}
+
+impl From<ChannelError> for io::Error {
+    fn from(e: ChannelError) -> Self {
+        let kind = match &e {
+            ChannelError::Closed(_) => io::ErrorKind::BrokenPipe,
+            ChannelError::Timeout(_) => io::ErrorKind::TimedOut,
+            ChannelError::Encode(_) | ChannelError::Decode { .. } => io::ErrorKind::InvalidData,
+            ChannelError::NotAllowed(_) => io::ErrorKind::PermissionDenied,
+            ChannelError::Io(e) => e.kind(),
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+impl From<ReadyError> for io::Error {
+    fn from(e: ReadyError) -> Self {
+        let kind = match &e {
+            ReadyError::Timeout { .. } => io::ErrorKind::TimedOut,
+            ReadyError::Protocol { .. } => io::ErrorKind::InvalidData,
+            ReadyError::Io(e) => e.kind(),
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+impl From<SpawnError> for io::Error {
+    fn from(e: SpawnError) -> Self {
+        let kind = match &e {
+            SpawnError::ReservedFd(_) => io::ErrorKind::InvalidInput,
+            SpawnError::Start { source, .. } => source.kind(),
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// The child side found no usable channel in its environment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvError {
+    /// The variable is set but is not a file descriptor number.
+    #[error("{var}={value:?} is not a file descriptor number")]
+    Malformed {
+        /// The variable's name.
+        var: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The variable names an fd that is closed or of the wrong type.
+    #[error("{var}={fd} names fd {fd}, which {why} (was it closed, e.g. by a daemon that closes every fd above 2?)")]
+    BadFd {
+        /// The variable's name.
+        var: &'static str,
+        /// The fd number.
+        fd: RawFd,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+}
+
+/// Plain-words description of an exit status: `exited with status 3`,
+/// `was killed by signal 9 (SIGKILL)`.
+pub fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        format!("exited with status {code}")
+    } else if let Some(sig) = status.signal() {
+        let name = nix::sys::signal::Signal::try_from(sig)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|_| "unknown".to_string());
+        let core = if status.core_dumped() { ", core dumped" } else { "" };
+        format!("was killed by signal {sig} ({name}{core})")
+    } else {
+        format!("ended ({status})")
+    }
+}
+
+fn last_status_suffix(s: &Option<String>) -> String {
+    match s {
+        Some(s) => format!(" (its last status: {s:?})"),
+        None => String::new(),
+    }
+}
+
+/// `1.5s`, `250ms`: short human durations for messages.
+pub(crate) fn humanize(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}

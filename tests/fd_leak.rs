@@ -1,0 +1,39 @@
+//! 1000 spawn/ready/shutdown cycles leave no fd behind in the parent. Alone
+//! in its own test binary, so that no other test opens fds meanwhile.
+
+use std::process::Command;
+use std::time::Duration;
+
+use readyfd::ReadyCommand;
+
+const BOUND: Duration = Duration::from_secs(60);
+
+fn open_fds() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn cycle() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-child"));
+    cmd.arg("ready");
+    let mut c = ReadyCommand::new(cmd).spawn().unwrap();
+    c.wait_ready(BOUND).unwrap();
+    let status = c.stop(BOUND).unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert!(status.success() || status.signal() == Some(15), "{status:?}");
+}
+
+#[test]
+fn a_thousand_cycles_leave_no_fd_behind() {
+    // Warm up (lazily opened fds), then count.
+    cycle();
+    let before = open_fds();
+    for _ in 0..1000 {
+        cycle();
+    }
+    assert_eq!(open_fds(), before);
+}

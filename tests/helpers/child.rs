@@ -1,0 +1,238 @@
+//! Helper child for the integration tests: `readyfd-test-child ROLE [ARGS]`.
+//! Each role plays one kind of child, well-behaved or hostile.
+
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use readyfd::{Incoming, Parent, Ready, RemoteErrorKind};
+use serde::{Deserialize, Serialize};
+
+/// The application protocol the tests speak with `serve`.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+enum TestReq {
+    Echo(String),
+    Add(u64, u64),
+    /// Ask the parent for its `Secret` request in return, and report it.
+    AskParent,
+    /// Send `n` notifications, then answer.
+    Notify(u32),
+    Fail,
+}
+
+fn parent() -> Parent {
+    // SAFETY: first thing in main, no other thread is running yet.
+    match unsafe { Parent::from_env() } {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            eprintln!("test child: not spawned by readyfd");
+            std::process::exit(90);
+        }
+        Err(e) => {
+            eprintln!("test child: {e}");
+            std::process::exit(91);
+        }
+    }
+}
+
+fn park_forever() -> ! {
+    loop {
+        std::thread::park();
+    }
+}
+
+fn serve(p: &Parent) {
+    while let Ok(inc) = p.recv() {
+        match inc {
+            Incoming::Request(req) => match req.decode::<TestReq>() {
+                Ok(TestReq::Echo(s)) => drop(req.respond(&s)),
+                Ok(TestReq::Add(a, b)) => drop(req.respond(&(a + b))),
+                Ok(TestReq::AskParent) => {
+                    let answer: Result<String, _> = p.request(&"secret please");
+                    drop(req.respond(&answer.map_err(|e| e.to_string())));
+                }
+                Ok(TestReq::Notify(n)) => {
+                    for i in 0..n {
+                        p.notify(&i).unwrap();
+                    }
+                    drop(req.respond(&n));
+                }
+                Ok(TestReq::Fail) => drop(req.reject(RemoteErrorKind::Failed, "asked to fail")),
+                Err(e) => drop(req.reject(RemoteErrorKind::BadRequest, e.to_string())),
+            },
+            Incoming::Notify(n) => {
+                // Echo notifications back.
+                let v: u32 = n.decode().unwrap_or(u32::MAX);
+                let _ = p.notify(&v);
+            }
+            Incoming::Shutdown(s) => {
+                drop(s.acknowledge());
+                std::process::exit(0);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn raw_fd3() -> OwnedFd {
+    let fd: i32 = std::env::var("READYFD").expect("READYFD").parse().expect("number");
+    // SAFETY: the test parent handed us this fd; nothing else in this
+    // process uses it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let role = args.first().map(String::as_str).unwrap_or("");
+    match role {
+        // Ready with several addresses, then serve until the parent goes.
+        // `ready-deliver` handles Shutdown itself and exits 0.
+        "ready" | "ready-deliver" => {
+            let p = if role == "ready" {
+                parent()
+            } else {
+                let opts = readyfd::ChannelOptions {
+                    shutdown: readyfd::ShutdownPolicy::Deliver,
+                    ..Default::default()
+                };
+                // SAFETY: first thing in main, no other thread is running yet.
+                unsafe { Parent::from_env_with(opts) }.unwrap().unwrap()
+            };
+            let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let ready = Ready::new(std::process::id())
+                .address("http", tcp.local_addr().unwrap())
+                .address("admin", readyfd::Address::Unix("/run/test.sock".into()))
+                .address("", readyfd::Address::Text("hello".into()))
+                .status("serving");
+            p.ready(&ready).unwrap();
+            serve(&p);
+        }
+        // Ask the parent for configuration before being ready; put the
+        // answer in the status.
+        "config-first" => {
+            let p = parent();
+            let cfg: String = p.request(&"config").unwrap();
+            p.ready(&Ready::new(std::process::id()).status(cfg)).unwrap();
+            serve(&p);
+        }
+        // Send status lines, then exit with the given code before ready.
+        "exit" => {
+            let p = parent();
+            p.status("loading").unwrap();
+            let code: i32 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3);
+            std::process::exit(code);
+        }
+        // Die by a signal before ready.
+        "signal" => {
+            let _p = parent();
+            nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+            park_forever();
+        }
+        // Never ready.
+        "hang" => {
+            let p = parent();
+            p.status("still loading").unwrap();
+            park_forever();
+        }
+        // The minimal signal: close the fd without a word, stay alive.
+        "close" => {
+            drop(raw_fd3());
+            park_forever();
+        }
+        // Close the fd without a word, then exit as soon as told (stdin EOF).
+        "close-then-wait-stdin" => {
+            drop(raw_fd3());
+            let mut s = String::new();
+            let _ = std::io::stdin().read_line(&mut s);
+        }
+        // Spawn a grandchild that reports what it inherited, and put its
+        // report in the Ready status.
+        "grandchild" => {
+            let fd = std::env::var("READYFD").unwrap();
+            let p = parent();
+            let own = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+            let exe = std::env::current_exe().unwrap();
+            let out = std::process::Command::new(exe).arg("inspect").output().unwrap();
+            let report = String::from_utf8(out.stdout).unwrap();
+            let status = format!("{}|{}", own.display(), report);
+            p.ready(&Ready::new(std::process::id()).status(status)).unwrap();
+            serve(&p);
+        }
+        // Print our open fds and whether READYFD is set.
+        "inspect" => {
+            let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let target = std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default();
+                    format!("{}={}", e.file_name().to_string_lossy(), target)
+                })
+                .collect();
+            fds.sort();
+            let env = std::env::var("READYFD").unwrap_or_else(|_| "unset".into());
+            print!("fds={} READYFD={}", fds.join(","), env);
+        }
+        // Hostile: raw bytes on the channel, then stay alive.
+        "hostile" => {
+            let mut f = std::fs::File::from(raw_fd3());
+            let bytes: Vec<u8> = match args.get(1).map(String::as_str) {
+                Some("oversize") => vec![0xff, 0xff, 0xff, 0xff, 0x02],
+                Some("garbage") => b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+                Some("badmagic") => {
+                    let mut v = vec![18, 0, 0, 0, 1];
+                    v.extend_from_slice(b"XXXX\x01\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01");
+                    v
+                }
+                Some("version") => {
+                    let mut v = vec![18, 0, 0, 0, 1];
+                    v.extend_from_slice(b"RDFD\x09\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01");
+                    v
+                }
+                // A Hello, then a frame cut short, then close.
+                Some("truncated") => {
+                    let mut v = vec![18, 0, 0, 0, 1];
+                    v.extend_from_slice(b"RDFD\x01\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01");
+                    v.extend_from_slice(&[100, 0, 0, 0, 2, 1, 2, 3]);
+                    f.write_all(&v).unwrap();
+                    drop(f);
+                    park_forever();
+                }
+                other => panic!("unknown hostile kind {other:?}"),
+            };
+            f.write_all(&bytes).unwrap();
+            // Keep the fd open so only the content can decide.
+            park_forever();
+        }
+        // Ready, then exit as soon as the parent goes away (the recipe).
+        "watch-parent" => {
+            let p = parent();
+            p.ready(&Ready::new(std::process::id())).unwrap();
+            while p.recv().is_ok() {}
+            println!("parent gone");
+            std::process::exit(0);
+        }
+        // Spawn a `watch-parent` grandchild through readyfd, report its pid
+        // on stdout, then wait to be killed.
+        "middle" => {
+            let exe = std::env::current_exe().unwrap();
+            let mut cmd = std::process::Command::new(exe);
+            cmd.arg("watch-parent");
+            let mut gc = readyfd::ReadyCommand::new(cmd).spawn().unwrap();
+            gc.wait_ready(Duration::from_secs(60)).unwrap();
+            println!("grandchild {}", gc.id());
+            std::io::stdout().flush().unwrap();
+            park_forever();
+        }
+        // Ready through a wrapper that exits 0 while a descendant keeps the
+        // channel: `sh -c 'readyfd-test-child ready &'` in miniature.
+        "fork-ready" => {
+            let exe = std::env::current_exe().unwrap();
+            std::process::Command::new(exe).arg("ready").spawn().unwrap();
+            std::process::exit(0);
+        }
+        other => {
+            eprintln!("unknown role {other:?}");
+            std::process::exit(64);
+        }
+    }
+}

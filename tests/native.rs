@@ -1,0 +1,372 @@
+//! The native protocol with real child processes (`tests/helpers/child.rs`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use readyfd::{
+    Address, ChannelError, CloseReason, Incoming, OnTimeout, ProtocolError, ReadyCommand,
+    ReadyError, ReadyVia,
+};
+use readyfd_proto::{DecodeError, FrameError, RemoteErrorKind, SessionError};
+use serde::{Deserialize, Serialize};
+
+/// A bound against hangs, not a synchronisation: generous on purpose.
+const BOUND: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+enum TestReq {
+    Echo(String),
+    Add(u64, u64),
+    AskParent,
+    Notify(u32),
+    Fail,
+}
+
+fn helper(role: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-child"));
+    cmd.arg(role);
+    cmd
+}
+
+fn spawn(role: &str) -> readyfd::ReadyChild {
+    ReadyCommand::new(helper(role)).spawn().expect("spawn helper")
+}
+
+/// `stop` ends a child that keeps the default shutdown policy with its own
+/// SIGTERM; one that handles Shutdown itself exits 0.
+fn stopped_cleanly(status: std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.success() || status.signal() == Some(15)
+}
+
+#[test]
+fn ready_with_several_addresses() {
+    let mut child = spawn("ready");
+    let r = child.wait_ready(BOUND).unwrap().clone();
+    assert_eq!(r.via, ReadyVia::Message);
+    assert_eq!(r.ready.pid, child.id());
+    assert_eq!(r.pid_mismatch(), None);
+    assert_eq!(r.ready.addresses.len(), 3);
+    let Some(Address::Tcp(http)) = r.ready.get("http") else {
+        panic!("no tcp address: {:?}", r.ready)
+    };
+    assert!(http.ip().is_loopback() && http.port() != 0);
+    // The address works: the child bound it.
+    std::net::TcpStream::connect(http).unwrap();
+    assert_eq!(r.ready.get("admin"), Some(&Address::Unix("/run/test.sock".into())));
+    assert_eq!(r.ready.get(""), Some(&Address::Text("hello".into())));
+    assert_eq!(r.ready.status.as_deref(), Some("serving"));
+    assert_eq!(child.last_status().as_deref(), Some("serving"));
+    let status = child.stop(Duration::from_secs(10)).unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(15), "default policy: Shutdown acts as SIGTERM: {status:?}");
+    let mut child = spawn("ready-deliver");
+    child.wait_ready(BOUND).unwrap();
+    let status = child.stop(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "Shutdown delivered, acknowledged, exit 0: {status:?}");
+}
+
+#[test]
+fn requests_both_ways_and_notifications() {
+    let mut child = spawn("ready");
+    child.wait_ready(BOUND).unwrap();
+    let ch = child.channel().unwrap();
+    let echoed: String = ch.request(&TestReq::Echo("héllo".into())).unwrap();
+    assert_eq!(echoed, "héllo");
+    let sum: u64 = ch.request(&TestReq::Add(40, 2)).unwrap();
+    assert_eq!(sum, 42);
+    // The child asks us back while we wait for its answer.
+    let ch2 = child.channel().unwrap();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| ch2.request::<_, Result<String, String>>(&TestReq::AskParent));
+        match ch2.recv_timeout(BOUND).unwrap().expect("child's request") {
+            Incoming::Request(req) => {
+                assert_eq!(req.decode::<String>().unwrap(), "secret please");
+                req.respond(&"s3cr3t").unwrap();
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(waiter.join().unwrap().unwrap(), Ok("s3cr3t".to_string()));
+    });
+    // Notifications from the child arrive in order, before the answer.
+    let n: u32 = ch.request(&TestReq::Notify(5)).unwrap();
+    assert_eq!(n, 5);
+    for i in 0..5u32 {
+        match ch.recv_timeout(BOUND).unwrap().unwrap() {
+            Incoming::Notify(note) => assert_eq!(note.decode::<u32>().unwrap(), i),
+            other => panic!("{other:?}"),
+        }
+    }
+    // A remote failure and a body of the wrong type are typed errors.
+    match ch.request::<_, u64>(&TestReq::Fail) {
+        Err(ChannelError::Remote(e)) => assert_eq!(e.kind, RemoteErrorKind::Failed),
+        other => panic!("{other:?}"),
+    }
+    match ch.request::<_, u64>(&"not a TestReq at all, just a string") {
+        Err(ChannelError::Remote(e)) => assert_eq!(e.kind, RemoteErrorKind::BadRequest),
+        other => panic!("{other:?}"),
+    }
+    ch.ping(BOUND).unwrap();
+    assert!(stopped_cleanly(child.stop(Duration::from_secs(10)).unwrap()));
+}
+
+#[test]
+fn requests_from_many_threads_interleave_correctly() {
+    let mut child = spawn("ready");
+    child.wait_ready(BOUND).unwrap();
+    let ch = child.channel().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            s.spawn(move || {
+                for i in 0..200u64 {
+                    let sum: u64 = ch.request(&TestReq::Add(t * 1000, i)).unwrap();
+                    assert_eq!(sum, t * 1000 + i);
+                    let big = "x".repeat((i as usize * 997) % 70_000);
+                    let back: String = ch.request(&TestReq::Echo(big.clone())).unwrap();
+                    assert_eq!(back, big);
+                }
+            });
+        }
+    });
+    assert!(stopped_cleanly(child.stop(Duration::from_secs(10)).unwrap()));
+}
+
+#[test]
+fn parent_hands_configuration_before_ready() {
+    let mut child = spawn("config-first");
+    let ch = child.channel().unwrap();
+    match ch.recv_timeout(BOUND).unwrap().expect("config request") {
+        Incoming::Request(req) => {
+            assert_eq!(req.decode::<String>().unwrap(), "config");
+            req.respond(&"mode=fast").unwrap();
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = child.wait_ready(BOUND).unwrap();
+    assert_eq!(r.ready.status.as_deref(), Some("mode=fast"));
+    child.stop(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn exit_before_ready_reports_the_status() {
+    let mut child = spawn("exit");
+    let err = child.wait_ready(BOUND).unwrap_err();
+    match &err {
+        ReadyError::Exited { status, last_status, .. } => {
+            assert_eq!(status.code(), Some(3));
+            assert_eq!(last_status.as_deref(), Some("loading"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("exited with status 3 before it was ready"), "{msg}");
+    // A second wait does not pretend.
+    assert!(matches!(child.wait_ready(BOUND), Err(ReadyError::AlreadyFailed { .. })));
+}
+
+#[test]
+fn exit_zero_before_ready_is_not_ready() {
+    let mut cmd = helper("exit");
+    cmd.arg("0");
+    let mut child = ReadyCommand::new(cmd).spawn().unwrap();
+    match child.wait_ready(BOUND) {
+        Err(ReadyError::Exited { status, .. }) => assert_eq!(status.code(), Some(0)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn death_by_signal_before_ready() {
+    let mut child = spawn("signal");
+    match child.wait_ready(BOUND) {
+        Err(ReadyError::Exited { status, .. }) => {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), Some(9));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_hanging_child_times_out_and_is_killed() {
+    let mut child = spawn("hang");
+    match child.wait_ready(Duration::from_millis(300)) {
+        Err(ReadyError::Timeout { killed, last_status, .. }) => {
+            assert!(killed);
+            assert_eq!(last_status.as_deref(), Some("still loading"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Killed and reaped.
+    assert!(child.exit_status().unwrap().is_some());
+}
+
+#[test]
+fn a_hanging_child_can_be_left_running() {
+    let mut child = ReadyCommand::new(helper("hang"))
+        .on_timeout(OnTimeout::Leave)
+        .spawn()
+        .unwrap();
+    match child.wait_ready(Duration::from_millis(100)) {
+        Err(ReadyError::Timeout { killed, .. }) => assert!(!killed),
+        other => panic!("{other:?}"),
+    }
+    assert!(child.exit_status().unwrap().is_none(), "still running");
+    child.kill().unwrap();
+}
+
+#[test]
+fn closing_without_a_word_while_alive_is_ready() {
+    let mut child = spawn("close");
+    let r = child.wait_ready(BOUND).unwrap();
+    assert_eq!(r.via, ReadyVia::Closed);
+    assert!(r.ready.addresses.is_empty());
+    child.kill().unwrap();
+}
+
+#[test]
+fn grandchildren_inherit_neither_fd_nor_variable() {
+    let mut child = spawn("grandchild");
+    let r = child.wait_ready(BOUND).unwrap();
+    let status = r.ready.status.clone().unwrap();
+    let (own, report) = status.split_once('|').unwrap();
+    assert!(own.starts_with("socket:["), "{own}");
+    assert!(report.ends_with(" READYFD=unset"), "{report}");
+    assert!(!report.contains(own), "the channel leaked into the grandchild: {report}");
+    child.stop(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_wrapper_that_exits_zero_hands_readiness_to_its_descendant() {
+    let mut child = spawn("fork-ready");
+    let r = child.wait_ready(BOUND).unwrap().clone();
+    assert_eq!(r.via, ReadyVia::Message);
+    let claimed = r.pid_mismatch().expect("the descendant reports its own pid");
+    assert_ne!(claimed, child.id());
+    // Stop the descendant over the channel.
+    child.channel().unwrap().shutdown(BOUND).unwrap();
+}
+
+#[test]
+fn hostile_children_get_typed_errors() {
+    let cases: [(&str, fn(&ProtocolError) -> bool); 5] = [
+        ("oversize", |e| {
+            matches!(e, ProtocolError::Session(SessionError::Frame(FrameError::TooLarge { len: 0xffff_ffff, .. })))
+        }),
+        ("garbage", |e| matches!(e, ProtocolError::Session(SessionError::Frame(FrameError::TooLarge { .. }) | SessionError::Decode(_) | SessionError::HelloExpected(_)))),
+        ("badmagic", |e| matches!(e, ProtocolError::Session(SessionError::Decode(DecodeError::BadMagic(_))))),
+        ("version", |e| matches!(e, ProtocolError::Session(SessionError::VersionMismatch { ours: 1, theirs: 9 }))),
+        ("truncated", |e| matches!(e, ProtocolError::Session(SessionError::Frame(FrameError::Truncated { .. })))),
+    ];
+    for (kind, check) in cases {
+        let mut cmd = helper("hostile");
+        cmd.arg(kind);
+        let mut child = ReadyCommand::new(cmd).spawn().unwrap();
+        match child.wait_ready(BOUND) {
+            Err(ReadyError::Protocol { source, .. }) => {
+                assert!(check(&source), "{kind}: {source:?}");
+                let msg = source.to_string();
+                assert!(!msg.is_empty());
+            }
+            other => panic!("{kind}: {other:?}"),
+        }
+        child.kill().unwrap();
+    }
+}
+
+#[test]
+fn version_mismatch_names_both_versions() {
+    let mut cmd = helper("hostile");
+    cmd.arg("version");
+    let mut child = ReadyCommand::new(cmd).spawn().unwrap();
+    let msg = child.wait_ready(BOUND).unwrap_err().to_string();
+    assert!(msg.contains("version 1") && msg.contains("version 9"), "{msg}");
+    child.kill().unwrap();
+}
+
+#[test]
+fn the_child_sees_eof_when_its_parent_dies() {
+    let mut middle = helper("middle").stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(middle.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("grandchild "), "{line}");
+    middle.kill().unwrap();
+    middle.wait().unwrap();
+    // The grandchild (which shares the stdout pipe) notices and says so.
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "parent gone");
+}
+
+#[test]
+fn pending_requests_fail_when_the_peer_dies() {
+    let mut child = spawn("ready");
+    child.wait_ready(BOUND).unwrap();
+    let ch = child.channel().unwrap();
+    std::thread::scope(|s| {
+        // Ask for something the child will never answer: it asks us back and
+        // we never reply, then we kill it.
+        let waiter = s.spawn(|| ch.request::<_, Result<String, String>>(&TestReq::AskParent));
+        let req = ch.recv_timeout(BOUND).unwrap().expect("child asks back");
+        // Kill it while our request is pending.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        match waiter.join().unwrap() {
+            Err(ChannelError::Closed(CloseReason::PeerClosed)) => {}
+            other => panic!("{other:?}"),
+        }
+        drop(req);
+    });
+    child.wait().unwrap();
+}
+
+#[test]
+fn sixty_four_threads_spawning_at_once_never_leak_channels() {
+    // Each child signals readiness only by closing its fd. If any child's
+    // fd leaked into a sibling, its EOF would never come and the wait
+    // would hang until the bound.
+    let children: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..64)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut c = ReadyCommand::new(helper("close-then-wait-stdin"))
+                        .command_mut_with(|c| {
+                            c.stdin(Stdio::piped());
+                        })
+                        .spawn()
+                        .unwrap();
+                    let r = c.wait_ready(BOUND).unwrap().clone();
+                    assert_eq!(r.via, ReadyVia::Closed);
+                    c
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for mut c in children {
+        drop(c.child_mut().stdin.take());
+        assert!(c.wait().unwrap().success());
+    }
+}
+
+#[test]
+fn channel_is_shareable_across_threads() {
+    let mut child = spawn("ready");
+    child.wait_ready(BOUND).unwrap();
+    let child = Arc::new(std::sync::Mutex::new(child));
+    let c2 = Arc::clone(&child);
+    std::thread::spawn(move || {
+        let g = c2.lock().unwrap();
+        let v: String = g.channel().unwrap().request(&TestReq::Echo("t".into())).unwrap();
+        assert_eq!(v, "t");
+    })
+    .join()
+    .unwrap();
+    child.lock().unwrap().stop(BOUND).unwrap();
+}
