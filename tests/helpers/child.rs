@@ -230,6 +230,39 @@ fn main() {
             std::process::Command::new(exe).arg("ready").spawn().unwrap();
             std::process::exit(0);
         }
+        // Benchmarks: say Ready, then exit when the parent closes.
+        "bench-ready" => {
+            let p = parent();
+            p.ready(&Ready::new(std::process::id())).unwrap();
+            while p.recv().is_ok() {}
+        }
+        // Benchmarks: the baseline child just exits, closing its inherited pipe.
+        "bench-exit" => {}
+        // Benchmarks: serve requests until the parent closes.
+        "bench-serve" => {
+            let p = parent();
+            p.ready(&Ready::new(std::process::id())).unwrap();
+            while let Ok(Incoming::Request(req)) = p.recv() {
+                let body: Vec<u8> = req.decode().unwrap();
+                req.respond(&body).unwrap();
+            }
+        }
+        // Benchmarks: the raw baseline, echo whatever arrives on fd 3.
+        "raw-echo" => {
+            use std::io::Read;
+            let mut f = std::fs::File::from(raw_fd3());
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if f.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
         other => {
             eprintln!("unknown role {other:?}");
             std::process::exit(64);
