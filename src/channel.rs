@@ -1000,10 +1000,8 @@ fn dispatch(inner: &Arc<Inner>, st: &mut State) {
                     );
                 }
             },
-            Message::Response { id, body } => {
-                if st.waiting.contains(&id) {
-                    st.responses.insert(id, body);
-                }
+            Message::Response { id, body } if st.waiting.contains(&id) => {
+                st.responses.insert(id, body);
             }
             Message::Notify(body) => st.incoming.push_back(Incoming::Notify(Notification { body })),
             Message::Goodbye(g) => st.peer_goodbye = Some(g),

@@ -251,7 +251,8 @@ fn a_wrapper_that_exits_zero_hands_readiness_to_its_descendant() {
 
 #[test]
 fn hostile_children_get_typed_errors() {
-    let cases: [(&str, fn(&ProtocolError) -> bool); 5] = [
+    type Check = fn(&ProtocolError) -> bool;
+    let cases: [(&str, Check); 5] = [
         ("oversize", |e| {
             matches!(e, ProtocolError::Session(SessionError::Frame(FrameError::TooLarge { len: 0xffff_ffff, .. })))
         }),
