@@ -27,8 +27,8 @@ use bytes::{Bytes, BytesMut};
 use nix::poll::{PollFd, PollFlags};
 use readyfd_proto::codec::decode_body;
 use readyfd_proto::{
-    GoodbyeReason, Hello, Message, Ready, RemoteError, RemoteErrorKind, RequestBody,
-    ResponseBody, Role, Session, SessionConfig, SessionError,
+    GoodbyeReason, Hello, Message, Ready, RemoteError, RemoteErrorKind, RequestBody, ResponseBody,
+    Role, Session, SessionConfig, SessionError,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -138,7 +138,11 @@ impl State {
             return Some(CloseReason::Goodbye(g.clone()));
         }
         match &self.read {
-            ReadEnd::Open => self.write_failed.clone().or(if self.local_closed { Some(CloseReason::Local) } else { None }),
+            ReadEnd::Open => self.write_failed.clone().or(if self.local_closed {
+                Some(CloseReason::Local)
+            } else {
+                None
+            }),
             ReadEnd::Eof => Some(CloseReason::PeerClosed),
             ReadEnd::Failed(r) => Some(r.clone()),
         }
@@ -162,7 +166,11 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn wait<'a>(&self, g: MutexGuard<'a, State>, deadline: Option<Instant>) -> (MutexGuard<'a, State>, bool) {
+    fn wait<'a>(
+        &self,
+        g: MutexGuard<'a, State>,
+        deadline: Option<Instant>,
+    ) -> (MutexGuard<'a, State>, bool) {
         match deadline {
             None => (self.cond.wait(g).unwrap_or_else(|p| p.into_inner()), false),
             Some(d) => {
@@ -170,7 +178,10 @@ impl Inner {
                 if left.is_zero() {
                     return (g, true);
                 }
-                let (g, r) = self.cond.wait_timeout(g, left).unwrap_or_else(|p| p.into_inner());
+                let (g, r) = self
+                    .cond
+                    .wait_timeout(g, left)
+                    .unwrap_or_else(|p| p.into_inner());
                 (g, r.timed_out() && Instant::now() >= d)
             }
         }
@@ -402,7 +413,11 @@ impl Channel {
     ///
     /// # Errors
     /// As [`request`](Self::request), plus [`ChannelError::Timeout`].
-    pub fn request_timeout<Req, Resp>(&self, req: &Req, timeout: Duration) -> Result<Resp, ChannelError>
+    pub fn request_timeout<Req, Resp>(
+        &self,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, ChannelError>
     where
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
@@ -482,7 +497,8 @@ impl Channel {
     /// [`ChannelError::Closed`] once the peer has gone and the queue is
     /// empty.
     pub fn recv(&self) -> Result<Incoming, ChannelError> {
-        self.recv_until(None)?.ok_or(ChannelError::Timeout(Duration::ZERO))
+        self.recv_until(None)?
+            .ok_or(ChannelError::Timeout(Duration::ZERO))
     }
 
     /// [`recv`](Self::recv), giving up after `timeout` with `Ok(None)`.
@@ -537,7 +553,9 @@ impl Channel {
                 return ReadyEvent::Ready(r.clone());
             }
             match &st.read {
-                ReadEnd::Failed(CloseReason::Protocol(e)) => return ReadyEvent::Protocol(e.clone()),
+                ReadEnd::Failed(CloseReason::Protocol(e)) => {
+                    return ReadyEvent::Protocol(e.clone());
+                }
                 ReadEnd::Failed(r) => return ReadyEvent::Io(r.clone()),
                 ReadEnd::Eof => return ReadyEvent::Closed,
                 ReadEnd::Open => {}
@@ -701,14 +719,20 @@ impl IncomingRequest {
     ///
     /// # Errors
     /// [`ChannelError::Closed`].
-    pub fn reject(mut self, kind: RemoteErrorKind, message: impl Into<String>) -> Result<(), ChannelError> {
+    pub fn reject(
+        mut self,
+        kind: RemoteErrorKind,
+        message: impl Into<String>,
+    ) -> Result<(), ChannelError> {
         let inner = self.inner.take().expect("answered once");
         let id = self.id;
         let error = RemoteError {
             kind,
             message: message.into(),
         };
-        send_on(&inner, |st| st.session.send_response(id, ResponseBody::Error(error)))
+        send_on(&inner, |st| {
+            st.session.send_response(id, ResponseBody::Error(error))
+        })
     }
 }
 
@@ -762,7 +786,9 @@ pub struct ShutdownRequest {
 
 impl fmt::Debug for ShutdownRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ShutdownRequest").field("grace", &self.grace).finish()
+        f.debug_struct("ShutdownRequest")
+            .field("grace", &self.grace)
+            .finish()
     }
 }
 
@@ -792,7 +818,10 @@ impl Drop for ShutdownRequest {
     }
 }
 
-fn send_on(inner: &Inner, f: impl FnOnce(&mut State) -> Result<(), SessionError>) -> Result<(), ChannelError> {
+fn send_on(
+    inner: &Inner,
+    f: impl FnOnce(&mut State) -> Result<(), SessionError>,
+) -> Result<(), ChannelError> {
     let mut st = inner.lock();
     if let Some(r) = st.send_blocker() {
         return Err(ChannelError::Closed(r));
@@ -861,10 +890,14 @@ fn io_loop(inner: &Arc<Inner>) {
         if !wake_ev.is_empty() {
             sys::eventfd_drain(inner.wake.as_fd());
         }
-        if want_write && sock_ev.intersects(PollFlags::POLLOUT | PollFlags::POLLERR | PollFlags::POLLHUP) {
+        if want_write
+            && sock_ev.intersects(PollFlags::POLLOUT | PollFlags::POLLERR | PollFlags::POLLHUP)
+        {
             drop(inner.flush(inner.lock(), Writer::Io));
         }
-        if want_read && sock_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+        if want_read
+            && sock_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+        {
             read_available(inner, &mut rbuf);
         }
         if !pid_ev.is_empty() {
@@ -979,17 +1012,21 @@ fn dispatch(inner: &Arc<Inner>, st: &mut State) {
                         let _ = st.session.send_response(id, ResponseBody::Ok);
                         st.raise_sigterm = true;
                     }
-                    ShutdownPolicy::Deliver => st.incoming.push_back(Incoming::Shutdown(ShutdownRequest {
-                        id,
-                        grace: grace_ms.map(Duration::from_millis),
-                        inner: Some(Arc::clone(inner)),
-                    })),
+                    ShutdownPolicy::Deliver => {
+                        st.incoming.push_back(Incoming::Shutdown(ShutdownRequest {
+                            id,
+                            grace: grace_ms.map(Duration::from_millis),
+                            inner: Some(Arc::clone(inner)),
+                        }))
+                    }
                 },
-                RequestBody::App(body) => st.incoming.push_back(Incoming::Request(IncomingRequest {
-                    id,
-                    body,
-                    inner: Some(Arc::clone(inner)),
-                })),
+                RequestBody::App(body) => {
+                    st.incoming.push_back(Incoming::Request(IncomingRequest {
+                        id,
+                        body,
+                        inner: Some(Arc::clone(inner)),
+                    }))
+                }
                 _ => {
                     let _ = st.session.send_response(
                         id,
@@ -1003,7 +1040,9 @@ fn dispatch(inner: &Arc<Inner>, st: &mut State) {
             Message::Response { id, body } if st.waiting.contains(&id) => {
                 st.responses.insert(id, body);
             }
-            Message::Notify(body) => st.incoming.push_back(Incoming::Notify(Notification { body })),
+            Message::Notify(body) => st
+                .incoming
+                .push_back(Incoming::Notify(Notification { body })),
             Message::Goodbye(g) => st.peer_goodbye = Some(g),
             _ => {}
         }

@@ -153,7 +153,11 @@ pub(crate) fn env_fd(var: &'static str) -> Result<Option<RawFd>, EnvError> {
 ///
 /// # Safety
 /// Nothing else may own `fd`.
-pub(crate) unsafe fn take_fd(var: &'static str, fd: RawFd, ty: SockType) -> Result<OwnedFd, EnvError> {
+pub(crate) unsafe fn take_fd(
+    var: &'static str,
+    fd: RawFd,
+    ty: SockType,
+) -> Result<OwnedFd, EnvError> {
     if fd <= 2 {
         return Err(EnvError::BadFd {
             var,

@@ -13,7 +13,9 @@ use readyfd_proto::{DecodeError, EncodeError, Goodbye, RemoteError, SessionError
 #[non_exhaustive]
 pub enum SpawnError {
     /// The requested fd number is stdin, stdout, stderr or negative.
-    #[error("cannot hand the readiness fd to the child as fd {0}: fds 0-2 are stdin, stdout and stderr (choose 3 or above)")]
+    #[error(
+        "cannot hand the readiness fd to the child as fd {0}: fds 0-2 are stdin, stdout and stderr (choose 3 or above)"
+    )]
     ReservedFd(RawFd),
     /// Creating the socket pair, pipe or notify socket failed.
     #[error("cannot create the readiness channel: {0}")]
@@ -132,8 +134,12 @@ pub enum CloseReason {
 impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CloseReason::Goodbye(g) if g.message.is_empty() => write!(f, "the peer said goodbye ({:?})", g.reason),
-            CloseReason::Goodbye(g) => write!(f, "the peer said goodbye ({:?}: {})", g.reason, g.message),
+            CloseReason::Goodbye(g) if g.message.is_empty() => {
+                write!(f, "the peer said goodbye ({:?})", g.reason)
+            }
+            CloseReason::Goodbye(g) => {
+                write!(f, "the peer said goodbye ({:?}: {})", g.reason, g.message)
+            }
             CloseReason::PeerClosed => f.write_str("the peer closed the channel or exited"),
             CloseReason::Local => f.write_str("this side closed the channel"),
             CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
@@ -238,7 +244,9 @@ pub enum EnvError {
         value: String,
     },
     /// The variable names an fd that is closed or of the wrong type.
-    #[error("{var}={fd} names fd {fd}, which {why} (was it closed, e.g. by a daemon that closes every fd above 2?)")]
+    #[error(
+        "{var}={fd} names fd {fd}, which {why} (was it closed, e.g. by a daemon that closes every fd above 2?)"
+    )]
     BadFd {
         /// The variable's name.
         var: &'static str,
@@ -259,7 +267,11 @@ pub fn describe_exit(status: ExitStatus) -> String {
         let name = nix::sys::signal::Signal::try_from(sig)
             .map(|s| s.as_str().to_string())
             .unwrap_or_else(|_| "unknown".to_string());
-        let core = if status.core_dumped() { ", core dumped" } else { "" };
+        let core = if status.core_dumped() {
+            ", core dumped"
+        } else {
+            ""
+        };
         format!("was killed by signal {sig} ({name}{core})")
     } else {
         format!("ended ({status})")

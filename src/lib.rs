@@ -63,11 +63,13 @@ pub use channel::{
     ShutdownPolicy, ShutdownRequest,
 };
 pub use child::Parent;
-pub use error::{ChannelError, CloseReason, EnvError, ProtocolError, ReadyError, SpawnError, describe_exit};
+pub use error::{
+    ChannelError, CloseReason, EnvError, ProtocolError, ReadyError, SpawnError, describe_exit,
+};
 pub use pipe::CHILD_READY_FD_ENV;
 pub use spawn::{
-    CommandExt, DEFAULT_FD, OnTimeout, Protocol, READYFD_ENV, ReadyChild, ReadyCommand, ReadyVia,
-    Readiness, spawn,
+    CommandExt, DEFAULT_FD, OnTimeout, Protocol, READYFD_ENV, Readiness, ReadyChild, ReadyCommand,
+    ReadyVia, spawn,
 };
 pub use systemd::NOTIFY_SOCKET_ENV;
 

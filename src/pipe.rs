@@ -20,7 +20,12 @@ impl PipeWaiter {
         Ok((PipeWaiter { read }, write))
     }
 
-    pub(crate) fn wait(&mut self, _pidfd: BorrowedFd<'_>, _deadline: Instant, _ignore_exit: bool) -> WaitOutcome {
+    pub(crate) fn wait(
+        &mut self,
+        _pidfd: BorrowedFd<'_>,
+        _deadline: Instant,
+        _ignore_exit: bool,
+    ) -> WaitOutcome {
         let _ = &self.read;
         WaitOutcome::Io(io::Error::other("pipe protocol not implemented yet"))
     }

@@ -64,7 +64,9 @@ impl std::str::FromStr for Protocol {
             "native" => Ok(Protocol::Native),
             "pipe" => Ok(Protocol::Pipe),
             "systemd" | "sd_notify" | "notify" => Ok(Protocol::Systemd),
-            other => Err(format!("unknown protocol {other:?} (expected native, pipe or systemd)")),
+            other => Err(format!(
+                "unknown protocol {other:?} (expected native, pipe or systemd)"
+            )),
         }
     }
 }
@@ -236,7 +238,11 @@ impl ReadyCommand {
         }
         // Whatever the protocol, the child must not see another protocol's
         // variables inherited from our own parent.
-        for var in [READYFD_ENV, pipe::CHILD_READY_FD_ENV, systemd::NOTIFY_SOCKET_ENV] {
+        for var in [
+            READYFD_ENV,
+            pipe::CHILD_READY_FD_ENV,
+            systemd::NOTIFY_SOCKET_ENV,
+        ] {
             cmd.env_remove(var);
         }
         let prepared = match protocol {
@@ -298,9 +304,17 @@ impl ReadyCommand {
 }
 
 enum Prepared {
-    Native { ours: OwnedFd, theirs: OwnedFd },
-    Pipe { waiter: pipe::PipeWaiter, theirs: OwnedFd },
-    Systemd { receiver: systemd::NotifyReceiver },
+    Native {
+        ours: OwnedFd,
+        theirs: OwnedFd,
+    },
+    Pipe {
+        waiter: pipe::PipeWaiter,
+        theirs: OwnedFd,
+    },
+    Systemd {
+        receiver: systemd::NotifyReceiver,
+    },
 }
 
 impl Prepared {
@@ -314,7 +328,11 @@ impl Prepared {
 
 /// Closes our copy of the child's end (by dropping it) and sets up the
 /// watching side.
-fn finish_spawn(prepared: Prepared, pid: u32, options: ChannelOptions) -> io::Result<(Waiter, OwnedFd)> {
+fn finish_spawn(
+    prepared: Prepared,
+    pid: u32,
+    options: ChannelOptions,
+) -> io::Result<(Waiter, OwnedFd)> {
     let pidfd = sys::pidfd_open(pid)?;
     let waiter = match prepared {
         Prepared::Native { ours, theirs } => {
@@ -450,14 +468,20 @@ impl ReadyChild {
         Ok(self.readiness.as_ref().expect("set above"))
     }
 
-    fn wait_ready_until(&mut self, deadline: Instant, timeout: Duration) -> Result<Readiness, ReadyError> {
+    fn wait_ready_until(
+        &mut self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Readiness, ReadyError> {
         let pid = self.pid;
         loop {
             let outcome = match &mut self.waiter {
                 Waiter::Native(ch) => match ch.wait_ready_event(deadline, self.exited_ok) {
                     ReadyEvent::Ready(r) => WaitOutcome::Ready(r, ReadyVia::Message),
                     ReadyEvent::Closed => WaitOutcome::Closed,
-                    ReadyEvent::Goodbye(g) if g.reason == GoodbyeReason::Done => WaitOutcome::Closed,
+                    ReadyEvent::Goodbye(g) if g.reason == GoodbyeReason::Done => {
+                        WaitOutcome::Closed
+                    }
                     ReadyEvent::Goodbye(g) => match g.reason {
                         GoodbyeReason::ProtocolError | GoodbyeReason::VersionMismatch => {
                             WaitOutcome::Protocol(ProtocolError::Other(format!(
@@ -476,7 +500,9 @@ impl ReadyChild {
                     },
                     ReadyEvent::Exited => WaitOutcome::Exited,
                     ReadyEvent::Protocol(e) => WaitOutcome::Protocol(ProtocolError::Session(e)),
-                    ReadyEvent::Io(CloseReason::Io(kind, msg)) => WaitOutcome::Io(io::Error::new(kind, msg)),
+                    ReadyEvent::Io(CloseReason::Io(kind, msg)) => {
+                        WaitOutcome::Io(io::Error::new(kind, msg))
+                    }
                     ReadyEvent::Io(other) => WaitOutcome::Io(io::Error::other(other.to_string())),
                     ReadyEvent::Timeout => WaitOutcome::Timeout,
                 },
@@ -512,11 +538,18 @@ impl ReadyChild {
                         last_status: self.last_status(),
                     });
                 }
-                WaitOutcome::Failed { errno, message } => return Err(ReadyError::Failed { pid, errno, message }),
+                WaitOutcome::Failed { errno, message } => {
+                    return Err(ReadyError::Failed {
+                        pid,
+                        errno,
+                        message,
+                    });
+                }
                 WaitOutcome::Protocol(source) => return Err(ReadyError::Protocol { pid, source }),
                 WaitOutcome::Io(e) => return Err(ReadyError::Io(e)),
                 WaitOutcome::Timeout => {
-                    let killed = self.on_timeout == OnTimeout::Kill && self.exit_status()?.is_none();
+                    let killed =
+                        self.on_timeout == OnTimeout::Kill && self.exit_status()?.is_none();
                     if killed {
                         let _ = self.child.kill();
                         let _ = self.child.wait();
@@ -541,7 +574,11 @@ impl ReadyChild {
         }
     }
 
-    fn exited_error(&mut self, deadline: Instant, timeout: Duration) -> Result<ReadyError, ReadyError> {
+    fn exited_error(
+        &mut self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<ReadyError, ReadyError> {
         let status = self.reap(deadline, timeout)?;
         Ok(ReadyError::Exited {
             pid: self.pid,

@@ -122,7 +122,11 @@ pub(crate) fn read_into(fd: BorrowedFd<'_>, buf: &mut BytesMut, want: usize) -> 
 
 /// Waits until `fd` is ready for `events` or `deadline` passes (`None`:
 /// forever). Returns the revents, empty on timeout. Retries on EINTR.
-pub(crate) fn wait_fd(fd: BorrowedFd<'_>, events: PollFlags, deadline: Option<Instant>) -> io::Result<PollFlags> {
+pub(crate) fn wait_fd(
+    fd: BorrowedFd<'_>,
+    events: PollFlags,
+    deadline: Option<Instant>,
+) -> io::Result<PollFlags> {
     let mut fds = [PollFd::new(fd, events)];
     poll_until(&mut fds, deadline)?;
     Ok(fds[0].revents().unwrap_or(PollFlags::empty()))
@@ -184,7 +188,7 @@ pub(crate) fn liveness(pid: u32) -> Liveness {
 
 /// Checks that `fd` is an AF_UNIX socket of type `ty`.
 pub(crate) fn check_unix_socket(fd: BorrowedFd<'_>, ty: SockType) -> Result<(), &'static str> {
-    use nix::sys::socket::{getsockname, getsockopt, sockopt, UnixAddr};
+    use nix::sys::socket::{UnixAddr, getsockname, getsockopt, sockopt};
     use nix::sys::stat::{SFlag, fstat};
     let st = fstat(fd).map_err(|_| "is not an open file descriptor")?;
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {

@@ -25,7 +25,13 @@ impl NotifyReceiver {
         None
     }
 
-    pub(crate) fn wait(&mut self, _pidfd: BorrowedFd<'_>, _pid: u32, _deadline: Instant, _ignore_exit: bool) -> WaitOutcome {
+    pub(crate) fn wait(
+        &mut self,
+        _pidfd: BorrowedFd<'_>,
+        _pid: u32,
+        _deadline: Instant,
+        _ignore_exit: bool,
+    ) -> WaitOutcome {
         WaitOutcome::Io(io::Error::other("systemd protocol not implemented yet"))
     }
 }

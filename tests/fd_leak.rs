@@ -24,7 +24,10 @@ fn cycle() {
     c.wait_ready(BOUND).unwrap();
     let status = c.stop(BOUND).unwrap();
     use std::os::unix::process::ExitStatusExt;
-    assert!(status.success() || status.signal() == Some(15), "{status:?}");
+    assert!(
+        status.success() || status.signal() == Some(15),
+        "{status:?}"
+    );
 }
 
 #[test]

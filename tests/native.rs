@@ -31,7 +31,9 @@ fn helper(role: &str) -> Command {
 }
 
 fn spawn(role: &str) -> readyfd::ReadyChild {
-    ReadyCommand::new(helper(role)).spawn().expect("spawn helper")
+    ReadyCommand::new(helper(role))
+        .spawn()
+        .expect("spawn helper")
 }
 
 /// `stop` ends a child that keeps the default shutdown policy with its own
@@ -55,17 +57,27 @@ fn ready_with_several_addresses() {
     assert!(http.ip().is_loopback() && http.port() != 0);
     // The address works: the child bound it.
     std::net::TcpStream::connect(http).unwrap();
-    assert_eq!(r.ready.get("admin"), Some(&Address::Unix("/run/test.sock".into())));
+    assert_eq!(
+        r.ready.get("admin"),
+        Some(&Address::Unix("/run/test.sock".into()))
+    );
     assert_eq!(r.ready.get(""), Some(&Address::Text("hello".into())));
     assert_eq!(r.ready.status.as_deref(), Some("serving"));
     assert_eq!(child.last_status().as_deref(), Some("serving"));
     let status = child.stop(Duration::from_secs(10)).unwrap();
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(15), "default policy: Shutdown acts as SIGTERM: {status:?}");
+    assert_eq!(
+        status.signal(),
+        Some(15),
+        "default policy: Shutdown acts as SIGTERM: {status:?}"
+    );
     let mut child = spawn("ready-deliver");
     child.wait_ready(BOUND).unwrap();
     let status = child.stop(Duration::from_secs(10)).unwrap();
-    assert!(status.success(), "Shutdown delivered, acknowledged, exit 0: {status:?}");
+    assert!(
+        status.success(),
+        "Shutdown delivered, acknowledged, exit 0: {status:?}"
+    );
 }
 
 #[test]
@@ -109,7 +121,9 @@ fn requests_both_ways_and_notifications() {
         other => panic!("{other:?}"),
     }
     ch.ping(BOUND).unwrap();
-    assert!(stopped_cleanly(child.stop(Duration::from_secs(10)).unwrap()));
+    assert!(stopped_cleanly(
+        child.stop(Duration::from_secs(10)).unwrap()
+    ));
 }
 
 #[test]
@@ -130,7 +144,9 @@ fn requests_from_many_threads_interleave_correctly() {
             });
         }
     });
-    assert!(stopped_cleanly(child.stop(Duration::from_secs(10)).unwrap()));
+    assert!(stopped_cleanly(
+        child.stop(Duration::from_secs(10)).unwrap()
+    ));
 }
 
 #[test]
@@ -154,16 +170,26 @@ fn exit_before_ready_reports_the_status() {
     let mut child = spawn("exit");
     let err = child.wait_ready(BOUND).unwrap_err();
     match &err {
-        ReadyError::Exited { status, last_status, .. } => {
+        ReadyError::Exited {
+            status,
+            last_status,
+            ..
+        } => {
             assert_eq!(status.code(), Some(3));
             assert_eq!(last_status.as_deref(), Some("loading"));
         }
         other => panic!("{other:?}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("exited with status 3 before it was ready"), "{msg}");
+    assert!(
+        msg.contains("exited with status 3 before it was ready"),
+        "{msg}"
+    );
     // A second wait does not pretend.
-    assert!(matches!(child.wait_ready(BOUND), Err(ReadyError::AlreadyFailed { .. })));
+    assert!(matches!(
+        child.wait_ready(BOUND),
+        Err(ReadyError::AlreadyFailed { .. })
+    ));
 }
 
 #[test]
@@ -193,7 +219,11 @@ fn death_by_signal_before_ready() {
 fn a_hanging_child_times_out_and_is_killed() {
     let mut child = spawn("hang");
     match child.wait_ready(Duration::from_millis(300)) {
-        Err(ReadyError::Timeout { killed, last_status, .. }) => {
+        Err(ReadyError::Timeout {
+            killed,
+            last_status,
+            ..
+        }) => {
             assert!(killed);
             assert_eq!(last_status.as_deref(), Some("still loading"));
         }
@@ -234,7 +264,10 @@ fn grandchildren_inherit_neither_fd_nor_variable() {
     let (own, report) = status.split_once('|').unwrap();
     assert!(own.starts_with("socket:["), "{own}");
     assert!(report.ends_with(" READYFD=unset"), "{report}");
-    assert!(!report.contains(own), "the channel leaked into the grandchild: {report}");
+    assert!(
+        !report.contains(own),
+        "the channel leaked into the grandchild: {report}"
+    );
     child.stop(Duration::from_secs(10)).unwrap();
 }
 
@@ -243,7 +276,9 @@ fn a_wrapper_that_exits_zero_hands_readiness_to_its_descendant() {
     let mut child = spawn("fork-ready");
     let r = child.wait_ready(BOUND).unwrap().clone();
     assert_eq!(r.via, ReadyVia::Message);
-    let claimed = r.pid_mismatch().expect("the descendant reports its own pid");
+    let claimed = r
+        .pid_mismatch()
+        .expect("the descendant reports its own pid");
     assert_ne!(claimed, child.id());
     // Stop the descendant over the channel.
     child.channel().unwrap().shutdown(BOUND).unwrap();
@@ -254,12 +289,42 @@ fn hostile_children_get_typed_errors() {
     type Check = fn(&ProtocolError) -> bool;
     let cases: [(&str, Check); 5] = [
         ("oversize", |e| {
-            matches!(e, ProtocolError::Session(SessionError::Frame(FrameError::TooLarge { len: 0xffff_ffff, .. })))
+            matches!(
+                e,
+                ProtocolError::Session(SessionError::Frame(FrameError::TooLarge {
+                    len: 0xffff_ffff,
+                    ..
+                }))
+            )
         }),
-        ("garbage", |e| matches!(e, ProtocolError::Session(SessionError::Frame(FrameError::TooLarge { .. }) | SessionError::Decode(_) | SessionError::HelloExpected(_)))),
-        ("badmagic", |e| matches!(e, ProtocolError::Session(SessionError::Decode(DecodeError::BadMagic(_))))),
-        ("version", |e| matches!(e, ProtocolError::Session(SessionError::VersionMismatch { ours: 1, theirs: 9 }))),
-        ("truncated", |e| matches!(e, ProtocolError::Session(SessionError::Frame(FrameError::Truncated { .. })))),
+        ("garbage", |e| {
+            matches!(
+                e,
+                ProtocolError::Session(
+                    SessionError::Frame(FrameError::TooLarge { .. })
+                        | SessionError::Decode(_)
+                        | SessionError::HelloExpected(_)
+                )
+            )
+        }),
+        ("badmagic", |e| {
+            matches!(
+                e,
+                ProtocolError::Session(SessionError::Decode(DecodeError::BadMagic(_)))
+            )
+        }),
+        ("version", |e| {
+            matches!(
+                e,
+                ProtocolError::Session(SessionError::VersionMismatch { ours: 1, theirs: 9 })
+            )
+        }),
+        ("truncated", |e| {
+            matches!(
+                e,
+                ProtocolError::Session(SessionError::Frame(FrameError::Truncated { .. }))
+            )
+        }),
     ];
     for (kind, check) in cases {
         let mut cmd = helper("hostile");
@@ -283,7 +348,10 @@ fn version_mismatch_names_both_versions() {
     cmd.arg("version");
     let mut child = ReadyCommand::new(cmd).spawn().unwrap();
     let msg = child.wait_ready(BOUND).unwrap_err().to_string();
-    assert!(msg.contains("version 1") && msg.contains("version 9"), "{msg}");
+    assert!(
+        msg.contains("version 1") && msg.contains("version 9"),
+        "{msg}"
+    );
     child.kill().unwrap();
 }
 
@@ -364,10 +432,43 @@ fn channel_is_shareable_across_threads() {
     let c2 = Arc::clone(&child);
     std::thread::spawn(move || {
         let g = c2.lock().unwrap();
-        let v: String = g.channel().unwrap().request(&TestReq::Echo("t".into())).unwrap();
+        let v: String = g
+            .channel()
+            .unwrap()
+            .request(&TestReq::Echo("t".into()))
+            .unwrap();
         assert_eq!(v, "t");
     })
     .join()
     .unwrap();
     child.lock().unwrap().stop(BOUND).unwrap();
+}
+
+#[test]
+fn a_flooding_child_meets_back_pressure() {
+    // The child writes notifications nobody reads. The parent must stop
+    // reading once MAX_INCOMING are queued, so the child's socket fills up.
+    let mut child = ReadyCommand::new(helper("flood-raw"))
+        .command_mut_with(|c| {
+            c.stdout(Stdio::piped());
+        })
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.child_mut().stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let sent: u64 = line.trim().strip_prefix("sent ").unwrap().parse().unwrap();
+    // Queue (1024 frames of 1029 bytes), one read chunk, socket buffers.
+    let bound = (readyfd::MAX_INCOMING as u64) * 1029 + (64 << 10) + (4 << 20);
+    assert!(sent < bound, "the parent kept reading: {sent} bytes");
+    // What was queued is intact and in order.
+    let ch = child.channel().unwrap();
+    for _ in 0..readyfd::MAX_INCOMING {
+        match ch.recv_timeout(BOUND).unwrap().unwrap() {
+            Incoming::Notify(n) => assert_eq!(n.bytes(), &[0xab; 1024][..]),
+            other => panic!("{other:?}"),
+        }
+    }
+    child.kill().unwrap();
 }

@@ -75,7 +75,10 @@ fn serve(p: &Parent) {
 }
 
 fn raw_fd3() -> OwnedFd {
-    let fd: i32 = std::env::var("READYFD").expect("READYFD").parse().expect("number");
+    let fd: i32 = std::env::var("READYFD")
+        .expect("READYFD")
+        .parse()
+        .expect("number");
     // SAFETY: the test parent handed us this fd; nothing else in this
     // process uses it.
     unsafe { OwnedFd::from_raw_fd(fd) }
@@ -112,7 +115,8 @@ fn main() {
         "config-first" => {
             let p = parent();
             let cfg: String = p.request(&"config").unwrap();
-            p.ready(&Ready::new(std::process::id()).status(cfg)).unwrap();
+            p.ready(&Ready::new(std::process::id()).status(cfg))
+                .unwrap();
             serve(&p);
         }
         // Send status lines, then exit with the given code before ready.
@@ -125,7 +129,8 @@ fn main() {
         // Die by a signal before ready.
         "signal" => {
             let _p = parent();
-            nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+            nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL)
+                .unwrap();
             park_forever();
         }
         // Never ready.
@@ -152,10 +157,14 @@ fn main() {
             let p = parent();
             let own = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
             let exe = std::env::current_exe().unwrap();
-            let out = std::process::Command::new(exe).arg("inspect").output().unwrap();
+            let out = std::process::Command::new(exe)
+                .arg("inspect")
+                .output()
+                .unwrap();
             let report = String::from_utf8(out.stdout).unwrap();
             let status = format!("{}|{}", own.display(), report);
-            p.ready(&Ready::new(std::process::id()).status(status)).unwrap();
+            p.ready(&Ready::new(std::process::id()).status(status))
+                .unwrap();
             serve(&p);
         }
         // Print our open fds and whether READYFD is set.
@@ -164,7 +173,9 @@ fn main() {
                 .unwrap()
                 .map(|e| {
                     let e = e.unwrap();
-                    let target = std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default();
+                    let target = std::fs::read_link(e.path())
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default();
                     format!("{}={}", e.file_name().to_string_lossy(), target)
                 })
                 .collect();
@@ -180,18 +191,24 @@ fn main() {
                 Some("garbage") => b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
                 Some("badmagic") => {
                     let mut v = vec![18, 0, 0, 0, 1];
-                    v.extend_from_slice(b"XXXX\x01\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01");
+                    v.extend_from_slice(
+                        b"XXXX\x01\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01",
+                    );
                     v
                 }
                 Some("version") => {
                     let mut v = vec![18, 0, 0, 0, 1];
-                    v.extend_from_slice(b"RDFD\x09\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01");
+                    v.extend_from_slice(
+                        b"RDFD\x09\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01",
+                    );
                     v
                 }
                 // A Hello, then a frame cut short, then close.
                 Some("truncated") => {
                     let mut v = vec![18, 0, 0, 0, 1];
-                    v.extend_from_slice(b"RDFD\x01\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01");
+                    v.extend_from_slice(
+                        b"RDFD\x01\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01",
+                    );
                     v.extend_from_slice(&[100, 0, 0, 0, 2, 1, 2, 3]);
                     f.write_all(&v).unwrap();
                     drop(f);
@@ -227,8 +244,61 @@ fn main() {
         // channel: `sh -c 'readyfd-test-child ready &'` in miniature.
         "fork-ready" => {
             let exe = std::env::current_exe().unwrap();
-            std::process::Command::new(exe).arg("ready").spawn().unwrap();
+            std::process::Command::new(exe)
+                .arg("ready")
+                .spawn()
+                .unwrap();
             std::process::exit(0);
+        }
+        // Report what Parent::from_env makes of the environment we got.
+        "env-check" => {
+            // SAFETY: first thing in main, no other thread is running yet.
+            match unsafe { Parent::from_env() } {
+                Ok(Some(_)) => print!("ok READYFD={:?}", std::env::var("READYFD").ok()),
+                Ok(None) => print!("none"),
+                Err(e) => print!("error: {e}"),
+            }
+        }
+        // Hostile: a valid Hello, then Notify frames as fast as the socket
+        // takes them. Prints how many bytes went out before the parent
+        // stopped reading (the socket stayed full for a while).
+        "flood-raw" => {
+            use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+            use std::os::fd::AsFd;
+            let fd = raw_fd3();
+            let mut frame = vec![18, 0, 0, 0, 1];
+            frame
+                .extend_from_slice(b"RDFD\x01\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01");
+            nix::unistd::write(&fd, &frame).unwrap();
+            let mut note = vec![0u8, 4, 0, 0, 5];
+            note.extend(std::iter::repeat_n(0xabu8, 1024));
+            let cap: u64 = 256 << 20;
+            let mut sent: u64 = 0;
+            let mut pos = 0;
+            while sent < cap {
+                match nix::sys::socket::send(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    &note[pos..],
+                    nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+                ) {
+                    Ok(n) => {
+                        sent += n as u64;
+                        pos = (pos + n) % note.len();
+                    }
+                    Err(nix::errno::Errno::EAGAIN) => {
+                        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
+                        // sleep-ok: a bound, not a synchronisation: a parent
+                        // that still reads makes room well within it.
+                        if poll(&mut fds, PollTimeout::from(500u16)).unwrap() == 0 {
+                            break;
+                        }
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            println!("sent {sent}");
+            std::io::stdout().flush().unwrap();
+            park_forever();
         }
         // Benchmarks: say Ready, then exit when the parent closes.
         "bench-ready" => {
