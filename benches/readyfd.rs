@@ -20,7 +20,11 @@ fn quick() -> bool {
 }
 
 /// Median of `samples` runs of each closure, interleaved A, B, A, B...
-fn compare(samples: usize, mut ours: impl FnMut() -> Duration, mut base: impl FnMut() -> Duration) -> (Duration, Duration) {
+fn compare(
+    samples: usize,
+    mut ours: impl FnMut() -> Duration,
+    mut base: impl FnMut() -> Duration,
+) -> (Duration, Duration) {
     let (mut a, mut b) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
     for _ in 0..samples {
         a.push(ours());
@@ -111,10 +115,19 @@ fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
     let spawn_samples = if quick() { 30 } else { 200 };
     let rtt_samples = if quick() { 2_000 } else { 20_000 };
-    println!("readyfd benchmarks ({} mode), medians; ratio = ours / baseline", if quick() { "quick" } else { "full" });
+    println!(
+        "readyfd benchmarks ({} mode), medians; ratio = ours / baseline",
+        if quick() { "quick" } else { "full" }
+    );
 
     let (ours, base) = compare(spawn_samples, spawn_to_ready, bare_spawn_pipe);
-    report("spawn_to_ready_native", "us", ours, base, "bare spawn, child closes a pipe", );
+    report(
+        "spawn_to_ready_native",
+        "us",
+        ours,
+        base,
+        "bare spawn, child closes a pipe",
+    );
 
     // Round trip of a small request (16-byte body) over one channel.
     let mut cmd = Command::new(HELPER);
@@ -152,7 +165,13 @@ fn main() {
             t.elapsed()
         },
     );
-    report("rtt_16B_blocking", "us", ours, base, "raw socketpair ping-pong, same bytes");
+    report(
+        "rtt_16B_blocking",
+        "us",
+        ours,
+        base,
+        "raw socketpair ping-pong, same bytes",
+    );
     drop(raw);
     raw_child.wait().unwrap();
     ch.close();

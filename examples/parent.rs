@@ -58,7 +58,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Talk to it over the channel: a built-in ping and our own request.
     let channel = child.channel().expect("native protocol");
-    println!("ping round trip: {:?}", channel.ping(Duration::from_secs(5))?);
+    println!(
+        "ping round trip: {:?}",
+        channel.ping(Duration::from_secs(5))?
+    );
     let stats: Stats = channel.request_timeout(&EchoRequest::Stats, Duration::from_secs(5))?;
     println!(
         "stats: {} connection(s), {} byte(s) echoed, up {} ms",

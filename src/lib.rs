@@ -74,6 +74,11 @@ pub use spawn::{
 pub use systemd::NOTIFY_SOCKET_ENV;
 
 pub use readyfd_proto as proto;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 pub use readyfd_proto::{
     Address, Endpoint, GoodbyeReason, Ready, RemoteError, RemoteErrorKind, Role, SessionConfig,
 };
