@@ -310,7 +310,21 @@ impl Channel {
         let io = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
             .name("readyfd-io".into())
-            .spawn(move || io_loop(&io))?;
+            .spawn(move || {
+                // The I/O thread must never leave waiters hanging: whatever
+                // ends it (a poll failure, a bug that panics), the channel is
+                // marked closed and everyone waiting is woken.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| io_loop(&io)));
+                let mut st = io.lock();
+                if matches!(st.read, ReadEnd::Open) && !st.stop {
+                    let why = match outcome {
+                        Ok(()) => "the channel's I/O thread stopped".to_string(),
+                        Err(_) => "the channel's I/O thread panicked".to_string(),
+                    };
+                    st.read = ReadEnd::Failed(CloseReason::Io(io::ErrorKind::Other, why));
+                }
+                io.cond.notify_all();
+            })?;
         Ok(Channel {
             inner,
             thread: Some(thread),
