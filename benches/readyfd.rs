@@ -67,10 +67,16 @@ fn bare_spawn_pipe() -> Duration {
     let raw = w.as_raw_fd();
     let mut cmd = Command::new(HELPER);
     cmd.arg("bench-exit").stdin(Stdio::null());
-    // SAFETY: dup2 only; allocation-free.
+    // SAFETY: dup2/fcntl only: allocation-free and async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
-            if nix::libc::dup2(raw, 3) < 0 {
+            // dup2 onto the same number would keep close-on-exec.
+            let r = if raw == 3 {
+                nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
+            } else {
+                nix::libc::dup2(raw, 3)
+            };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -97,10 +103,16 @@ fn raw_echo_child() -> (std::process::Child, OwnedFd) {
     let raw = theirs.as_raw_fd();
     let mut cmd = Command::new(HELPER);
     cmd.arg("raw-echo").env("READYFD", "3");
-    // SAFETY: dup2 only; allocation-free.
+    // SAFETY: dup2/fcntl only: allocation-free and async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
-            if nix::libc::dup2(raw, 3) < 0 {
+            // dup2 onto the same number would keep close-on-exec.
+            let r = if raw == 3 {
+                nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
+            } else {
+                nix::libc::dup2(raw, 3)
+            };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

@@ -93,7 +93,9 @@ pub(crate) enum ReadEnd {
 struct State {
     session: Session,
     out: Vec<u8>,
-    out_pos: usize,
+    /// How many bytes at the end of `out` are not written yet. Kept apart
+    /// from `out`, which a writer takes out of the state while it sends.
+    unsent: usize,
     writer: Writer,
     write_failed: Option<CloseReason>,
     local_closed: bool,
@@ -112,40 +114,72 @@ struct State {
 
 impl State {
     fn pending_out(&self) -> usize {
-        self.session.transmit_len() + (self.out.len() - self.out_pos)
+        self.session.transmit_len() + self.unsent
     }
 
     /// Why a send cannot be made now, if it cannot.
     fn send_blocker(&self) -> Option<CloseReason> {
-        if let Some(r) = &self.write_failed {
-            return Some(r.clone());
-        }
-        if self.local_closed {
-            return Some(CloseReason::Local);
-        }
-        if let Some(g) = &self.peer_goodbye {
-            return Some(CloseReason::Goodbye(g.clone()));
-        }
-        match &self.read {
-            ReadEnd::Failed(r) => Some(r.clone()),
-            _ => None,
-        }
+        send_blocker(
+            self.write_failed.as_ref(),
+            self.local_closed,
+            self.peer_goodbye.as_ref(),
+            &self.read,
+        )
     }
 
     /// Why the read side is over, if it is: pending requests fail with it.
     fn read_blocker(&self) -> Option<CloseReason> {
-        if let Some(g) = &self.peer_goodbye {
-            return Some(CloseReason::Goodbye(g.clone()));
-        }
-        match &self.read {
-            ReadEnd::Open => self.write_failed.clone().or(if self.local_closed {
-                Some(CloseReason::Local)
-            } else {
-                None
-            }),
-            ReadEnd::Eof => Some(CloseReason::PeerClosed),
-            ReadEnd::Failed(r) => Some(r.clone()),
-        }
+        read_blocker(
+            self.write_failed.as_ref(),
+            self.local_closed,
+            self.peer_goodbye.as_ref(),
+            &self.read,
+        )
+    }
+}
+
+/// Why a send cannot be made now, if it cannot: the precedence of close
+/// reasons, shared by the blocking and the async channel.
+pub(crate) fn send_blocker(
+    write_failed: Option<&CloseReason>,
+    local_closed: bool,
+    peer_goodbye: Option<&readyfd_proto::Goodbye>,
+    read: &ReadEnd,
+) -> Option<CloseReason> {
+    if let Some(r) = write_failed {
+        return Some(r.clone());
+    }
+    if local_closed {
+        return Some(CloseReason::Local);
+    }
+    if let Some(g) = peer_goodbye {
+        return Some(CloseReason::Goodbye(g.clone()));
+    }
+    match read {
+        ReadEnd::Failed(r) => Some(r.clone()),
+        _ => None,
+    }
+}
+
+/// Why the read side is over, if it is (pending requests fail with it);
+/// shared by the blocking and the async channel.
+pub(crate) fn read_blocker(
+    write_failed: Option<&CloseReason>,
+    local_closed: bool,
+    peer_goodbye: Option<&readyfd_proto::Goodbye>,
+    read: &ReadEnd,
+) -> Option<CloseReason> {
+    if let Some(g) = peer_goodbye {
+        return Some(CloseReason::Goodbye(g.clone()));
+    }
+    match read {
+        ReadEnd::Open => write_failed.cloned().or(if local_closed {
+            Some(CloseReason::Local)
+        } else {
+            None
+        }),
+        ReadEnd::Eof => Some(CloseReason::PeerClosed),
+        ReadEnd::Failed(r) => Some(r.clone()),
     }
 }
 
@@ -203,27 +237,33 @@ impl Inner {
                 let _ = st.session.poll_transmit(&mut discard);
                 discard.clear();
                 st.out = discard;
-                st.out_pos = 0;
+                st.unsent = 0;
                 break;
             }
-            if st.out_pos == st.out.len() {
-                st.out.clear();
-                st.out_pos = 0;
+            if st.unsent == 0 {
                 let mut out = std::mem::take(&mut st.out);
+                out.clear();
                 let more = st.session.poll_transmit(&mut out);
+                st.unsent = out.len();
                 st.out = out;
                 if !more {
                     break;
                 }
             }
             let out = std::mem::take(&mut st.out);
-            let pos = st.out_pos;
+            let pos = out.len() - st.unsent;
             drop(st);
             let res = sys::send_nonblocking(self.sock.as_fd(), &out[pos..]);
             st = self.lock();
             st.out = out;
             match res {
-                Ok(n) => st.out_pos += n,
+                Ok(n) => {
+                    st.unsent -= n;
+                    if st.writer == Writer::Io {
+                        // Senders waiting for room may proceed.
+                        self.cond.notify_all();
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if st.writer == Writer::Caller {
                         st.writer = Writer::Io;
@@ -284,7 +324,7 @@ impl Channel {
             state: Mutex::new(State {
                 session,
                 out: Vec::new(),
-                out_pos: 0,
+                unsent: 0,
                 writer: Writer::Idle,
                 write_failed: None,
                 local_closed: false,
@@ -597,7 +637,7 @@ impl Drop for Channel {
             // to reach a peer that is slow to read, then stop.
             let deadline = Instant::now() + DRAIN_ON_DROP;
             let mut st = self.inner.lock();
-            while st.writer == Writer::Io && st.write_failed.is_none() {
+            while st.writer != Writer::Idle && st.write_failed.is_none() {
                 let (g, timed_out) = self.inner.wait(st, Some(deadline));
                 st = g;
                 if timed_out {
@@ -636,7 +676,7 @@ fn with_timeout(e: ChannelError, t: Duration) -> ChannelError {
     }
 }
 
-fn decode_response<T: DeserializeOwned>(body: ResponseBody) -> Result<T, ChannelError> {
+pub(crate) fn decode_response<T: DeserializeOwned>(body: ResponseBody) -> Result<T, ChannelError> {
     let bytes = match body {
         ResponseBody::App(b) => b,
         ResponseBody::Ok => Bytes::new(),
@@ -774,6 +814,11 @@ pub struct Notification {
 }
 
 impl Notification {
+    /// A notification carrying `body` (also made by the async channel).
+    pub(crate) fn new(body: Bytes) -> Notification {
+        Notification { body }
+    }
+
     /// The raw body, in the application's encoding.
     pub fn bytes(&self) -> &[u8] {
         &self.body
@@ -961,12 +1006,7 @@ fn read_available(inner: &Arc<Inner>, rbuf: &mut BytesMut) {
                 let r = st.session.handle_input(rbuf);
                 dispatch(inner, &mut st);
                 if let Err(e) = r {
-                    let reason = if matches!(e, SessionError::VersionMismatch { .. }) {
-                        GoodbyeReason::VersionMismatch
-                    } else {
-                        GoodbyeReason::ProtocolError
-                    };
-                    let _ = st.session.send_goodbye(reason, &e.to_string());
+                    say_protocol_error(&mut st.session, &e);
                     st.read = ReadEnd::Failed(CloseReason::Protocol(e));
                 }
                 let st = finish_input(inner, st);
@@ -996,12 +1036,23 @@ fn finish_input<'a>(inner: &'a Arc<Inner>, st: MutexGuard<'a, State>) -> MutexGu
     };
     if st.raise_sigterm {
         st.raise_sigterm = false;
-        // Make sure the acknowledgement is out before the signal may end us.
+        // Make sure the acknowledgement is out before the signal may end us:
+        // whoever holds the writer role (perhaps a caller's thread in the
+        // middle of a send) must have written everything queued.
         let deadline = Instant::now() + Duration::from_secs(1);
-        while st.writer == Writer::Io && Instant::now() < deadline {
-            drop(st);
-            let _ = sys::wait_fd(inner.sock.as_fd(), PollFlags::POLLOUT, Some(deadline));
-            st = inner.flush(inner.lock(), Writer::Io);
+        while (st.pending_out() > 0 || st.writer != Writer::Idle)
+            && st.write_failed.is_none()
+            && Instant::now() < deadline
+        {
+            st = match st.writer {
+                Writer::Idle => inner.flush(st, Writer::Io),
+                Writer::Io => {
+                    drop(st);
+                    let _ = sys::wait_fd(inner.sock.as_fd(), PollFlags::POLLOUT, Some(deadline));
+                    inner.flush(inner.lock(), Writer::Io)
+                }
+                Writer::Caller => inner.wait(st, Some(deadline)).0,
+            };
         }
         let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM);
     }
@@ -1010,55 +1061,134 @@ fn finish_input<'a>(inner: &'a Arc<Inner>, st: MutexGuard<'a, State>) -> MutexGu
 
 /// Routes decoded messages to their waiters and queues.
 fn dispatch(inner: &Arc<Inner>, st: &mut State) {
-    while let Some(msg) = st.session.poll_event() {
-        match msg {
-            Message::Hello(h) => st.peer_hello = Some(h),
-            Message::Ready(r) => {
+    while let Some(routed) = next_routed(&mut st.session, inner.policy) {
+        match routed {
+            Routed::Hello(h) => st.peer_hello = Some(h),
+            Routed::Ready(r) => {
                 if r.status.is_some() {
                     st.last_status.clone_from(&r.status);
                 }
                 st.ready = Some(r);
             }
-            Message::Status(s) => st.last_status = Some(s),
-            Message::Request { id, body } => match body {
-                RequestBody::Shutdown { grace_ms } => match inner.policy {
-                    ShutdownPolicy::RaiseSigterm => {
-                        let _ = st.session.send_response(id, ResponseBody::Ok);
-                        st.raise_sigterm = true;
-                    }
-                    ShutdownPolicy::Deliver => {
-                        st.incoming.push_back(Incoming::Shutdown(ShutdownRequest {
-                            id,
-                            grace: grace_ms.map(Duration::from_millis),
-                            inner: Some(Arc::clone(inner)),
-                        }))
-                    }
-                },
-                RequestBody::App(body) => {
-                    st.incoming.push_back(Incoming::Request(IncomingRequest {
-                        id,
-                        body,
-                        inner: Some(Arc::clone(inner)),
-                    }))
+            Routed::Status(s) => st.last_status = Some(s),
+            Routed::RaiseSigterm => st.raise_sigterm = true,
+            Routed::Shutdown { id, grace } => {
+                st.incoming.push_back(Incoming::Shutdown(ShutdownRequest {
+                    id,
+                    grace,
+                    inner: Some(Arc::clone(inner)),
+                }))
+            }
+            Routed::Request { id, body } => {
+                st.incoming.push_back(Incoming::Request(IncomingRequest {
+                    id,
+                    body,
+                    inner: Some(Arc::clone(inner)),
+                }))
+            }
+            Routed::Response { id, body } => {
+                if st.waiting.contains(&id) {
+                    st.responses.insert(id, body);
                 }
+            }
+            Routed::Notify(body) => st
+                .incoming
+                .push_back(Incoming::Notify(Notification { body })),
+            Routed::Goodbye(g) => st.peer_goodbye = Some(g),
+        }
+    }
+}
+
+/// A decoded message, after the rules every driver applies the same way:
+/// what the session handed over that the application (or the driver's
+/// bookkeeping) must see. Shared by the blocking and the async channel.
+#[derive(Debug)]
+pub(crate) enum Routed {
+    /// The peer's `Hello`.
+    Hello(Hello),
+    /// The child's `Ready`.
+    Ready(Ready),
+    /// A status line from the child.
+    Status(String),
+    /// `Shutdown` under [`ShutdownPolicy::RaiseSigterm`]: it is already
+    /// acknowledged in the session's transmit queue; raise `SIGTERM` once
+    /// that acknowledgement is written.
+    RaiseSigterm,
+    /// `Shutdown` under [`ShutdownPolicy::Deliver`], for the application.
+    Shutdown {
+        /// The request's id.
+        id: u64,
+        /// The grace the parent gives.
+        grace: Option<Duration>,
+    },
+    /// An application request, for the application.
+    Request {
+        /// The request's id.
+        id: u64,
+        /// Its body, in the application's encoding.
+        body: Bytes,
+    },
+    /// The answer to one of our requests.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        body: ResponseBody,
+    },
+    /// A one-way message.
+    Notify(Bytes),
+    /// The peer's `Goodbye`.
+    Goodbye(readyfd_proto::Goodbye),
+}
+
+/// The next decoded message of `session`, routed: `Shutdown` is handled
+/// according to `policy`, a built-in request this version does not know is
+/// answered `Unsupported` (the application never sees it), and `Ping` never
+/// gets here (the session answers it).
+pub(crate) fn next_routed(session: &mut Session, policy: ShutdownPolicy) -> Option<Routed> {
+    loop {
+        let routed = match session.poll_event()? {
+            Message::Hello(h) => Routed::Hello(h),
+            Message::Ready(r) => Routed::Ready(r),
+            Message::Status(s) => Routed::Status(s),
+            Message::Request { id, body } => match body {
+                RequestBody::Shutdown { grace_ms } => match policy {
+                    ShutdownPolicy::RaiseSigterm => {
+                        let _ = session.send_response(id, ResponseBody::Ok);
+                        Routed::RaiseSigterm
+                    }
+                    ShutdownPolicy::Deliver => Routed::Shutdown {
+                        id,
+                        grace: grace_ms.map(Duration::from_millis),
+                    },
+                },
+                RequestBody::App(body) => Routed::Request { id, body },
                 _ => {
-                    let _ = st.session.send_response(
+                    let _ = session.send_response(
                         id,
                         ResponseBody::Error(RemoteError {
                             kind: RemoteErrorKind::Unsupported,
                             message: "unknown built-in request".into(),
                         }),
                     );
+                    continue;
                 }
             },
-            Message::Response { id, body } if st.waiting.contains(&id) => {
-                st.responses.insert(id, body);
-            }
-            Message::Notify(body) => st
-                .incoming
-                .push_back(Incoming::Notify(Notification { body })),
-            Message::Goodbye(g) => st.peer_goodbye = Some(g),
-            _ => {}
-        }
+            Message::Response { id, body } => Routed::Response { id, body },
+            Message::Notify(body) => Routed::Notify(body),
+            Message::Goodbye(g) => Routed::Goodbye(g),
+            _ => continue,
+        };
+        return Some(routed);
     }
+}
+
+/// Queues the `Goodbye` that tells the peer why its input was refused.
+pub(crate) fn say_protocol_error(session: &mut Session, e: &SessionError) {
+    let reason = if matches!(e, SessionError::VersionMismatch { .. }) {
+        GoodbyeReason::VersionMismatch
+    } else {
+        GoodbyeReason::ProtocolError
+    };
+    let _ = session.send_goodbye(reason, &e.to_string());
 }

@@ -13,10 +13,16 @@ fn env_check(value: Option<&str>, fd3: Option<std::os::fd::OwnedFd>) -> String {
     }
     if let Some(fd) = &fd3 {
         let raw = fd.as_raw_fd();
-        // SAFETY: dup2 only; allocation-free.
+        // SAFETY: dup2/fcntl only: allocation-free and async-signal-safe.
         unsafe {
             cmd.pre_exec(move || {
-                if nix::libc::dup2(raw, 3) < 0 {
+                // dup2 onto the same number would keep close-on-exec.
+                let r = if raw == 3 {
+                    nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
+                } else {
+                    nix::libc::dup2(raw, 3)
+                };
+                if r < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())

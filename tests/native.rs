@@ -150,6 +150,27 @@ fn requests_from_many_threads_interleave_correctly() {
 }
 
 #[test]
+fn large_messages_from_many_threads_cross_full_socket_buffers() {
+    // Bodies far larger than the socket buffer: every send ends in a
+    // partial write and a handover to the I/O thread, on both sides.
+    let mut child = spawn("ready");
+    child.wait_ready(BOUND).unwrap();
+    let ch = child.channel().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            s.spawn(move || {
+                for i in 0..6usize {
+                    let big: String = std::iter::repeat_n(char::from(b'a' + t), (i + 1) * 700_000).collect();
+                    let back: String = ch.request(&TestReq::Echo(big.clone())).unwrap();
+                    assert!(back == big, "thread {t} round {i}: wrong answer");
+                }
+            });
+        }
+    });
+    assert!(stopped_cleanly(child.stop(Duration::from_secs(10)).unwrap()));
+}
+
+#[test]
 fn parent_hands_configuration_before_ready() {
     let mut child = spawn("config-first");
     let ch = child.channel().unwrap();
