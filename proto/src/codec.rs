@@ -1,7 +1,7 @@
 //! The body codec: the one place that knows the body encoding is bincode.
 //!
 //! Every message field and every application body is encoded with bincode
-//! 2.0.1's serde support under one pinned configuration, [`CONFIG`]-equivalent:
+//! 2.0.1's serde support under one pinned configuration, `CONFIG`:
 //! little-endian, fixed-width integers, no implicit limit. Nothing outside this
 //! module names a bincode type, so the encoding could be swapped (for example
 //! for `wincode`, which writes the same bytes) by rewriting this file alone.
@@ -83,13 +83,27 @@ pub(crate) fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Decod
     Ok(value)
 }
 
-/// bincode's limit is a const generic: pick the smallest power of two that
-/// is at least the payload length, so that a valid message always fits and a
-/// hostile claim can reserve at most twice the (already bounded) frame.
+/// bincode's limit is a const generic: pick the smallest power of two, at
+/// least 16, that is at least the payload length, so that a valid message
+/// always fits and a hostile claim can reserve less than twice the (already
+/// bounded) payload, or 16 bytes for a tiny one. Every exponent from 4 to 32 is instantiated: stepping
+/// by two would halve the copies of each decoder but let a claim reserve
+/// four times the payload.
 ///
-/// Only byte buffers (`String`, `Vec<u8>`) claim against the limit; serde
-/// sequences of other types pre-allocate at most serde's cautious 1 MiB and
-/// then fail when the payload runs out of bytes.
+/// The limit counts every byte read (each integer claims its width) plus
+/// each string's claimed length before its buffer is allocated. A claim that
+/// takes the total past the limit fails at once with
+/// [`DecodeError::LimitExceeded`]; a claim within it gets its zeroed buffer,
+/// then fails with [`DecodeError::UnexpectedEnd`] when the payload runs out.
+/// Which of the two a truncated message reports thus depends on the
+/// payload's length; both mean the same to a peer.
+///
+/// Only strings and byte buffers (`String`, and `serde_bytes`-style
+/// `deserialize_byte_buf`) claim their length. serde sequences, `Vec<u8>`
+/// included, go through `deserialize_seq`, which claims nothing: they
+/// pre-allocate at most serde's cautious 1 MiB and then fail when the
+/// payload runs out of bytes. readyfd's own messages hold no sequence but
+/// `Ready::addresses`, which does not pre-allocate from the claim.
 fn decode_limited<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), DecodeError> {
     macro_rules! dispatch {
         ($($bits:literal)*) => {{
@@ -106,7 +120,7 @@ fn decode_limited<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), Decod
             Err(DecodeError::LimitExceeded)
         }};
     }
-    dispatch!(4 6 8 10 12 14 16 18 20 22 24 26 28 30 32)
+    dispatch!(4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32)
 }
 
 impl DecodeError {
@@ -116,16 +130,44 @@ impl DecodeError {
             B::UnexpectedEnd { additional } => DecodeError::UnexpectedEnd { additional },
             B::LimitExceeded => DecodeError::LimitExceeded,
             B::Utf8 { .. } => DecodeError::InvalidUtf8,
-            B::UnexpectedVariant { found, type_name, .. } => DecodeError::InvalidTag {
+            B::UnexpectedVariant {
+                found, type_name, ..
+            } => DecodeError::InvalidTag {
                 what: type_name,
                 tag: found,
             },
             B::InvalidBooleanValue(v) | B::InvalidCharEncoding([v, ..]) => {
-                DecodeError::InvalidTag { what: "bool or char", tag: u32::from(v) }
+                DecodeError::InvalidTag {
+                    what: "bool or char",
+                    tag: u32::from(v),
+                }
             }
+            B::OtherString(msg) => match serde_variant_index(&msg) {
+                Some((what, tag)) => DecodeError::InvalidTag { what, tag },
+                None => DecodeError::Invalid(msg),
+            },
             other => DecodeError::Invalid(other.to_string()),
         }
     }
+}
+
+/// serde rejects an out-of-range enum variant index itself, with text that
+/// bincode passes on as a string: ``invalid value: integer `7`, expected
+/// variant index 0 <= i < 4`` from derived enums, ``invalid value: integer
+/// `7`, expected `V4` or `V6` `` from `SocketAddr`. Recover the index and
+/// the enum, so that a bad tag is classified as [`DecodeError::InvalidTag`]
+/// like a bad `Option` or `bool` tag.
+fn serde_variant_index(msg: &str) -> Option<(&'static str, u32)> {
+    let rest = msg.strip_prefix("invalid value: integer `")?;
+    let (n, expected) = rest.split_once('`')?;
+    let what = if expected.starts_with(", expected variant index") {
+        "enum variant"
+    } else if expected == ", expected `V4` or `V6`" {
+        "SocketAddr variant"
+    } else {
+        return None;
+    };
+    Some((what, n.parse().ok()?))
 }
 
 /// Encodes an application value as a standalone body (what a `Notify`

@@ -106,6 +106,14 @@ pub enum SessionError {
         /// The peer's version.
         theirs: u16,
     },
+    /// The peer announced a receive maximum below [`MIN_MAX_FRAME`](crate::MIN_MAX_FRAME).
+    #[error("the peer announced a maximum frame of {announced} bytes, below the protocol minimum of {min}")]
+    MaxFrameTooSmall {
+        /// What the peer announced.
+        announced: u32,
+        /// The protocol minimum.
+        min: u32,
+    },
     /// The peer announced the same role as ours (two parents or two children).
     #[error("both ends claim to be the {0}: the fd was handed to the wrong process")]
     RoleConflict(crate::Role),

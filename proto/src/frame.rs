@@ -14,6 +14,12 @@ use crate::error::FrameError;
 /// kind byte.
 pub const HEADER_LEN: usize = 5;
 
+/// The smallest receive maximum a side may announce: every peer can always
+/// be sent a `Ping` answer, a `Goodbye` and a status line. A `Hello` that
+/// announces less is a session error, and a configured maximum below it is
+/// raised to it.
+pub const MIN_MAX_FRAME: u32 = 4096;
+
 /// The default maximum payload length, 16 MiB, on both the sending and the
 /// receiving side.
 pub const DEFAULT_MAX_FRAME: u32 = 16 * 1024 * 1024;

@@ -51,7 +51,7 @@ pub mod message;
 pub mod session;
 
 pub use error::{DecodeError, EncodeError, FrameError, SessionError};
-pub use frame::{DEFAULT_MAX_FRAME, Frame, FrameDecoder, HEADER_LEN};
+pub use frame::{DEFAULT_MAX_FRAME, Frame, FrameDecoder, HEADER_LEN, MIN_MAX_FRAME};
 pub use message::{
     Address, Endpoint, Goodbye, GoodbyeReason, Hello, Kind, MAGIC, Message, PROTOCOL_VERSION,
     Ready, RemoteError, RemoteErrorKind, RequestBody, ResponseBody, Role,

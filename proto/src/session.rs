@@ -46,7 +46,7 @@ use serde::Serialize;
 
 use crate::codec::encode_into;
 use crate::error::{EncodeError, SessionError};
-use crate::frame::{DEFAULT_MAX_FRAME, FrameDecoder};
+use crate::frame::{DEFAULT_MAX_FRAME, FrameDecoder, MIN_MAX_FRAME};
 use crate::message::{
     Goodbye, GoodbyeReason, Hello, Kind, Message, PROTOCOL_VERSION, Ready, RequestBody,
     ResponseBody, Role, write_frame,
@@ -56,7 +56,8 @@ use crate::message::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionConfig {
     /// The longest frame payload accepted from the peer (announced to it in
-    /// our `Hello`). Default 16 MiB.
+    /// our `Hello`). Default 16 MiB; values below
+    /// [`MIN_MAX_FRAME`](crate::MIN_MAX_FRAME) are raised to it.
     pub max_frame: u32,
     /// How many of the peer's requests may be unanswered at once before the
     /// peer is considered hostile. Default 65 536.
@@ -112,7 +113,8 @@ impl Session {
     /// A new session for the side `role` of process `pid`. Nothing is queued
     /// yet: the first `send_*` (or [`send_hello`](Self::send_hello)) queues
     /// our `Hello` ahead of it.
-    pub fn new(role: Role, pid: u32, config: SessionConfig) -> Self {
+    pub fn new(role: Role, pid: u32, mut config: SessionConfig) -> Self {
+        config.max_frame = config.max_frame.max(MIN_MAX_FRAME);
         Session {
             role,
             pid,
@@ -174,7 +176,9 @@ impl Session {
     /// The most a payload to the peer may hold: what its `Hello` announced,
     /// or the default until then.
     pub fn peer_max_frame(&self) -> u32 {
-        self.peer.as_ref().map_or(DEFAULT_MAX_FRAME, |h| h.max_frame)
+        self.peer
+            .as_ref()
+            .map_or(DEFAULT_MAX_FRAME, |h| h.max_frame)
     }
 
     // ---- inputs -------------------------------------------------------
@@ -328,7 +332,10 @@ impl Session {
     ///
     /// # Errors
     /// As [`send_request`](Self::send_request).
-    pub fn send_app_request<T: Serialize + ?Sized>(&mut self, body: &T) -> Result<u64, SessionError> {
+    pub fn send_app_request<T: Serialize + ?Sized>(
+        &mut self,
+        body: &T,
+    ) -> Result<u64, SessionError> {
         self.check_send()?;
         let id = self.next_id;
         self.push_with(Kind::Request, |out, limit| {
@@ -365,7 +372,11 @@ impl Session {
     ///
     /// # Errors
     /// As [`send_response`](Self::send_response).
-    pub fn send_app_response<T: Serialize + ?Sized>(&mut self, id: u64, body: &T) -> Result<(), SessionError> {
+    pub fn send_app_response<T: Serialize + ?Sized>(
+        &mut self,
+        id: u64,
+        body: &T,
+    ) -> Result<(), SessionError> {
         self.check_response(id)?;
         self.push_with(Kind::Response, |out, limit| {
             encode_into(&(id, 1u32), out, limit)?;
@@ -388,7 +399,11 @@ impl Session {
     ///
     /// # Errors
     /// [`SessionError::Closed`] when it was already sent.
-    pub fn send_goodbye(&mut self, reason: GoodbyeReason, message: &str) -> Result<(), SessionError> {
+    pub fn send_goodbye(
+        &mut self,
+        reason: GoodbyeReason,
+        message: &str,
+    ) -> Result<(), SessionError> {
         self.check_send()?;
         let g = Goodbye {
             reason,
@@ -456,6 +471,12 @@ impl Session {
             if h.role == self.role {
                 return Err(SessionError::RoleConflict(h.role));
             }
+            if h.max_frame < MIN_MAX_FRAME {
+                return Err(SessionError::MaxFrameTooSmall {
+                    announced: h.max_frame,
+                    min: MIN_MAX_FRAME,
+                });
+            }
             self.peer = Some(h.clone());
             self.events.push_back(Message::Hello(h));
             return Ok(());
@@ -502,7 +523,11 @@ impl Session {
                     if !self.goodbye_sent {
                         let id = *id;
                         self.unanswered.insert(id);
-                        self.send_response(id, ResponseBody::Ok)?;
+                        let answered = self.send_response(id, ResponseBody::Ok);
+                        // Answered, or unanswerable (a Pong over the peer's
+                        // announced maximum): never left for the application.
+                        self.unanswered.remove(&id);
+                        answered?;
                     }
                     return Ok(());
                 }
