@@ -44,8 +44,34 @@
 //!
 //! # The other protocols
 //! [`Protocol::Pipe`] speaks the `CHILD_READY_FD` pipe scheme of
-//! "Readiness notifications in Go", [`Protocol::Systemd`] is a
-//! `NOTIFY_SOCKET` receiver for daemons that call `sd_notify`.
+//! "Readiness notifications in Go" (a newline, or a close while alive, is
+//! ready; the text before it is the address), [`Protocol::Systemd`] is a
+//! `NOTIFY_SOCKET` receiver for daemons that call `sd_notify` (`READY=1`).
+//! Both report through the same [`Readiness`] and [`ReadyError`]; the
+//! modules [`pipe`] and [`systemd`] say exactly what counts as ready, as
+//! failed, and (for systemd) which senders are believed.
+//!
+//! On the child side, [`notify_ready`] speaks whichever protocol the
+//! parent offered, so one server binary runs unchanged under readyfd, under
+//! a parent written as the article shows, and under systemd `Type=notify`:
+//! ```no_run
+//! use readyfd::{NotifyError, Ready};
+//!
+//! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+//! let ready = Ready::new(std::process::id()).address("http", listener.local_addr()?);
+//! // SAFETY: early in main; nothing else uses the inherited fd.
+//! match unsafe { readyfd::notify_ready(&ready) } {
+//!     Ok(_) | Err(NotifyError::NotOffered) => {}
+//!     Err(e) => return Err(e.into()),
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Async (tokio)
+//! With the cargo feature `tokio`, the [`tokio` module](crate::tokio)
+//! offers the same spawning, waiting and channel as futures, with one small
+//! I/O task per channel instead of a thread, and cancel-safe requests from
+//! any number of tasks over one channel.
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![warn(unreachable_pub)]
 
@@ -53,10 +79,12 @@ mod channel;
 mod child;
 mod error;
 mod notify;
-mod pipe;
+pub mod pipe;
 mod spawn;
 mod sys;
-mod systemd;
+pub mod systemd;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub use channel::{
     Channel, ChannelOptions, HIGH_WATER, Incoming, IncomingRequest, MAX_INCOMING, Notification,
@@ -66,12 +94,17 @@ pub use child::Parent;
 pub use error::{
     ChannelError, CloseReason, EnvError, ProtocolError, ReadyError, SpawnError, describe_exit,
 };
-pub use pipe::CHILD_READY_FD_ENV;
+pub use notify::{
+    Notified, Notifier, NotifyError, READINESS_ENV_VARS, notify_ready, offered_protocol,
+};
+pub use pipe::{CHILD_READY_FD_ENV, PIPE_TEXT_LIMIT};
 pub use spawn::{
     CommandExt, DEFAULT_FD, OnTimeout, Protocol, READYFD_ENV, Readiness, ReadyChild, ReadyCommand,
     ReadyVia, spawn,
 };
-pub use systemd::NOTIFY_SOCKET_ENV;
+pub use systemd::{
+    FDSTORE_MAX, NOTIFY_DATAGRAM_MAX, NOTIFY_SOCKET_ENV, NotifyState, StoredFd,
+};
 
 pub use readyfd_proto as proto;
 

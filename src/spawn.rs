@@ -233,44 +233,7 @@ impl ReadyCommand {
             options,
             on_timeout,
         } = self;
-        if fd < 3 && protocol != Protocol::Systemd {
-            return Err(SpawnError::ReservedFd(fd));
-        }
-        // Whatever the protocol, the child must not see another protocol's
-        // variables inherited from our own parent.
-        for var in [
-            READYFD_ENV,
-            pipe::CHILD_READY_FD_ENV,
-            systemd::NOTIFY_SOCKET_ENV,
-        ] {
-            cmd.env_remove(var);
-        }
-        let prepared = match protocol {
-            Protocol::Native => {
-                let (ours, theirs) = sys::stream_pair().map_err(SpawnError::Channel)?;
-                cmd.env(READYFD_ENV, fd.to_string());
-                Prepared::Native { ours, theirs }
-            }
-            Protocol::Pipe => {
-                let (waiter, theirs) = pipe::PipeWaiter::new().map_err(SpawnError::Channel)?;
-                cmd.env(pipe::CHILD_READY_FD_ENV, fd.to_string());
-                Prepared::Pipe { waiter, theirs }
-            }
-            Protocol::Systemd => {
-                let receiver = systemd::NotifyReceiver::new().map_err(SpawnError::Channel)?;
-                cmd.env(systemd::NOTIFY_SOCKET_ENV, receiver.path());
-                Prepared::Systemd { receiver }
-            }
-        };
-        if let Some(theirs) = prepared.child_end() {
-            let src = theirs.as_raw_fd();
-            // SAFETY: the closure runs in the forked child before exec and
-            // calls only `dup2`/`fcntl` on integers it captured by value: it
-            // allocates nothing and takes no lock (async-signal-safe).
-            unsafe {
-                cmd.pre_exec(move || sys::place_fd_in_child(src, fd));
-            }
-        }
+        let prepared = prepare(&mut cmd, protocol, fd)?;
         let program = cmd.get_program().to_string_lossy().into_owned();
         let spawned_at = Instant::now();
         let spawn_result = cmd.spawn();
@@ -303,7 +266,58 @@ impl ReadyCommand {
     }
 }
 
-enum Prepared {
+/// Checks `fd`, creates the protocol's channel, and sets up `cmd`: the
+/// other protocols' variables removed, this one's set, and the `pre_exec`
+/// hook that places the child's end (shared by the blocking and the async
+/// `spawn`).
+pub(crate) fn prepare(
+    cmd: &mut Command,
+    protocol: Protocol,
+    fd: RawFd,
+) -> Result<Prepared, SpawnError> {
+    if fd < 3 && protocol != Protocol::Systemd {
+        return Err(SpawnError::ReservedFd(fd));
+    }
+    // Whatever the protocol, the child must not see another protocol's
+    // variables inherited from our own parent.
+    for var in [
+        READYFD_ENV,
+        pipe::CHILD_READY_FD_ENV,
+        systemd::NOTIFY_SOCKET_ENV,
+    ] {
+        cmd.env_remove(var);
+    }
+    let prepared = match protocol {
+        Protocol::Native => {
+            let (ours, theirs) = sys::stream_pair().map_err(SpawnError::Channel)?;
+            cmd.env(READYFD_ENV, fd.to_string());
+            Prepared::Native { ours, theirs }
+        }
+        Protocol::Pipe => {
+            let (waiter, theirs) = pipe::PipeWaiter::new().map_err(SpawnError::Channel)?;
+            cmd.env(pipe::CHILD_READY_FD_ENV, fd.to_string());
+            Prepared::Pipe { waiter, theirs }
+        }
+        Protocol::Systemd => {
+            let receiver = systemd::NotifyReceiver::new().map_err(SpawnError::Channel)?;
+            cmd.env(systemd::NOTIFY_SOCKET_ENV, receiver.path());
+            Prepared::Systemd { receiver }
+        }
+    };
+    if let Some(theirs) = prepared.child_end() {
+        let src = theirs.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and
+        // calls only `dup2`/`fcntl` on integers it captured by value: it
+        // allocates nothing and takes no lock (async-signal-safe).
+        unsafe {
+            cmd.pre_exec(move || sys::place_fd_in_child(src, fd));
+        }
+    }
+    Ok(prepared)
+}
+
+/// A protocol's channel, made before the spawn.
+pub(crate) enum Prepared {
     Native {
         ours: OwnedFd,
         theirs: OwnedFd,
@@ -381,6 +395,113 @@ pub(crate) enum WaitOutcome {
     Io(io::Error),
 }
 
+/// The native channel's view of the wait, as a protocol-independent
+/// outcome (shared by the blocking and the async driver).
+pub(crate) fn native_outcome(ev: ReadyEvent) -> WaitOutcome {
+    match ev {
+        ReadyEvent::Ready(r) => WaitOutcome::Ready(r, ReadyVia::Message),
+        ReadyEvent::Closed => WaitOutcome::Closed,
+        ReadyEvent::Goodbye(g) if g.reason == GoodbyeReason::Done => WaitOutcome::Closed,
+        ReadyEvent::Goodbye(g) => match g.reason {
+            GoodbyeReason::ProtocolError | GoodbyeReason::VersionMismatch => {
+                WaitOutcome::Protocol(ProtocolError::Other(format!(
+                    "the child rejected us ({:?}): {}",
+                    g.reason, g.message
+                )))
+            }
+            _ => WaitOutcome::Failed {
+                errno: None,
+                message: if g.message.is_empty() {
+                    format!("{:?}", g.reason)
+                } else {
+                    g.message
+                },
+            },
+        },
+        ReadyEvent::Exited => WaitOutcome::Exited,
+        ReadyEvent::Protocol(e) => WaitOutcome::Protocol(ProtocolError::Session(e)),
+        ReadyEvent::Io(CloseReason::Io(kind, msg)) => WaitOutcome::Io(io::Error::new(kind, msg)),
+        ReadyEvent::Io(other) => WaitOutcome::Io(io::Error::other(other.to_string())),
+        ReadyEvent::Timeout => WaitOutcome::Timeout,
+    }
+}
+
+/// What a `wait_ready` loop does next with an outcome.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// Done: the child is ready.
+    Ready(Ready, ReadyVia),
+    /// The child exited or is exiting: reap it (within the deadline), then
+    /// ask [`after_reap`].
+    Reap {
+        /// It closed the channel by dying (rather than the pidfd firing).
+        after_close: bool,
+    },
+    /// Done: it failed.
+    Fail(ReadyError),
+    /// The deadline passed: apply [`OnTimeout`], then fail with
+    /// [`ReadyError::Timeout`].
+    Timeout,
+}
+
+/// The protocol-independent rules of `wait_ready`, shared by the blocking
+/// and the async driver: a channel closed by a living child (or after a
+/// wrapper exited 0) is ready with no data; one closed by dying is an exit.
+pub(crate) fn ready_step(
+    outcome: WaitOutcome,
+    pid: u32,
+    exited_ok: bool,
+    last_status: impl FnOnce() -> Option<String>,
+) -> Step {
+    match outcome {
+        WaitOutcome::Ready(ready, via) => Step::Ready(ready, via),
+        WaitOutcome::Closed => {
+            if exited_ok || sys::liveness(pid) == Liveness::Alive {
+                let ready = Ready {
+                    pid,
+                    addresses: Vec::new(),
+                    status: last_status(),
+                };
+                Step::Ready(ready, ReadyVia::Closed)
+            } else {
+                // It closed by dying: wait for the exit to be complete.
+                Step::Reap { after_close: true }
+            }
+        }
+        WaitOutcome::Exited => Step::Reap { after_close: false },
+        WaitOutcome::Failed { errno, message } => Step::Fail(ReadyError::Failed {
+            pid,
+            errno,
+            message,
+        }),
+        WaitOutcome::Protocol(source) => Step::Fail(ReadyError::Protocol { pid, source }),
+        WaitOutcome::Io(e) => Step::Fail(ReadyError::Io(e)),
+        WaitOutcome::Timeout => Step::Timeout,
+    }
+}
+
+/// After a [`Step::Reap`]: `None` to keep waiting (a wrapper such as
+/// `sh -c 'server &'` or a forking daemon exited 0 while a descendant still
+/// holds the channel; `exited_ok` is set), or the error to report.
+pub(crate) fn after_reap(
+    status: ExitStatus,
+    after_close: bool,
+    protocol: Protocol,
+    exited_ok: &mut bool,
+    pid: u32,
+    last_status: Option<String>,
+) -> Option<ReadyError> {
+    if !after_close && status.success() && protocol != Protocol::Systemd && !*exited_ok {
+        *exited_ok = true;
+        return None;
+    }
+    Some(ReadyError::Exited {
+        pid,
+        status,
+        last_status,
+    })
+}
+
 /// A spawned child with a readiness channel.
 ///
 /// Dropping it does not kill the child (as with [`std::process::Child`]);
@@ -440,6 +561,26 @@ impl ReadyChild {
         }
     }
 
+    /// What a [`Protocol::Systemd`] child has sent besides readiness
+    /// (`ERRNO=`, `MAINPID=`, watchdog pings, ...), kept current after
+    /// readiness too; `None` for the other protocols.
+    pub fn notify_state(&self) -> Option<systemd::NotifyState> {
+        match &self.waiter {
+            Waiter::Systemd(r) => Some(r.state()),
+            _ => None,
+        }
+    }
+
+    /// Takes the fds a [`Protocol::Systemd`] child stored with `FDSTORE=1`
+    /// (with their `FDNAME=`) so far, before or after readiness; empty for
+    /// the other protocols, and until more are stored.
+    pub fn take_stored_fds(&mut self) -> Vec<systemd::StoredFd> {
+        match &mut self.waiter {
+            Waiter::Systemd(r) => r.take_stored_fds(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Waits until the child is ready, for at most `timeout`.
     ///
     /// Returns at once when the child exits first (it is watched with a
@@ -476,78 +617,30 @@ impl ReadyChild {
         let pid = self.pid;
         loop {
             let outcome = match &mut self.waiter {
-                Waiter::Native(ch) => match ch.wait_ready_event(deadline, self.exited_ok) {
-                    ReadyEvent::Ready(r) => WaitOutcome::Ready(r, ReadyVia::Message),
-                    ReadyEvent::Closed => WaitOutcome::Closed,
-                    ReadyEvent::Goodbye(g) if g.reason == GoodbyeReason::Done => {
-                        WaitOutcome::Closed
-                    }
-                    ReadyEvent::Goodbye(g) => match g.reason {
-                        GoodbyeReason::ProtocolError | GoodbyeReason::VersionMismatch => {
-                            WaitOutcome::Protocol(ProtocolError::Other(format!(
-                                "the child rejected us ({:?}): {}",
-                                g.reason, g.message
-                            )))
-                        }
-                        _ => WaitOutcome::Failed {
-                            errno: None,
-                            message: if g.message.is_empty() {
-                                format!("{:?}", g.reason)
-                            } else {
-                                g.message
-                            },
-                        },
-                    },
-                    ReadyEvent::Exited => WaitOutcome::Exited,
-                    ReadyEvent::Protocol(e) => WaitOutcome::Protocol(ProtocolError::Session(e)),
-                    ReadyEvent::Io(CloseReason::Io(kind, msg)) => {
-                        WaitOutcome::Io(io::Error::new(kind, msg))
-                    }
-                    ReadyEvent::Io(other) => WaitOutcome::Io(io::Error::other(other.to_string())),
-                    ReadyEvent::Timeout => WaitOutcome::Timeout,
-                },
-                Waiter::Pipe(p) => p.wait(self.pidfd.as_fd(), deadline, self.exited_ok),
+                Waiter::Native(ch) => native_outcome(ch.wait_ready_event(deadline, self.exited_ok)),
+                Waiter::Pipe(p) => p.wait(self.pidfd.as_fd(), pid, deadline, self.exited_ok),
                 Waiter::Systemd(r) => r.wait(self.pidfd.as_fd(), pid, deadline, self.exited_ok),
             };
-            match outcome {
-                WaitOutcome::Ready(ready, via) => return Ok(self.readiness_of(ready, via)),
-                WaitOutcome::Closed => {
-                    if self.exited_ok || sys::liveness(pid) == Liveness::Alive {
-                        let ready = Ready {
-                            pid,
-                            addresses: Vec::new(),
-                            status: self.last_status(),
-                        };
-                        return Ok(self.readiness_of(ready, ReadyVia::Closed));
-                    }
-                    // It closed by dying: wait for the exit to be complete.
-                    return Err(self.exited_error(deadline, timeout)?);
-                }
-                WaitOutcome::Exited => {
+            match ready_step(outcome, pid, self.exited_ok, || self.last_status()) {
+                Step::Ready(ready, via) => return Ok(self.readiness_of(ready, via)),
+                Step::Fail(e) => return Err(e),
+                Step::Reap { after_close } => {
                     let status = self.reap(deadline, timeout)?;
-                    if status.success() && self.protocol != Protocol::Systemd && !self.exited_ok {
-                        // A wrapper (`sh -c 'server &'`, a forking daemon)
-                        // exited successfully while a descendant still holds
-                        // the channel open: keep waiting for that one.
-                        self.exited_ok = true;
-                        continue;
-                    }
-                    return Err(ReadyError::Exited {
-                        pid,
+                    let last_status = self.last_status();
+                    let protocol = self.protocol;
+                    match after_reap(
                         status,
-                        last_status: self.last_status(),
-                    });
-                }
-                WaitOutcome::Failed { errno, message } => {
-                    return Err(ReadyError::Failed {
+                        after_close,
+                        protocol,
+                        &mut self.exited_ok,
                         pid,
-                        errno,
-                        message,
-                    });
+                        last_status,
+                    ) {
+                        None => continue,
+                        Some(e) => return Err(e),
+                    }
                 }
-                WaitOutcome::Protocol(source) => return Err(ReadyError::Protocol { pid, source }),
-                WaitOutcome::Io(e) => return Err(ReadyError::Io(e)),
-                WaitOutcome::Timeout => {
+                Step::Timeout => {
                     let killed =
                         self.on_timeout == OnTimeout::Kill && self.exit_status()?.is_none();
                     if killed {
@@ -572,19 +665,6 @@ impl ReadyChild {
             spawned_pid: self.pid,
             elapsed: self.spawned_at.elapsed(),
         }
-    }
-
-    fn exited_error(
-        &mut self,
-        deadline: Instant,
-        timeout: Duration,
-    ) -> Result<ReadyError, ReadyError> {
-        let status = self.reap(deadline, timeout)?;
-        Ok(ReadyError::Exited {
-            pid: self.pid,
-            status,
-            last_status: self.last_status(),
-        })
     }
 
     /// Waits (bounded by `deadline`) for an exit that is known to be under
