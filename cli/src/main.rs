@@ -1,1 +1,60 @@
-fn main(){}
+//! `readyfd`: start a program, wait until it says it is ready, use it, stop
+//! it.
+//!
+//! The command-line face of the `readyfd` library, for CI scripts and
+//! terminals that today write `server & sleep 2`:
+//!
+//! - `readyfd run [OPTIONS] -- PROGRAM [ARGS...]` starts PROGRAM with a
+//!   readiness channel (native, pipe or systemd), waits until it says it is
+//!   ready, reports its addresses, then either stays attached (forwarding
+//!   signals) or runs `--then CMD` and stops PROGRAM afterwards;
+//! - `readyfd notify` is the child side for shell scripts;
+//! - `readyfd demo` shows the whole cycle with a bundled example server.
+//!
+//! The command lives in its own crate so that users of the library never
+//! build its dependencies (clap, serde_json, humantime).
+#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![warn(unreachable_pub)]
+
+mod args;
+mod demo;
+mod exit;
+mod notify;
+mod report;
+mod run;
+mod signals;
+mod supervise;
+mod term;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+use crate::exit::Failure;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap exits 2 on errors; readyfd's usage errors are 64
+            // (EX_USAGE), so that 2 stays free for PROGRAM's own status.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { 0 });
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Notify(args) => notify::notify(args),
+        Command::Demo => demo::demo(),
+        Command::DemoServer => demo::demo_server(),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure { code, message }) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "readyfd: {message}");
+            ExitCode::from(code)
+        }
+    }
+}

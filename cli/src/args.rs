@@ -1,0 +1,211 @@
+//! The command line, as clap parses it.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use readyfd::Protocol;
+
+use crate::exit::TABLE;
+
+/// Start a program, wait until it says it is ready, use it, stop it.
+#[derive(Debug, Parser)]
+#[command(name = "readyfd", version, long_about = ABOUT, after_long_help = TABLE)]
+pub(crate) struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Start PROGRAM, wait until it is ready, then stay attached or run CMD.
+    #[command(
+        long_about = RUN_ABOUT,
+        after_long_help = TABLE,
+        override_usage = "readyfd run [OPTIONS] -- PROGRAM [ARGS]..."
+    )]
+    Run(RunArgs),
+    /// Tell the parent that this program is ready (for shell scripts).
+    #[command(long_about = NOTIFY_ABOUT, after_long_help = TABLE)]
+    Notify(NotifyArgs),
+    /// Start a bundled example server, wait for it, use it, stop it.
+    #[command(long_about = DEMO_ABOUT)]
+    Demo,
+    /// The example server `readyfd demo` starts (binds 127.0.0.1:0, answers
+    /// HTTP GET, reports Ready with its address).
+    #[command(name = "__demo-server", hide = true)]
+    DemoServer,
+}
+
+const ABOUT: &str = "\
+Start a program, wait until it says it is ready, use it, stop it.
+
+readyfd replaces `server & sleep 2`: the program is told, through an inherited
+file descriptor or systemd's NOTIFY_SOCKET, how to say \"ready\", and readyfd
+waits exactly until it does. First time? Run `readyfd demo`.
+
+  readyfd run --then 'curl -s \"http://$READYFD_ADDR/\"' -- ./my-server";
+
+const RUN_ABOUT: &str = "\
+Start PROGRAM with a readiness channel, wait until it says it is ready, and
+report where it listens (a line on stderr, or one JSON line on stdout with
+--json). Then:
+
+  with --then CMD: run `sh -c CMD` with READYFD_PID (the pid readyfd started,
+    also PROGRAM's process group), READYFD_MAIN_PID (the pid PROGRAM reported),
+    READYFD_ADDR (the first address) and READYFD_ADDR_<NAME> for each address
+    (NAME upper-cased, other characters than letters and digits as _; an
+    unnamed address is named by its position, from 0); then stop PROGRAM
+    (native Shutdown first, SIGTERM to its process group otherwise or after
+    --grace, SIGKILL after another --grace) and exit with CMD's status;
+
+  without --then: stay attached, forward SIGINT, SIGTERM and SIGHUP to
+    PROGRAM's process group, and exit with PROGRAM's status (128+N when it
+    was killed by signal N).
+
+PROGRAM runs in its own process group, which readyfd signals when stopping
+it: no process of it is left behind. If readyfd itself gets SIGINT, SIGTERM
+or SIGHUP while waiting, it stops PROGRAM and exits with 128+N; during --then
+it passes the signal on to CMD (unless it came from the terminal, which gave
+it to CMD already) and stops PROGRAM once CMD has ended.
+
+Protocols:
+  native   a socket at fd N, READYFD=N: the readyfd library's Parent::from_env,
+           or `readyfd notify` from a shell script
+  pipe     a pipe at fd N, CHILD_READY_FD=N: the child writes its address and a
+           newline, or closes the fd (Debian Code Search -addrfd, s6, the Go
+           article's scheme)
+  systemd  NOTIFY_SOCKET=<path>: sd_notify(\"READY=1\"), as for Type=notify
+
+ARGS may contain {fd}, replaced by the fd number: programs such as
+dbus-daemon --print-address={fd} or Xorg -displayfd {fd} under --protocol pipe.
+
+While waiting longer than a second on a terminal, a progress line shows the
+time, pid, protocol and the last status the program sent.";
+
+const NOTIFY_ABOUT: &str = "\
+Tell the parent that started this program (usually through `readyfd run`)
+that it is ready, over whichever protocol the environment offers: READYFD
+(native), then CHILD_READY_FD (pipe), then NOTIFY_SOCKET (systemd).
+
+Meant for shell scripts that know when they are ready:
+
+  #!/bin/sh
+  ./prepare-database && ./load-fixtures || exit 1
+  readyfd notify --addr db=/tmp/db.sock --status \"fixtures loaded\"
+  exec ./serve-forever
+
+The script keeps its own copy of the channel open, so readiness is reported
+when notify runs, not before. Call it once. The pipe protocol carries one
+address (the first --addr, without its name) and no status; under systemd the
+status becomes STATUS= and --pid becomes MAINPID=. Under a real systemd unit,
+notify is not the main process: set NotifyAccess=all.";
+
+const DEMO_ABOUT: &str = "\
+Start a bundled example HTTP server (this readyfd binary, re-executed), wait
+until it says it is ready over the native protocol, send it one HTTP request,
+stop it over the same channel, and show what happened and how long readiness
+took. Nothing to install, no port to choose: the server binds 127.0.0.1:0 and
+tells readyfd the port it got.";
+
+/// `readyfd run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Readiness protocol to offer PROGRAM: native, pipe or systemd.
+    #[arg(long, value_name = "NAME", default_value = "native", value_parser = parse_protocol)]
+    pub(crate) protocol: Protocol,
+
+    /// File descriptor number PROGRAM gets the channel at (native and pipe;
+    /// default 3). `{fd}` in ARGS is replaced by it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(3..=1_000_000))]
+    pub(crate) fd: Option<i32>,
+
+    /// How long PROGRAM may take to become ready (500ms, 30s, 2m; a bare
+    /// number is seconds). It is stopped after that.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+
+    /// How long PROGRAM gets to exit at each step of stopping it (Shutdown,
+    /// SIGTERM) before the next, harder step.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub(crate) grace: Duration,
+
+    /// Print one JSON line on stdout when ready (pid, main_pid, protocol,
+    /// addresses, address, status, ready_ms) instead of the line on stderr.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Once PROGRAM is ready, run `sh -c CMD`, then stop PROGRAM and exit
+    /// with CMD's status.
+    #[arg(long, value_name = "CMD")]
+    pub(crate) then: Option<String>,
+
+    /// The program to start, and its arguments (after `--`).
+    #[arg(
+        value_name = "PROGRAM",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true
+    )]
+    pub(crate) command: Vec<OsString>,
+}
+
+/// `readyfd notify`.
+#[derive(Debug, Args)]
+pub(crate) struct NotifyArgs {
+    /// An address the program can be reached at: `127.0.0.1:8080`,
+    /// `http=127.0.0.1:8080`, `unix:/run/app.sock`, any text. NAME is
+    /// letters, digits, `_`, `-` and `.`; repeat for several.
+    #[arg(long = "addr", value_name = "[NAME=]ADDR")]
+    pub(crate) addrs: Vec<String>,
+
+    /// A one-line status text to send with readiness.
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) status: Option<String>,
+
+    /// The pid of the program's main process (default: the process that ran
+    /// `readyfd notify`, i.e. the script).
+    #[arg(long, value_name = "PID")]
+    pub(crate) pid: Option<u32>,
+}
+
+/// `500ms`, `30s`, `2m`, `1h 30m` (humantime), or a bare number of seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|e| e.to_string());
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write a duration with a unit, such as 500ms, 30s or 2m)"))
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("soon").unwrap_err().contains("30s"));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,93 @@
+//! readyfd's own exit codes, and the failure type that carries one.
+//!
+//! The numbers follow sysexits(3) where the meaning matches and stay clear
+//! of the shell's conventions (126 not executable, 127 not found, 128+n
+//! killed by signal n), which readyfd uses only for what they mean: when
+//! PROGRAM or `--then` CMD ends, readyfd exits with its status, and with
+//! 128+n when it was killed by signal n (or when readyfd itself was
+//! interrupted by signal n before PROGRAM was ready).
+
+use std::process::ExitStatus;
+
+/// Bad arguments: an unknown option, a bad duration or protocol, no
+/// PROGRAM, `--fd` below 3 (sysexits `EX_USAGE`).
+pub(crate) const USAGE: u8 = 64;
+/// PROGRAM could not be started: not found, not executable (sysexits
+/// `EX_NOINPUT`).
+pub(crate) const START: u8 = 66;
+/// PROGRAM exited, or reported failure, before it was ready (sysexits
+/// `EX_UNAVAILABLE`).
+pub(crate) const EXITED: u8 = 69;
+/// A bug in readyfd (sysexits `EX_SOFTWARE`).
+pub(crate) const INTERNAL: u8 = 70;
+/// A system call of readyfd's own failed: creating the channel, watching
+/// the child, handling signals (sysexits `EX_OSERR`).
+pub(crate) const SYSTEM: u8 = 71;
+/// `notify`: the parent offered a channel but the notification could not be
+/// delivered (sysexits `EX_IOERR`).
+pub(crate) const NOTIFY_FAILED: u8 = 74;
+/// PROGRAM was not ready within `--timeout` (sysexits `EX_TEMPFAIL`).
+pub(crate) const TIMEOUT: u8 = 75;
+/// PROGRAM broke the readiness protocol (sysexits `EX_PROTOCOL`).
+pub(crate) const PROTOCOL: u8 = 76;
+/// `notify`: no readiness protocol in the environment (no `READYFD`,
+/// `CHILD_READY_FD` or `NOTIFY_SOCKET`; sysexits `EX_CONFIG`).
+pub(crate) const NOT_OFFERED: u8 = 78;
+
+/// The exit-code table shown by `--help` (and in the README section).
+pub(crate) const TABLE: &str = "\
+Exit status:
+  0        success (run: PROGRAM or CMD exited 0)
+  N        run: the exit status of PROGRAM (attached) or of --then CMD
+  128+N    run: PROGRAM or CMD was killed by signal N, or readyfd was
+           interrupted by signal N before PROGRAM was ready
+  64       usage error: bad option, duration or protocol, no PROGRAM, --fd < 3
+  66       PROGRAM (or sh for --then) could not be started
+  69       PROGRAM exited, or reported failure, before it was ready
+  70       internal error (a bug in readyfd: please report it)
+  71       a system call failed (creating the channel, watching PROGRAM)
+  74       notify: the notification could not be delivered
+  75       PROGRAM was not ready within --timeout
+  76       PROGRAM broke the readiness protocol
+  78       notify: no readiness protocol offered in the environment";
+
+/// A failure: the message printed after `readyfd: ` on stderr, and the
+/// exit code.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    /// The exit code, one of the constants above or 128+signal.
+    pub(crate) code: u8,
+    /// What happened and what to try.
+    pub(crate) message: String,
+}
+
+impl Failure {
+    /// A failure with `code` and `message`.
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A failed system call of readyfd's own.
+    pub(crate) fn system(what: &str, e: impl std::fmt::Display) -> Failure {
+        Failure::new(SYSTEM, format!("{what}: {e}"))
+    }
+}
+
+/// The shell's number for an exit status: the code, or 128+n for a process
+/// killed by signal n.
+pub(crate) fn status_code(status: ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => (code & 0xff) as u8,
+        (None, Some(sig)) => signal_code(sig),
+        (None, None) => INTERNAL,
+    }
+}
+
+/// 128+n for signal n, as shells report it.
+pub(crate) fn signal_code(sig: i32) -> u8 {
+    u8::try_from(128 + sig).unwrap_or(u8::MAX)
+}

@@ -1,0 +1,194 @@
+//! `readyfd notify`: the child side for shell scripts.
+//!
+//! A script started by `readyfd run` holds the channel's fd itself (it
+//! inherited it), and `readyfd notify`, which the script runs, inherits it
+//! in turn. The parent therefore sees nothing before notify speaks: native
+//! and pipe parents wait for a message (or for every holder to close the
+//! fd, which needs the script to close it too), and a datagram comes only
+//! from notify. Once notify has said Ready and exited, the script's copy
+//! keeps the channel open; that is harmless, the parent has its answer.
+//!
+//! Under systemd, a datagram from a process that has exited by the time
+//! the manager reads it may be ignored (the sender can no longer be
+//! identified: systemd issue #2737, and readyfd's receiver alike). notify
+//! therefore follows `READY=1` with `BARRIER=1` and waits, as
+//! `systemd-notify` does, until the manager has processed both.
+
+use std::io;
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr, sendmsg, socket,
+};
+use readyfd::{Address, NOTIFY_SOCKET_ENV, Notified, NotifyError, Ready, notify_ready};
+
+use crate::args::NotifyArgs;
+use crate::exit::{self, Failure};
+
+/// How long notify waits for a systemd-style parent to confirm `BARRIER=1`
+/// (`systemd-notify`'s default too).
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `readyfd notify`; returns the exit code.
+///
+/// # Errors
+/// [`exit::NOT_OFFERED`] when the environment offers no protocol,
+/// [`exit::NOTIFY_FAILED`] when the offered one fails, [`exit::USAGE`] for
+/// a bad `--addr`.
+pub(crate) fn notify(args: NotifyArgs) -> Result<u8, Failure> {
+    let pid = args
+        .pid
+        .unwrap_or_else(|| nix::unistd::getppid().as_raw() as u32);
+    let mut ready = Ready::new(pid);
+    for a in &args.addrs {
+        let (name, address) = split_addr(a);
+        if address.is_empty() {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!("--addr {a:?}: no address (write [NAME=]ADDR, e.g. http=127.0.0.1:8080)"),
+            ));
+        }
+        let address: Address = match address.parse() {
+            Ok(a) => a,
+            Err(never) => match never {},
+        };
+        ready = ready.address(name, address);
+    }
+    if let Some(s) = args.status {
+        ready = ready.status(s);
+    }
+    // SAFETY: readyfd notify does this first, on its only thread, and nothing
+    // else in this process touches the inherited fd.
+    match unsafe { notify_ready(&ready) } {
+        Ok(Notified::Systemd) => match barrier(BARRIER_TIMEOUT) {
+            Ok(true) => Ok(0),
+            Ok(false) => Err(Failure::new(
+                exit::NOTIFY_FAILED,
+                format!(
+                    "notify: READY=1 was sent to NOTIFY_SOCKET, but the parent did not confirm it \
+                     (BARRIER=1) within {}s; it may have been dropped. Is the parent still there?",
+                    BARRIER_TIMEOUT.as_secs()
+                ),
+            )),
+            Err(e) => Err(Failure::new(
+                exit::NOTIFY_FAILED,
+                format!("notify: READY=1 was sent, but BARRIER=1 failed: {e}"),
+            )),
+        },
+        Ok(_) => Ok(0),
+        Err(NotifyError::NotOffered) => Err(Failure::new(
+            exit::NOT_OFFERED,
+            "notify: no readiness protocol in the environment (none of READYFD, CHILD_READY_FD and \
+             NOTIFY_SOCKET is set). Run this script under `readyfd run -- SCRIPT`, a CHILD_READY_FD \
+             parent, or systemd with Type=notify; a script that may run on its own can ignore \
+             exit status 78.",
+        )),
+        Err(e @ NotifyError::Channel(_)) => Err(Failure::new(
+            exit::NOTIFY_FAILED,
+            format!(
+                "notify: {e}. The parent has gone, or readiness was reported already: call \
+                 readyfd notify once."
+            ),
+        )),
+        Err(e) => Err(Failure::new(exit::NOTIFY_FAILED, format!("notify: {e}"))),
+    }
+}
+
+/// `sd_notify_barrier(3)`: sends `BARRIER=1` with the write end of a new
+/// pipe to `NOTIFY_SOCKET` and waits until the manager closes it, which it
+/// does once every earlier datagram is processed (or when it closes the
+/// socket). `Ok(false)` when that took longer than `timeout`.
+fn barrier(timeout: Duration) -> io::Result<bool> {
+    let Some(value) = std::env::var_os(NOTIFY_SOCKET_ENV) else {
+        return Ok(true);
+    };
+    let addr = match value.as_bytes() {
+        [b'@', name @ ..] => UnixAddr::new_abstract(name)?,
+        path => UnixAddr::new(path)?,
+    };
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let (wait_end, sent_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let iov = [IoSlice::new(b"BARRIER=1")];
+    let fds = [sent_end.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    loop {
+        match sendmsg(
+            sock.as_raw_fd(),
+            &iov,
+            &cmsg,
+            MsgFlags::MSG_NOSIGNAL,
+            Some(&addr),
+        ) {
+            Ok(_) => break,
+            Err(Errno::EINTR) => {}
+            // The socket took READY=1 and is gone now: its owner has stopped
+            // listening (readyfd's receiver closes it once it has decided),
+            // so there is nothing left to wait for.
+            Err(Errno::ENOENT | Errno::ECONNREFUSED) => return Ok(true),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Only the manager's copy may keep the pipe open now.
+    drop(sent_end);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        let mut pfd = [PollFd::new(wait_end.as_fd(), PollFlags::POLLIN)];
+        match poll(
+            &mut pfd,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// `http=127.0.0.1:80` -> (`http`, `127.0.0.1:80`); `127.0.0.1:80` and
+/// `unix:path=/run/bus,guid=1` (no NAME before the first `=`) -> (``, all).
+/// NAME is ASCII letters, digits, `_`, `-` and `.`.
+fn split_addr(s: &str) -> (&str, &str) {
+    match s.split_once('=') {
+        Some((name, addr))
+            if !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) =>
+        {
+            (name, addr)
+        }
+        _ => ("", s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_addresses() {
+        assert_eq!(split_addr("http=127.0.0.1:80"), ("http", "127.0.0.1:80"));
+        assert_eq!(split_addr("127.0.0.1:80"), ("", "127.0.0.1:80"));
+        assert_eq!(
+            split_addr("unix:path=/run/bus,guid=1"),
+            ("", "unix:path=/run/bus,guid=1")
+        );
+        assert_eq!(split_addr("db.primary=/run/pg"), ("db.primary", "/run/pg"));
+        assert_eq!(split_addr("=x"), ("", "=x"));
+        assert_eq!(split_addr("a="), ("a", ""));
+    }
+}

@@ -1,0 +1,187 @@
+//! How readiness is reported: the human line, the JSON line, and the
+//! environment of `--then` CMD.
+//!
+//! Addresses are keyed by name. An unnamed address (the pipe protocol's,
+//! or `readyfd notify --addr 127.0.0.1:80`) and a name used twice are keyed
+//! by the address's position among all addresses, from `0`.
+
+use std::collections::HashSet;
+
+use readyfd::{Protocol, Readiness, Ready};
+use serde::Serialize;
+use serde::ser::SerializeMap;
+
+use crate::term::{human, quoted};
+
+/// One address with its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    /// The name, or the position for an unnamed or repeated name.
+    pub(crate) key: String,
+    /// The address as a client would use it (`127.0.0.1:8080`, a path, text).
+    pub(crate) address: String,
+}
+
+/// The addresses of a readiness, keyed as the module docs say, in the
+/// child's order.
+pub(crate) fn entries(ready: &Ready) -> Vec<Entry> {
+    let mut used = HashSet::new();
+    ready
+        .addresses
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let key = if !e.name.is_empty() && !used.contains(&e.name) {
+                e.name.clone()
+            } else {
+                i.to_string()
+            };
+            used.insert(key.clone());
+            Entry {
+                key,
+                address: e.address.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// The environment variable for an address key: `READYFD_ADDR_` and the
+/// key upper-cased, with every character other than an ASCII letter or
+/// digit replaced by `_` (`http-alt` -> `READYFD_ADDR_HTTP_ALT`).
+pub(crate) fn env_name(key: &str) -> String {
+    let mut name = String::from("READYFD_ADDR_");
+    name.extend(key.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        }
+    }));
+    name
+}
+
+/// The variables `--then` CMD gets: `READYFD_PID` (the pid readyfd
+/// started, also its process group), `READYFD_MAIN_PID` (the pid the
+/// program reported), `READYFD_ADDR` (the first address) and
+/// `READYFD_ADDR_<NAME>` for each address (the first one wins when two
+/// names map to the same variable).
+pub(crate) fn then_env(r: &Readiness) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("READYFD_PID".to_string(), r.spawned_pid.to_string()),
+        ("READYFD_MAIN_PID".to_string(), r.ready.pid.to_string()),
+    ];
+    let entries = entries(&r.ready);
+    if let Some(first) = entries.first() {
+        env.push(("READYFD_ADDR".to_string(), first.address.clone()));
+    }
+    let mut seen = HashSet::new();
+    for e in entries {
+        let name = env_name(&e.key);
+        if seen.insert(name.clone()) {
+            env.push((name, e.address));
+        }
+    }
+    env
+}
+
+/// The `--json` line's object.
+#[derive(Debug, Serialize)]
+struct JsonReady<'a> {
+    pid: u32,
+    main_pid: u32,
+    protocol: &'static str,
+    addresses: Addresses<'a>,
+    address: Option<&'a str>,
+    status: Option<&'a str>,
+    ready_ms: f64,
+}
+
+/// The addresses as a JSON object in the child's order.
+#[derive(Debug)]
+struct Addresses<'a>(&'a [Entry]);
+
+impl Serialize for Addresses<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for e in self.0 {
+            map.serialize_entry(&e.key, &e.address)?;
+        }
+        map.end()
+    }
+}
+
+/// One JSON object, one line: `{"pid":..,"main_pid":..,"protocol":"native",
+/// "addresses":{"http":"127.0.0.1:8080"},"address":"127.0.0.1:8080",
+/// "status":"serving","ready_ms":12.5}`. `address` is the first address
+/// (`null` without any), `status` the status text (`null` without one),
+/// `ready_ms` the time from start to readiness in milliseconds.
+pub(crate) fn json_line(r: &Readiness, protocol: Protocol) -> String {
+    let entries = entries(&r.ready);
+    let line = JsonReady {
+        pid: r.spawned_pid,
+        main_pid: r.ready.pid,
+        protocol: protocol.name(),
+        addresses: Addresses(&entries),
+        address: entries.first().map(|e| e.address.as_str()),
+        status: r.ready.status.as_deref(),
+        ready_ms: (r.elapsed.as_secs_f64() * 1e6).round() / 1e3,
+    };
+    serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
+}
+
+/// `my-server (pid 4121) is ready after 12.5ms (native): http=127.0.0.1:8080, status "serving"`.
+pub(crate) fn human_line(r: &Readiness, name: &str, protocol: Protocol) -> String {
+    let mut line = format!(
+        "{name} (pid {}) is ready after {} ({protocol})",
+        r.spawned_pid,
+        human(r.elapsed)
+    );
+    if let Some(main) = r.pid_mismatch() {
+        line.push_str(&format!(", main pid {main}"));
+    }
+    let entries = entries(&r.ready);
+    if !entries.is_empty() {
+        let list: Vec<String> = entries
+            .iter()
+            .map(|e| format!("{}={}", e.key, e.address))
+            .collect();
+        line.push_str(&format!(": {}", list.join(" ")));
+    }
+    if let Some(s) = &r.ready.status {
+        line.push_str(&format!(", status {}", quoted(s)));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names() {
+        assert_eq!(env_name("http"), "READYFD_ADDR_HTTP");
+        assert_eq!(env_name("http-alt.v2"), "READYFD_ADDR_HTTP_ALT_V2");
+        assert_eq!(env_name("0"), "READYFD_ADDR_0");
+        assert_eq!(env_name("é"), "READYFD_ADDR__");
+    }
+
+    #[test]
+    fn unnamed_and_repeated_names_are_keyed_by_position() {
+        let ready = Ready::new(1)
+            .address("http", "127.0.0.1:80".parse::<readyfd::Address>().unwrap())
+            .address("", readyfd::Address::Text("x".into()))
+            .address("http", readyfd::Address::Unix("/run/a".into()));
+        let keys: Vec<_> = entries(&ready)
+            .into_iter()
+            .map(|e| (e.key, e.address))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("http".to_string(), "127.0.0.1:80".to_string()),
+                ("1".to_string(), "x".to_string()),
+                ("2".to_string(), "/run/a".to_string()),
+            ]
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! `readyfd run`: start PROGRAM, wait until it is ready, report it, then
+//! stay attached or run `--then` CMD and stop PROGRAM.
+
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use readyfd::{Protocol, describe_exit};
+
+use crate::args::RunArgs;
+use crate::exit::{self, Failure};
+use crate::report;
+use crate::signals::Signals;
+use crate::supervise::{Launch, StopVia, Supervisor, become_subreaper};
+use crate::term::{Term, human};
+
+/// The placeholder replaced by the fd number in PROGRAM's arguments.
+pub(crate) const FD_PLACEHOLDER: &str = "{fd}";
+
+/// Runs `readyfd run`; returns the exit code.
+///
+/// # Errors
+/// A [`Failure`] carrying the exit code and message (see [`exit`]).
+pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
+    let launch = launch_of(&args)?;
+    let term = Term::new();
+    // Before any thread exists (the library starts one per native channel).
+    let signals =
+        Signals::block().map_err(|e| Failure::system("cannot set up signal handling", e))?;
+    become_subreaper(&term);
+    let name = launch.name.clone();
+    let protocol = launch.protocol;
+    let mut sup = Supervisor::start(launch, &signals, &term)?;
+    let readiness = sup.wait_ready()?;
+    if args.json {
+        let mut out = std::io::stdout().lock();
+        // A reader that went away is not our failure: PROGRAM still runs.
+        let _ = writeln!(out, "{}", report::json_line(&readiness, protocol));
+        let _ = out.flush();
+    } else {
+        term.message(report::human_line(&readiness, &name, protocol));
+    }
+    let Some(cmd) = args.then else {
+        return sup
+            .attach(readiness.ready.pid)
+            .map_err(|e| Failure::system(&format!("waiting for {name} failed"), e));
+    };
+    let then = sup.run_then(&cmd, &report::then_env(&readiness));
+    let pid = sup.pid();
+    match sup.stop(true) {
+        Ok(s) if s.via == StopVia::AlreadyExited => term.message(format_args!(
+            "{name} (pid {pid}) had already ended: it {}",
+            describe_exit(s.status)
+        )),
+        Ok(s) => term.message(format_args!(
+            "stopped {name} (pid {pid}) in {}: {}",
+            human(s.took),
+            s.describe()
+        )),
+        Err(e) => term.message(format_args!("stopping {name} (pid {pid}) failed: {e}")),
+    }
+    then.map(exit::status_code)
+}
+
+/// Checks the arguments and turns them into a [`Launch`].
+fn launch_of(args: &RunArgs) -> Result<Launch, Failure> {
+    let usage = |m: String| Failure::new(exit::USAGE, m);
+    let mut command = args.command.iter();
+    let program = command.next().ok_or_else(|| {
+        usage("no PROGRAM given: readyfd run [OPTIONS] -- PROGRAM [ARGS]...".into())
+    })?;
+    let rest: Vec<&OsString> = command.collect();
+    if args.protocol == Protocol::Systemd {
+        if args.fd.is_some() {
+            return Err(usage(
+                "--fd applies to --protocol native and pipe; systemd passes a socket path in NOTIFY_SOCKET instead"
+                    .into(),
+            ));
+        }
+        if rest.iter().any(|a| contains(a, FD_PLACEHOLDER)) {
+            return Err(usage(format!(
+                "{FD_PLACEHOLDER} in ARGS needs --protocol native or pipe (systemd has no fd number to pass)"
+            )));
+        }
+    }
+    let fd = args.fd.unwrap_or(readyfd::DEFAULT_FD);
+    Ok(Launch {
+        name: program.to_string_lossy().into_owned(),
+        program: program.clone(),
+        args: rest.into_iter().map(|a| replace_fd(a, fd)).collect(),
+        protocol: args.protocol,
+        fd,
+        timeout: args.timeout,
+        grace: args.grace,
+    })
+}
+
+fn contains(haystack: &OsStr, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// `arg` with every `{fd}` replaced by `fd`; bytes that are not UTF-8 are
+/// kept as they are.
+pub(crate) fn replace_fd(arg: &OsStr, fd: i32) -> OsString {
+    let (bytes, pat) = (arg.as_bytes(), FD_PLACEHOLDER.as_bytes());
+    let number = fd.to_string();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(pat) {
+            out.extend_from_slice(number.as_bytes());
+            i += pat.len();
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    OsString::from_vec(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder() {
+        assert_eq!(
+            replace_fd(OsStr::new("--print-address={fd}"), 5),
+            "--print-address=5"
+        );
+        assert_eq!(replace_fd(OsStr::new("{fd}:{fd}"), 3), "3:3");
+        assert_eq!(replace_fd(OsStr::new("{fd"), 3), "{fd");
+        let raw = OsStr::from_bytes(b"\xff{fd}");
+        assert_eq!(replace_fd(raw, 4).as_bytes(), b"\xff4");
+    }
+}

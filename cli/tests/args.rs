@@ -1,0 +1,94 @@
+//! Bad command lines: exit status 64 and a message that says what to do.
+
+mod common;
+
+use common::{readyfd, run};
+
+fn usage_error(args: &[&str], says: &str) {
+    let f = run(&mut readyfd(args));
+    assert_eq!(f.code, Some(64), "{args:?}: {f:?}");
+    assert!(
+        f.stderr.contains(says),
+        "{args:?}: {says:?} not in {}",
+        f.stderr
+    );
+}
+
+#[test]
+fn bad_duration() {
+    usage_error(&["run", "--timeout", "soon", "--", "true"], "30s");
+    usage_error(&["run", "--grace", "5 parsecs", "--", "true"], "--grace");
+}
+
+#[test]
+fn bad_protocol() {
+    usage_error(
+        &["run", "--protocol", "smoke-signals", "--", "true"],
+        "native, pipe or systemd",
+    );
+}
+
+#[test]
+fn missing_program() {
+    usage_error(&["run"], "PROGRAM");
+    usage_error(&["run", "--json", "--"], "PROGRAM");
+}
+
+#[test]
+fn reserved_or_meaningless_fd() {
+    usage_error(&["run", "--fd", "1", "--", "true"], "--fd");
+    usage_error(&["run", "--fd", "x", "--", "true"], "--fd");
+    usage_error(
+        &["run", "--protocol", "systemd", "--fd", "5", "--", "true"],
+        "NOTIFY_SOCKET",
+    );
+    usage_error(
+        &["run", "--protocol", "systemd", "--", "prog", "--out={fd}"],
+        "{fd}",
+    );
+}
+
+#[test]
+fn unknown_option_and_no_subcommand() {
+    usage_error(&["run", "--bogus", "--", "true"], "--bogus");
+    usage_error(&[], "Usage");
+    usage_error(&["frobnicate"], "frobnicate");
+}
+
+#[test]
+fn help_and_version_succeed_and_help_lists_exit_codes() {
+    let f = run(&mut readyfd(["run", "--help"]));
+    assert_eq!(f.code, Some(0), "{f:?}");
+    let help = f.stdout.join("\n");
+    for code in [
+        "64 ", "66 ", "69 ", "70 ", "71 ", "74 ", "75 ", "76 ", "78 ", "128+N",
+    ] {
+        assert!(
+            help.contains(code),
+            "exit code {code} not in --help:\n{help}"
+        );
+    }
+    assert!(help.contains("{fd}"), "{help}");
+    let f = run(&mut readyfd(["--version"]));
+    assert_eq!(f.code, Some(0), "{f:?}");
+    assert!(f.stdout[0].starts_with("readyfd "), "{f:?}");
+}
+
+#[test]
+fn program_options_after_program_are_programs() {
+    // Everything after PROGRAM belongs to it, even without `--`.
+    let f = run(&mut readyfd([
+        "run",
+        "--then",
+        "true",
+        "sh",
+        "-c",
+        "exec 3>&-; exec sleep 1000 # sleep-ok",
+        "--json",
+    ]));
+    assert_eq!(f.code, Some(0), "{f:?}");
+    assert!(
+        f.stdout.is_empty(),
+        "--json went to the program, not readyfd: {f:?}"
+    );
+}

@@ -1,0 +1,182 @@
+//! `readyfd notify` under each protocol, with `readyfd run` as the parent
+//! and with independent parents written in Python (the article's pipe
+//! parent, an sd_notify receiver), and under none.
+
+mod common;
+
+use common::{READYFD, Running, readyfd, run};
+use serde_json::Value;
+
+/// `readyfd run --protocol P --json -- sh -c 'readyfd notify ARGS; read line'`:
+/// the script exits 0 once the test closes stdin.
+fn script_under(protocol: &str, notify_args: &str) -> Running {
+    let script = format!("\"$READYFD_BIN\" notify {notify_args} || exit; read line; exit 0");
+    Running::start(&mut readyfd([
+        "run",
+        "--protocol",
+        protocol,
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]))
+}
+
+#[test]
+fn native_named_addresses_status_and_the_scripts_pid() {
+    let mut r = script_under(
+        "native",
+        "--addr http=127.0.0.1:9 --addr unix:/run/a.sock --status up",
+    );
+    let j = r.json();
+    assert_eq!(
+        j["addresses"],
+        serde_json::json!({"http": "127.0.0.1:9", "1": "/run/a.sock"})
+    );
+    assert_eq!(j["status"], "up");
+    // notify reports the script that ran it, which readyfd started.
+    assert_eq!(j["main_pid"], j["pid"]);
+    r.close_stdin();
+    assert_eq!(r.finish().code, Some(0));
+}
+
+#[test]
+fn readiness_comes_when_notify_runs_not_before() {
+    // The script holds the channel's fd from the start; only notify's
+    // message makes it ready. The script waits for our line first, so a
+    // JSON line that came early would lack the status.
+    let mut r = Running::start(&mut readyfd([
+        "run",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "echo script-started; read go; \"$READYFD_BIN\" notify --status after-go || exit; read end; exit 0",
+    ]));
+    assert_eq!(r.line(), "script-started");
+    r.send("go");
+    let j: Value = r.json();
+    assert_eq!(j["status"], "after-go");
+    r.close_stdin();
+    assert_eq!(r.finish().code, Some(0));
+}
+
+#[test]
+fn pipe_first_address_under_readyfd_run() {
+    let mut r = script_under("pipe", "--addr http=127.0.0.1:9 --addr other=127.0.0.1:10");
+    let j = r.json();
+    assert_eq!(j["protocol"], "pipe");
+    assert_eq!(
+        j["address"], "127.0.0.1:9",
+        "the pipe carries the first address"
+    );
+    r.close_stdin();
+    assert_eq!(r.finish().code, Some(0));
+}
+
+#[test]
+fn systemd_under_readyfd_run() {
+    let mut r = script_under("systemd", "--addr http=127.0.0.1:9 --status up");
+    let j = r.json();
+    assert_eq!(j["protocol"], "systemd");
+    assert_eq!(j["status"], "up");
+    assert_eq!(j["addresses"]["http"], "127.0.0.1:9");
+    r.close_stdin();
+    assert_eq!(r.finish().code, Some(0));
+}
+
+#[test]
+fn pipe_with_the_articles_parent() {
+    // The parent of "Readiness notifications in Go", in Python: a pipe,
+    // CHILD_READY_FD, read to EOF.
+    let parent = "import os, subprocess, sys\n\
+                  r, w = os.pipe()\n\
+                  env = dict(os.environ, CHILD_READY_FD=str(w))\n\
+                  p = subprocess.Popen(sys.argv[1:], pass_fds=(w,), env=env)\n\
+                  os.close(w)\n\
+                  data = b''\n\
+                  while True:\n\
+                  \x20   d = os.read(r, 4096)\n\
+                  \x20   if not d:\n\
+                  \x20       break\n\
+                  \x20   data += d\n\
+                  print(repr(data.decode()))\n\
+                  sys.exit(p.wait())\n";
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args([
+        "-c",
+        parent,
+        READYFD,
+        "notify",
+        "--addr",
+        "http=127.0.0.1:8080",
+    ]);
+    cmd.env_remove("READYFD").env_remove("NOTIFY_SOCKET");
+    let f = run(&mut cmd);
+    assert_eq!(f.code, Some(0), "{f:?}");
+    assert_eq!(f.stdout, ["'127.0.0.1:8080\\n'"]);
+}
+
+#[test]
+fn systemd_with_an_independent_receiver_and_its_barrier() {
+    // An sd_notify receiver in Python: prints each datagram and closes the
+    // fds that come with BARRIER=1, which releases notify.
+    let receiver = "import os, socket, subprocess, sys, tempfile\n\
+                    d = tempfile.mkdtemp()\n\
+                    path = os.path.join(d, 'notify')\n\
+                    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+                    s.bind(path)\n\
+                    env = dict(os.environ, NOTIFY_SOCKET=path)\n\
+                    p = subprocess.Popen(sys.argv[1:], env=env)\n\
+                    while True:\n\
+                    \x20   msg, fds, _, _ = socket.recv_fds(s, 4096, 4)\n\
+                    \x20   for fd in fds:\n\
+                    \x20       os.close(fd)\n\
+                    \x20   print(repr(msg.decode()))\n\
+                    \x20   if msg == b'BARRIER=1':\n\
+                    \x20       break\n\
+                    code = p.wait()\n\
+                    os.unlink(path)\n\
+                    os.rmdir(d)\n\
+                    sys.exit(code)\n";
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args([
+        "-c", receiver, READYFD, "notify", "--status", "up", "--pid", "4242",
+    ]);
+    cmd.env_remove("READYFD").env_remove("CHILD_READY_FD");
+    let f = run(&mut cmd);
+    assert_eq!(f.code, Some(0), "{f:?}");
+    assert_eq!(f.stdout.len(), 2, "{f:?}");
+    let ready = &f.stdout[0];
+    for line in ["READY=1", "STATUS=up", "MAINPID=4242"] {
+        assert!(ready.contains(line), "{line} in {ready}");
+    }
+    assert_eq!(f.stdout[1], "'BARRIER=1'");
+}
+
+#[test]
+fn none_offered_is_78() {
+    let f = run(&mut readyfd(["notify", "--addr", "127.0.0.1:1"]));
+    assert_eq!(f.code, Some(78), "{f:?}");
+    assert!(
+        f.stderr
+            .contains("READYFD, CHILD_READY_FD and NOTIFY_SOCKET"),
+        "{}",
+        f.stderr
+    );
+}
+
+#[test]
+fn unusable_channel_is_74() {
+    // READYFD names an fd that is not open (a daemon that closed it).
+    let f = run(readyfd(["notify"]).env("READYFD", "9"));
+    assert_eq!(f.code, Some(74), "{f:?}");
+    assert!(f.stderr.contains("READYFD=9"), "{}", f.stderr);
+}
+
+#[test]
+fn empty_address_is_a_usage_error() {
+    let f = run(&mut readyfd(["notify", "--addr", "http="]));
+    assert_eq!(f.code, Some(64), "{f:?}");
+}
