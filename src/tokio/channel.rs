@@ -1,0 +1,1187 @@
+//! The async channel: one type for both ends of a native readyfd session,
+//! driven by one tokio task per channel.
+//!
+//! # Design
+//!
+//! Everything that outlives a single call lives in the channel's shared
+//! state, behind one mutex that is never held across an `.await`: the
+//! [`Session`] (which owns the frame decoder and the transmit queue), the
+//! bytes taken from it and not yet written (with the write position), the
+//! read buffer (owned by the I/O task), the map from request ids to the
+//! waiting callers' one-shot senders, and the queue of the peer's requests
+//! and notifications for [`Channel::recv`].
+//!
+//! - **Writing.** A call queues its frame into the session and then writes
+//!   what is queued with non-blocking `send`s (`MSG_NOSIGNAL`), all under the
+//!   mutex and without awaiting, so a frame is queued whole and written in
+//!   queue order: frames never interleave. When the socket is full the I/O
+//!   task takes over the writing (it waits for writability); callers keep
+//!   queueing behind it.
+//! - **Reading.** Only the I/O task reads. It hands the bytes to the
+//!   session, which checks every protocol rule and answers `Ping`; the
+//!   decoded messages are then routed: a response to the one-shot of the
+//!   request that waits for it, a request or notification to the
+//!   [`recv`](Channel::recv) queue.
+//! - **Waiting.** A request future only awaits its one-shot receiver. Its
+//!   frame was queued (and the receiver registered) synchronously, in the
+//!   same poll in which the request was sent, so no framing state ever sits
+//!   in a future. Dropping the future deregisters it and tells the session
+//!   to [abandon](readyfd_proto::Session::abandon_request) the id, so a late
+//!   answer is dropped silently and cannot reach anyone else.
+//!
+//! Memory is bounded as in the blocking channel: senders wait while more
+//! than [`HIGH_WATER`] bytes are queued for the peer, and the I/O task stops
+//! reading while [`MAX_INCOMING`] messages wait in the `recv` queue or our
+//! answers to the peer pile up, which pushes back on a peer that floods.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use ::tokio::io::Interest;
+use ::tokio::io::unix::AsyncFd;
+use ::tokio::sync::{Notify, oneshot};
+use ::tokio::time::{Instant, Sleep};
+use bytes::{Bytes, BytesMut};
+use readyfd_proto::codec::decode_body;
+use readyfd_proto::{
+    GoodbyeReason, Hello, Ready, RemoteError, RemoteErrorKind, RequestBody, ResponseBody, Role,
+    Session, SessionError,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::channel::{
+    ChannelOptions, HIGH_WATER, MAX_INCOMING, Notification, ReadEnd, ReadyEvent, Routed,
+    ShutdownPolicy, decode_response, next_routed, read_blocker, say_protocol_error, send_blocker,
+};
+use crate::error::{ChannelError, CloseReason};
+use crate::sys;
+
+/// How long the I/O task keeps writing what is queued after the channel was
+/// dropped, for a peer that is slow to read.
+const DRAIN_ON_DROP: Duration = Duration::from_secs(2);
+
+/// How long a child that acknowledged `Shutdown` waits for the
+/// acknowledgement to be written before it raises `SIGTERM` anyway.
+const SIGTERM_AFTER: Duration = Duration::from_secs(1);
+
+/// How much one read asks for.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Rounds of work the I/O task does in one poll before it yields.
+const ROUNDS_PER_POLL: usize = 32;
+
+type Reply = Result<ResponseBody, CloseReason>;
+
+struct State {
+    session: Session,
+    /// Bytes taken from the session and not yet written, from `out_pos`.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// The socket was full: the I/O task writes until the queue is empty.
+    io_writes: bool,
+    write_failed: Option<CloseReason>,
+    local_closed: bool,
+    read: ReadEnd,
+    /// The I/O task stopped reading (back-pressure): wake it when that ends.
+    read_paused: bool,
+    incoming: VecDeque<Incoming>,
+    /// Our requests waiting for an answer.
+    pending: HashMap<u64, oneshot::Sender<Reply>>,
+    peer_hello: Option<Hello>,
+    peer_goodbye: Option<readyfd_proto::Goodbye>,
+    ready: Option<Ready>,
+    last_status: Option<String>,
+    child_exited: bool,
+    raise_sigterm: bool,
+    /// The [`Channel`] was dropped: write what is queued, then stop.
+    dropped: bool,
+    /// The I/O task has finished (or was dropped).
+    stopped: bool,
+    task: Option<Waker>,
+}
+
+impl State {
+    fn pending_out(&self) -> usize {
+        self.session.transmit_len() + (self.out.len() - self.out_pos)
+    }
+
+    fn send_blocker(&self) -> Option<CloseReason> {
+        send_blocker(
+            self.write_failed.as_ref(),
+            self.local_closed,
+            self.peer_goodbye.as_ref(),
+            &self.read,
+        )
+    }
+
+    fn read_blocker(&self) -> Option<CloseReason> {
+        read_blocker(
+            self.write_failed.as_ref(),
+            self.local_closed,
+            self.peer_goodbye.as_ref(),
+            &self.read,
+        )
+    }
+
+    fn wake_task(&mut self) {
+        if let Some(w) = &self.task {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Once the read side is over, no answer can come: every waiting
+    /// request fails with the reason.
+    fn fail_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        if let Some(r) = self.read_blocker() {
+            for (_, tx) in self.pending.drain() {
+                let _ = tx.send(Err(r.clone()));
+            }
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    sock: AsyncFd<OwnedFd>,
+    state: Mutex<State>,
+    /// Wakes `recv`, `wait_ready_event` and friends: something arrived or
+    /// the channel closed.
+    changed: Notify,
+    /// Wakes senders waiting for the transmit queue to shrink.
+    space: Notify,
+    policy: ShutdownPolicy,
+    max_frame: u32,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half
+        // updated in a way that matters more than the panic itself.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes what is queued, without blocking, as far as the socket takes
+    /// it. Called with the lock held, so writers never interleave; when the
+    /// socket is full the I/O task continues.
+    fn flush(&self, st: &mut State) {
+        if st.io_writes {
+            // The I/O task writes; it takes our bytes from the session.
+            return;
+        }
+        loop {
+            if st.write_failed.is_some() {
+                // Nothing can be written any more: drop what is queued.
+                st.out.clear();
+                st.out_pos = 0;
+                let mut discard = std::mem::take(&mut st.out);
+                let _ = st.session.poll_transmit(&mut discard);
+                discard.clear();
+                st.out = discard;
+                return;
+            }
+            if st.out_pos == st.out.len() {
+                st.out.clear();
+                st.out_pos = 0;
+                let mut out = std::mem::take(&mut st.out);
+                let more = st.session.poll_transmit(&mut out);
+                st.out = out;
+                if !more {
+                    return;
+                }
+            }
+            match sys::send_nonblocking(self.sock.get_ref().as_fd(), &st.out[st.out_pos..]) {
+                Ok(n) => st.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    st.io_writes = true;
+                    st.wake_task();
+                    return;
+                }
+                Err(e) => {
+                    st.write_failed = Some(CloseReason::Io(e.kind(), e.to_string()));
+                    st.fail_pending();
+                    self.changed.notify_waiters();
+                    self.space.notify_waiters();
+                }
+            }
+        }
+    }
+
+    /// Queues with `f` and writes, without waiting for room (answers to
+    /// the peer: they are bounded by the peer's requests, which stop being
+    /// read while our output piles up).
+    fn send_now(
+        &self,
+        f: impl FnOnce(&mut Session) -> Result<(), SessionError>,
+    ) -> Result<(), ChannelError> {
+        let mut st = self.lock();
+        if let Some(r) = st.send_blocker() {
+            return Err(ChannelError::Closed(r));
+        }
+        f(&mut st.session)?;
+        self.flush(&mut st);
+        Ok(())
+    }
+}
+
+/// One end of a native readyfd channel, async. See the
+/// [module docs](crate::tokio).
+///
+/// `Channel` is `Send + Sync`: share it between tasks in an `Arc`. Every
+/// method takes `&self`, and any number of tasks may have requests in
+/// flight at once; each gets its own answer. Dropping the channel says
+/// `Goodbye` to the peer; its I/O task writes what is still queued (for at
+/// most two seconds), then closes the socket and ends.
+///
+/// The channel's I/O task runs on the tokio runtime the channel was created
+/// in; the methods may be called from any runtime (or from
+/// `Runtime::block_on`) as long as that one runs.
+pub struct Channel {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.inner.lock();
+        f.debug_struct("Channel")
+            .field("role", &st.session.role())
+            .field("peer", &st.peer_hello)
+            .field("ready", &st.ready.is_some())
+            .field("pending", &st.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    /// Starts a channel over a connected AF_UNIX stream socket: queues our
+    /// `Hello`, writes it, and spawns the I/O task on the current runtime.
+    /// `pidfd`, for a parent, is watched so that a child's death is seen at
+    /// once.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, or in one without I/O enabled.
+    pub(crate) fn start(
+        sock: OwnedFd,
+        role: Role,
+        pidfd: Option<OwnedFd>,
+        opts: ChannelOptions,
+    ) -> io::Result<Channel> {
+        let handle = ::tokio::runtime::Handle::try_current().unwrap_or_else(|_| {
+            panic!("readyfd::tokio: must be called from within a tokio runtime")
+        });
+        sys::set_nonblocking(sock.as_fd(), true)?;
+        let pidfd = match pidfd {
+            // SAFETY: an `OwnedFd` keeps its fd open and returns the same
+            // number from `as_raw_fd` until it is dropped, which the
+            // `AsyncFd` that owns it does last.
+            Some(p) => Some(unsafe { AsyncFd::register_with_interest(p, Interest::READABLE) }?),
+            None => None,
+        };
+        // SAFETY: as for the pidfd above.
+        let sock = unsafe { AsyncFd::register(sock) }?;
+        let mut session = Session::new(role, std::process::id(), opts.session);
+        session.send_hello();
+        let inner = Arc::new(Inner {
+            sock,
+            state: Mutex::new(State {
+                session,
+                out: Vec::new(),
+                out_pos: 0,
+                io_writes: false,
+                write_failed: None,
+                local_closed: false,
+                read: ReadEnd::Open,
+                read_paused: false,
+                incoming: VecDeque::new(),
+                pending: HashMap::new(),
+                peer_hello: None,
+                peer_goodbye: None,
+                ready: None,
+                last_status: None,
+                child_exited: false,
+                raise_sigterm: false,
+                dropped: false,
+                stopped: false,
+                task: None,
+            }),
+            changed: Notify::new(),
+            space: Notify::new(),
+            policy: opts.shutdown,
+            max_frame: opts.session.max_frame,
+        });
+        // Send our Hello now: it costs nothing and lets a peer that waits
+        // for it proceed.
+        {
+            let mut st = inner.lock();
+            inner.flush(&mut st);
+        }
+        handle.spawn(IoTask {
+            inner: Arc::clone(&inner),
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            pidfd,
+            sigterm_at: None,
+            drain_until: None,
+        });
+        Ok(Channel { inner })
+    }
+
+    /// The peer's `Hello` (its pid and protocol version), once it arrived.
+    pub fn peer(&self) -> Option<Hello> {
+        self.inner.lock().peer_hello.clone()
+    }
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.inner.lock().session.role()
+    }
+
+    /// The last status line the child sent (parent side).
+    pub fn last_status(&self) -> Option<String> {
+        self.inner.lock().last_status.clone()
+    }
+
+    /// Why the channel is closed, or `None` while it is open.
+    pub fn closed(&self) -> Option<CloseReason> {
+        self.inner.lock().read_blocker()
+    }
+
+    // ---- sending ----------------------------------------------------------
+
+    /// Waits until the transmit queue has room, then runs `f` and writes,
+    /// all in one poll: whatever `f` queued is either queued whole or not
+    /// at all when this future is dropped.
+    async fn send_with<R>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<R, ChannelError>,
+    ) -> Result<R, ChannelError> {
+        let mut f = Some(f);
+        let mut space = pin!(self.inner.space.notified());
+        let mut registered = false;
+        loop {
+            {
+                let mut st = self.inner.lock();
+                if let Some(r) = st.send_blocker() {
+                    return Err(ChannelError::Closed(r));
+                }
+                if st.pending_out() < HIGH_WATER {
+                    let f = f.take().expect("runs once");
+                    let r = f(&mut st)?;
+                    self.inner.flush(&mut st);
+                    return Ok(r);
+                }
+            }
+            // No room. Register for the wake-up first, then look again
+            // before sleeping, so that a wake-up in between is not missed.
+            if registered {
+                space.as_mut().await;
+                space.set(self.inner.space.notified());
+                registered = false;
+            } else {
+                space.as_mut().enable();
+                registered = true;
+            }
+        }
+    }
+
+    /// Child: announces readiness. Requests may be made and served before
+    /// and after it.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if the future is dropped before it completes, nothing
+    /// was sent (it only waits for room in the transmit queue).
+    ///
+    /// # Errors
+    /// [`ChannelError::NotAllowed`] from a parent or a second time;
+    /// [`ChannelError::Closed`] when the parent has gone.
+    pub async fn ready(&self, ready: &Ready) -> Result<(), ChannelError> {
+        self.send_with(|st| Ok(st.session.send_ready(ready)?)).await
+    }
+
+    /// Child: sends a status line (kept by the parent as
+    /// [`last_status`](Self::last_status)).
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`ready`](Self::ready).
+    ///
+    /// # Errors
+    /// As [`ready`](Self::ready).
+    pub async fn status(&self, text: &str) -> Result<(), ChannelError> {
+        self.send_with(|st| Ok(st.session.send_status(text)?)).await
+    }
+
+    /// Sends a one-way application message.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if the future is dropped before it completes, the
+    /// message was not sent.
+    ///
+    /// # Errors
+    /// [`ChannelError::Encode`] when it does not fit the peer's maximum
+    /// frame; [`ChannelError::Closed`] when the channel is closed.
+    pub async fn notify<T: Serialize + ?Sized>(&self, body: &T) -> Result<(), ChannelError> {
+        self.send_with(|st| Ok(st.session.send_notify(body)?)).await
+    }
+
+    /// Sends an application request and waits for its answer, decoded as
+    /// `Resp`. Waits as long as the peer is there: bound it with
+    /// [`request_timeout`](Self::request_timeout) or
+    /// [`tokio::time::timeout`](::tokio::time::timeout).
+    ///
+    /// # Cancel safety
+    /// Cancel safe, in the sense that matters for a request: dropping the
+    /// future at any point never disturbs the channel or another request.
+    /// Dropped before its frame was queued (while waiting for room), the
+    /// request was not sent; dropped after, the request stays sent and its
+    /// answer, when it comes, is discarded. Other requests, earlier or
+    /// later, get their own answers.
+    ///
+    /// # Errors
+    /// [`ChannelError::Remote`] when the peer failed it,
+    /// [`ChannelError::Decode`] when the answer is not a `Resp`,
+    /// [`ChannelError::Closed`] when the peer goes away first.
+    pub async fn request<Req, Resp>(&self, req: &Req) -> Result<Resp, ChannelError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let body = self.call(|s| s.send_app_request(req)).await?;
+        decode_response(body)
+    }
+
+    /// [`request`](Self::request) with a bound: after `timeout` it fails
+    /// with [`ChannelError::Timeout`] and a late answer is discarded. The
+    /// channel stays usable.
+    ///
+    /// # Cancel safety
+    /// As [`request`](Self::request).
+    ///
+    /// # Errors
+    /// As [`request`](Self::request), plus [`ChannelError::Timeout`].
+    pub async fn request_timeout<Req, Resp>(
+        &self,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, ChannelError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        match ::tokio::time::timeout(timeout, self.request(req)).await {
+            Ok(r) => r,
+            Err(_) => Err(ChannelError::Timeout(timeout)),
+        }
+    }
+
+    /// Sends `Ping` (answered by the peer's library, not its application)
+    /// and returns the round-trip time.
+    ///
+    /// # Cancel safety
+    /// As [`request`](Self::request).
+    ///
+    /// # Errors
+    /// [`ChannelError::Closed`] or [`ChannelError::Timeout`].
+    pub async fn ping(&self, timeout: Duration) -> Result<Duration, ChannelError> {
+        let t0 = Instant::now();
+        let call = self.call(|s| s.send_request(RequestBody::Ping));
+        match ::tokio::time::timeout(timeout, call).await {
+            Ok(r) => r.map(|_| t0.elapsed()),
+            Err(_) => Err(ChannelError::Timeout(timeout)),
+        }
+    }
+
+    /// Parent: asks the child to stop within `grace` and waits up to
+    /// `grace` for its acknowledgement (not for its exit).
+    ///
+    /// # Cancel safety
+    /// As [`request`](Self::request): once sent, the request stays sent.
+    ///
+    /// # Errors
+    /// [`ChannelError::NotAllowed`] from a child; [`ChannelError::Timeout`]
+    /// when no acknowledgement came; [`ChannelError::Closed`].
+    pub async fn shutdown(&self, grace: Duration) -> Result<(), ChannelError> {
+        let grace_ms = Some(grace.as_millis().min(u128::from(u64::MAX)) as u64);
+        let call = self.call(|s| s.send_request(RequestBody::Shutdown { grace_ms }));
+        match ::tokio::time::timeout(grace, call).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(ChannelError::Timeout(grace)),
+        }
+    }
+
+    /// Sends a request with `send` and waits for its answer.
+    async fn call(
+        &self,
+        send: impl FnOnce(&mut Session) -> Result<u64, SessionError>,
+    ) -> Result<ResponseBody, ChannelError> {
+        // Queued and registered in one critical section: from here on the
+        // only state this future holds is its one-shot receiver.
+        let (id, rx) = self
+            .send_with(|st| {
+                let id = send(&mut st.session)?;
+                if let Some(r) = st.read_blocker() {
+                    st.session.abandon_request(id);
+                    return Err(ChannelError::Closed(r));
+                }
+                let (tx, rx) = oneshot::channel();
+                st.pending.insert(id, tx);
+                Ok((id, rx))
+            })
+            .await?;
+        let answer = Answer {
+            inner: &self.inner,
+            id,
+            rx,
+            done: false,
+        };
+        answer.await
+    }
+
+    // ---- receiving --------------------------------------------------------
+
+    /// Waits for the peer's next request, notification or (child, with
+    /// [`ShutdownPolicy::Deliver`]) shutdown.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a message is taken from the queue only in the poll that
+    /// returns it, so dropping the future (in a `select!` branch that lost,
+    /// for instance) loses nothing; the next `recv` gets it.
+    ///
+    /// # Errors
+    /// [`ChannelError::Closed`] once the peer has gone and the queue is
+    /// empty.
+    pub async fn recv(&self) -> Result<Incoming, ChannelError> {
+        let mut changed = pin!(self.inner.changed.notified());
+        let mut registered = false;
+        loop {
+            if let Some(m) = self.try_recv()? {
+                return Ok(m);
+            }
+            // As in `send_with`: register, look again, then sleep.
+            if registered {
+                changed.as_mut().await;
+                changed.set(self.inner.changed.notified());
+                registered = false;
+            } else {
+                changed.as_mut().enable();
+                registered = true;
+            }
+        }
+    }
+
+    /// Takes the peer's next request or notification if one is queued,
+    /// without waiting.
+    ///
+    /// # Errors
+    /// [`ChannelError::Closed`] once the peer has gone and the queue is
+    /// empty.
+    pub fn try_recv(&self) -> Result<Option<Incoming>, ChannelError> {
+        let mut st = self.inner.lock();
+        if let Some(m) = st.incoming.pop_front() {
+            if st.read_paused {
+                // The I/O task stopped reading: it may resume now.
+                st.wake_task();
+            }
+            return Ok(Some(m));
+        }
+        match st.read_blocker() {
+            Some(r) => Err(ChannelError::Closed(r)),
+            None => Ok(None),
+        }
+    }
+
+    /// Says `Goodbye` and stops sending. Requests still waiting fail with
+    /// [`CloseReason::Local`]. Dropping the channel does this too.
+    pub fn close(&self) {
+        let mut st = self.inner.lock();
+        if st.send_blocker().is_none() && !st.session.goodbye_sent() {
+            let _ = st.session.send_goodbye(GoodbyeReason::Done, "");
+            self.inner.flush(&mut st);
+        }
+        st.local_closed = true;
+        st.fail_pending();
+        drop(st);
+        self.inner.changed.notify_waiters();
+        self.inner.space.notify_waiters();
+    }
+
+    // ---- parent-side waiting ------------------------------------------------
+
+    /// Waits until the child is ready, the channel ends, or the child exits
+    /// (with the pidfd given to [`start`](Self::start)); the caller bounds
+    /// it with a timeout.
+    pub(crate) async fn wait_ready_event(&self, ignore_exit: bool) -> ReadyEvent {
+        loop {
+            let mut changed = pin!(self.inner.changed.notified());
+            changed.as_mut().enable();
+            {
+                let st = self.inner.lock();
+                if let Some(r) = &st.ready {
+                    return ReadyEvent::Ready(r.clone());
+                }
+                match &st.read {
+                    ReadEnd::Failed(CloseReason::Protocol(e)) => {
+                        return ReadyEvent::Protocol(e.clone());
+                    }
+                    ReadEnd::Failed(r) => return ReadyEvent::Io(r.clone()),
+                    ReadEnd::Eof => return ReadyEvent::Closed,
+                    ReadEnd::Open => {}
+                }
+                if let Some(g) = &st.peer_goodbye {
+                    return ReadyEvent::Goodbye(g.clone());
+                }
+                if st.child_exited && !ignore_exit {
+                    return ReadyEvent::Exited;
+                }
+            }
+            changed.await;
+        }
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        self.close();
+        let mut st = self.inner.lock();
+        st.dropped = true;
+        st.wake_task();
+    }
+}
+
+/// The answer to one request: a one-shot receiver, and the registration
+/// that dropping it undoes.
+struct Answer<'a> {
+    inner: &'a Inner,
+    id: u64,
+    rx: oneshot::Receiver<Reply>,
+    done: bool,
+}
+
+impl Future for Answer<'_> {
+    type Output = Result<ResponseBody, ChannelError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let reply = match Pin::new(&mut this.rx).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(r) => r,
+        };
+        this.done = true;
+        Poll::Ready(match reply {
+            Ok(Ok(ResponseBody::Error(e))) => Err(ChannelError::Remote(e)),
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(reason)) => Err(ChannelError::Closed(reason)),
+            // The sender went away unanswered: only when the I/O task
+            // ended, which records why.
+            Err(_) => Err(ChannelError::Closed(
+                this.inner
+                    .lock()
+                    .read_blocker()
+                    .unwrap_or(CloseReason::Local),
+            )),
+        })
+    }
+}
+
+impl Drop for Answer<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Abandoned: forget the waiter, and let the session drop the answer
+        // when it comes instead of calling it a protocol error.
+        let mut st = self.inner.lock();
+        st.pending.remove(&self.id);
+        st.session.abandon_request(self.id);
+    }
+}
+
+// ---- incoming ---------------------------------------------------------------
+
+/// Something the peer sent that the application handles.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Incoming {
+    /// A request: answer it with [`IncomingRequest::respond`].
+    Request(IncomingRequest),
+    /// A one-way message.
+    Notify(Notification),
+    /// The parent asks this child to stop (only with
+    /// [`ShutdownPolicy::Deliver`]).
+    Shutdown(ShutdownRequest),
+}
+
+/// A request from the peer. Dropping it unanswered answers it with a
+/// [`RemoteErrorKind::Dropped`] error, so the peer never waits forever.
+///
+/// Answering does not wait: the answer is queued and written as far as the
+/// socket takes it, the rest by the channel's I/O task.
+pub struct IncomingRequest {
+    id: u64,
+    body: Bytes,
+    inner: Option<Arc<Inner>>,
+}
+
+impl fmt::Debug for IncomingRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IncomingRequest")
+            .field("id", &self.id)
+            .field("len", &self.body.len())
+            .finish()
+    }
+}
+
+impl IncomingRequest {
+    /// The request's id (unique among the peer's unanswered requests).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The raw body, in the application's encoding.
+    pub fn bytes(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Decodes the body as `T`.
+    ///
+    /// # Errors
+    /// [`ChannelError::Decode`] when it is not a `T`. Answer such a request
+    /// with [`reject`](Self::reject) and [`RemoteErrorKind::BadRequest`].
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ChannelError> {
+        decode_body(&self.body).map_err(|source| ChannelError::Decode {
+            type_name: std::any::type_name::<T>(),
+            source,
+        })
+    }
+
+    /// Answers with `body`.
+    ///
+    /// # Errors
+    /// [`ChannelError::Encode`] when `body` is too large for the peer (the
+    /// request is then answered with an error instead);
+    /// [`ChannelError::Closed`].
+    pub fn respond<T: Serialize + ?Sized>(mut self, body: &T) -> Result<(), ChannelError> {
+        let inner = self.inner.take().expect("answered once");
+        let id = self.id;
+        let r = inner.send_now(|s| s.send_app_response(id, body));
+        if let Err(ChannelError::Encode(e)) = &r {
+            let message = e.to_string();
+            let _ = inner.send_now(|s| {
+                s.send_response(
+                    id,
+                    ResponseBody::Error(RemoteError {
+                        kind: RemoteErrorKind::Failed,
+                        message,
+                    }),
+                )
+            });
+        }
+        r
+    }
+
+    /// Answers with an error of kind `kind`.
+    ///
+    /// # Errors
+    /// [`ChannelError::Closed`].
+    pub fn reject(
+        mut self,
+        kind: RemoteErrorKind,
+        message: impl Into<String>,
+    ) -> Result<(), ChannelError> {
+        let inner = self.inner.take().expect("answered once");
+        let id = self.id;
+        let error = RemoteError {
+            kind,
+            message: message.into(),
+        };
+        inner.send_now(|s| s.send_response(id, ResponseBody::Error(error)))
+    }
+}
+
+impl Drop for IncomingRequest {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            let id = self.id;
+            let _ = inner.send_now(|s| {
+                s.send_response(
+                    id,
+                    ResponseBody::Error(RemoteError {
+                        kind: RemoteErrorKind::Dropped,
+                        message: "the request was dropped without an answer".into(),
+                    }),
+                )
+            });
+        }
+    }
+}
+
+/// The parent's request that this child stop. Dropping it acknowledges it.
+pub struct ShutdownRequest {
+    id: u64,
+    grace: Option<Duration>,
+    inner: Option<Arc<Inner>>,
+}
+
+impl fmt::Debug for ShutdownRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownRequest")
+            .field("grace", &self.grace)
+            .finish()
+    }
+}
+
+impl ShutdownRequest {
+    /// How long the parent waits before it escalates to signals.
+    pub fn grace(&self) -> Option<Duration> {
+        self.grace
+    }
+
+    /// Acknowledges the request (the parent then waits for the exit).
+    ///
+    /// # Errors
+    /// [`ChannelError::Closed`].
+    pub fn acknowledge(mut self) -> Result<(), ChannelError> {
+        let inner = self.inner.take().expect("answered once");
+        let id = self.id;
+        inner.send_now(|s| s.send_response(id, ResponseBody::Ok))
+    }
+}
+
+impl Drop for ShutdownRequest {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            let id = self.id;
+            let _ = inner.send_now(|s| s.send_response(id, ResponseBody::Ok));
+        }
+    }
+}
+
+// ---- the I/O task -------------------------------------------------------------
+
+/// The channel's I/O task: reads and decodes, routes, writes when the
+/// socket was full, watches the child's pidfd, and finishes the channel
+/// after it was dropped.
+struct IoTask {
+    inner: Arc<Inner>,
+    /// Bytes read and not yet decoded (the session's decoder keeps its
+    /// place in them).
+    rbuf: BytesMut,
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    sigterm_at: Option<Pin<Box<Sleep>>>,
+    drain_until: Option<Pin<Box<Sleep>>>,
+}
+
+impl Future for IoTask {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        for _ in 0..ROUNDS_PER_POLL {
+            match this.round(cx) {
+                Round::Progress => {}
+                Round::Idle => return Poll::Pending,
+                Round::Finished => return Poll::Ready(()),
+            }
+        }
+        // Plenty to do: let other tasks run, then continue.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+enum Round {
+    Progress,
+    Idle,
+    Finished,
+}
+
+impl IoTask {
+    /// One round over everything the task watches. Every source that is
+    /// not ready has registered `cx`'s waker when this returns `Idle`.
+    fn round(&mut self, cx: &mut Context<'_>) -> Round {
+        // A handle of our own, so that a readiness guard (which borrows the
+        // socket) can live while `self` reads.
+        let inner = Arc::clone(&self.inner);
+        let mut progress = false;
+        let (io_writes, reading, dropped) = {
+            let mut st = self.inner.lock();
+            if !st.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                st.task = Some(cx.waker().clone());
+            }
+            let reading = matches!(st.read, ReadEnd::Open)
+                && st.incoming.len() < MAX_INCOMING
+                && st.pending_out() < HIGH_WATER + self.inner.max_frame as usize;
+            st.read_paused = !reading && matches!(st.read, ReadEnd::Open);
+            (st.io_writes, reading, st.dropped)
+        };
+
+        if io_writes {
+            match inner.sock.poll_write_ready(cx) {
+                Poll::Ready(Ok(mut guard)) => {
+                    let mut st = self.inner.lock();
+                    st.io_writes = false;
+                    self.inner.flush(&mut st);
+                    if st.io_writes {
+                        guard.clear_ready();
+                    }
+                    drop(st);
+                    self.inner.space.notify_waiters();
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    let mut st = self.inner.lock();
+                    st.write_failed = Some(CloseReason::Io(e.kind(), e.to_string()));
+                    st.io_writes = false;
+                    self.inner.flush(&mut st); // discards what is queued
+                    st.fail_pending();
+                    drop(st);
+                    self.notify_all();
+                    progress = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+
+        if reading {
+            match inner.sock.poll_read_ready(cx) {
+                Poll::Ready(Ok(mut guard)) => {
+                    if self.read_once() {
+                        guard.clear_ready();
+                    }
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    self.read_failed(e);
+                    progress = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+
+        if let Some(pidfd) = &self.pidfd {
+            if pidfd.poll_read_ready(cx).is_ready() {
+                // The child exited. Frames it wrote before dying are
+                // already in the socket buffer: take them first, so that
+                // `Ready` wins.
+                self.pidfd = None;
+                for _ in 0..16 {
+                    if !self.may_read() || self.read_once() {
+                        break;
+                    }
+                }
+                self.inner.lock().child_exited = true;
+                self.inner.changed.notify_waiters();
+                progress = true;
+            }
+        }
+
+        if self.poll_sigterm(cx) {
+            progress = true;
+        }
+
+        if dropped && self.poll_drained(cx) {
+            self.finish();
+            return Round::Finished;
+        }
+        if progress {
+            Round::Progress
+        } else {
+            Round::Idle
+        }
+    }
+
+    fn may_read(&self) -> bool {
+        let st = self.inner.lock();
+        matches!(st.read, ReadEnd::Open) && st.incoming.len() < MAX_INCOMING
+    }
+
+    /// One read, handed to the session. Returns whether the socket had
+    /// nothing to give (so that its readiness is to be cleared).
+    fn read_once(&mut self) -> bool {
+        let fd = self.inner.sock.get_ref().as_fd();
+        // A peer that closes with our bytes unread makes the kernel report
+        // ECONNRESET once its data is drained: that is its EOF.
+        let r = match sys::read_into(fd, &mut self.rbuf, READ_CHUNK) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(0),
+            r => r,
+        };
+        match r {
+            Ok(0) => {
+                let mut st = self.inner.lock();
+                if matches!(st.read, ReadEnd::Open) {
+                    st.read = match st.session.handle_eof(&mut self.rbuf) {
+                        Ok(_) => ReadEnd::Eof,
+                        Err(e) => ReadEnd::Failed(CloseReason::Protocol(e)),
+                    };
+                    self.after_input(st);
+                }
+                false
+            }
+            Ok(_) => {
+                let mut st = self.inner.lock();
+                if matches!(st.read, ReadEnd::Open) {
+                    if let Err(e) = st.session.handle_input(&mut self.rbuf) {
+                        say_protocol_error(&mut st.session, &e);
+                        st.read = ReadEnd::Failed(CloseReason::Protocol(e));
+                    }
+                    self.after_input(st);
+                }
+                false
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+            Err(e) => {
+                self.read_failed(e);
+                false
+            }
+        }
+    }
+
+    /// Routes what the session decoded, writes what it produced (pongs,
+    /// acknowledgements, a `Goodbye`), and wakes whoever may care.
+    fn after_input(&self, mut st: MutexGuard<'_, State>) {
+        dispatch(&self.inner, &mut st);
+        self.inner.flush(&mut st);
+        st.fail_pending();
+        drop(st);
+        self.inner.changed.notify_waiters();
+    }
+
+    fn read_failed(&self, e: io::Error) {
+        let mut st = self.inner.lock();
+        if matches!(st.read, ReadEnd::Open) {
+            st.read = ReadEnd::Failed(CloseReason::Io(e.kind(), e.to_string()));
+        }
+        st.fail_pending();
+        drop(st);
+        self.notify_all();
+    }
+
+    /// A child that acknowledged `Shutdown` under
+    /// [`ShutdownPolicy::RaiseSigterm`] raises `SIGTERM` once the
+    /// acknowledgement is written (or after a bound).
+    fn poll_sigterm(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut st = self.inner.lock();
+        if !st.raise_sigterm {
+            return false;
+        }
+        let written = st.pending_out() == 0 || st.write_failed.is_some();
+        let timer = self
+            .sigterm_at
+            .get_or_insert_with(|| Box::pin(::tokio::time::sleep(SIGTERM_AFTER)));
+        if written || timer.as_mut().poll(cx).is_ready() {
+            st.raise_sigterm = false;
+            self.sigterm_at = None;
+            drop(st);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM);
+            return true;
+        }
+        false
+    }
+
+    /// After the channel was dropped: whether what was queued is written
+    /// (or cannot be, or the bound passed).
+    fn poll_drained(&mut self, cx: &mut Context<'_>) -> bool {
+        let st = self.inner.lock();
+        if st.pending_out() == 0 || st.write_failed.is_some() {
+            return true;
+        }
+        drop(st);
+        let timer = self
+            .drain_until
+            .get_or_insert_with(|| Box::pin(::tokio::time::sleep(DRAIN_ON_DROP)));
+        timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// Ends the channel: the peer sees EOF at once (even while an
+    /// [`IncomingRequest`] keeps the socket alive), waiters are woken, and
+    /// the queue of unanswered incoming messages is emptied.
+    fn finish(&mut self) {
+        let _ = nix::sys::socket::shutdown(
+            self.inner.sock.get_ref().as_raw_fd(),
+            nix::sys::socket::Shutdown::Both,
+        );
+        self.stop("the channel was dropped");
+    }
+
+    /// Marks the task as ended. Also empties the `recv` queue: its requests
+    /// hold the channel's state alive, and dropping them answers them
+    /// (outside the lock, since that takes it).
+    fn stop(&mut self, why: &str) {
+        let mut st = self.inner.lock();
+        if st.stopped {
+            return;
+        }
+        st.stopped = true;
+        st.task = None;
+        if matches!(st.read, ReadEnd::Open) && !st.local_closed {
+            st.read = ReadEnd::Failed(CloseReason::Io(io::ErrorKind::Other, why.to_string()));
+        }
+        st.fail_pending();
+        let queued = std::mem::take(&mut st.incoming);
+        drop(st);
+        drop(queued);
+        self.notify_all();
+    }
+
+    fn notify_all(&self) {
+        self.inner.changed.notify_waiters();
+        self.inner.space.notify_waiters();
+    }
+}
+
+impl Drop for IoTask {
+    fn drop(&mut self) {
+        // Finished normally, or dropped with its runtime: either way nobody
+        // may wait for it any more.
+        self.stop("the tokio runtime that ran the channel's I/O task shut down");
+    }
+}
+
+/// Routes decoded messages to their waiters and queues.
+fn dispatch(inner: &Arc<Inner>, st: &mut State) {
+    while let Some(routed) = next_routed(&mut st.session, inner.policy) {
+        match routed {
+            Routed::Hello(h) => st.peer_hello = Some(h),
+            Routed::Ready(r) => {
+                if r.status.is_some() {
+                    st.last_status.clone_from(&r.status);
+                }
+                st.ready = Some(r);
+            }
+            Routed::Status(s) => st.last_status = Some(s),
+            Routed::RaiseSigterm => st.raise_sigterm = true,
+            Routed::Shutdown { id, grace } => {
+                st.incoming.push_back(Incoming::Shutdown(ShutdownRequest {
+                    id,
+                    grace,
+                    inner: Some(Arc::clone(inner)),
+                }))
+            }
+            Routed::Request { id, body } => {
+                st.incoming.push_back(Incoming::Request(IncomingRequest {
+                    id,
+                    body,
+                    inner: Some(Arc::clone(inner)),
+                }))
+            }
+            Routed::Response { id, body } => {
+                // No sender: the request was abandoned (its future dropped).
+                if let Some(tx) = st.pending.remove(&id) {
+                    let _ = tx.send(Ok(body));
+                }
+            }
+            Routed::Notify(body) => st
+                .incoming
+                .push_back(Incoming::Notify(Notification::new(body))),
+            Routed::Goodbye(g) => st.peer_goodbye = Some(g),
+        }
+    }
+}

@@ -1,0 +1,724 @@
+//! The parent side, async: spawn a child through
+//! [`tokio::process::Command`](::tokio::process::Command) with a readiness
+//! channel and wait for it without blocking a thread.
+
+use std::ffi::OsStr;
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use ::tokio::io::Interest;
+use ::tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+use ::tokio::process::{Child, Command};
+use ::tokio::time::Instant;
+use nix::poll::PollFlags;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use readyfd_proto::Role;
+
+use super::channel::Channel;
+use crate::channel::{ChannelOptions, ReadyEvent};
+use crate::error::{ReadyError, SpawnError};
+use crate::pipe::PipeWaiter;
+use crate::spawn::{
+    DEFAULT_FD, OnTimeout, Prepared, Protocol, Readiness, ReadyVia, Step, WaitOutcome, after_reap,
+    native_outcome, prepare, ready_step,
+};
+use crate::sys;
+use crate::systemd::{NotifyReceiver, NotifyState, StoredFd};
+
+/// A [`tokio::process::Command`](::tokio::process::Command) to be spawned
+/// with a readiness channel: the async counterpart of
+/// [`crate::ReadyCommand`], with the same protocols and guarantees.
+///
+/// # Example
+/// ```no_run
+/// use std::time::Duration;
+/// use readyfd::tokio::ReadyCommand;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut cmd = tokio::process::Command::new("my-server");
+/// cmd.arg("--port=0");
+/// let mut child = ReadyCommand::new(cmd).spawn()?;
+/// let ready = child.wait_ready(Duration::from_secs(30)).await?;
+/// println!("listening on {:?}", ready.ready.get("http"));
+/// child.stop(Duration::from_secs(5)).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct ReadyCommand {
+    cmd: Command,
+    protocol: Protocol,
+    fd: RawFd,
+    options: ChannelOptions,
+    on_timeout: OnTimeout,
+}
+
+/// Adds [`readyfd`](CommandExt::readyfd) to
+/// [`tokio::process::Command`](::tokio::process::Command).
+pub trait CommandExt {
+    /// Wraps the command for spawning with a readiness channel.
+    fn readyfd(self) -> ReadyCommand;
+}
+
+impl CommandExt for Command {
+    fn readyfd(self) -> ReadyCommand {
+        ReadyCommand::new(self)
+    }
+}
+
+impl ReadyCommand {
+    /// Wraps `cmd` (a tokio or a std `Command`); its arguments,
+    /// environment, stdio, directory and `kill_on_drop` are kept.
+    pub fn new(cmd: impl Into<Command>) -> Self {
+        ReadyCommand {
+            cmd: cmd.into(),
+            protocol: Protocol::Native,
+            fd: DEFAULT_FD,
+            options: ChannelOptions::default(),
+            on_timeout: OnTimeout::Kill,
+        }
+    }
+
+    /// The protocol to offer (default [`Protocol::Native`]).
+    #[must_use]
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// The fd number the child receives its end at (default 3; native and
+    /// pipe only). Must be 3 or above.
+    #[must_use]
+    pub fn fd(mut self, fd: RawFd) -> Self {
+        self.fd = fd;
+        self
+    }
+
+    /// Options of the native channel.
+    #[must_use]
+    pub fn channel_options(mut self, options: ChannelOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// What a timed-out wait does to the child (default [`OnTimeout::Kill`]).
+    #[must_use]
+    pub fn on_timeout(mut self, on_timeout: OnTimeout) -> Self {
+        self.on_timeout = on_timeout;
+        self
+    }
+
+    /// The wrapped command, to change it further.
+    pub fn command_mut(&mut self) -> &mut Command {
+        &mut self.cmd
+    }
+
+    /// Changes the wrapped command in a builder chain.
+    #[must_use]
+    pub fn command_mut_with(mut self, f: impl FnOnce(&mut Command)) -> Self {
+        f(&mut self.cmd);
+        self
+    }
+
+    /// Starts the child, and the channel's I/O task on the current
+    /// runtime.
+    ///
+    /// As with [`crate::ReadyCommand::spawn`]: the child's end of the
+    /// channel is created close-on-exec, placed at the chosen fd number
+    /// inside `pre_exec` (which allocates nothing), and the parent's copy of
+    /// it is closed as soon as the child is running.
+    ///
+    /// # Errors
+    /// [`SpawnError::ReservedFd`] for an fd below 3,
+    /// [`SpawnError::Channel`] when the channel cannot be created,
+    /// [`SpawnError::Start`] when the program cannot be started,
+    /// [`SpawnError::Watch`] when the child cannot be watched.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, or in one without I/O and time enabled.
+    pub fn spawn(self) -> Result<ReadyChild, SpawnError> {
+        let ReadyCommand {
+            mut cmd,
+            protocol,
+            fd,
+            options,
+            on_timeout,
+        } = self;
+        if ::tokio::runtime::Handle::try_current().is_err() {
+            panic!(
+                "readyfd::tokio::ReadyCommand::spawn must be called from within a tokio runtime"
+            );
+        }
+        let prepared = prepare(cmd.as_std_mut(), protocol, fd)?;
+        let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+        let spawned_at = Instant::now();
+        let spawn_result = cmd.spawn();
+        // The command holds the pre_exec hook with our fd number, and our
+        // copy of the child's end must go before anything else can inherit
+        // it or the child's close can be missed.
+        drop(cmd);
+        let ours = match prepared {
+            Prepared::Native { ours, theirs } => {
+                drop(theirs);
+                Ours::Native(ours)
+            }
+            Prepared::Pipe { waiter, theirs } => {
+                drop(theirs);
+                Ours::Pipe(waiter)
+            }
+            Prepared::Systemd { receiver } => Ours::Systemd(receiver),
+        };
+        let mut child = spawn_result.map_err(|source| SpawnError::Start { program, source })?;
+        let pid = child.id().expect("a child that was just spawned has a pid");
+        let (waiter, pidfd) = match watch(ours, pid, options) {
+            Ok(x) => x,
+            Err(source) => {
+                // Tokio reaps it in the background once it is dropped.
+                let _ = child.start_kill();
+                return Err(SpawnError::Watch { pid, source });
+            }
+        };
+        Ok(ReadyChild {
+            child,
+            pid,
+            protocol,
+            waiter,
+            pidfd,
+            spawned_at,
+            readiness: None,
+            failed: false,
+            exited_ok: false,
+            on_timeout,
+        })
+    }
+}
+
+/// Our side of a protocol's channel, once the child's end is closed.
+enum Ours {
+    Native(OwnedFd),
+    Pipe(PipeWaiter),
+    Systemd(NotifyReceiver),
+}
+
+/// Sets up the watching side: the child's pidfd, and the native channel
+/// (whose I/O task watches a pidfd of its own), the pipe, or the notify
+/// socket.
+fn watch(ours: Ours, pid: u32, options: ChannelOptions) -> io::Result<(Waiter, AsyncFd<OwnedFd>)> {
+    let pidfd = sys::pidfd_open(pid)?;
+    let waiter = match ours {
+        Ours::Native(sock) => {
+            let ch = Channel::start(sock, Role::Parent, Some(pidfd.try_clone()?), options)?;
+            Waiter::Native(Arc::new(ch))
+        }
+        Ours::Pipe(waiter) => Waiter::Pipe(waiter),
+        Ours::Systemd(receiver) => Waiter::Systemd(receiver),
+    };
+    Ok((waiter, register(pidfd)?))
+}
+
+/// Registers an fd we own for readability.
+fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an `OwnedFd` keeps its fd open and returns the same number
+    // from `as_raw_fd` until it is dropped, which the `AsyncFd` that owns
+    // it does last.
+    Ok(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?)
+}
+
+/// Registers a duplicate of `fd` (another fd on the same open file), so
+/// that the original's owner may close it whenever it decides to.
+fn register_dup(fd: BorrowedFd<'_>) -> io::Result<AsyncFd<OwnedFd>> {
+    register(fd.try_clone_to_owned()?)
+}
+
+#[derive(Debug)]
+enum Waiter {
+    Native(Arc<Channel>),
+    Pipe(PipeWaiter),
+    Systemd(NotifyReceiver),
+}
+
+/// A spawned child with a readiness channel: the async counterpart of
+/// [`crate::ReadyChild`].
+///
+/// Dropping it does not kill the child unless the command asked for
+/// [`kill_on_drop`](::tokio::process::Command::kill_on_drop); tokio reaps
+/// it in the background once it exits. Use [`stop`](Self::stop) or
+/// [`kill`](Self::kill).
+#[derive(Debug)]
+pub struct ReadyChild {
+    child: Child,
+    pid: u32,
+    protocol: Protocol,
+    waiter: Waiter,
+    /// The child's pidfd: readable once it has exited.
+    pidfd: AsyncFd<OwnedFd>,
+    spawned_at: Instant,
+    readiness: Option<Readiness>,
+    failed: bool,
+    exited_ok: bool,
+    on_timeout: OnTimeout,
+}
+
+impl ReadyChild {
+    /// The pid of the spawned process.
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// The protocol offered.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The native channel, for requests both ways (native protocol only).
+    /// It is usable at once, also before readiness: a parent can hand its
+    /// child configuration or a secret this way. Clone the `Arc` to use it
+    /// from other tasks.
+    pub fn channel(&self) -> Option<&Arc<Channel>> {
+        match &self.waiter {
+            Waiter::Native(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The underlying [`Child`](::tokio::process::Child), for its stdio
+    /// handles.
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// Readiness, once [`wait_ready`](Self::wait_ready) has seen it.
+    pub fn readiness(&self) -> Option<&Readiness> {
+        self.readiness.as_ref()
+    }
+
+    /// The last status text the child sent (native `Status`, the `status`
+    /// of `Ready`, or sd_notify `STATUS=`).
+    pub fn last_status(&self) -> Option<String> {
+        match &self.waiter {
+            Waiter::Native(c) => c.last_status(),
+            Waiter::Pipe(_) => None,
+            Waiter::Systemd(r) => r.last_status(),
+        }
+    }
+
+    /// What a [`Protocol::Systemd`] child has sent besides readiness, as
+    /// [`crate::ReadyChild::notify_state`]; `None` for the other protocols.
+    pub fn notify_state(&self) -> Option<NotifyState> {
+        match &self.waiter {
+            Waiter::Systemd(r) => Some(r.state()),
+            _ => None,
+        }
+    }
+
+    /// Takes the fds a [`Protocol::Systemd`] child stored with `FDSTORE=1`
+    /// so far, as [`crate::ReadyChild::take_stored_fds`]; empty for the
+    /// other protocols.
+    pub fn take_stored_fds(&mut self) -> Vec<StoredFd> {
+        match &mut self.waiter {
+            Waiter::Systemd(r) => r.take_stored_fds(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Waits until the child is ready, for at most `timeout`, with the
+    /// semantics of [`crate::ReadyChild::wait_ready`]: returns at once when
+    /// the child exits first (its pidfd is watched through the runtime's
+    /// reactor, not polled); a child that closes its end of the channel while
+    /// alive is ready with no data, one that closes it by dying is not; on
+    /// timeout the child is killed unless [`OnTimeout::Leave`] was chosen.
+    /// Calling it again after success returns the same readiness.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: what the child sent so far is recorded by the channel,
+    /// the pipe's waiter or the notify receiver, not by this future, so a
+    /// dropped wait loses nothing and a new call picks up where it left off
+    /// (with a new timeout). A wait dropped while it was
+    /// killing a timed-out child may leave that child killed but not yet
+    /// reaped.
+    ///
+    /// # Errors
+    /// [`ReadyError::Exited`], [`ReadyError::Timeout`],
+    /// [`ReadyError::Protocol`], [`ReadyError::Failed`],
+    /// [`ReadyError::AlreadyFailed`], [`ReadyError::Io`].
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<&Readiness, ReadyError> {
+        if self.readiness.is_none() {
+            if self.failed {
+                return Err(ReadyError::AlreadyFailed { pid: self.pid });
+            }
+            let deadline = Instant::now() + timeout;
+            match self.wait_ready_until(deadline, timeout).await {
+                Ok(r) => self.readiness = Some(r),
+                Err(e) => {
+                    self.failed = !matches!(e, ReadyError::Timeout { killed: false, .. });
+                    return Err(e);
+                }
+            }
+        }
+        Ok(self.readiness.as_ref().expect("set above"))
+    }
+
+    async fn wait_ready_until(
+        &mut self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Readiness, ReadyError> {
+        let pid = self.pid;
+        loop {
+            let ignore_exit = self.exited_ok;
+            let outcome = match &mut self.waiter {
+                Waiter::Native(ch) => {
+                    let event = ch.wait_ready_event(ignore_exit);
+                    let event = ::tokio::time::timeout_at(deadline, event)
+                        .await
+                        .unwrap_or(ReadyEvent::Timeout);
+                    native_outcome(event)
+                }
+                Waiter::Pipe(p) => {
+                    let wait = wait_pipe(p, &self.pidfd, pid, ignore_exit);
+                    ::tokio::time::timeout_at(deadline, wait)
+                        .await
+                        .unwrap_or(WaitOutcome::Timeout)
+                }
+                Waiter::Systemd(r) => {
+                    wait_systemd(r, &self.pidfd, pid, deadline, ignore_exit).await
+                }
+            };
+            match ready_step(outcome, pid, self.exited_ok, || self.last_status()) {
+                Step::Ready(ready, via) => return Ok(self.readiness_of(ready, via)),
+                Step::Fail(e) => return Err(e),
+                Step::Reap { after_close } => {
+                    let status = self.reap(deadline, timeout).await?;
+                    let last_status = self.last_status();
+                    match after_reap(
+                        status,
+                        after_close,
+                        self.protocol,
+                        &mut self.exited_ok,
+                        pid,
+                        last_status,
+                    ) {
+                        None => continue,
+                        Some(e) => return Err(e),
+                    }
+                }
+                Step::Timeout => {
+                    let killed =
+                        self.on_timeout == OnTimeout::Kill && self.child.try_wait()?.is_none();
+                    if killed {
+                        let _ = self.kill().await;
+                    }
+                    return Err(ReadyError::Timeout {
+                        pid,
+                        waited: timeout,
+                        killed,
+                        last_status: self.last_status(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn readiness_of(&self, ready: readyfd_proto::Ready, via: ReadyVia) -> Readiness {
+        Readiness {
+            ready,
+            via,
+            spawned_pid: self.pid,
+            elapsed: self.spawned_at.elapsed(),
+        }
+    }
+
+    /// Waits (bounded by `deadline`) for an exit that is known to be under
+    /// way, and reaps it.
+    async fn reap(
+        &mut self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<ExitStatus, ReadyError> {
+        match self.wait_until(Some(deadline)).await? {
+            Some(status) => Ok(status),
+            None => Err(ReadyError::Timeout {
+                pid: self.pid,
+                waited: timeout,
+                killed: false,
+                last_status: self.last_status(),
+            }),
+        }
+    }
+
+    /// The exit status if the child has exited (reaping it), without waiting.
+    ///
+    /// # Errors
+    /// When `waitpid` fails.
+    pub fn exit_status(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    /// Waits for the child to exit. Unlike
+    /// [`tokio::process::Child::wait`](::tokio::process::Child::wait), and
+    /// like [`crate::ReadyChild::wait`], it leaves the child's stdin open.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    ///
+    /// # Errors
+    /// When `waitpid` fails.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        Ok(self.wait_until(None).await?.expect("no deadline"))
+    }
+
+    /// Waits for the child to exit, for at most `timeout`; `Ok(None)` when
+    /// it is still running. Leaves stdin open, as [`wait`](Self::wait).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    ///
+    /// # Errors
+    /// When `waitpid` fails.
+    pub async fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        self.wait_until(Some(Instant::now() + timeout)).await
+    }
+
+    /// Waits for the pidfd to fire, then reaps. Not tokio's `Child::wait`:
+    /// that one closes stdin first, which would cut off a descendant that a
+    /// wrapper handed it to (and it differs from the blocking API).
+    async fn wait_until(&mut self, deadline: Option<Instant>) -> io::Result<Option<ExitStatus>> {
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            let exited = self.pidfd.readable();
+            let guard = match deadline {
+                Some(d) => match ::tokio::time::timeout_at(d, exited).await {
+                    Ok(guard) => guard?,
+                    Err(_) => return Ok(None),
+                },
+                None => exited.await?,
+            };
+            // Readable once the child is a zombie, and from then on: reap.
+            drop(guard);
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            ::tokio::task::yield_now().await;
+        }
+    }
+
+    /// Sends `signal` to the child (nothing when it was already reaped).
+    ///
+    /// # Errors
+    /// When `kill` fails.
+    pub fn signal(&mut self, signal: Signal) -> io::Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        kill(Pid::from_raw(self.pid as i32), signal).map_err(io::Error::from)
+    }
+
+    /// Kills the child with `SIGKILL` and reaps it.
+    ///
+    /// # Errors
+    /// When `kill` or `waitpid` fails.
+    pub async fn kill(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        self.child.start_kill()?;
+        self.wait().await
+    }
+
+    /// Stops the child gracefully, as [`crate::ReadyChild::stop`]: a native
+    /// `Shutdown` request first (the child has `grace` to exit), then
+    /// `SIGTERM` and another `grace`, then `SIGKILL`. Returns how it ended.
+    ///
+    /// # Errors
+    /// When signalling or reaping fails.
+    pub async fn stop(&mut self, grace: Duration) -> io::Result<ExitStatus> {
+        if let Some(s) = self.child.try_wait()? {
+            return Ok(s);
+        }
+        if let Waiter::Native(ch) = &self.waiter {
+            let ch = Arc::clone(ch);
+            if ch.closed().is_none() && ch.shutdown(grace).await.is_ok() {
+                if let Some(s) = self.wait_timeout(grace).await? {
+                    return Ok(s);
+                }
+            }
+        }
+        self.signal(Signal::SIGTERM)?;
+        if let Some(s) = self.wait_timeout(grace).await? {
+            return Ok(s);
+        }
+        self.kill().await
+    }
+}
+
+/// Spawns `program` with `args` over the native protocol: a
+/// shorthand for `ReadyCommand::new(Command::new(program).args(args)).spawn()`.
+///
+/// # Errors
+/// As [`ReadyCommand::spawn`].
+///
+/// # Panics
+/// Outside a tokio runtime.
+pub fn spawn<I, S>(program: impl AsRef<OsStr>, args: I) -> Result<ReadyChild, SpawnError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    ReadyCommand::new(cmd).spawn()
+}
+
+// ---- pipe and systemd: their waiters' non-blocking steps, driven here -------
+
+/// The pipe protocol's wait: [`PipeWaiter::step`] whenever the pipe or the
+/// child's pidfd is readable. The deadline is the caller's. Cancel safe:
+/// the text read so far stays in the waiter.
+async fn wait_pipe(
+    p: &mut PipeWaiter,
+    pidfd: &AsyncFd<OwnedFd>,
+    pid: u32,
+    ignore_exit: bool,
+) -> WaitOutcome {
+    if let Some(outcome) = p.step(pid, false, ignore_exit) {
+        return outcome;
+    }
+    let pipe = match p.fd().map(register_dup) {
+        Some(Ok(fd)) => fd,
+        Some(Err(e)) => return WaitOutcome::Io(e),
+        None => return WaitOutcome::Io(io::Error::other("the readiness pipe is already closed")),
+    };
+    loop {
+        let watch_child = if ignore_exit { None } else { Some(pidfd) };
+        let (guard, child_exited) = match readable(&pipe, watch_child, None).await {
+            Ok(x) => x,
+            Err(e) => return WaitOutcome::Io(e),
+        };
+        if child_exited {
+            // Data first: what the child wrote before it died counts.
+            return p
+                .step(pid, true, ignore_exit)
+                .unwrap_or(WaitOutcome::Exited);
+        }
+        if let Some(outcome) = p.step(pid, false, ignore_exit) {
+            return outcome;
+        }
+        clear_if_drained(guard);
+    }
+}
+
+/// The systemd protocol's wait: [`NotifyReceiver::step`] whenever the
+/// socket, the child's pidfd or the main pid's pidfd is readable, until
+/// `deadline` as extended by `EXTEND_TIMEOUT_USEC=`. Cancel safe: what the
+/// datagrams established stays in the receiver.
+async fn wait_systemd(
+    r: &mut NotifyReceiver,
+    pidfd: &AsyncFd<OwnedFd>,
+    pid: u32,
+    deadline: Instant,
+    ignore_exit: bool,
+) -> WaitOutcome {
+    let (mut child_exited, mut main_exited) = (false, false);
+    let mut sock: Option<AsyncFd<OwnedFd>> = None;
+    // The main pid's pidfd (a duplicate), and the number it watches.
+    let mut main: Option<(RawFd, AsyncFd<OwnedFd>)> = None;
+    loop {
+        let outcome = r.step(pid, child_exited, main_exited, ignore_exit);
+        (child_exited, main_exited) = (false, false);
+        if let Some(outcome) = outcome {
+            return outcome;
+        }
+        // Checked on every round: a flood keeps the socket readable.
+        let until = Instant::from_std(r.deadline(deadline.into_std()));
+        if Instant::now() >= until {
+            return WaitOutcome::Timeout;
+        }
+        if sock.is_none() {
+            sock = match r.socket_fd().map(register_dup) {
+                Some(Ok(fd)) => Some(fd),
+                Some(Err(e)) => return WaitOutcome::Io(e),
+                None => {
+                    return WaitOutcome::Io(io::Error::other(
+                        "the notification socket is already handed over",
+                    ));
+                }
+            };
+        }
+        // `MAINPID=` may name a new process at any step.
+        let main_now = r
+            .main_pid_fd()
+            .map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd));
+        if main.as_ref().map(|(n, _)| *n) != main_now {
+            main = match r.main_pid_fd().map(register_dup) {
+                Some(Ok(fd)) => main_now.map(|n| (n, fd)),
+                Some(Err(e)) => return WaitOutcome::Io(e),
+                None => None,
+            };
+        }
+        let sock = sock.as_ref().expect("registered above");
+        let watch_child = r.watches_child(ignore_exit).then_some(pidfd);
+        let ready = readable(sock, watch_child, main.as_ref().map(|(_, fd)| fd));
+        match ::tokio::time::timeout_at(until, ready).await {
+            // The deadline may have been extended meanwhile: look again.
+            Err(_) => continue,
+            Ok(Err(e)) => return WaitOutcome::Io(e),
+            Ok(Ok((None, exited))) => (child_exited, main_exited) = (exited, !exited),
+            Ok(Ok((guard, _))) => {
+                // Let `step` read first; clear the readiness only if the
+                // socket is then found empty.
+                if let Some(outcome) = r.step(pid, false, false, ignore_exit) {
+                    return outcome;
+                }
+                clear_if_drained(guard);
+            }
+        }
+    }
+}
+
+/// Waits until `fd` is readable (its guard), or the child's pidfd fires
+/// (`(None, true)`), or the other pidfd `also` fires (`(None, false)`).
+/// Exits are looked at first.
+async fn readable<'a>(
+    fd: &'a AsyncFd<OwnedFd>,
+    child: Option<&AsyncFd<OwnedFd>>,
+    also: Option<&AsyncFd<OwnedFd>>,
+) -> io::Result<(Option<AsyncFdReadyGuard<'a, OwnedFd>>, bool)> {
+    poll_fn(|cx| {
+        if let Some(c) = child {
+            if c.poll_read_ready(cx).is_ready() {
+                return Poll::Ready(Ok((None, true)));
+            }
+        }
+        if let Some(m) = also {
+            if m.poll_read_ready(cx).is_ready() {
+                return Poll::Ready(Ok((None, false)));
+            }
+        }
+        match fd.poll_read_ready(cx) {
+            Poll::Ready(Ok(guard)) => Poll::Ready(Ok((Some(guard), false))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Clears the reactor's readiness of a guard's fd when the fd really has
+/// nothing to read (a zero-timeout `poll`), as tokio requires: a step may
+/// stop reading after a bounded batch with data still queued.
+fn clear_if_drained(guard: Option<AsyncFdReadyGuard<'_, OwnedFd>>) {
+    let Some(mut guard) = guard else { return };
+    let fd = guard.get_ref().get_ref().as_fd();
+    let now = std::time::Instant::now();
+    if sys::wait_fd(fd, PollFlags::POLLIN, Some(now)).is_ok_and(|ev| ev.is_empty()) {
+        guard.clear_ready();
+    }
+}

@@ -1,0 +1,530 @@
+#![cfg(feature = "tokio")]
+//! The async API (`readyfd::tokio`) with real child processes
+//! (`tests/helpers/child.rs`): the cases of `tests/native.rs`, driven from
+//! tokio, against blocking children and against the async child role.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use readyfd::tokio::{Incoming, ReadyChild, ReadyCommand};
+use readyfd::{
+    Address, ChannelError, CloseReason, OnTimeout, ProtocolError, ReadyError, ReadyVia,
+    RemoteErrorKind,
+};
+use readyfd_proto::{DecodeError, FrameError, SessionError};
+use serde::{Deserialize, Serialize};
+use tokio::process::Command;
+
+/// A bound against hangs, not a synchronisation: generous on purpose.
+const BOUND: Duration = Duration::from_secs(60);
+
+/// The application protocol of the blocking helper roles (`serve`).
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+enum TestReq {
+    Echo(String),
+    Add(u64, u64),
+    AskParent,
+    Notify(u32),
+    Fail,
+}
+
+/// The application protocol of the `async-child` role.
+#[derive(Debug, Serialize, Deserialize)]
+enum AsyncReq {
+    Echo(String),
+    AskParent,
+    Notify(u32),
+    Hold { n: usize, value: u64 },
+    Fail,
+    PauseUntilStdin,
+}
+
+fn helper(role: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-child"));
+    cmd.arg(role);
+    cmd
+}
+
+fn spawn(role: &str) -> ReadyChild {
+    ReadyCommand::new(helper(role))
+        .spawn()
+        .expect("spawn helper")
+}
+
+/// `stop` ends a child that keeps the default shutdown policy with its own
+/// SIGTERM; one that handles Shutdown itself exits 0.
+fn stopped_cleanly(status: ExitStatus) -> bool {
+    status.success() || status.signal() == Some(15)
+}
+
+#[tokio::test]
+async fn ready_with_several_addresses_then_stop() {
+    let mut child = spawn("ready");
+    let r = child.wait_ready(BOUND).await.unwrap().clone();
+    assert_eq!(r.via, ReadyVia::Message);
+    assert_eq!(r.ready.pid, child.id());
+    assert_eq!(r.pid_mismatch(), None);
+    assert_eq!(r.ready.addresses.len(), 3);
+    let Some(Address::Tcp(http)) = r.ready.get("http") else {
+        panic!("no tcp address: {:?}", r.ready)
+    };
+    tokio::net::TcpStream::connect(http).await.unwrap();
+    assert_eq!(r.ready.status.as_deref(), Some("serving"));
+    assert_eq!(child.last_status().as_deref(), Some("serving"));
+    // A second wait returns the same readiness.
+    assert_eq!(child.wait_ready(BOUND).await.unwrap(), &r);
+    let status = child.stop(BOUND).await.unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(15),
+        "default policy: SIGTERM: {status:?}"
+    );
+
+    let mut child = spawn("ready-deliver");
+    child.wait_ready(BOUND).await.unwrap();
+    let status = child.stop(BOUND).await.unwrap();
+    assert!(
+        status.success(),
+        "Shutdown delivered, acknowledged, exit 0: {status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_both_ways_and_notifications() {
+    let mut child = spawn("ready");
+    child.wait_ready(BOUND).await.unwrap();
+    let ch = Arc::clone(child.channel().unwrap());
+    let echoed: String = ch.request(&TestReq::Echo("héllo".into())).await.unwrap();
+    assert_eq!(echoed, "héllo");
+    let sum: u64 = ch.request(&TestReq::Add(40, 2)).await.unwrap();
+    assert_eq!(sum, 42);
+    // The child asks us back while we wait for its answer.
+    let asking = tokio::spawn({
+        let ch = Arc::clone(&ch);
+        async move {
+            ch.request::<_, Result<String, String>>(&TestReq::AskParent)
+                .await
+        }
+    });
+    match ch.recv().await.unwrap() {
+        Incoming::Request(req) => {
+            assert_eq!(req.decode::<String>().unwrap(), "secret please");
+            req.respond(&"s3cr3t").unwrap();
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(asking.await.unwrap().unwrap(), Ok("s3cr3t".to_string()));
+    // Notifications from the child arrive in order, before the answer.
+    let n: u32 = ch.request(&TestReq::Notify(5)).await.unwrap();
+    assert_eq!(n, 5);
+    for i in 0..5u32 {
+        match ch.recv().await.unwrap() {
+            Incoming::Notify(note) => assert_eq!(note.decode::<u32>().unwrap(), i),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Our notification is echoed back.
+    ch.notify(&77u32).await.unwrap();
+    match ch.recv().await.unwrap() {
+        Incoming::Notify(note) => assert_eq!(note.decode::<u32>().unwrap(), 77),
+        other => panic!("{other:?}"),
+    }
+    // A remote failure and a body of the wrong type are typed errors.
+    match ch.request::<_, u64>(&TestReq::Fail).await {
+        Err(ChannelError::Remote(e)) => assert_eq!(e.kind, RemoteErrorKind::Failed),
+        other => panic!("{other:?}"),
+    }
+    match ch.request::<_, u64>(&"not a TestReq").await {
+        Err(ChannelError::Remote(e)) => assert_eq!(e.kind, RemoteErrorKind::BadRequest),
+        other => panic!("{other:?}"),
+    }
+    match ch.request::<_, u64>(&TestReq::Echo("x".into())).await {
+        Err(ChannelError::Decode { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    ch.ping(BOUND).await.unwrap();
+    assert!(stopped_cleanly(child.stop(BOUND).await.unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_over_one_channel_get_their_own_answers() {
+    let mut child = spawn("ready");
+    child.wait_ready(BOUND).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..64u64 {
+        let ch = Arc::clone(child.channel().unwrap());
+        tasks.spawn(async move {
+            for i in 0..50u64 {
+                let sum: u64 = ch.request(&TestReq::Add(t * 1000, i)).await.unwrap();
+                assert_eq!(sum, t * 1000 + i);
+                let big =
+                    format!("{t}:{i}:") + &"x".repeat((i as usize * 1997 + t as usize) % 70_000);
+                let back: String = ch.request(&TestReq::Echo(big.clone())).await.unwrap();
+                assert_eq!(back, big);
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    assert!(stopped_cleanly(child.stop(BOUND).await.unwrap()));
+}
+
+#[tokio::test]
+async fn parent_hands_configuration_before_ready() {
+    let mut child = spawn("config-first");
+    match child.channel().unwrap().recv().await.unwrap() {
+        Incoming::Request(req) => {
+            assert_eq!(req.decode::<String>().unwrap(), "config");
+            req.respond(&"mode=fast").unwrap();
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = child.wait_ready(BOUND).await.unwrap();
+    assert_eq!(r.ready.status.as_deref(), Some("mode=fast"));
+    child.stop(BOUND).await.unwrap();
+}
+
+#[tokio::test]
+async fn exit_before_ready_is_reported_at_once_with_the_status() {
+    let t0 = Instant::now();
+    let mut child = spawn("exit");
+    let err = child.wait_ready(BOUND).await.unwrap_err();
+    match &err {
+        ReadyError::Exited {
+            status,
+            last_status,
+            ..
+        } => {
+            assert_eq!(status.code(), Some(3));
+            assert_eq!(last_status.as_deref(), Some("loading"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Seen when it happened, not at the bound.
+    assert!(t0.elapsed() < BOUND / 2, "{:?}", t0.elapsed());
+    let msg = err.to_string();
+    assert!(
+        msg.contains("exited with status 3 before it was ready"),
+        "{msg}"
+    );
+    assert!(matches!(
+        child.wait_ready(BOUND).await,
+        Err(ReadyError::AlreadyFailed { .. })
+    ));
+
+    let mut cmd = helper("exit");
+    cmd.arg("0");
+    let mut child = ReadyCommand::new(cmd).spawn().unwrap();
+    match child.wait_ready(BOUND).await {
+        Err(ReadyError::Exited { status, .. }) => assert_eq!(status.code(), Some(0)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn death_by_signal_before_ready() {
+    let t0 = Instant::now();
+    let mut child = spawn("signal");
+    match child.wait_ready(BOUND).await {
+        Err(ReadyError::Exited { status, .. }) => assert_eq!(status.signal(), Some(9)),
+        other => panic!("{other:?}"),
+    }
+    assert!(t0.elapsed() < BOUND / 2, "{:?}", t0.elapsed());
+}
+
+#[tokio::test]
+async fn a_hanging_child_times_out_and_is_killed_or_left() {
+    let mut child = spawn("hang");
+    match child.wait_ready(Duration::from_millis(300)).await {
+        Err(ReadyError::Timeout {
+            killed,
+            last_status,
+            ..
+        }) => {
+            assert!(killed);
+            assert_eq!(last_status.as_deref(), Some("still loading"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(child.exit_status().unwrap().is_some(), "killed and reaped");
+
+    let mut child = ReadyCommand::new(helper("hang"))
+        .on_timeout(OnTimeout::Leave)
+        .spawn()
+        .unwrap();
+    match child.wait_ready(Duration::from_millis(100)).await {
+        Err(ReadyError::Timeout { killed, .. }) => assert!(!killed),
+        other => panic!("{other:?}"),
+    }
+    assert!(child.exit_status().unwrap().is_none(), "still running");
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn closing_without_a_word_while_alive_is_ready() {
+    let mut child = spawn("close");
+    let r = child.wait_ready(BOUND).await.unwrap();
+    assert_eq!(r.via, ReadyVia::Closed);
+    assert!(r.ready.addresses.is_empty());
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wrapper_that_exits_zero_hands_readiness_to_its_descendant() {
+    let mut child = spawn("fork-ready");
+    let r = child.wait_ready(BOUND).await.unwrap().clone();
+    assert_eq!(r.via, ReadyVia::Message);
+    let claimed = r
+        .pid_mismatch()
+        .expect("the descendant reports its own pid");
+    assert_ne!(claimed, child.id());
+    child.channel().unwrap().shutdown(BOUND).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_children_get_typed_errors() {
+    type Check = fn(&ProtocolError) -> bool;
+    let cases: [(&str, Check); 5] = [
+        ("oversize", |e| {
+            matches!(
+                e,
+                ProtocolError::Session(SessionError::Frame(FrameError::TooLarge {
+                    len: 0xffff_ffff,
+                    ..
+                }))
+            )
+        }),
+        ("garbage", |e| {
+            matches!(
+                e,
+                ProtocolError::Session(
+                    SessionError::Frame(FrameError::TooLarge { .. })
+                        | SessionError::Decode(_)
+                        | SessionError::HelloExpected(_)
+                )
+            )
+        }),
+        ("badmagic", |e| {
+            matches!(
+                e,
+                ProtocolError::Session(SessionError::Decode(DecodeError::BadMagic(_)))
+            )
+        }),
+        ("version", |e| {
+            matches!(
+                e,
+                ProtocolError::Session(SessionError::VersionMismatch { ours: 1, theirs: 9 })
+            )
+        }),
+        ("truncated", |e| {
+            matches!(
+                e,
+                ProtocolError::Session(SessionError::Frame(FrameError::Truncated { .. }))
+            )
+        }),
+    ];
+    for (kind, check) in cases {
+        let mut cmd = helper("hostile");
+        cmd.arg(kind);
+        let mut child = ReadyCommand::new(cmd).spawn().unwrap();
+        match child.wait_ready(BOUND).await {
+            Err(ReadyError::Protocol { source, .. }) => {
+                assert!(check(&source), "{kind}: {source:?}");
+                if kind == "version" {
+                    let msg = source.to_string();
+                    assert!(
+                        msg.contains("version 1") && msg.contains("version 9"),
+                        "{msg}"
+                    );
+                }
+            }
+            other => panic!("{kind}: {other:?}"),
+        }
+        // The channel is closed with the same reason.
+        assert!(matches!(
+            child.channel().unwrap().closed(),
+            Some(CloseReason::Protocol(_))
+        ));
+        child.kill().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_requests_fail_when_the_peer_dies() {
+    let mut child = spawn("ready");
+    child.wait_ready(BOUND).await.unwrap();
+    let ch = Arc::clone(child.channel().unwrap());
+    // Ask for something the child never answers: it asks us back and we
+    // never reply; then it dies.
+    let waiter = tokio::spawn({
+        let ch = Arc::clone(&ch);
+        async move {
+            ch.request::<_, Result<String, String>>(&TestReq::AskParent)
+                .await
+        }
+    });
+    let held = ch.recv().await.unwrap();
+    child.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
+    match waiter.await.unwrap() {
+        Err(ChannelError::Closed(CloseReason::PeerClosed)) => {}
+        other => panic!("{other:?}"),
+    }
+    // Later requests fail at once too.
+    match ch.request::<_, u64>(&TestReq::Add(1, 2)).await {
+        Err(ChannelError::Closed(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    drop(held);
+    child.wait().await.unwrap();
+}
+
+// ---- against the async child role -------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_child_requests_both_ways() {
+    let mut child = spawn("async-child");
+    let r = child.wait_ready(BOUND).await.unwrap().clone();
+    assert_eq!(r.via, ReadyVia::Message);
+    assert_eq!(r.ready.pid, child.id());
+    assert!(matches!(r.ready.get("http"), Some(Address::Tcp(_))));
+    assert_eq!(r.ready.status.as_deref(), Some("serving async"));
+    let ch = Arc::clone(child.channel().unwrap());
+    assert_eq!(ch.peer().unwrap().pid, child.id());
+
+    let s: String = ch.request(&AsyncReq::Echo("ü".into())).await.unwrap();
+    assert_eq!(s, "ü");
+    // The async child asks back while serving our request.
+    let asking = tokio::spawn({
+        let ch = Arc::clone(&ch);
+        async move {
+            ch.request::<_, Result<String, String>>(&AsyncReq::AskParent)
+                .await
+        }
+    });
+    match ch.recv().await.unwrap() {
+        Incoming::Request(req) => {
+            assert_eq!(req.decode::<String>().unwrap(), "secret please");
+            req.respond(&"open sesame").unwrap();
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(asking.await.unwrap().unwrap(), Ok("open sesame".into()));
+    // An incoming request dropped unanswered is answered `Dropped`.
+    let asking = tokio::spawn({
+        let ch = Arc::clone(&ch);
+        async move {
+            ch.request::<_, Result<String, String>>(&AsyncReq::AskParent)
+                .await
+        }
+    });
+    drop(ch.recv().await.unwrap());
+    let answer = asking.await.unwrap().unwrap().unwrap_err();
+    assert!(answer.contains("Dropped"), "{answer}");
+
+    let n: u32 = ch.request(&AsyncReq::Notify(3)).await.unwrap();
+    assert_eq!(n, 3);
+    for i in 0..3u32 {
+        match ch.recv().await.unwrap() {
+            Incoming::Notify(note) => assert_eq!(note.decode::<u32>().unwrap(), i),
+            other => panic!("{other:?}"),
+        }
+    }
+    match ch.request::<_, ()>(&AsyncReq::Fail).await {
+        Err(ChannelError::Remote(e)) => assert_eq!(e.kind, RemoteErrorKind::Failed),
+        other => panic!("{other:?}"),
+    }
+    ch.ping(BOUND).await.unwrap();
+    let status = child.stop(BOUND).await.unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(15),
+        "default policy: SIGTERM: {status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_out_of_order_reach_their_own_requests() {
+    // The async child holds each batch of 8 requests and answers them in
+    // reverse order: routing by id must give every task its own answer.
+    let mut child = spawn("async-child");
+    child.wait_ready(BOUND).await.unwrap();
+    for round in 0..20u64 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for k in 0..8u64 {
+            let ch = Arc::clone(child.channel().unwrap());
+            let value = round * 100 + k;
+            tasks.spawn(async move {
+                let got: u64 = ch.request(&AsyncReq::Hold { n: 8, value }).await.unwrap();
+                assert_eq!(got, value);
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+    }
+    child.stop(BOUND).await.unwrap();
+}
+
+#[tokio::test]
+async fn async_child_delivers_shutdown_and_exits_zero() {
+    let mut cmd = helper("async-child");
+    cmd.arg("deliver");
+    let mut child = ReadyCommand::new(cmd).spawn().unwrap();
+    child.wait_ready(BOUND).await.unwrap();
+    let status = child.stop(BOUND).await.unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn async_child_exits_when_the_parent_closes() {
+    let mut child = ReadyCommand::new(helper("async-child"))
+        .command_mut_with(|c| {
+            c.stdin(Stdio::null());
+        })
+        .spawn()
+        .unwrap();
+    child.wait_ready(BOUND).await.unwrap();
+    child.channel().unwrap().close();
+    let status = tokio::time::timeout(BOUND, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_channel_whose_runtime_shut_down_fails_instead_of_hanging() {
+    // The channel's I/O task runs on the runtime that made it. When that
+    // runtime goes, calls from another runtime fail at once with the
+    // reason; they never wait for answers nobody can read.
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut child = first.block_on(async {
+        let mut child = spawn("ready");
+        child.wait_ready(BOUND).await.unwrap();
+        child
+    });
+    let ch = Arc::clone(child.channel().unwrap());
+    drop(first);
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        let r = tokio::time::timeout(BOUND, ch.request::<_, u64>(&TestReq::Add(1, 2)))
+            .await
+            .expect("no hang");
+        match r {
+            Err(ChannelError::Closed(CloseReason::Io(_, why))) => {
+                assert!(why.contains("runtime"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+    child.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
+}
