@@ -64,7 +64,15 @@ struct Suite {
 }
 
 impl Suite {
-    fn add(&mut self, name: impl Into<String>, unit: &'static str, ours: f64, baseline: impl Into<String>, baseline_value: f64, target: Option<&'static str>) {
+    fn add(
+        &mut self,
+        name: impl Into<String>,
+        unit: &'static str,
+        ours: f64,
+        baseline: impl Into<String>,
+        baseline_value: f64,
+        target: Option<&'static str>,
+    ) {
         let e = Entry {
             name: name.into(),
             unit,
@@ -134,7 +142,10 @@ fn machine() -> serde_json::Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_string()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
+        })
         .unwrap_or_else(|| "unknown".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mem = std::fs::read_to_string("/proc/meminfo")
@@ -168,7 +179,11 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Medians of `samples` runs of each closure, interleaved A, B, A, B...
-fn compare(samples: usize, mut ours: impl FnMut() -> Duration, mut base: impl FnMut() -> Duration) -> (Duration, Duration) {
+fn compare(
+    samples: usize,
+    mut ours: impl FnMut() -> Duration,
+    mut base: impl FnMut() -> Duration,
+) -> (Duration, Duration) {
     let (mut a, mut b) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
     for _ in 0..samples {
         a.push(ours());
@@ -179,7 +194,10 @@ fn compare(samples: usize, mut ours: impl FnMut() -> Duration, mut base: impl Fn
 
 /// CLOCK_MONOTONIC in nanoseconds: comparable across processes.
 fn mono_ns() -> u64 {
-    let mut ts = nix::libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = nix::libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec into the one we pass.
     unsafe { nix::libc::clock_gettime(nix::libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -207,7 +225,10 @@ fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:").map(|r| r.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0)))
+        .find_map(|l| {
+            l.strip_prefix("VmHWM:")
+                .map(|r| r.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+        })
         .unwrap_or(0)
 }
 
@@ -248,7 +269,13 @@ fn with_fd3(mut cmd: Command, fd: &OwnedFd) -> Command {
 
 fn stream_pair() -> (OwnedFd, OwnedFd) {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-    socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).unwrap()
+    socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap()
 }
 
 fn fd3() -> std::fs::File {
@@ -271,7 +298,13 @@ fn wait_go() {
 
 fn child_main(role: &str) {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |i: usize| -> u64 { args.iter().rev().nth(i).and_then(|s| s.parse().ok()).unwrap_or(0) };
+    let arg = |i: usize| -> u64 {
+        args.iter()
+            .rev()
+            .nth(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
     match role {
         "exit" => {}
         "ready" => {
@@ -290,7 +323,8 @@ fn child_main(role: &str) {
             wait_go();
             spin(Duration::from_micros(300));
             let t0 = mono_ns();
-            p.ready(&Ready::new(std::process::id()).status(t0.to_string())).unwrap();
+            p.ready(&Ready::new(std::process::id()).status(t0.to_string()))
+                .unwrap();
             while p.recv().is_ok() {}
         }
         "raw-latency" => {
@@ -310,7 +344,8 @@ fn child_main(role: &str) {
                     Incoming::Request(req) => {
                         let body: ByteBuf = req.decode().unwrap();
                         if body.is_empty() {
-                            req.respond(&ByteBuf::from(notes.to_le_bytes().to_vec())).unwrap();
+                            req.respond(&ByteBuf::from(notes.to_le_bytes().to_vec()))
+                                .unwrap();
                         } else {
                             req.respond(&body).unwrap();
                         }
@@ -353,7 +388,8 @@ fn child_main(role: &str) {
             std::thread::sleep(Duration::from_millis(delay));
             let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
             if let Some(p) = &parent {
-                p.ready(&Ready::new(std::process::id()).address("tcp", l.local_addr().unwrap())).unwrap();
+                p.ready(&Ready::new(std::process::id()).address("tcp", l.local_addr().unwrap()))
+                    .unwrap();
             }
             for s in l.incoming() {
                 drop(s);
@@ -361,8 +397,10 @@ fn child_main(role: &str) {
         }
         "ipc-channel" => {
             let name = args.last().unwrap().clone();
-            let tx0: ipc_channel::ipc::IpcSender<(ipc_channel::ipc::IpcSender<ByteBuf>, ipc_channel::ipc::IpcReceiver<ByteBuf>)> =
-                ipc_channel::ipc::IpcSender::connect(name).unwrap();
+            let tx0: ipc_channel::ipc::IpcSender<(
+                ipc_channel::ipc::IpcSender<ByteBuf>,
+                ipc_channel::ipc::IpcReceiver<ByteBuf>,
+            )> = ipc_channel::ipc::IpcSender::connect(name).unwrap();
             let (req_tx, req_rx) = ipc_channel::ipc::channel::<ByteBuf>().unwrap();
             let (resp_tx, resp_rx) = ipc_channel::ipc::channel::<ByteBuf>().unwrap();
             tx0.send((req_tx, resp_rx)).unwrap();
@@ -373,7 +411,10 @@ fn child_main(role: &str) {
             }
         }
         "unix-ipc" => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 // SAFETY: the parent placed a Unix stream socket at fd 3.
                 let std = unsafe { std::os::unix::net::UnixStream::from_raw_fd(3) };
@@ -409,7 +450,13 @@ fn ready_latency(s: &mut Suite) {
         .unwrap();
         // Let the child reach its `wait_go` and the parent its wait.
         child.channel().unwrap().ping(BOUND).unwrap();
-        child.child_mut().stdin.as_mut().unwrap().write_all(b"g").unwrap();
+        child
+            .child_mut()
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"g")
+            .unwrap();
         let r = child.wait_ready(BOUND).unwrap();
         let t1 = mono_ns();
         let t0: u64 = r.ready.status.as_deref().unwrap().parse().unwrap();
@@ -434,7 +481,14 @@ fn ready_latency(s: &mut Suite) {
         Duration::from_nanos(t1.saturating_sub(u64::from_le_bytes(b)))
     };
     let (a, b) = compare(samples, ours, base);
-    s.add("ready_latency", "us", us(a), "raw socketpair one-way wakeup", us(b), Some("<= 1.25"));
+    s.add(
+        "ready_latency",
+        "us",
+        us(a),
+        "raw socketpair one-way wakeup",
+        us(b),
+        Some("<= 1.25"),
+    );
 }
 
 /// 2. Spawn plus wait for a trivial child, per protocol.
@@ -458,7 +512,10 @@ fn spawn_to_ready(s: &mut Suite) {
     ] {
         let ours = || {
             let t = Instant::now();
-            let mut child = ReadyCommand::new(me(role)).protocol(protocol).spawn().unwrap();
+            let mut child = ReadyCommand::new(me(role))
+                .protocol(protocol)
+                .spawn()
+                .unwrap();
             child.wait_ready(BOUND).unwrap();
             let d = t.elapsed();
             if let Some(c) = child.channel() {
@@ -480,7 +537,11 @@ fn spawn_to_ready(s: &mut Suite) {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn startup_child(delay_ms: u64, port: u16) -> Command {
@@ -493,7 +554,9 @@ fn startup_child(delay_ms: u64, port: u16) -> Command {
 /// time to readiness and the child (to be killed).
 fn start_by_readyfd(delay_ms: u64) -> (Duration, readyfd::ReadyChild) {
     let t = Instant::now();
-    let mut child = ReadyCommand::new(startup_child(delay_ms, 0)).spawn().unwrap();
+    let mut child = ReadyCommand::new(startup_child(delay_ms, 0))
+        .spawn()
+        .unwrap();
     let r = child.wait_ready(BOUND).unwrap();
     let d = t.elapsed();
     let Some(readyfd::Address::Tcp(a)) = r.ready.get("tcp") else {
@@ -559,7 +622,14 @@ fn poll_vs_ready(s: &mut Suite) {
     // The fixed sleep a CI script uses: `server & sleep 2`.
     let (d, mut child) = start_by_readyfd(delay);
     child.kill().unwrap();
-    s.add("poll_vs_ready_sleep", "ms", ms(d), "a fixed `sleep 2`", 2000.0, Some("< 1.0"));
+    s.add(
+        "poll_vs_ready_sleep",
+        "ms",
+        ms(d),
+        "a fixed `sleep 2`",
+        2000.0,
+        Some("< 1.0"),
+    );
 }
 
 /// 4. Request/response round trips against a raw ping-pong and peers.
@@ -567,7 +637,12 @@ fn rtt(s: &mut Suite) {
     let mut child = ReadyCommand::new(me("serve")).spawn().unwrap();
     child.wait_ready(BOUND).unwrap();
     let ch = child.channel().unwrap();
-    for (name, size) in [("16B", 16usize), ("1KiB", 1024), ("64KiB", 65536), ("1MiB", 1 << 20)] {
+    for (name, size) in [
+        ("16B", 16usize),
+        ("1KiB", 1024),
+        ("64KiB", 65536),
+        ("1MiB", 1 << 20),
+    ] {
         let samples = match (s.quick, size) {
             (true, n) if n >= 1 << 20 => 50,
             (true, _) => 2000,
@@ -615,23 +690,47 @@ fn rtt(s: &mut Suite) {
             },
         );
         let target = if size <= 1024 { Some("<= 1.30") } else { None };
-        s.add(format!("rtt_{name}_blocking"), "us", us(a), "raw socketpair ping-pong, same bytes", us(b), target);
+        s.add(
+            format!("rtt_{name}_blocking"),
+            "us",
+            us(a),
+            "raw socketpair ping-pong, same bytes",
+            us(b),
+            target,
+        );
         drop(raw);
         raw_child.wait().unwrap();
 
         // Peers: the same round trip over ipc-channel and tokio-unix-ipc.
         let ours_median = a;
         let peer = rtt_ipc_channel(size, samples);
-        s.add(format!("rtt_{name}_vs_ipc_channel"), "us", us(ours_median), "ipc-channel 0.20, same body", us(peer), Some("< 1.0"));
+        s.add(
+            format!("rtt_{name}_vs_ipc_channel"),
+            "us",
+            us(ours_median),
+            "ipc-channel 0.20, same body",
+            us(peer),
+            Some("< 1.0"),
+        );
         let peer = rtt_unix_ipc(size, samples);
-        s.add(format!("rtt_{name}_vs_tokio_unix_ipc"), "us", us(ours_median), "tokio-unix-ipc 0.4, same body", us(peer), Some("< 1.0"));
+        s.add(
+            format!("rtt_{name}_vs_tokio_unix_ipc"),
+            "us",
+            us(ours_median),
+            "tokio-unix-ipc 0.4, same body",
+            us(peer),
+            Some("< 1.0"),
+        );
     }
     ch.close();
     child.wait().unwrap();
 }
 
 fn rtt_ipc_channel(size: usize, samples: usize) -> Duration {
-    type Boot = (ipc_channel::ipc::IpcSender<ByteBuf>, ipc_channel::ipc::IpcReceiver<ByteBuf>);
+    type Boot = (
+        ipc_channel::ipc::IpcSender<ByteBuf>,
+        ipc_channel::ipc::IpcReceiver<ByteBuf>,
+    );
     let (server, name) = ipc_channel::ipc::IpcOneShotServer::<Boot>::new().unwrap();
     let mut child = me("ipc-channel").arg(name).spawn().unwrap();
     let (_, (tx, rx)) = server.accept().unwrap();
@@ -657,7 +756,10 @@ fn rtt_unix_ipc(size: usize, samples: usize) -> Duration {
     let (ours_fd, theirs) = stream_pair();
     let mut child = with_fd3(me("unix-ipc"), &theirs).spawn().unwrap();
     drop(theirs);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let d = rt.block_on(async {
         let std = std::os::unix::net::UnixStream::from(ours_fd);
         let (tx, rx) = tokio_unix_ipc::channel_from_std::<ByteBuf, ByteBuf>(std).unwrap();
@@ -734,12 +836,18 @@ fn notify_throughput(s: &mut Suite) {
 
 /// 6. N children started and awaited: time per child and peak memory.
 fn scale(s: &mut Suite) {
-    let sizes: &[usize] = if s.quick { &[10, 100] } else { &[10, 100, 1000] };
+    let sizes: &[usize] = if s.quick {
+        &[10, 100]
+    } else {
+        &[10, 100, 1000]
+    };
     for &n in sizes {
         reset_peak_rss();
         let before = peak_rss_kib();
         let t = Instant::now();
-        let mut children: Vec<_> = (0..n).map(|_| ReadyCommand::new(me("ready")).spawn().unwrap()).collect();
+        let mut children: Vec<_> = (0..n)
+            .map(|_| ReadyCommand::new(me("ready")).spawn().unwrap())
+            .collect();
         for c in &mut children {
             c.wait_ready(BOUND).unwrap();
         }
@@ -765,15 +873,31 @@ fn scale(s: &mut Suite) {
             .collect();
         for (_, r) in &mut bare {
             let mut sink = Vec::new();
-            std::fs::File::from(r.try_clone().unwrap()).read_to_end(&mut sink).unwrap();
+            std::fs::File::from(r.try_clone().unwrap())
+                .read_to_end(&mut sink)
+                .unwrap();
         }
         let base = t.elapsed();
         for (mut c, _) in bare {
             c.wait().unwrap();
         }
         let per = |d: Duration| us(d) / n as f64;
-        s.add(format!("scale_{n}_blocking"), "us/child", per(ours), "bare spawns closing a pipe", per(base), None);
-        s.add(format!("scale_{n}_blocking_memory"), "KiB/child", peak as f64 / n as f64, "(parent peak RSS growth per child)", 1.0, None);
+        s.add(
+            format!("scale_{n}_blocking"),
+            "us/child",
+            per(ours),
+            "bare spawns closing a pipe",
+            per(base),
+            None,
+        );
+        s.add(
+            format!("scale_{n}_blocking_memory"),
+            "KiB/child",
+            peak as f64 / n as f64,
+            "(parent peak RSS growth per child)",
+            1.0,
+            None,
+        );
     }
 }
 
@@ -804,8 +928,22 @@ fn suite_50_servers(s: &mut Suite) {
     }
     let slept = t.elapsed();
     let name = format!("suite_{n}_servers");
-    s.add(format!("{name}_vs_poll_10ms"), "s", ours.as_secs_f64(), "10 ms TCP polling", polled.as_secs_f64(), Some("< 1.0"));
-    s.add(format!("{name}_vs_sleep_100ms"), "s", ours.as_secs_f64(), "a 100 ms sleep per server", slept.as_secs_f64(), Some("< 1.0"));
+    s.add(
+        format!("{name}_vs_poll_10ms"),
+        "s",
+        ours.as_secs_f64(),
+        "10 ms TCP polling",
+        polled.as_secs_f64(),
+        Some("< 1.0"),
+    );
+    s.add(
+        format!("{name}_vs_sleep_100ms"),
+        "s",
+        ours.as_secs_f64(),
+        "a 100 ms sleep per server",
+        slept.as_secs_f64(),
+        Some("< 1.0"),
+    );
 }
 
 fn main() {
@@ -815,9 +953,18 @@ fn main() {
     }
     let quick = std::env::var_os("READYFD_BENCH_QUICK").is_some();
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let mut s = Suite { quick, entries: Vec::new() };
-    println!("readyfd benchmarks ({} mode); ratio = ours / baseline", if quick { "quick" } else { "full" });
-    println!("{:<26} {:>19} | {:>64} | ratio   target", "measure", "ours", "baseline");
+    let mut s = Suite {
+        quick,
+        entries: Vec::new(),
+    };
+    println!(
+        "readyfd benchmarks ({} mode); ratio = ours / baseline",
+        if quick { "quick" } else { "full" }
+    );
+    println!(
+        "{:<26} {:>19} | {:>64} | ratio   target",
+        "measure", "ours", "baseline"
+    );
     type Measure = fn(&mut Suite);
     let measures: [(&str, Measure); 7] = [
         ("ready_latency", ready_latency),

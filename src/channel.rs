@@ -41,6 +41,13 @@ pub const HIGH_WATER: usize = 4 * 1024 * 1024;
 
 /// Incoming requests and notifications queued for [`Channel::recv`] beyond
 /// which the channel stops reading from the peer until some are taken.
+///
+/// This is back-pressure against a peer that floods, and it has a
+/// consequence to know: while the queue is full nothing more is read, so an
+/// answer to one of our own requests that arrives behind the backlog is not
+/// seen either. A side that receives requests or notifications must keep
+/// calling [`Channel::recv`] (on a thread of its own if need be) while it
+/// also makes requests.
 pub const MAX_INCOMING: usize = 1024;
 
 /// How long dropping a channel waits for queued bytes to be written.
@@ -354,7 +361,8 @@ impl Channel {
                 // The I/O thread must never leave waiters hanging: whatever
                 // ends it (a poll failure, a bug that panics), the channel is
                 // marked closed and everyone waiting is woken.
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| io_loop(&io)));
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| io_loop(&io)));
                 let mut st = io.lock();
                 if matches!(st.read, ReadEnd::Open) && !st.stop {
                     let why = match outcome {
@@ -631,6 +639,12 @@ impl Channel {
 
 impl Drop for Channel {
     fn drop(&mut self) {
+        // Requests nobody took are answered `Dropped` before our Goodbye, so
+        // the peer's callers get a clear error. Each one also holds the
+        // channel's state alive: leaving them queued would keep the socket,
+        // eventfd and pidfd open for good.
+        let unconsumed = std::mem::take(&mut self.inner.lock().incoming);
+        drop(unconsumed);
         self.close();
         {
             // Give what is queued (a last Ready or answer) a bounded chance
@@ -654,6 +668,10 @@ impl Drop for Channel {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // Whatever arrived meanwhile: dropped outside the lock (dropping an
+        // IncomingRequest takes it).
+        let late = std::mem::take(&mut self.inner.lock().incoming);
+        drop(late);
     }
 }
 

@@ -102,9 +102,7 @@ pub use spawn::{
     CommandExt, DEFAULT_FD, OnTimeout, Protocol, READYFD_ENV, Readiness, ReadyChild, ReadyCommand,
     ReadyVia, spawn,
 };
-pub use systemd::{
-    FDSTORE_MAX, NOTIFY_DATAGRAM_MAX, NOTIFY_SOCKET_ENV, NotifyState, StoredFd,
-};
+pub use systemd::{FDSTORE_MAX, NOTIFY_DATAGRAM_MAX, NOTIFY_SOCKET_ENV, NotifyState, StoredFd};
 
 pub use readyfd_proto as proto;
 

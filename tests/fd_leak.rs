@@ -40,3 +40,25 @@ fn a_thousand_cycles_leave_no_fd_behind() {
     }
     assert_eq!(open_fds(), before);
 }
+
+#[test]
+fn dropping_a_channel_with_unconsumed_requests_frees_everything() {
+    // The child sends a request, then Ready, in one write: when wait_ready
+    // returns, the request sits in our queue (frames are handled in order).
+    // Nobody takes it. Dropping the handle must answer it and close every fd
+    // of the channel, although the queued request refers to the channel.
+    let before = open_fds();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-child"));
+    cmd.arg("ask-raw").stdout(std::process::Stdio::piped());
+    let mut c = ReadyCommand::new(cmd).spawn().unwrap();
+    c.wait_ready(BOUND).unwrap();
+    let mut out = c.child_mut().stdout.take().unwrap();
+    let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+    drop(c);
+    let mut report = String::new();
+    std::io::Read::read_to_string(&mut out, &mut report).unwrap();
+    assert_eq!(report.trim(), "response Dropped");
+    nix::sys::wait::waitpid(pid, None).unwrap();
+    drop(out);
+    assert_eq!(open_fds(), before);
+}

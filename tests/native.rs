@@ -160,14 +160,17 @@ fn large_messages_from_many_threads_cross_full_socket_buffers() {
         for t in 0..4u8 {
             s.spawn(move || {
                 for i in 0..6usize {
-                    let big: String = std::iter::repeat_n(char::from(b'a' + t), (i + 1) * 700_000).collect();
+                    let big: String =
+                        std::iter::repeat_n(char::from(b'a' + t), (i + 1) * 700_000).collect();
                     let back: String = ch.request(&TestReq::Echo(big.clone())).unwrap();
                     assert!(back == big, "thread {t} round {i}: wrong answer");
                 }
             });
         }
     });
-    assert!(stopped_cleanly(child.stop(Duration::from_secs(10)).unwrap()));
+    assert!(stopped_cleanly(
+        child.stop(Duration::from_secs(10)).unwrap()
+    ));
 }
 
 #[test]

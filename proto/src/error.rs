@@ -6,7 +6,9 @@
 pub enum FrameError {
     /// A frame header announced a payload longer than this side accepts.
     /// Detected on the raw header, before anything is reserved for it.
-    #[error("frame of {len} bytes exceeds the maximum of {max} bytes (raise the limit on both sides, or send smaller messages)")]
+    #[error(
+        "frame of {len} bytes exceeds the maximum of {max} bytes (raise the limit on both sides, or send smaller messages)"
+    )]
     TooLarge {
         /// The length the header announced.
         len: u64,
@@ -14,7 +16,9 @@ pub enum FrameError {
         max: u32,
     },
     /// The stream ended inside a frame.
-    #[error("stream ended inside a frame: got {have} of {need} bytes (the peer closed or died mid-message)")]
+    #[error(
+        "stream ended inside a frame: got {have} of {need} bytes (the peer closed or died mid-message)"
+    )]
     Truncated {
         /// Bytes of the frame (header included) that arrived.
         have: usize,
@@ -99,7 +103,9 @@ pub enum SessionError {
     #[error(transparent)]
     Encode(#[from] EncodeError),
     /// The peer speaks another protocol version.
-    #[error("protocol version mismatch: we speak version {ours}, the peer speaks version {theirs} (build both sides from compatible readyfd releases)")]
+    #[error(
+        "protocol version mismatch: we speak version {ours}, the peer speaks version {theirs} (build both sides from compatible readyfd releases)"
+    )]
     VersionMismatch {
         /// Our version.
         ours: u16,
@@ -107,7 +113,9 @@ pub enum SessionError {
         theirs: u16,
     },
     /// The peer announced a receive maximum below [`MIN_MAX_FRAME`](crate::MIN_MAX_FRAME).
-    #[error("the peer announced a maximum frame of {announced} bytes, below the protocol minimum of {min}")]
+    #[error(
+        "the peer announced a maximum frame of {announced} bytes, below the protocol minimum of {min}"
+    )]
     MaxFrameTooSmall {
         /// What the peer announced.
         announced: u32,

@@ -150,7 +150,12 @@ impl FrameDecoder {
 /// # Errors
 /// [`FrameError::TooLarge`] when `payload` is longer than `max`; nothing is
 /// written then.
-pub fn encode_frame(kind: u8, payload: &[u8], max: u32, out: &mut Vec<u8>) -> Result<(), FrameError> {
+pub fn encode_frame(
+    kind: u8,
+    payload: &[u8],
+    max: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
     if payload.len() > max as usize {
         return Err(FrameError::TooLarge {
             len: payload.len() as u64,
@@ -282,7 +287,10 @@ mod tests {
                 max: DEFAULT_MAX_FRAME
             }
         );
-        assert!(buf.capacity() < 1024, "nothing reserved for the bogus length");
+        assert!(
+            buf.capacity() < 1024,
+            "nothing reserved for the bogus length"
+        );
     }
 
     #[test]
@@ -291,7 +299,10 @@ mod tests {
         let mut buf = BytesMut::from(&frame_bytes(1, b"abcd")[..]);
         assert!(dec.decode(&mut buf).unwrap().is_some());
         let mut buf = BytesMut::from(&frame_bytes(1, b"abcde")[..]);
-        assert!(matches!(dec.decode(&mut buf), Err(FrameError::TooLarge { len: 5, max: 4 })));
+        assert!(matches!(
+            dec.decode(&mut buf),
+            Err(FrameError::TooLarge { len: 5, max: 4 })
+        ));
         let mut out = Vec::new();
         assert!(encode_frame(1, b"abcde", 4, &mut out).is_err());
         assert!(out.is_empty());
@@ -312,13 +323,19 @@ mod tests {
         let mut buf = BytesMut::from(&wire[..2]);
         assert_eq!(
             dec.decode_eof(&mut buf),
-            Err(FrameError::Truncated { have: 2, need: HEADER_LEN })
+            Err(FrameError::Truncated {
+                have: 2,
+                need: HEADER_LEN
+            })
         );
         let mut dec = FrameDecoder::new(64);
         let mut buf = BytesMut::from(&wire[..HEADER_LEN + 2]);
         assert_eq!(
             dec.decode_eof(&mut buf),
-            Err(FrameError::Truncated { have: HEADER_LEN + 2, need: HEADER_LEN + 6 })
+            Err(FrameError::Truncated {
+                have: HEADER_LEN + 2,
+                need: HEADER_LEN + 6
+            })
         );
         let mut dec = FrameDecoder::new(64);
         let mut buf = BytesMut::new();

@@ -14,8 +14,8 @@ use bytes::BytesMut;
 use readyfd_proto::codec::decode_body;
 use readyfd_proto::fuzzing::{self, ExampleBody};
 use readyfd_proto::{
-    DecodeError, Frame, Hello, Message, PROTOCOL_VERSION, RequestBody, ResponseBody,
-    Role, Session, SessionConfig, SessionError,
+    DecodeError, Frame, Hello, Message, PROTOCOL_VERSION, RequestBody, ResponseBody, Role, Session,
+    SessionConfig, SessionError,
 };
 
 /// Records, per thread, the first allocation over `fuzzing::alloc_limit()`.

@@ -300,6 +300,31 @@ fn main() {
             std::io::stdout().flush().unwrap();
             park_forever();
         }
+        // Send a request and Ready in one write, then report how the
+        // request was answered (speaking the protocol by hand).
+        "ask-raw" => {
+            use readyfd::proto::{Message, ResponseBody, Role, Session, SessionConfig};
+            use std::io::Read;
+            let mut f = std::fs::File::from(raw_fd3());
+            let mut s = Session::new(Role::Child, std::process::id(), SessionConfig::default());
+            s.send_app_request(&"please").unwrap();
+            s.send_ready(&Ready::new(std::process::id())).unwrap();
+            let mut out = Vec::new();
+            let _ = s.poll_transmit(&mut out);
+            f.write_all(&out).unwrap();
+            let mut all = Vec::new();
+            let _ = f.read_to_end(&mut all);
+            let mut buf = bytes::BytesMut::from(&all[..]);
+            let _ = s.handle_eof(&mut buf);
+            while let Some(m) = s.poll_event() {
+                if let Message::Response { body, .. } = m {
+                    match body {
+                        ResponseBody::Error(e) => println!("response {:?}", e.kind),
+                        other => println!("response {other:?}"),
+                    }
+                }
+            }
+        }
         // Benchmarks: say Ready, then exit when the parent closes.
         "bench-ready" => {
             let p = parent();
