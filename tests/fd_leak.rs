@@ -28,7 +28,10 @@ fn open_fds() -> Vec<String> {
 fn assert_no_new_fds(before: &[String]) {
     let after = open_fds();
     let new: Vec<&String> = after.iter().filter(|fd| !before.contains(fd)).collect();
-    assert!(new.is_empty(), "fds left open: {new:?} (before {before:?}, after {after:?})");
+    assert!(
+        new.is_empty(),
+        "fds left open: {new:?} (before {before:?}, after {after:?})"
+    );
 }
 
 fn cycle() {
