@@ -289,7 +289,17 @@ impl Inner {
     }
 }
 
-/// One end of a native readyfd channel. See the [module docs](self).
+/// One end of a native readyfd channel.
+///
+/// A `Channel` owns one AF_UNIX stream socket and one I/O thread. The
+/// thread reads and decodes frames, answers `Ping`, routes each response to
+/// the thread waiting for it, and queues the peer's requests and
+/// notifications for [`recv`](Self::recv). Sends are made by the calling
+/// thread directly while the socket has room (with `MSG_NOSIGNAL`); when it
+/// has not, the I/O thread writes the rest, so frames never interleave and
+/// no thread blocks in `send` while reads are held up. Memory is bounded
+/// both ways: senders wait while more than [`HIGH_WATER`] bytes are queued,
+/// and reading pauses while [`MAX_INCOMING`] messages wait to be taken.
 ///
 /// `Channel` is `Send + Sync`: share it between threads by reference or in
 /// an `Arc`. Dropping it says `Goodbye` to the peer, closes the socket and

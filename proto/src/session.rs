@@ -57,7 +57,7 @@ use crate::message::{
 pub struct SessionConfig {
     /// The longest frame payload accepted from the peer (announced to it in
     /// our `Hello`). Default 16 MiB; values below
-    /// [`MIN_MAX_FRAME`](crate::MIN_MAX_FRAME) are raised to it.
+    /// [`MIN_MAX_FRAME`] are raised to it.
     pub max_frame: u32,
     /// How many of the peer's requests may be unanswered at once before the
     /// peer is considered hostile. Default 65 536.
