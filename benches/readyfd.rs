@@ -1042,6 +1042,43 @@ fn suite_50_servers(s: &mut Suite) {
     );
 }
 
+/// 20 000 round trips of a 16-byte request, ours or raw, and nothing else.
+fn profile_rtt(ours: bool) {
+    const N: usize = 20_000;
+    let body = ByteBuf::from(vec![7u8; 16]);
+    let t = Instant::now();
+    if ours {
+        let mut child = ReadyCommand::new(me("serve")).spawn().unwrap();
+        child.wait_ready(BOUND).unwrap();
+        let ch = child.channel().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..N {
+            let _: ByteBuf = ch.request(&body).unwrap();
+        }
+        println!("ours: {:.1} us per round trip", us(t0.elapsed()) / N as f64);
+        ch.close();
+        child.wait().unwrap();
+    } else {
+        let frame = 5 + 8 + 4 + 8 + 16;
+        let (ours_fd, theirs) = stream_pair();
+        let mut c = me("raw-echo");
+        c.arg(frame.to_string());
+        let mut child = with_fd3(c, &theirs).spawn().unwrap();
+        drop(theirs);
+        let mut raw = std::fs::File::from(ours_fd);
+        let (out, mut back) = (vec![7u8; frame], vec![0u8; frame]);
+        let t0 = Instant::now();
+        for _ in 0..N {
+            raw.write_all(&out).unwrap();
+            raw.read_exact(&mut back).unwrap();
+        }
+        println!("raw: {:.1} us per round trip", us(t0.elapsed()) / N as f64);
+        drop(raw);
+        child.wait().unwrap();
+    }
+    println!("total {:?}", t.elapsed());
+}
+
 fn main() {
     if let Ok(role) = std::env::var(ROLE_ENV) {
         child_main(&role);
@@ -1049,6 +1086,13 @@ fn main() {
     }
     let quick = std::env::var_os("READYFD_BENCH_QUICK").is_some();
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    // `profile-ours` / `profile-raw`: only 20 000 small round trips, for
+    // `perf stat -e context-switches,task-clock` (it follows the children).
+    match only.as_deref() {
+        Some("profile-ours") => return profile_rtt(true),
+        Some("profile-raw") => return profile_rtt(false),
+        _ => {}
+    }
     let mut s = Suite {
         quick,
         entries: Vec::new(),
