@@ -111,10 +111,9 @@ fn main() {
                 .unwrap();
             println!("extending");
             std::io::stdout().flush().unwrap();
-            // sleep-ok: the child plays a slow starter; the test asserts the
-            // parent waited past its own (shorter) timeout because it was
-            // asked to.
-            std::thread::sleep(Duration::from_millis(1000));
+            // The child plays a slow starter; the test asserts the parent
+            // waited past its own (shorter) timeout because it was asked to.
+            std::thread::sleep(Duration::from_millis(1000)); // sleep-ok: a slow starter
             sock.send_to(b"READY=1\nSTATUS=extended", &path).unwrap();
             let mut sink = Vec::new();
             let _ = std::io::stdin().read_to_end(&mut sink);
