@@ -719,6 +719,27 @@ pub(crate) fn decode_response<T: DeserializeOwned>(body: ResponseBody) -> Result
 
 // ---- incoming ---------------------------------------------------------------
 
+/// The channel side that writes the answers of [`IncomingRequest`] and
+/// [`ShutdownRequest`]: the blocking channel and the async one each
+/// implement it, so both hand out the same request types.
+pub(crate) trait Answer: Send + Sync {
+    /// Queues what `f` adds to the session and writes it, without waiting
+    /// for the peer.
+    fn answer(
+        &self,
+        f: &mut dyn FnMut(&mut Session) -> Result<(), SessionError>,
+    ) -> Result<(), ChannelError>;
+}
+
+impl Answer for Inner {
+    fn answer(
+        &self,
+        f: &mut dyn FnMut(&mut Session) -> Result<(), SessionError>,
+    ) -> Result<(), ChannelError> {
+        send_on(self, |st| f(&mut st.session))
+    }
+}
+
 /// Something the peer sent that the application handles.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -734,10 +755,13 @@ pub enum Incoming {
 
 /// A request from the peer. Dropping it unanswered answers it with a
 /// [`RemoteErrorKind::Dropped`] error, so the peer never waits forever.
+///
+/// Answering does not wait: the answer is queued and written as far as the
+/// socket takes it, the rest by the channel's I/O thread (or task).
 pub struct IncomingRequest {
     id: u64,
     body: Bytes,
-    inner: Option<Arc<Inner>>,
+    answer: Option<Arc<dyn Answer>>,
 }
 
 impl fmt::Debug for IncomingRequest {
@@ -750,6 +774,14 @@ impl fmt::Debug for IncomingRequest {
 }
 
 impl IncomingRequest {
+    pub(crate) fn new(id: u64, body: Bytes, answer: Arc<dyn Answer>) -> IncomingRequest {
+        IncomingRequest {
+            id,
+            body,
+            answer: Some(answer),
+        }
+    }
+
     /// The request's id (unique among the peer's unanswered requests).
     pub fn id(&self) -> u64 {
         self.id
@@ -779,20 +811,12 @@ impl IncomingRequest {
     /// request is then answered with an error instead);
     /// [`ChannelError::Closed`].
     pub fn respond<T: Serialize + ?Sized>(mut self, body: &T) -> Result<(), ChannelError> {
-        let inner = self.inner.take().expect("answered once");
+        let answer = self.answer.take().expect("answered once");
         let id = self.id;
-        let r = send_on(&inner, |st| st.session.send_app_response(id, body));
+        let r = answer.answer(&mut |s| s.send_app_response(id, body));
         if let Err(ChannelError::Encode(e)) = &r {
-            let msg = e.to_string();
-            let _ = send_on(&inner, |st| {
-                st.session.send_response(
-                    id,
-                    ResponseBody::Error(RemoteError {
-                        kind: RemoteErrorKind::Failed,
-                        message: msg,
-                    }),
-                )
-            });
+            // The peer still gets an answer: an error that says why.
+            let _ = answer_error(&*answer, id, RemoteErrorKind::Failed, e.to_string());
         }
         r
     }
@@ -806,33 +830,32 @@ impl IncomingRequest {
         kind: RemoteErrorKind,
         message: impl Into<String>,
     ) -> Result<(), ChannelError> {
-        let inner = self.inner.take().expect("answered once");
-        let id = self.id;
-        let error = RemoteError {
-            kind,
-            message: message.into(),
-        };
-        send_on(&inner, |st| {
-            st.session.send_response(id, ResponseBody::Error(error))
-        })
+        let answer = self.answer.take().expect("answered once");
+        answer_error(&*answer, self.id, kind, message.into())
     }
 }
 
 impl Drop for IncomingRequest {
     fn drop(&mut self) {
-        if let Some(inner) = self.inner.take() {
-            let id = self.id;
-            let _ = send_on(&inner, |st| {
-                st.session.send_response(
-                    id,
-                    ResponseBody::Error(RemoteError {
-                        kind: RemoteErrorKind::Dropped,
-                        message: "the request was dropped without an answer".into(),
-                    }),
-                )
-            });
+        if let Some(answer) = self.answer.take() {
+            let _ = answer_error(
+                &*answer,
+                self.id,
+                RemoteErrorKind::Dropped,
+                "the request was dropped without an answer".into(),
+            );
         }
     }
+}
+
+fn answer_error(
+    answer: &dyn Answer,
+    id: u64,
+    kind: RemoteErrorKind,
+    message: String,
+) -> Result<(), ChannelError> {
+    let error = RemoteError { kind, message };
+    answer.answer(&mut |s| s.send_response(id, ResponseBody::Error(error.clone())))
 }
 
 /// A one-way message from the peer.
@@ -868,7 +891,7 @@ impl Notification {
 pub struct ShutdownRequest {
     id: u64,
     grace: Option<Duration>,
-    inner: Option<Arc<Inner>>,
+    answer: Option<Arc<dyn Answer>>,
 }
 
 impl fmt::Debug for ShutdownRequest {
@@ -880,6 +903,18 @@ impl fmt::Debug for ShutdownRequest {
 }
 
 impl ShutdownRequest {
+    pub(crate) fn new(
+        id: u64,
+        grace: Option<Duration>,
+        answer: Arc<dyn Answer>,
+    ) -> ShutdownRequest {
+        ShutdownRequest {
+            id,
+            grace,
+            answer: Some(answer),
+        }
+    }
+
     /// How long the parent waits before it escalates to signals.
     pub fn grace(&self) -> Option<Duration> {
         self.grace
@@ -890,17 +925,17 @@ impl ShutdownRequest {
     /// # Errors
     /// [`ChannelError::Closed`].
     pub fn acknowledge(mut self) -> Result<(), ChannelError> {
-        let inner = self.inner.take().expect("answered once");
+        let answer = self.answer.take().expect("answered once");
         let id = self.id;
-        send_on(&inner, |st| st.session.send_response(id, ResponseBody::Ok))
+        answer.answer(&mut |s| s.send_response(id, ResponseBody::Ok))
     }
 }
 
 impl Drop for ShutdownRequest {
     fn drop(&mut self) {
-        if let Some(inner) = self.inner.take() {
+        if let Some(answer) = self.answer.take() {
             let id = self.id;
-            let _ = send_on(&inner, |st| st.session.send_response(id, ResponseBody::Ok));
+            let _ = answer.answer(&mut |s| s.send_response(id, ResponseBody::Ok));
         }
     }
 }
@@ -1101,18 +1136,20 @@ fn dispatch(inner: &Arc<Inner>, st: &mut State) {
             Routed::Status(s) => st.last_status = Some(s),
             Routed::RaiseSigterm => st.raise_sigterm = true,
             Routed::Shutdown { id, grace } => {
-                st.incoming.push_back(Incoming::Shutdown(ShutdownRequest {
-                    id,
-                    grace,
-                    inner: Some(Arc::clone(inner)),
-                }))
+                st.incoming
+                    .push_back(Incoming::Shutdown(ShutdownRequest::new(
+                        id,
+                        grace,
+                        Arc::clone(inner) as Arc<dyn Answer>,
+                    )))
             }
             Routed::Request { id, body } => {
-                st.incoming.push_back(Incoming::Request(IncomingRequest {
-                    id,
-                    body,
-                    inner: Some(Arc::clone(inner)),
-                }))
+                st.incoming
+                    .push_back(Incoming::Request(IncomingRequest::new(
+                        id,
+                        body,
+                        Arc::clone(inner) as Arc<dyn Answer>,
+                    )))
             }
             Routed::Response { id, body } => {
                 if st.waiting.contains(&id) {
@@ -1121,7 +1158,7 @@ fn dispatch(inner: &Arc<Inner>, st: &mut State) {
             }
             Routed::Notify(body) => st
                 .incoming
-                .push_back(Incoming::Notify(Notification { body })),
+                .push_back(Incoming::Notify(Notification::new(body))),
             Routed::Goodbye(g) => st.peer_goodbye = Some(g),
         }
     }

@@ -48,18 +48,17 @@ use ::tokio::io::Interest;
 use ::tokio::io::unix::AsyncFd;
 use ::tokio::sync::{Notify, oneshot};
 use ::tokio::time::{Instant, Sleep};
-use bytes::{Bytes, BytesMut};
-use readyfd_proto::codec::decode_body;
+use bytes::BytesMut;
 use readyfd_proto::{
-    GoodbyeReason, Hello, Ready, RemoteError, RemoteErrorKind, RequestBody, ResponseBody, Role,
-    Session, SessionError,
+    GoodbyeReason, Hello, Ready, RequestBody, ResponseBody, Role, Session, SessionError,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::channel::{
-    ChannelOptions, HIGH_WATER, MAX_INCOMING, Notification, ReadEnd, ReadyEvent, Routed,
-    ShutdownPolicy, decode_response, next_routed, read_blocker, say_protocol_error, send_blocker,
+    Answer as AnswerPeer, ChannelOptions, HIGH_WATER, Incoming, IncomingRequest, MAX_INCOMING,
+    Notification, ReadEnd, ReadyEvent, Routed, ShutdownPolicy, ShutdownRequest, decode_response,
+    next_routed, read_blocker, say_protocol_error, send_blocker,
 };
 use crate::error::{ChannelError, CloseReason};
 use crate::sys;
@@ -705,161 +704,14 @@ impl Drop for Answer<'_> {
 
 // ---- incoming ---------------------------------------------------------------
 
-/// Something the peer sent that the application handles.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Incoming {
-    /// A request: answer it with [`IncomingRequest::respond`].
-    Request(IncomingRequest),
-    /// A one-way message.
-    Notify(Notification),
-    /// The parent asks this child to stop (only with
-    /// [`ShutdownPolicy::Deliver`]).
-    Shutdown(ShutdownRequest),
-}
-
-/// A request from the peer. Dropping it unanswered answers it with a
-/// [`RemoteErrorKind::Dropped`] error, so the peer never waits forever.
-///
-/// Answering does not wait: the answer is queued and written as far as the
-/// socket takes it, the rest by the channel's I/O task.
-pub struct IncomingRequest {
-    id: u64,
-    body: Bytes,
-    inner: Option<Arc<Inner>>,
-}
-
-impl fmt::Debug for IncomingRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IncomingRequest")
-            .field("id", &self.id)
-            .field("len", &self.body.len())
-            .finish()
-    }
-}
-
-impl IncomingRequest {
-    /// The request's id (unique among the peer's unanswered requests).
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// The raw body, in the application's encoding.
-    pub fn bytes(&self) -> &[u8] {
-        &self.body
-    }
-
-    /// Decodes the body as `T`.
-    ///
-    /// # Errors
-    /// [`ChannelError::Decode`] when it is not a `T`. Answer such a request
-    /// with [`reject`](Self::reject) and [`RemoteErrorKind::BadRequest`].
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ChannelError> {
-        decode_body(&self.body).map_err(|source| ChannelError::Decode {
-            type_name: std::any::type_name::<T>(),
-            source,
-        })
-    }
-
-    /// Answers with `body`.
-    ///
-    /// # Errors
-    /// [`ChannelError::Encode`] when `body` is too large for the peer (the
-    /// request is then answered with an error instead);
-    /// [`ChannelError::Closed`].
-    pub fn respond<T: Serialize + ?Sized>(mut self, body: &T) -> Result<(), ChannelError> {
-        let inner = self.inner.take().expect("answered once");
-        let id = self.id;
-        let r = inner.send_now(|s| s.send_app_response(id, body));
-        if let Err(ChannelError::Encode(e)) = &r {
-            let message = e.to_string();
-            let _ = inner.send_now(|s| {
-                s.send_response(
-                    id,
-                    ResponseBody::Error(RemoteError {
-                        kind: RemoteErrorKind::Failed,
-                        message,
-                    }),
-                )
-            });
-        }
-        r
-    }
-
-    /// Answers with an error of kind `kind`.
-    ///
-    /// # Errors
-    /// [`ChannelError::Closed`].
-    pub fn reject(
-        mut self,
-        kind: RemoteErrorKind,
-        message: impl Into<String>,
+// The peer's requests are the blocking API's types: they answer through
+// this channel's `send_now`.
+impl AnswerPeer for Inner {
+    fn answer(
+        &self,
+        f: &mut dyn FnMut(&mut Session) -> Result<(), SessionError>,
     ) -> Result<(), ChannelError> {
-        let inner = self.inner.take().expect("answered once");
-        let id = self.id;
-        let error = RemoteError {
-            kind,
-            message: message.into(),
-        };
-        inner.send_now(|s| s.send_response(id, ResponseBody::Error(error)))
-    }
-}
-
-impl Drop for IncomingRequest {
-    fn drop(&mut self) {
-        if let Some(inner) = self.inner.take() {
-            let id = self.id;
-            let _ = inner.send_now(|s| {
-                s.send_response(
-                    id,
-                    ResponseBody::Error(RemoteError {
-                        kind: RemoteErrorKind::Dropped,
-                        message: "the request was dropped without an answer".into(),
-                    }),
-                )
-            });
-        }
-    }
-}
-
-/// The parent's request that this child stop. Dropping it acknowledges it.
-pub struct ShutdownRequest {
-    id: u64,
-    grace: Option<Duration>,
-    inner: Option<Arc<Inner>>,
-}
-
-impl fmt::Debug for ShutdownRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ShutdownRequest")
-            .field("grace", &self.grace)
-            .finish()
-    }
-}
-
-impl ShutdownRequest {
-    /// How long the parent waits before it escalates to signals.
-    pub fn grace(&self) -> Option<Duration> {
-        self.grace
-    }
-
-    /// Acknowledges the request (the parent then waits for the exit).
-    ///
-    /// # Errors
-    /// [`ChannelError::Closed`].
-    pub fn acknowledge(mut self) -> Result<(), ChannelError> {
-        let inner = self.inner.take().expect("answered once");
-        let id = self.id;
-        inner.send_now(|s| s.send_response(id, ResponseBody::Ok))
-    }
-}
-
-impl Drop for ShutdownRequest {
-    fn drop(&mut self) {
-        if let Some(inner) = self.inner.take() {
-            let id = self.id;
-            let _ = inner.send_now(|s| s.send_response(id, ResponseBody::Ok));
-        }
+        self.send_now(f)
     }
 }
 
@@ -1159,18 +1011,20 @@ fn dispatch(inner: &Arc<Inner>, st: &mut State) {
             Routed::Status(s) => st.last_status = Some(s),
             Routed::RaiseSigterm => st.raise_sigterm = true,
             Routed::Shutdown { id, grace } => {
-                st.incoming.push_back(Incoming::Shutdown(ShutdownRequest {
-                    id,
-                    grace,
-                    inner: Some(Arc::clone(inner)),
-                }))
+                st.incoming
+                    .push_back(Incoming::Shutdown(ShutdownRequest::new(
+                        id,
+                        grace,
+                        Arc::clone(inner) as Arc<dyn AnswerPeer>,
+                    )))
             }
             Routed::Request { id, body } => {
-                st.incoming.push_back(Incoming::Request(IncomingRequest {
-                    id,
-                    body,
-                    inner: Some(Arc::clone(inner)),
-                }))
+                st.incoming
+                    .push_back(Incoming::Request(IncomingRequest::new(
+                        id,
+                        body,
+                        Arc::clone(inner) as Arc<dyn AnswerPeer>,
+                    )))
             }
             Routed::Response { id, body } => {
                 // No sender: the request was abandoned (its future dropped).

@@ -95,7 +95,8 @@ mod channel;
 mod child;
 mod spawn;
 
-pub use crate::channel::Notification;
-pub use channel::{Channel, Incoming, IncomingRequest, ShutdownRequest};
+// The peer's messages are the same types as in the blocking API.
+pub use crate::channel::{Incoming, IncomingRequest, Notification, ShutdownRequest};
+pub use channel::Channel;
 pub use child::Parent;
 pub use spawn::{CommandExt, ReadyChild, ReadyCommand, spawn};
