@@ -1043,11 +1043,11 @@ fn suite_50_servers(s: &mut Suite) {
 }
 
 /// 20 000 round trips of a 16-byte request, ours or raw, and nothing else.
-fn profile_rtt(ours: bool) {
+fn profile_rtt(mode: &str) {
     const N: usize = 20_000;
     let body = ByteBuf::from(vec![7u8; 16]);
     let t = Instant::now();
-    if ours {
+    if mode == "ours" {
         let mut child = ReadyCommand::new(me("serve")).spawn().unwrap();
         child.wait_ready(BOUND).unwrap();
         let ch = child.channel().unwrap();
@@ -1058,6 +1058,28 @@ fn profile_rtt(ours: bool) {
         println!("ours: {:.1} us per round trip", us(t0.elapsed()) / N as f64);
         ch.close();
         child.wait().unwrap();
+    } else if mode == "async" {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut child = readyfd::tokio::ReadyCommand::new(me("serve"))
+                .spawn()
+                .unwrap();
+            child.wait_ready(BOUND).await.unwrap();
+            let ch = child.channel().unwrap().clone();
+            let t0 = Instant::now();
+            for _ in 0..N {
+                let _: ByteBuf = ch.request(&body).await.unwrap();
+            }
+            println!(
+                "async: {:.1} us per round trip",
+                us(t0.elapsed()) / N as f64
+            );
+            ch.close();
+            child.wait().await.unwrap();
+        });
     } else {
         let frame = 5 + 8 + 4 + 8 + 16;
         let (ours_fd, theirs) = stream_pair();
@@ -1086,12 +1108,11 @@ fn main() {
     }
     let quick = std::env::var_os("READYFD_BENCH_QUICK").is_some();
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    // `profile-ours` / `profile-raw`: only 20 000 small round trips, for
-    // `perf stat -e context-switches,task-clock` (it follows the children).
-    match only.as_deref() {
-        Some("profile-ours") => return profile_rtt(true),
-        Some("profile-raw") => return profile_rtt(false),
-        _ => {}
+    // `profile-ours` / `profile-async` / `profile-raw`: only 20 000 small
+    // round trips, for `perf stat -e context-switches,task-clock` or `strace
+    // -f -c` (both follow the children).
+    if let Some(m @ ("profile-ours" | "profile-async" | "profile-raw")) = only.as_deref() {
+        return profile_rtt(m.trim_start_matches("profile-"));
     }
     let mut s = Suite {
         quick,

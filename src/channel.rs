@@ -1,17 +1,19 @@
 //! The blocking channel: one type for both ends of a native readyfd session.
 //!
-//! A [`Channel`] owns one AF_UNIX stream socket and one I/O thread. The
-//! thread reads and decodes frames, answers `Ping`, routes each `Response`
-//! to the thread waiting for it, and queues the peer's requests and
-//! notifications for [`Channel::recv`]. Sends are made by the calling thread
-//! directly while the socket has room (one `send` per batch of frames, with
-//! `MSG_NOSIGNAL`); when it has not, the I/O thread takes over the rest, so
-//! no thread ever blocks in `send` while holding up reads, and frames never
-//! interleave on the wire.
+//! A [`Channel`] owns one AF_UNIX stream socket and one I/O thread. Input
+//! is read by a thread that waits for it (a caller waiting for its answer,
+//! for the next message, or for `Ready` reads the socket itself, so a
+//! message costs one wake-up, as with a plain blocking read), and by the I/O
+//! thread while no caller waits. Whoever reads decodes frames, answers
+//! `Ping`, routes each `Response` to the thread waiting for it, and queues
+//! the peer's requests and notifications for [`Channel::recv`]. Sends are
+//! made by the calling thread directly while the socket has room (one `send`
+//! per batch of frames, with `MSG_NOSIGNAL`); when it has not, the I/O thread
+//! takes over the rest, so no thread ever blocks in `send` while holding up
+//! reads, and frames never interleave on the wire.
 //!
 //! Memory is bounded on both paths: senders wait while more than
-//! [`HIGH_WATER`] bytes are queued for the peer, and the I/O thread stops
-//! reading while [`MAX_INCOMING`] messages wait in [`recv`](Channel::recv)'s
+//! [`HIGH_WATER`] bytes are queued for the peer, and reading stops while [`MAX_INCOMING`] messages wait in [`recv`](Channel::recv)'s
 //! queue or our answers to the peer pile up, which pushes back on a peer
 //! that floods.
 
@@ -24,7 +26,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use readyfd_proto::codec::decode_body;
 use readyfd_proto::{
     GoodbyeReason, Hello, Message, Ready, RemoteError, RemoteErrorKind, RequestBody, ResponseBody,
@@ -88,6 +92,29 @@ enum Writer {
     Io,
 }
 
+/// Who reads the socket: the leader/follower hand-over that saves a wake-up.
+///
+/// A thread that waits for something the peer sends (an answer, a message,
+/// `Ready`) reads the socket itself while it waits, instead of sleeping
+/// until the I/O thread has read and woken it: one wake-up per message
+/// instead of two, which is most of a small round trip's cost. The I/O
+/// thread stops watching the socket for input meanwhile (an `epoll_ctl`,
+/// which does not wake it) and takes over again when that thread is done,
+/// so input is read even while nobody waits (a `Ping`, a `Shutdown`, the
+/// peer going away).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// The I/O thread watches the socket for input.
+    Io,
+    /// A waiting caller reads the socket itself.
+    Caller,
+}
+
+/// `epoll` tags of the I/O thread's fds.
+const TAG_WAKE: u64 = 0;
+const TAG_SOCK: u64 = 1;
+const TAG_PID: u64 = 2;
+
 /// What the I/O thread saw of the read side.
 #[derive(Debug, Clone)]
 pub(crate) enum ReadEnd {
@@ -117,6 +144,14 @@ struct State {
     child_exited: bool,
     raise_sigterm: bool,
     stop: bool,
+    /// Who reads the socket.
+    reader: Reader,
+    /// What the I/O thread's epoll watches the socket for (`None`: the
+    /// socket is not registered yet).
+    registered: Option<EpollFlags>,
+    /// Threads asleep on the condition variable (so that nobody pays for a
+    /// notification nobody waits for).
+    sleepers: usize,
 }
 
 impl State {
@@ -192,8 +227,19 @@ pub(crate) fn read_blocker(
 
 pub(crate) struct Inner {
     sock: OwnedFd,
+    /// Wakes the I/O thread (to stop).
     wake: OwnedFd,
+    /// Wakes the caller that reads the socket, when something other than
+    /// input ends its wait (a local close, a failed write, the child's exit).
+    reader_wake: OwnedFd,
+    /// The I/O thread's epoll: `wake`, the pidfd, and the socket as
+    /// [`Inner::sync_interest`] registers it.
+    epoll: Epoll,
     pidfd: Option<OwnedFd>,
+    /// The bytes read and not yet decoded. Held by whoever reads the socket,
+    /// across the read and the decoding, so input is handled in order; it is
+    /// taken before `state`, never while `state` is held.
+    rbuf: Mutex<BytesMut>,
     state: Mutex<State>,
     cond: Condvar,
     policy: ShutdownPolicy,
@@ -207,23 +253,208 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn lock_rbuf(&self) -> MutexGuard<'_, BytesMut> {
+        self.rbuf.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn wait<'a>(
         &self,
-        g: MutexGuard<'a, State>,
+        mut g: MutexGuard<'a, State>,
         deadline: Option<Instant>,
     ) -> (MutexGuard<'a, State>, bool) {
-        match deadline {
-            None => (self.cond.wait(g).unwrap_or_else(|p| p.into_inner()), false),
+        let (mut g, timed_out) = match deadline {
+            None => {
+                g.sleepers += 1;
+                (self.cond.wait(g).unwrap_or_else(|p| p.into_inner()), false)
+            }
             Some(d) => {
                 let left = sys::remaining(d);
                 if left.is_zero() {
                     return (g, true);
                 }
+                g.sleepers += 1;
                 let (g, r) = self
                     .cond
                     .wait_timeout(g, left)
                     .unwrap_or_else(|p| p.into_inner());
                 (g, r.timed_out() && Instant::now() >= d)
+            }
+        };
+        g.sleepers -= 1;
+        (g, timed_out)
+    }
+
+    /// Wakes the threads asleep on the condition variable, if any.
+    fn notify(&self, st: &State) {
+        if st.sleepers > 0 {
+            self.cond.notify_all();
+        }
+    }
+
+    /// Wakes every waiter, the caller reading the socket included: for
+    /// changes that are not input (a close, a failed write, an exit).
+    fn wake_waiters(&self, st: &State) {
+        self.notify(st);
+        if st.reader == Reader::Caller {
+            sys::eventfd_wake(self.reader_wake.as_fd());
+        }
+    }
+
+    /// Whether input may be read now: the read side is open and neither
+    /// back-pressure limit holds reading up.
+    fn may_read(&self, st: &State) -> bool {
+        matches!(st.read, ReadEnd::Open)
+            && !st.stop
+            && st.incoming.len() < MAX_INCOMING
+            && st.pending_out() < HIGH_WATER + self.max_frame as usize
+    }
+
+    /// Registers with the I/O thread's epoll what it must watch the socket
+    /// for now: input when it is the reader and reading is allowed, room
+    /// when it is the writer. Changing the registration does not wake the
+    /// I/O thread. A socket it has no interest in stays registered
+    /// `EPOLLONESHOT` with no events: a hung-up socket reports `EPOLLHUP`
+    /// whatever is asked, and one-shot makes that at most one wake-up, where
+    /// a plain registration would spin; and `EPOLL_CTL_MOD` costs less than
+    /// taking the socket out and putting it back (which allocates).
+    fn sync_interest(&self, st: &mut State) {
+        let mut want = EpollFlags::empty();
+        if st.reader == Reader::Io && self.may_read(st) {
+            want |= EpollFlags::EPOLLIN;
+        }
+        if st.writer == Writer::Io {
+            want |= EpollFlags::EPOLLOUT;
+        }
+        if st.registered == Some(want) {
+            return;
+        }
+        let flags = if want.is_empty() {
+            EpollFlags::EPOLLONESHOT
+        } else {
+            want
+        };
+        let r = if st.registered.is_none() {
+            self.epoll
+                .add(self.sock.as_fd(), EpollEvent::new(flags, TAG_SOCK))
+        } else {
+            self.epoll
+                .modify(self.sock.as_fd(), &mut EpollEvent::new(flags, TAG_SOCK))
+        };
+        match r {
+            Ok(()) => st.registered = Some(want),
+            Err(e) => {
+                // Only a kernel out of memory gets here: the channel cannot
+                // be driven any more, and everyone waiting must hear it.
+                let e = io::Error::from(e);
+                if matches!(st.read, ReadEnd::Open) {
+                    st.read = ReadEnd::Failed(CloseReason::Io(e.kind(), e.to_string()));
+                }
+                self.wake_waiters(st);
+            }
+        }
+    }
+
+    /// Waits until `check` returns something, and returns it; or, once
+    /// `deadline` has passed, returns the state with `check` having failed
+    /// under it one last time (so a timeout can be cleaned up atomically).
+    ///
+    /// The waiting thread reads the socket itself when no other thread is
+    /// (see [`Reader`]); otherwise it sleeps on the condition variable
+    /// until whoever reads has handed something over.
+    fn wait_for<'a, T>(
+        self: &'a Arc<Self>,
+        deadline: Option<Instant>,
+        mut check: impl FnMut(&mut State) -> Option<T>,
+    ) -> Result<T, MutexGuard<'a, State>> {
+        let mut st = self.lock();
+        loop {
+            if let Some(t) = check(&mut st) {
+                return Ok(t);
+            }
+            if st.reader == Reader::Io && self.may_read(&st) {
+                st.reader = Reader::Caller;
+                self.sync_interest(&mut st);
+                drop(st);
+                let led = self.lead(deadline, &mut check);
+                st = self.lock();
+                st.reader = Reader::Io;
+                self.sync_interest(&mut st);
+                // A thread that waited meanwhile may read now.
+                self.notify(&st);
+                if let Some(t) = led {
+                    return Ok(t);
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return check(&mut st).ok_or(st);
+                }
+                // Reading stopped (back-pressure, or the read side ended):
+                // look again.
+                continue;
+            }
+            let (g, timed_out) = self.wait(st, deadline);
+            st = g;
+            if timed_out {
+                return check(&mut st).ok_or(st);
+            }
+        }
+    }
+
+    /// The reading caller's loop: read and decode what is there, look with
+    /// `check`, sleep in `poll` on the socket until more comes. Returns
+    /// `None` when the deadline passes or reading must stop.
+    fn lead<T>(
+        self: &Arc<Self>,
+        deadline: Option<Instant>,
+        check: &mut impl FnMut(&mut State) -> Option<T>,
+    ) -> Option<T> {
+        // The first look reads nothing: `poll` says at once if input is
+        // there, and an empty read would be a system call for nothing.
+        let mut readable = false;
+        loop {
+            {
+                // `check` runs with the read buffer held: what another
+                // thread read before we got it has been decoded and routed,
+                // and nothing can be read between our last look and our
+                // poll.
+                let mut rbuf = self.lock_rbuf();
+                loop {
+                    let step = if readable {
+                        read_step(self, &mut rbuf, Writer::Caller)
+                    } else {
+                        ReadStep::Empty
+                    };
+                    let mut st = self.lock();
+                    if let Some(t) = check(&mut st) {
+                        return Some(t);
+                    }
+                    if !self.may_read(&st) {
+                        return None;
+                    }
+                    if step != ReadStep::Data {
+                        break;
+                    }
+                }
+            }
+            let mut fds = [
+                PollFd::new(self.sock.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.reader_wake.as_fd(), PollFlags::POLLIN),
+            ];
+            match sys::poll_until(&mut fds, deadline) {
+                Ok(0) => return None,
+                Ok(_) => {
+                    readable = true;
+                    if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                        sys::eventfd_drain(self.reader_wake.as_fd());
+                    }
+                }
+                Err(e) => {
+                    let mut st = self.lock();
+                    if matches!(st.read, ReadEnd::Open) {
+                        st.read = ReadEnd::Failed(CloseReason::Io(e.kind(), e.to_string()));
+                    }
+                    self.wake_waiters(&st);
+                    return check(&mut st);
+                }
             }
         }
     }
@@ -268,13 +499,15 @@ impl Inner {
                     st.unsent -= n;
                     if st.writer == Writer::Io {
                         // Senders waiting for room may proceed.
-                        self.cond.notify_all();
+                        self.notify(&st);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if st.writer == Writer::Caller {
+                        // The I/O thread writes the rest when there is room:
+                        // registering that is all it takes to tell it.
                         st.writer = Writer::Io;
-                        sys::eventfd_wake(self.wake.as_fd());
+                        self.sync_interest(&mut st);
                     }
                     return st;
                 }
@@ -284,17 +517,27 @@ impl Inner {
             }
         }
         st.writer = Writer::Idle;
-        self.cond.notify_all();
+        // Reading may have been held up by what was queued.
+        self.sync_interest(&mut st);
+        if st.write_failed.is_some() {
+            self.wake_waiters(&st);
+        } else {
+            self.notify(&st);
+        }
         st
     }
 }
 
 /// One end of a native readyfd channel.
 ///
-/// A `Channel` owns one AF_UNIX stream socket and one I/O thread. The
-/// thread reads and decodes frames, answers `Ping`, routes each response to
-/// the thread waiting for it, and queues the peer's requests and
-/// notifications for [`recv`](Self::recv). Sends are made by the calling
+/// A `Channel` owns one AF_UNIX stream socket and one I/O thread. A thread
+/// that waits for input (an answer, the next message, `Ready`) reads the
+/// socket itself while no other thread does, so each message costs one
+/// wake-up; the I/O thread reads while nobody waits, so `Ping` is answered
+/// and a `Shutdown` seen whatever the application is doing. Whoever reads
+/// decodes frames, answers `Ping`, routes each response to the thread
+/// waiting for it, and queues the peer's requests and notifications for
+/// [`recv`](Self::recv). Sends are made by the calling
 /// thread directly while the socket has room (with `MSG_NOSIGNAL`); when it
 /// has not, the I/O thread writes the rest, so frames never interleave and
 /// no thread blocks in `send` while reads are held up. Memory is bounded
@@ -332,12 +575,21 @@ impl Channel {
     ) -> io::Result<Channel> {
         sys::set_nonblocking(sock.as_fd(), true)?;
         let wake = sys::eventfd()?;
+        let reader_wake = sys::eventfd()?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TAG_WAKE))?;
+        if let Some(p) = &pidfd {
+            epoll.add(p.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TAG_PID))?;
+        }
         let mut session = Session::new(role, std::process::id(), opts.session);
         session.send_hello();
         let inner = Arc::new(Inner {
             sock,
             wake,
+            reader_wake,
+            epoll,
             pidfd,
+            rbuf: Mutex::new(BytesMut::with_capacity(READ_CHUNK)),
             state: Mutex::new(State {
                 session,
                 out: Vec::new(),
@@ -356,6 +608,9 @@ impl Channel {
                 child_exited: false,
                 raise_sigterm: false,
                 stop: false,
+                reader: Reader::Io,
+                registered: None,
+                sleepers: 0,
             }),
             cond: Condvar::new(),
             policy: opts.shutdown,
@@ -381,7 +636,7 @@ impl Channel {
                     };
                     st.read = ReadEnd::Failed(CloseReason::Io(io::ErrorKind::Other, why));
                 }
-                io.cond.notify_all();
+                io.wake_waiters(&st);
             })?;
         Ok(Channel {
             inner,
@@ -537,27 +792,24 @@ impl Channel {
             st.waiting.insert(id);
             Ok(id)
         })?;
-        let mut st = self.inner.lock();
-        loop {
+        let answer = self.inner.wait_for(deadline, |st| {
             if let Some(body) = st.responses.remove(&id) {
                 st.waiting.remove(&id);
-                return match body {
+                return Some(match body {
                     ResponseBody::Error(e) => Err(ChannelError::Remote(e)),
                     other => Ok(other),
-                };
+                });
             }
-            if let Some(r) = st.read_blocker() {
+            st.read_blocker().map(|r| {
                 st.waiting.remove(&id);
-                return Err(ChannelError::Closed(r));
-            }
-            let (g, timed_out) = self.inner.wait(st, deadline);
-            st = g;
-            if timed_out && !st.responses.contains_key(&id) {
-                st.waiting.remove(&id);
-                st.session.abandon_request(id);
-                return Err(ChannelError::Timeout(Duration::ZERO));
-            }
-        }
+                Err(ChannelError::Closed(r))
+            })
+        });
+        answer.unwrap_or_else(|mut st| {
+            st.waiting.remove(&id);
+            st.session.abandon_request(id);
+            Err(ChannelError::Timeout(Duration::ZERO))
+        })
     }
 
     // ---- receiving --------------------------------------------------------
@@ -582,24 +834,18 @@ impl Channel {
     }
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Incoming>, ChannelError> {
-        let mut st = self.inner.lock();
-        loop {
+        let inner = &self.inner;
+        let next = inner.wait_for(deadline, |st| {
             if let Some(m) = st.incoming.pop_front() {
                 if st.incoming.len() + 1 == MAX_INCOMING {
-                    // The I/O thread may have stopped reading: let it resume.
-                    sys::eventfd_wake(self.inner.wake.as_fd());
+                    // Reading may have stopped on a full queue: resume it.
+                    inner.sync_interest(st);
                 }
-                return Ok(Some(m));
+                return Some(Ok(Some(m)));
             }
-            if let Some(r) = st.read_blocker() {
-                return Err(ChannelError::Closed(r));
-            }
-            let (g, timed_out) = self.inner.wait(st, deadline);
-            st = g;
-            if timed_out && st.incoming.is_empty() {
-                return Ok(None);
-            }
-        }
+            st.read_blocker().map(|r| Err(ChannelError::Closed(r)))
+        });
+        next.unwrap_or(Ok(None))
     }
 
     /// Says `Goodbye` and stops sending. Requests still waiting fail with
@@ -611,7 +857,7 @@ impl Channel {
             st = self.inner.flush(st, Writer::Caller);
         }
         st.local_closed = true;
-        self.inner.cond.notify_all();
+        self.inner.wake_waiters(&st);
     }
 
     // ---- parent-side waiting ------------------------------------------------
@@ -619,31 +865,27 @@ impl Channel {
     /// Waits until the child is ready, the channel ends, the child exits
     /// (with the pidfd given to [`start`](Self::start)) or `deadline`.
     pub(crate) fn wait_ready_event(&self, deadline: Instant, ignore_exit: bool) -> ReadyEvent {
-        let mut st = self.inner.lock();
-        loop {
+        let event = self.inner.wait_for(Some(deadline), |st| {
             if let Some(r) = &st.ready {
-                return ReadyEvent::Ready(r.clone());
+                return Some(ReadyEvent::Ready(r.clone()));
             }
             match &st.read {
                 ReadEnd::Failed(CloseReason::Protocol(e)) => {
-                    return ReadyEvent::Protocol(e.clone());
+                    return Some(ReadyEvent::Protocol(e.clone()));
                 }
-                ReadEnd::Failed(r) => return ReadyEvent::Io(r.clone()),
-                ReadEnd::Eof => return ReadyEvent::Closed,
+                ReadEnd::Failed(r) => return Some(ReadyEvent::Io(r.clone())),
+                ReadEnd::Eof => return Some(ReadyEvent::Closed),
                 ReadEnd::Open => {}
             }
             if let Some(g) = &st.peer_goodbye {
-                return ReadyEvent::Goodbye(g.clone());
+                return Some(ReadyEvent::Goodbye(g.clone()));
             }
             if st.child_exited && !ignore_exit {
-                return ReadyEvent::Exited;
+                return Some(ReadyEvent::Exited);
             }
-            let (g, timed_out) = self.inner.wait(st, Some(deadline));
-            st = g;
-            if timed_out {
-                return ReadyEvent::Timeout;
-            }
-        }
+            None
+        });
+        event.unwrap_or(ReadyEvent::Timeout)
     }
 }
 
@@ -956,144 +1198,153 @@ fn send_on(
 // ---- the I/O thread -----------------------------------------------------------
 
 fn io_loop(inner: &Arc<Inner>) {
-    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-    let mut watch_pid = inner.pidfd.is_some();
+    let mut events = [EpollEvent::empty(); 4];
     loop {
-        let (want_read, want_write) = {
-            let st = inner.lock();
+        {
+            let mut st = inner.lock();
             if st.stop {
                 return;
             }
-            let reading = matches!(st.read, ReadEnd::Open)
-                && st.incoming.len() < MAX_INCOMING
-                && st.pending_out() < HIGH_WATER + inner.max_frame as usize;
-            (reading, st.writer == Writer::Io)
-        };
-        let mut events = PollFlags::empty();
-        if want_read {
-            events |= PollFlags::POLLIN;
+            inner.sync_interest(&mut st);
         }
-        if want_write {
-            events |= PollFlags::POLLOUT;
-        }
-        // The socket is polled only when we want something of it: a hung-up
-        // socket reports POLLHUP whatever is asked, and must not spin us
-        // while reading is paused.
-        let mut fds = [
-            PollFd::new(inner.wake.as_fd(), PollFlags::POLLIN),
-            PollFd::new(inner.wake.as_fd(), PollFlags::empty()),
-            PollFd::new(inner.wake.as_fd(), PollFlags::empty()),
-        ];
-        let mut n = 1;
-        let sock_at = if events.is_empty() {
-            None
-        } else {
-            fds[n] = PollFd::new(inner.sock.as_fd(), events);
-            n += 1;
-            Some(n - 1)
+        let n = match inner.epoll.wait(&mut events, EpollTimeout::NONE) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(_) => return,
         };
-        let pid_at = match (&inner.pidfd, watch_pid) {
-            (Some(p), true) => {
-                fds[n] = PollFd::new(p.as_fd(), PollFlags::POLLIN);
-                n += 1;
-                Some(n - 1)
+        let (mut wake, mut sock, mut pid) = (false, EpollFlags::empty(), false);
+        for ev in &events[..n] {
+            match ev.data() {
+                TAG_WAKE => wake = true,
+                TAG_SOCK => sock = ev.events(),
+                TAG_PID => pid = true,
+                _ => {}
             }
-            _ => None,
-        };
-        let fds = &mut fds[..n];
-        if sys::poll_until(fds, None).is_err() {
-            return;
         }
-        let rev = |i: Option<usize>| {
-            i.and_then(|i| fds[i].revents())
-                .unwrap_or(PollFlags::empty())
-        };
-        let (wake_ev, sock_ev, pid_ev) = (rev(Some(0)), rev(sock_at), rev(pid_at));
-        if !wake_ev.is_empty() {
+        if wake {
             sys::eventfd_drain(inner.wake.as_fd());
         }
-        if want_write
-            && sock_ev.intersects(PollFlags::POLLOUT | PollFlags::POLLERR | PollFlags::POLLHUP)
-        {
-            drop(inner.flush(inner.lock(), Writer::Io));
+        if sock.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
+            let st = inner.lock();
+            if st.writer == Writer::Io {
+                drop(inner.flush(st, Writer::Io));
+            }
         }
-        if want_read
-            && sock_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
-        {
-            read_available(inner, &mut rbuf);
+        if sock.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
+            // Unless a waiting caller has become the reader meanwhile, or
+            // is reading right now (it reads until the socket is empty).
+            if let Ok(mut rbuf) = inner.rbuf.try_lock() {
+                read_available(inner, &mut rbuf, false);
+            }
         }
-        if !pid_ev.is_empty() {
+        if pid {
+            let _ = inner
+                .epoll
+                .delete(inner.pidfd.as_ref().expect("registered").as_fd());
             // The child exited. Frames it wrote before dying are already in
-            // the socket buffer: take them first, so `Ready` wins.
-            read_available(inner, &mut rbuf);
-            watch_pid = false;
+            // the socket buffer: take them first (whoever is the reader), so
+            // `Ready` wins.
+            read_available(inner, &mut inner.lock_rbuf(), true);
             let mut st = inner.lock();
             st.child_exited = true;
-            inner.cond.notify_all();
+            inner.wake_waiters(&st);
         }
     }
 }
 
-/// Reads until the socket is drained (or a bound of reads, to stay fair),
-/// handing everything to the session.
-fn read_available(inner: &Arc<Inner>, rbuf: &mut BytesMut) {
+/// The I/O thread's reading: until the socket is drained (or a bound of
+/// reads, to stay fair), while it is the reader (or whoever is, with
+/// `any_reader`: a caller reading is woken to look).
+fn read_available(inner: &Arc<Inner>, rbuf: &mut BytesMut, any_reader: bool) {
     for _ in 0..16 {
         {
             let st = inner.lock();
-            if !matches!(st.read, ReadEnd::Open) {
+            if !inner.may_read(&st) || !(any_reader || st.reader == Reader::Io) {
                 return;
             }
         }
-        // A peer that closes with our bytes unread makes the kernel report
-        // ECONNRESET once its data is drained: that is its EOF.
-        let r = match sys::read_into(inner.sock.as_fd(), rbuf, READ_CHUNK) {
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(0),
-            r => r,
-        };
-        match r {
-            Ok(0) => {
-                let mut st = inner.lock();
-                let r = st.session.handle_eof(rbuf);
-                st.read = match r {
-                    Ok(_) => ReadEnd::Eof,
-                    Err(e) => ReadEnd::Failed(CloseReason::Protocol(e)),
-                };
-                dispatch(inner, &mut st);
-                let st = finish_input(inner, st);
-                inner.cond.notify_all();
-                drop(st);
-                return;
+        if read_step(inner, rbuf, Writer::Io) != ReadStep::Data {
+            return;
+        }
+    }
+}
+
+/// What one read came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadStep {
+    /// Bytes were read and handed to the session; there may be more.
+    Data,
+    /// Bytes were read and handed to the session, and the read was short:
+    /// the socket had nothing more at that moment, so reading again now
+    /// would only be an empty system call.
+    Drained,
+    /// Nothing to read now.
+    Empty,
+    /// The read side ended (EOF, a protocol error, a failed read).
+    Ended,
+}
+
+/// Reads once (the caller holds the read buffer), hands the bytes to the
+/// session, routes what it decoded, and sends what it produced, as `who`.
+fn read_step(inner: &Arc<Inner>, rbuf: &mut BytesMut, who: Writer) -> ReadStep {
+    // A peer that closes with our bytes unread makes the kernel report
+    // ECONNRESET once its data is drained: that is its EOF.
+    let r = match sys::read_into(inner.sock.as_fd(), rbuf, READ_CHUNK) {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(0),
+        r => r,
+    };
+    match r {
+        Ok(0) => {
+            let mut st = inner.lock();
+            let r = st.session.handle_eof(rbuf);
+            st.read = match r {
+                Ok(_) => ReadEnd::Eof,
+                Err(e) => ReadEnd::Failed(CloseReason::Protocol(e)),
+            };
+            dispatch(inner, &mut st);
+            let st = finish_input(inner, st, who);
+            inner.notify(&st);
+            ReadStep::Ended
+        }
+        Ok(n) => {
+            let mut st = inner.lock();
+            let r = st.session.handle_input(rbuf);
+            dispatch(inner, &mut st);
+            let ended = r.is_err();
+            if let Err(e) = r {
+                say_protocol_error(&mut st.session, &e);
+                st.read = ReadEnd::Failed(CloseReason::Protocol(e));
             }
-            Ok(_) => {
-                let mut st = inner.lock();
-                let r = st.session.handle_input(rbuf);
-                dispatch(inner, &mut st);
-                if let Err(e) = r {
-                    say_protocol_error(&mut st.session, &e);
-                    st.read = ReadEnd::Failed(CloseReason::Protocol(e));
-                }
-                let st = finish_input(inner, st);
-                inner.cond.notify_all();
-                if st.incoming.len() >= MAX_INCOMING {
-                    return;
-                }
+            let st = finish_input(inner, st, who);
+            inner.notify(&st);
+            if ended {
+                ReadStep::Ended
+            } else if n < READ_CHUNK {
+                // `read_into` asked for READ_CHUNK bytes.
+                ReadStep::Drained
+            } else {
+                ReadStep::Data
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) => {
-                let mut st = inner.lock();
-                st.read = ReadEnd::Failed(CloseReason::Io(e.kind(), e.to_string()));
-                inner.cond.notify_all();
-                return;
-            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadStep::Empty,
+        Err(e) => {
+            let mut st = inner.lock();
+            st.read = ReadEnd::Failed(CloseReason::Io(e.kind(), e.to_string()));
+            inner.notify(&st);
+            ReadStep::Ended
         }
     }
 }
 
 /// After input: send what the session produced (pongs, acknowledgements),
-/// then raise SIGTERM if a Shutdown asked for it.
-fn finish_input<'a>(inner: &'a Arc<Inner>, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+/// as `who`, then raise SIGTERM if a Shutdown asked for it.
+fn finish_input<'a>(
+    inner: &'a Inner,
+    st: MutexGuard<'a, State>,
+    who: Writer,
+) -> MutexGuard<'a, State> {
     let mut st = if st.session.transmit_len() > 0 {
-        inner.flush(st, Writer::Io)
+        inner.flush(st, who)
     } else {
         st
     };
@@ -1101,20 +1352,21 @@ fn finish_input<'a>(inner: &'a Arc<Inner>, st: MutexGuard<'a, State>) -> MutexGu
         st.raise_sigterm = false;
         // Make sure the acknowledgement is out before the signal may end us:
         // whoever holds the writer role (perhaps a caller's thread in the
-        // middle of a send) must have written everything queued.
+        // middle of a send, or the I/O thread) must have written everything
+        // queued.
         let deadline = Instant::now() + Duration::from_secs(1);
         while (st.pending_out() > 0 || st.writer != Writer::Idle)
             && st.write_failed.is_none()
             && Instant::now() < deadline
         {
-            st = match st.writer {
-                Writer::Idle => inner.flush(st, Writer::Io),
-                Writer::Io => {
+            st = match (st.writer, who) {
+                (Writer::Idle, _) => inner.flush(st, who),
+                (Writer::Io, Writer::Io) => {
                     drop(st);
                     let _ = sys::wait_fd(inner.sock.as_fd(), PollFlags::POLLOUT, Some(deadline));
                     inner.flush(inner.lock(), Writer::Io)
                 }
-                Writer::Caller => inner.wait(st, Some(deadline)).0,
+                _ => inner.wait(st, Some(deadline)).0,
             };
         }
         let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM);
@@ -1256,4 +1508,78 @@ pub(crate) fn say_protocol_error(session: &mut Session, e: &SessionError) {
         GoodbyeReason::ProtocolError
     };
     let _ = session.send_goodbye(reason, &e.to_string());
+}
+
+#[cfg(test)]
+mod tests {
+    //! The reading hand-over, observed from inside: which thread reads is
+    //! internal state, so these tests synchronise on it directly.
+
+    use super::*;
+
+    const BOUND: Duration = Duration::from_secs(60);
+
+    fn reader_is(ch: &Channel, who: Reader) -> bool {
+        ch.inner.lock().reader == who
+    }
+
+    #[test]
+    fn a_local_close_wakes_the_thread_reading_the_socket() {
+        // The peer stays silent: only the close can end the wait.
+        let (ours, _peer) = sys::stream_pair().unwrap();
+        let ch = Channel::start(ours, Role::Parent, None, ChannelOptions::default()).unwrap();
+        std::thread::scope(|s| {
+            // The ping's own deadline lies beyond the bound we wait for its
+            // end: a close that does not wake it fails the test.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let ch = &ch;
+            s.spawn(move || tx.send(ch.ping(BOUND * 2)));
+            while !reader_is(ch, Reader::Caller) {
+                std::thread::yield_now();
+            }
+            ch.close();
+            match rx.recv_timeout(BOUND) {
+                Ok(Err(ChannelError::Closed(CloseReason::Local))) => {}
+                Ok(other) => panic!("{other:?}"),
+                Err(_) => panic!("the close did not wake the waiting thread"),
+            }
+        });
+    }
+
+    #[test]
+    fn after_a_reading_wait_times_out_the_io_thread_reads_again() {
+        let (ours, peer) = sys::stream_pair().unwrap();
+        let ch = Channel::start(ours, Role::Parent, None, ChannelOptions::default()).unwrap();
+        match ch.ping(Duration::from_millis(20)) {
+            Err(ChannelError::Timeout(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(reader_is(&ch, Reader::Io));
+        // Nobody waits on our side now: the peer's Ping is answered by the
+        // I/O thread, or not at all.
+        sys::set_nonblocking(peer.as_fd(), false).unwrap();
+        let mut peer = std::os::unix::net::UnixStream::from(peer);
+        peer.set_read_timeout(Some(BOUND)).unwrap();
+        let mut session = Session::new(Role::Child, 1, SessionConfig::default());
+        session.send_hello();
+        let id = session.send_request(RequestBody::Ping).unwrap();
+        let mut out = Vec::new();
+        while session.poll_transmit(&mut out) {}
+        io::Write::write_all(&mut peer, &out).unwrap();
+        let mut buf = BytesMut::new();
+        let pong = loop {
+            let mut chunk = [0u8; 4096];
+            let n = io::Read::read(&mut peer, &mut chunk).unwrap();
+            assert!(n > 0, "the channel closed instead of answering");
+            buf.extend_from_slice(&chunk[..n]);
+            session.handle_input(&mut buf).unwrap();
+            if let Some(body) = std::iter::from_fn(|| session.poll_event()).find_map(|m| match m {
+                Message::Response { id: got, body } if got == id => Some(body),
+                _ => None,
+            }) {
+                break body;
+            }
+        };
+        assert_eq!(pong, ResponseBody::Ok);
+    }
 }

@@ -496,3 +496,114 @@ fn a_flooding_child_meets_back_pressure() {
     }
     child.kill().unwrap();
 }
+
+// ---- the reading hand-over -------------------------------------------------
+//
+// A thread that waits (for an answer, a message, `Ready`) reads the socket
+// itself while no other thread does; the I/O thread reads otherwise. These
+// tests put every kind of waiter on one channel at once, and end waits by
+// means other than the answer. (The unit tests in `src/channel.rs` pin
+// down which thread reads; these cannot see it.)
+
+#[test]
+fn waiters_of_every_kind_share_one_socket() {
+    let mut child = spawn("ready");
+    child.wait_ready(BOUND).unwrap();
+    let ch = child.channel().unwrap();
+    const ROUNDS: u32 = 100;
+    std::thread::scope(|s| {
+        // One thread takes every notification; the child sends `n` of them
+        // before answering `Notify(n)`.
+        let receiver = s.spawn(|| {
+            let mut seen = 0u32;
+            let want = (1..=ROUNDS).sum::<u32>() * 2;
+            while seen < want {
+                match ch.recv_timeout(BOUND).unwrap().expect("a notification") {
+                    Incoming::Notify(_) => seen += 1,
+                    other => panic!("{other:?}"),
+                }
+            }
+            seen
+        });
+        for _ in 0..2 {
+            s.spawn(|| {
+                for n in 1..=ROUNDS {
+                    let back: u32 = ch.request(&TestReq::Notify(n)).unwrap();
+                    assert_eq!(back, n);
+                }
+            });
+        }
+        s.spawn(|| {
+            for i in 0..300u64 {
+                let sum: u64 = ch.request(&TestReq::Add(i, 1)).unwrap();
+                assert_eq!(sum, i + 1);
+                ch.ping(BOUND).unwrap();
+            }
+        });
+        assert_eq!(receiver.join().unwrap(), (1..=ROUNDS).sum::<u32>() * 2);
+    });
+    assert!(stopped_cleanly(
+        child.stop(Duration::from_secs(10)).unwrap()
+    ));
+}
+
+#[test]
+fn a_local_close_ends_a_wait_for_an_answer() {
+    let mut child = spawn("ready");
+    child.wait_ready(BOUND).unwrap();
+    let ch = child.channel().unwrap();
+    std::thread::scope(|s| {
+        // The child answers `AskParent` only once we answer its own request,
+        // which we hold back until after the close.
+        let waiter = s.spawn(|| ch.request::<_, Result<String, String>>(&TestReq::AskParent));
+        // Synchronise on the child's request having arrived (read by the
+        // waiting thread, or by this one, or by the I/O thread).
+        let asked = match ch
+            .recv_timeout(BOUND)
+            .unwrap()
+            .expect("the child's request")
+        {
+            Incoming::Request(r) => r,
+            other => panic!("{other:?}"),
+        };
+        ch.close();
+        match waiter.join().unwrap() {
+            Err(ChannelError::Closed(CloseReason::Local)) => {}
+            other => panic!("{other:?}"),
+        }
+        drop(asked);
+    });
+    drop(child.kill());
+}
+
+#[test]
+fn a_timed_out_request_leaves_the_channel_working() {
+    let mut child = spawn("ready");
+    child.wait_ready(BOUND).unwrap();
+    let ch = child.channel().unwrap();
+    // Nobody answers the child's request yet, so `AskParent` times out.
+    match ch.request_timeout::<_, Result<String, String>>(
+        &TestReq::AskParent,
+        Duration::from_millis(50),
+    ) {
+        Err(ChannelError::Timeout(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    // The channel still reads: pings are answered, requests go both ways.
+    ch.ping(BOUND).unwrap();
+    match ch
+        .recv_timeout(BOUND)
+        .unwrap()
+        .expect("the child's request")
+    {
+        Incoming::Request(req) => req.respond(&"late").unwrap(),
+        other => panic!("{other:?}"),
+    }
+    // The child's late answer to the abandoned request is dropped; the next
+    // request gets its own.
+    let sum: u64 = ch.request(&TestReq::Add(2, 3)).unwrap();
+    assert_eq!(sum, 5);
+    assert!(stopped_cleanly(
+        child.stop(Duration::from_secs(10)).unwrap()
+    ));
+}

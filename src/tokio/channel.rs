@@ -854,8 +854,11 @@ impl IoTask {
         matches!(st.read, ReadEnd::Open) && st.incoming.len() < MAX_INCOMING
     }
 
-    /// One read, handed to the session. Returns whether the socket had
-    /// nothing to give (so that its readiness is to be cleared).
+    /// One read, handed to the session. Returns whether the socket has
+    /// nothing more to give (so that its readiness is to be cleared): it
+    /// gave nothing, or less than asked for. Clearing after a short read
+    /// saves an empty read per message, and loses nothing: tokio keeps
+    /// readiness that arrived after it was handed out.
     fn read_once(&mut self) -> bool {
         let fd = self.inner.sock.get_ref().as_fd();
         // A peer that closes with our bytes unread makes the kernel report
@@ -876,7 +879,7 @@ impl IoTask {
                 }
                 false
             }
-            Ok(_) => {
+            Ok(n) => {
                 let mut st = self.inner.lock();
                 if matches!(st.read, ReadEnd::Open) {
                     if let Err(e) = st.session.handle_input(&mut self.rbuf) {
@@ -885,7 +888,8 @@ impl IoTask {
                     }
                     self.after_input(st);
                 }
-                false
+                // `read_into` asked for READ_CHUNK bytes.
+                n < READ_CHUNK
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
             Err(e) => {
