@@ -1044,18 +1044,27 @@ fn suite_50_servers(s: &mut Suite) {
 
 /// 20 000 round trips of a 16-byte request, ours or raw, and nothing else.
 fn profile_rtt(mode: &str) {
-    const N: usize = 20_000;
-    let body = ByteBuf::from(vec![7u8; 16]);
+    // READYFD_PROFILE_SIZE: the body size (16 by default); the count
+    // shrinks as it grows, to about 320 MB each way.
+    let size: usize = std::env::var("READYFD_PROFILE_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let n_trips = (320_000_000 / size.max(16_000)).min(20_000);
+    let body = ByteBuf::from(vec![7u8; size]);
     let t = Instant::now();
     if mode == "ours" {
         let mut child = ReadyCommand::new(me("serve")).spawn().unwrap();
         child.wait_ready(BOUND).unwrap();
         let ch = child.channel().unwrap();
         let t0 = Instant::now();
-        for _ in 0..N {
+        for _ in 0..n_trips {
             let _: ByteBuf = ch.request(&body).unwrap();
         }
-        println!("ours: {:.1} us per round trip", us(t0.elapsed()) / N as f64);
+        println!(
+            "ours: {:.1} us per round trip",
+            us(t0.elapsed()) / n_trips as f64
+        );
         ch.close();
         child.wait().unwrap();
     } else if mode == "async" {
@@ -1070,18 +1079,18 @@ fn profile_rtt(mode: &str) {
             child.wait_ready(BOUND).await.unwrap();
             let ch = child.channel().unwrap().clone();
             let t0 = Instant::now();
-            for _ in 0..N {
+            for _ in 0..n_trips {
                 let _: ByteBuf = ch.request(&body).await.unwrap();
             }
             println!(
                 "async: {:.1} us per round trip",
-                us(t0.elapsed()) / N as f64
+                us(t0.elapsed()) / n_trips as f64
             );
             ch.close();
             child.wait().await.unwrap();
         });
     } else {
-        let frame = 5 + 8 + 4 + 8 + 16;
+        let frame = 5 + 8 + 4 + 8 + size;
         let (ours_fd, theirs) = stream_pair();
         let mut c = me("raw-echo");
         c.arg(frame.to_string());
@@ -1090,11 +1099,14 @@ fn profile_rtt(mode: &str) {
         let mut raw = std::fs::File::from(ours_fd);
         let (out, mut back) = (vec![7u8; frame], vec![0u8; frame]);
         let t0 = Instant::now();
-        for _ in 0..N {
+        for _ in 0..n_trips {
             raw.write_all(&out).unwrap();
             raw.read_exact(&mut back).unwrap();
         }
-        println!("raw: {:.1} us per round trip", us(t0.elapsed()) / N as f64);
+        println!(
+            "raw: {:.1} us per round trip",
+            us(t0.elapsed()) / n_trips as f64
+        );
         drop(raw);
         child.wait().unwrap();
     }

@@ -133,6 +133,10 @@ struct State {
     writer: Writer,
     write_failed: Option<CloseReason>,
     local_closed: bool,
+    /// The local close came first, while both directions were open: what
+    /// is still waiting fails with [`CloseReason::Local`] even if the peer's
+    /// EOF (its answer to our `Goodbye`) is read before it looks.
+    local_first: bool,
     read: ReadEnd,
     incoming: VecDeque<Incoming>,
     waiting: HashSet<u64>,
@@ -174,6 +178,7 @@ impl State {
         read_blocker(
             self.write_failed.as_ref(),
             self.local_closed,
+            self.local_first,
             self.peer_goodbye.as_ref(),
             &self.read,
         )
@@ -208,9 +213,13 @@ pub(crate) fn send_blocker(
 pub(crate) fn read_blocker(
     write_failed: Option<&CloseReason>,
     local_closed: bool,
+    local_first: bool,
     peer_goodbye: Option<&readyfd_proto::Goodbye>,
     read: &ReadEnd,
 ) -> Option<CloseReason> {
+    if local_first {
+        return Some(CloseReason::Local);
+    }
     if let Some(g) = peer_goodbye {
         return Some(CloseReason::Goodbye(g.clone()));
     }
@@ -597,6 +606,7 @@ impl Channel {
                 writer: Writer::Idle,
                 write_failed: None,
                 local_closed: false,
+                local_first: false,
                 read: ReadEnd::Open,
                 incoming: VecDeque::new(),
                 waiting: HashSet::new(),
@@ -855,6 +865,9 @@ impl Channel {
         if st.send_blocker().is_none() && !st.session.goodbye_sent() {
             let _ = st.session.send_goodbye(GoodbyeReason::Done, "");
             st = self.inner.flush(st, Writer::Caller);
+        }
+        if !st.local_closed {
+            st.local_first = st.read_blocker().is_none();
         }
         st.local_closed = true;
         self.inner.wake_waiters(&st);
@@ -1290,11 +1303,11 @@ fn read_step(inner: &Arc<Inner>, rbuf: &mut BytesMut, who: Writer) -> ReadStep {
     // A peer that closes with our bytes unread makes the kernel report
     // ECONNRESET once its data is drained: that is its EOF.
     let r = match sys::read_into(inner.sock.as_fd(), rbuf, READ_CHUNK) {
-        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok((0, true)),
         r => r,
     };
     match r {
-        Ok(0) => {
+        Ok((0, _)) => {
             let mut st = inner.lock();
             let r = st.session.handle_eof(rbuf);
             st.read = match r {
@@ -1306,7 +1319,7 @@ fn read_step(inner: &Arc<Inner>, rbuf: &mut BytesMut, who: Writer) -> ReadStep {
             inner.notify(&st);
             ReadStep::Ended
         }
-        Ok(n) => {
+        Ok((_, short)) => {
             let mut st = inner.lock();
             let r = st.session.handle_input(rbuf);
             dispatch(inner, &mut st);
@@ -1319,8 +1332,7 @@ fn read_step(inner: &Arc<Inner>, rbuf: &mut BytesMut, who: Writer) -> ReadStep {
             inner.notify(&st);
             if ended {
                 ReadStep::Ended
-            } else if n < READ_CHUNK {
-                // `read_into` asked for READ_CHUNK bytes.
+            } else if short {
                 ReadStep::Drained
             } else {
                 ReadStep::Data

@@ -95,13 +95,21 @@ pub(crate) fn send_nonblocking(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usi
     }
 }
 
-/// Reads what is available (up to `want` bytes) into the spare capacity of
-/// `buf`, retrying on EINTR. `Ok(0)` is end of stream; `WouldBlock` when
-/// nothing is there (the fd must be non-blocking).
-pub(crate) fn read_into(fd: BorrowedFd<'_>, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
-    buf.reserve(want);
+/// Reads what is available into the spare capacity of `buf`, made at least
+/// `want` bytes (more when `buf` already has room, such as a frame decoder
+/// reserved for a large frame: one read then takes all the socket holds),
+/// retrying on EINTR. Returns the count and whether the read was short (less
+/// than the room offered: the fd had nothing more at that moment).
+/// `Ok((0, _))` is end of stream; `WouldBlock` when nothing is there (the fd
+/// must be non-blocking).
+pub(crate) fn read_into(
+    fd: BorrowedFd<'_>,
+    buf: &mut BytesMut,
+    want: usize,
+) -> io::Result<(usize, bool)> {
+    buf.reserve(want.max(1));
     let spare = buf.spare_capacity_mut();
-    let len = spare.len().min(want.max(1));
+    let len = spare.len();
     loop {
         // SAFETY: `spare` is writable memory owned by `buf` of at least `len`
         // bytes; read(2) writes at most `len` bytes into it and we only
@@ -111,7 +119,7 @@ pub(crate) fn read_into(fd: BorrowedFd<'_>, buf: &mut BytesMut, want: usize) -> 
             let n = n as usize;
             // SAFETY: read(2) initialised exactly `n <= len` bytes of the spare capacity.
             unsafe { buf.set_len(buf.len() + n) };
-            return Ok(n);
+            return Ok((n, n < len));
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {

@@ -104,7 +104,13 @@ impl FrameDecoder {
                 // `raw <= max <= u32::MAX`, which fits in usize on every
                 // platform this crate builds for (it needs 32-bit pointers).
                 let len = raw as usize;
-                src.reserve(len.saturating_sub(src.len()));
+                // Room for the rest of the payload and the next header: a
+                // driver that reads into the spare capacity then sees a
+                // short read when the frame is complete and nothing follows
+                // (so it need not read again to learn that the socket is
+                // empty, while the payload it just got is still alive and
+                // the buffer cannot be reused).
+                src.reserve(len.saturating_sub(src.len()) + HEADER_LEN);
                 self.state = DecodeState::Body { len, kind };
                 (len, kind)
             }

@@ -88,6 +88,10 @@ struct State {
     io_writes: bool,
     write_failed: Option<CloseReason>,
     local_closed: bool,
+    /// The local close came first, while both directions were open: what
+    /// is still waiting fails with [`CloseReason::Local`] even if the peer's
+    /// EOF (its answer to our `Goodbye`) is read before it looks.
+    local_first: bool,
     read: ReadEnd,
     /// The I/O task stopped reading (back-pressure): wake it when that ends.
     read_paused: bool,
@@ -125,6 +129,7 @@ impl State {
         read_blocker(
             self.write_failed.as_ref(),
             self.local_closed,
+            self.local_first,
             self.peer_goodbye.as_ref(),
             &self.read,
         )
@@ -298,6 +303,7 @@ impl Channel {
                 io_writes: false,
                 write_failed: None,
                 local_closed: false,
+                local_first: false,
                 read: ReadEnd::Open,
                 read_paused: false,
                 incoming: VecDeque::new(),
@@ -604,6 +610,9 @@ impl Channel {
             let _ = st.session.send_goodbye(GoodbyeReason::Done, "");
             self.inner.flush(&mut st);
         }
+        if !st.local_closed {
+            st.local_first = st.read_blocker().is_none();
+        }
         st.local_closed = true;
         st.fail_pending();
         drop(st);
@@ -864,11 +873,11 @@ impl IoTask {
         // A peer that closes with our bytes unread makes the kernel report
         // ECONNRESET once its data is drained: that is its EOF.
         let r = match sys::read_into(fd, &mut self.rbuf, READ_CHUNK) {
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok((0, true)),
             r => r,
         };
         match r {
-            Ok(0) => {
+            Ok((0, _)) => {
                 let mut st = self.inner.lock();
                 if matches!(st.read, ReadEnd::Open) {
                     st.read = match st.session.handle_eof(&mut self.rbuf) {
@@ -879,7 +888,7 @@ impl IoTask {
                 }
                 false
             }
-            Ok(n) => {
+            Ok((_, short)) => {
                 let mut st = self.inner.lock();
                 if matches!(st.read, ReadEnd::Open) {
                     if let Err(e) = st.session.handle_input(&mut self.rbuf) {
@@ -888,8 +897,7 @@ impl IoTask {
                     }
                     self.after_input(st);
                 }
-                // `read_into` asked for READ_CHUNK bytes.
-                n < READ_CHUNK
+                short
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
             Err(e) => {
