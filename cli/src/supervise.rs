@@ -145,6 +145,10 @@ pub(crate) struct Supervisor<'a> {
     /// Other processes of the group that readyfd reaped, with their status
     /// as the shell reports it.
     reaped: Vec<(u32, u8)>,
+    /// PROGRAM's exit status if it had already exited when readiness came,
+    /// taken then (not when [`attach`](Self::attach) starts: an exit in
+    /// between is PROGRAM ending, not a wrapper handing over).
+    exited_by_ready: Option<ExitStatus>,
 }
 
 impl<'a> Supervisor<'a> {
@@ -186,6 +190,7 @@ impl<'a> Supervisor<'a> {
             term_sent: None,
             killed: false,
             reaped: Vec::new(),
+            exited_by_ready: None,
         })
     }
 
@@ -288,7 +293,13 @@ impl<'a> Supervisor<'a> {
             ));
         }
         match joined {
-            Ok(Ok(readiness)) => Ok(readiness),
+            Ok(Ok(readiness)) => {
+                self.exited_by_ready = self
+                    .child
+                    .exit_status()
+                    .map_err(|e| Failure::system("cannot check on the program", e))?;
+                Ok(readiness)
+            }
             Ok(Err(e)) => Err(self.ready_failure(e)),
             Err(f) => {
                 let _ = self.stop(false);
@@ -372,16 +383,17 @@ impl<'a> Supervisor<'a> {
     /// on to its process group, then stops what is left of the group.
     /// Returns PROGRAM's status as the shell reports it.
     ///
-    /// When the process readyfd started had already exited by readiness (a
-    /// wrapper: `sh -c 'server &'`, a daemon that forks), what it started
-    /// runs on in its group: readyfd follows the group until it is empty and
-    /// returns the status of the main pid the program reported, if readyfd
-    /// reaped it, else the wrapper's.
+    /// When the process readyfd started had already exited with status 0 by
+    /// readiness (a wrapper: `sh -c 'server &'`, a daemon that forks), what
+    /// it started runs on in its group: readyfd follows the group until it
+    /// is empty and returns the status of the main pid the program reported,
+    /// if readyfd reaped it, else the wrapper's. A PROGRAM that failed, or
+    /// exits after readiness, ends the group as any PROGRAM exit does.
     ///
     /// # Errors
     /// When waiting or reading the signalfd fails.
     pub(crate) fn attach(&mut self, main_pid: u32) -> io::Result<u8> {
-        if let Some(wrapper) = self.child.exit_status()? {
+        if let Some(wrapper) = self.exited_by_ready.filter(ExitStatus::success) {
             loop {
                 self.reap_group();
                 if !self.group.alive() {

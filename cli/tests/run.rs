@@ -333,6 +333,28 @@ fn attached_program_exit_ends_its_group_and_gives_its_status() {
 }
 
 #[test]
+fn attached_program_exiting_right_after_readiness_still_ends_its_group() {
+    // PROGRAM exits the moment its helper has said Ready: whether readyfd
+    // sees the exit before or after the Ready, it is PROGRAM ending (with a
+    // failure status, so not a wrapper handing over), and the background
+    // `sleep` must not keep readyfd waiting.
+    let mut r = Running::start(&mut readyfd([
+        "run",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "sleep 1000 & \"$READYFD_BIN\" notify --status $! || exit; exit 4 # sleep-ok",
+    ]));
+    let j = r.json();
+    let helper: u64 = j["status"].as_str().unwrap().parse().unwrap();
+    r.close_stdin();
+    let f = r.finish();
+    assert_eq!(f.code, Some(4), "{f:?}");
+    assert!(gone(helper), "the background helper is left behind");
+}
+
+#[test]
 fn attached_wrapper_follows_the_group_and_gives_the_main_pids_status() {
     // `sh -c 'server &'`: the shell exits 0 at once; the server it left
     // in the group says Ready with its own pid.
