@@ -13,9 +13,9 @@
 //! reads, and frames never interleave on the wire.
 //!
 //! Memory is bounded on both paths: senders wait while more than
-//! [`HIGH_WATER`] bytes are queued for the peer, and reading stops while [`MAX_INCOMING`] messages wait in [`recv`](Channel::recv)'s
-//! queue or our answers to the peer pile up, which pushes back on a peer
-//! that floods.
+//! [`HIGH_WATER`] bytes are queued for the peer, and reading stops while
+//! [`MAX_INCOMING`] messages wait in [`recv`](Channel::recv)'s queue or our
+//! answers to the peer pile up, which pushes back on a peer that floods.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -138,15 +138,11 @@ struct State {
     /// EOF (its answer to our `Goodbye`) is read before it looks.
     local_first: bool,
     read: ReadEnd,
-    incoming: VecDeque<Incoming>,
+    /// What the peer sent, for the application and the bookkeeping.
+    peer: PeerView,
     waiting: HashSet<u64>,
     responses: HashMap<u64, ResponseBody>,
-    peer_hello: Option<Hello>,
-    peer_goodbye: Option<readyfd_proto::Goodbye>,
-    ready: Option<Ready>,
-    last_status: Option<String>,
     child_exited: bool,
-    raise_sigterm: bool,
     stop: bool,
     /// Who reads the socket.
     reader: Reader,
@@ -168,7 +164,7 @@ impl State {
         send_blocker(
             self.write_failed.as_ref(),
             self.local_closed,
-            self.peer_goodbye.as_ref(),
+            self.peer.goodbye.as_ref(),
             &self.read,
         )
     }
@@ -177,9 +173,8 @@ impl State {
     fn read_blocker(&self) -> Option<CloseReason> {
         read_blocker(
             self.write_failed.as_ref(),
-            self.local_closed,
             self.local_first,
-            self.peer_goodbye.as_ref(),
+            self.peer.goodbye.as_ref(),
             &self.read,
         )
     }
@@ -210,9 +205,11 @@ pub(crate) fn send_blocker(
 
 /// Why the read side is over, if it is (pending requests fail with it);
 /// shared by the blocking and the async channel.
+///
+/// `local_first` is a local close made while nothing else had ended the
+/// channel (a later close changes nothing: what ended it first stands).
 pub(crate) fn read_blocker(
     write_failed: Option<&CloseReason>,
-    local_closed: bool,
     local_first: bool,
     peer_goodbye: Option<&readyfd_proto::Goodbye>,
     read: &ReadEnd,
@@ -224,11 +221,7 @@ pub(crate) fn read_blocker(
         return Some(CloseReason::Goodbye(g.clone()));
     }
     match read {
-        ReadEnd::Open => write_failed.cloned().or(if local_closed {
-            Some(CloseReason::Local)
-        } else {
-            None
-        }),
+        ReadEnd::Open => write_failed.cloned(),
         ReadEnd::Eof => Some(CloseReason::PeerClosed),
         ReadEnd::Failed(r) => Some(r.clone()),
     }
@@ -314,7 +307,7 @@ impl Inner {
     fn may_read(&self, st: &State) -> bool {
         matches!(st.read, ReadEnd::Open)
             && !st.stop
-            && st.incoming.len() < MAX_INCOMING
+            && st.peer.incoming.len() < MAX_INCOMING
             && st.pending_out() < HIGH_WATER + self.max_frame as usize
     }
 
@@ -566,8 +559,8 @@ impl fmt::Debug for Channel {
         let st = self.inner.lock();
         f.debug_struct("Channel")
             .field("role", &st.session.role())
-            .field("peer", &st.peer_hello)
-            .field("ready", &st.ready.is_some())
+            .field("peer", &st.peer.hello)
+            .field("ready", &st.peer.ready.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -608,15 +601,10 @@ impl Channel {
                 local_closed: false,
                 local_first: false,
                 read: ReadEnd::Open,
-                incoming: VecDeque::new(),
+                peer: PeerView::default(),
                 waiting: HashSet::new(),
                 responses: HashMap::new(),
-                peer_hello: None,
-                peer_goodbye: None,
-                ready: None,
-                last_status: None,
                 child_exited: false,
-                raise_sigterm: false,
                 stop: false,
                 reader: Reader::Io,
                 registered: None,
@@ -656,7 +644,7 @@ impl Channel {
 
     /// The peer's `Hello` (its pid and protocol version), once it arrived.
     pub fn peer(&self) -> Option<Hello> {
-        self.inner.lock().peer_hello.clone()
+        self.inner.lock().peer.hello.clone()
     }
 
     /// This end's role.
@@ -666,7 +654,7 @@ impl Channel {
 
     /// The last status line the child sent (parent side).
     pub fn last_status(&self) -> Option<String> {
-        self.inner.lock().last_status.clone()
+        self.inner.lock().peer.last_status.clone()
     }
 
     /// Why the channel is closed, or `None` while it is open.
@@ -846,8 +834,8 @@ impl Channel {
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Incoming>, ChannelError> {
         let inner = &self.inner;
         let next = inner.wait_for(deadline, |st| {
-            if let Some(m) = st.incoming.pop_front() {
-                if st.incoming.len() + 1 == MAX_INCOMING {
+            if let Some(m) = st.peer.incoming.pop_front() {
+                if st.peer.incoming.len() + 1 == MAX_INCOMING {
                     // Reading may have stopped on a full queue: resume it.
                     inner.sync_interest(st);
                 }
@@ -879,7 +867,7 @@ impl Channel {
     /// (with the pidfd given to [`start`](Self::start)) or `deadline`.
     pub(crate) fn wait_ready_event(&self, deadline: Instant, ignore_exit: bool) -> ReadyEvent {
         let event = self.inner.wait_for(Some(deadline), |st| {
-            if let Some(r) = &st.ready {
+            if let Some(r) = &st.peer.ready {
                 return Some(ReadyEvent::Ready(r.clone()));
             }
             match &st.read {
@@ -890,7 +878,7 @@ impl Channel {
                 ReadEnd::Eof => return Some(ReadyEvent::Closed),
                 ReadEnd::Open => {}
             }
-            if let Some(g) = &st.peer_goodbye {
+            if let Some(g) = &st.peer.goodbye {
                 return Some(ReadyEvent::Goodbye(g.clone()));
             }
             if st.child_exited && !ignore_exit {
@@ -908,7 +896,7 @@ impl Drop for Channel {
         // the peer's callers get a clear error. Each one also holds the
         // channel's state alive: leaving them queued would keep the socket,
         // eventfd and pidfd open for good.
-        let unconsumed = std::mem::take(&mut self.inner.lock().incoming);
+        let unconsumed = std::mem::take(&mut self.inner.lock().peer.incoming);
         drop(unconsumed);
         self.close();
         {
@@ -935,7 +923,7 @@ impl Drop for Channel {
         }
         // Whatever arrived meanwhile: dropped outside the lock (dropping an
         // IncomingRequest takes it).
-        let late = std::mem::take(&mut self.inner.lock().incoming);
+        let late = std::mem::take(&mut self.inner.lock().peer.incoming);
         drop(late);
     }
 }
@@ -1250,10 +1238,8 @@ fn io_loop(inner: &Arc<Inner>) {
                 read_available(inner, &mut rbuf, false);
             }
         }
-        if pid {
-            let _ = inner
-                .epoll
-                .delete(inner.pidfd.as_ref().expect("registered").as_fd());
+        if let (true, Some(pidfd)) = (pid, &inner.pidfd) {
+            let _ = inner.epoll.delete(pidfd.as_fd());
             // The child exited. Frames it wrote before dying are already in
             // the socket buffer: take them first (whoever is the reader), so
             // `Ready` wins.
@@ -1360,8 +1346,8 @@ fn finish_input<'a>(
     } else {
         st
     };
-    if st.raise_sigterm {
-        st.raise_sigterm = false;
+    if st.peer.raise_sigterm {
+        st.peer.raise_sigterm = false;
         // Make sure the acknowledgement is out before the signal may end us:
         // whoever holds the writer role (perhaps a caller's thread in the
         // middle of a send, or the I/O thread) must have written everything
@@ -1388,51 +1374,92 @@ fn finish_input<'a>(
 
 /// Routes decoded messages to their waiters and queues.
 fn dispatch(inner: &Arc<Inner>, st: &mut State) {
-    while let Some(routed) = next_routed(&mut st.session, inner.policy) {
-        match routed {
-            Routed::Hello(h) => st.peer_hello = Some(h),
-            Routed::Ready(r) => {
-                if r.status.is_some() {
-                    st.last_status.clone_from(&r.status);
+    let State {
+        peer,
+        session,
+        waiting,
+        responses,
+        ..
+    } = st;
+    peer.take_decoded(
+        session,
+        inner.policy,
+        || Arc::clone(inner) as Arc<dyn Answer>,
+        |id, body| {
+            if waiting.contains(&id) {
+                responses.insert(id, body);
+            }
+        },
+    );
+}
+
+/// What both drivers keep of what the peer sent, filled by
+/// [`take_decoded`](Self::take_decoded).
+#[derive(Default)]
+pub(crate) struct PeerView {
+    /// Requests and notifications for `recv`.
+    pub(crate) incoming: VecDeque<Incoming>,
+    /// The peer's `Hello`.
+    pub(crate) hello: Option<Hello>,
+    /// The peer's `Goodbye`.
+    pub(crate) goodbye: Option<readyfd_proto::Goodbye>,
+    /// The child's `Ready`.
+    pub(crate) ready: Option<Ready>,
+    /// The child's last status line.
+    pub(crate) last_status: Option<String>,
+    /// A `Shutdown` asks for SIGTERM once its acknowledgement is written.
+    pub(crate) raise_sigterm: bool,
+}
+
+impl PeerView {
+    /// Routes everything `session` has decoded (see [`next_routed`]) into
+    /// this view: requests are queued holding `answer()` to be answered
+    /// through, and answers to our own requests go to `response`.
+    pub(crate) fn take_decoded(
+        &mut self,
+        session: &mut Session,
+        policy: ShutdownPolicy,
+        answer: impl Fn() -> Arc<dyn Answer>,
+        mut response: impl FnMut(u64, ResponseBody),
+    ) {
+        while let Some(routed) = next_routed(session, policy) {
+            match routed {
+                Routed::Hello(h) => self.hello = Some(h),
+                Routed::Ready(r) => {
+                    if r.status.is_some() {
+                        self.last_status.clone_from(&r.status);
+                    }
+                    self.ready = Some(r);
                 }
-                st.ready = Some(r);
-            }
-            Routed::Status(s) => st.last_status = Some(s),
-            Routed::RaiseSigterm => st.raise_sigterm = true,
-            Routed::Shutdown { id, grace } => {
-                st.incoming
-                    .push_back(Incoming::Shutdown(ShutdownRequest::new(
-                        id,
-                        grace,
-                        Arc::clone(inner) as Arc<dyn Answer>,
-                    )))
-            }
-            Routed::Request { id, body } => {
-                st.incoming
-                    .push_back(Incoming::Request(IncomingRequest::new(
-                        id,
-                        body,
-                        Arc::clone(inner) as Arc<dyn Answer>,
-                    )))
-            }
-            Routed::Response { id, body } => {
-                if st.waiting.contains(&id) {
-                    st.responses.insert(id, body);
+                Routed::Status(s) => self.last_status = Some(s),
+                Routed::RaiseSigterm => self.raise_sigterm = true,
+                Routed::Shutdown { id, grace } => {
+                    self.incoming
+                        .push_back(Incoming::Shutdown(ShutdownRequest::new(
+                            id,
+                            grace,
+                            answer(),
+                        )))
                 }
+                Routed::Request { id, body } => self
+                    .incoming
+                    .push_back(Incoming::Request(IncomingRequest::new(id, body, answer()))),
+                Routed::Response { id, body } => response(id, body),
+                Routed::Notify(body) => self
+                    .incoming
+                    .push_back(Incoming::Notify(Notification::new(body))),
+                Routed::Goodbye(g) => self.goodbye = Some(g),
             }
-            Routed::Notify(body) => st
-                .incoming
-                .push_back(Incoming::Notify(Notification::new(body))),
-            Routed::Goodbye(g) => st.peer_goodbye = Some(g),
         }
     }
 }
 
 /// A decoded message, after the rules every driver applies the same way:
 /// what the session handed over that the application (or the driver's
-/// bookkeeping) must see. Shared by the blocking and the async channel.
+/// bookkeeping) must see; [`PeerView::take_decoded`] files it for both
+/// drivers.
 #[derive(Debug)]
-pub(crate) enum Routed {
+enum Routed {
     /// The peer's `Hello`.
     Hello(Hello),
     /// The child's `Ready`.
@@ -1474,7 +1501,7 @@ pub(crate) enum Routed {
 /// according to `policy`, a built-in request this version does not know is
 /// answered `Unsupported` (the application never sees it), and `Ping` never
 /// gets here (the session answers it).
-pub(crate) fn next_routed(session: &mut Session, policy: ShutdownPolicy) -> Option<Routed> {
+fn next_routed(session: &mut Session, policy: ShutdownPolicy) -> Option<Routed> {
     loop {
         let routed = match session.poll_event()? {
             Message::Hello(h) => Routed::Hello(h),

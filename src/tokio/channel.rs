@@ -34,7 +34,7 @@
 //! reading while [`MAX_INCOMING`] messages wait in the `recv` queue or our
 //! answers to the peer pile up, which pushes back on a peer that floods.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -56,9 +56,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::channel::{
-    Answer as AnswerPeer, ChannelOptions, HIGH_WATER, Incoming, IncomingRequest, MAX_INCOMING,
-    Notification, ReadEnd, ReadyEvent, Routed, ShutdownPolicy, ShutdownRequest, decode_response,
-    next_routed, read_blocker, say_protocol_error, send_blocker,
+    Answer as AnswerPeer, ChannelOptions, HIGH_WATER, Incoming, MAX_INCOMING, PeerView, ReadEnd,
+    ReadyEvent, ShutdownPolicy, decode_response, read_blocker, say_protocol_error, send_blocker,
 };
 use crate::error::{ChannelError, CloseReason};
 use crate::sys;
@@ -95,15 +94,11 @@ struct State {
     read: ReadEnd,
     /// The I/O task stopped reading (back-pressure): wake it when that ends.
     read_paused: bool,
-    incoming: VecDeque<Incoming>,
+    /// What the peer sent, for the application and the bookkeeping.
+    peer: PeerView,
     /// Our requests waiting for an answer.
     pending: HashMap<u64, oneshot::Sender<Reply>>,
-    peer_hello: Option<Hello>,
-    peer_goodbye: Option<readyfd_proto::Goodbye>,
-    ready: Option<Ready>,
-    last_status: Option<String>,
     child_exited: bool,
-    raise_sigterm: bool,
     /// The [`Channel`] was dropped: write what is queued, then stop.
     dropped: bool,
     /// The I/O task has finished (or was dropped).
@@ -120,7 +115,7 @@ impl State {
         send_blocker(
             self.write_failed.as_ref(),
             self.local_closed,
-            self.peer_goodbye.as_ref(),
+            self.peer.goodbye.as_ref(),
             &self.read,
         )
     }
@@ -128,9 +123,8 @@ impl State {
     fn read_blocker(&self) -> Option<CloseReason> {
         read_blocker(
             self.write_failed.as_ref(),
-            self.local_closed,
             self.local_first,
-            self.peer_goodbye.as_ref(),
+            self.peer.goodbye.as_ref(),
             &self.read,
         )
     }
@@ -258,8 +252,8 @@ impl fmt::Debug for Channel {
         let st = self.inner.lock();
         f.debug_struct("Channel")
             .field("role", &st.session.role())
-            .field("peer", &st.peer_hello)
-            .field("ready", &st.ready.is_some())
+            .field("peer", &st.peer.hello)
+            .field("ready", &st.peer.ready.is_some())
             .field("pending", &st.pending.len())
             .finish_non_exhaustive()
     }
@@ -306,14 +300,9 @@ impl Channel {
                 local_first: false,
                 read: ReadEnd::Open,
                 read_paused: false,
-                incoming: VecDeque::new(),
+                peer: PeerView::default(),
                 pending: HashMap::new(),
-                peer_hello: None,
-                peer_goodbye: None,
-                ready: None,
-                last_status: None,
                 child_exited: false,
-                raise_sigterm: false,
                 dropped: false,
                 stopped: false,
                 task: None,
@@ -341,7 +330,7 @@ impl Channel {
 
     /// The peer's `Hello` (its pid and protocol version), once it arrived.
     pub fn peer(&self) -> Option<Hello> {
-        self.inner.lock().peer_hello.clone()
+        self.inner.lock().peer.hello.clone()
     }
 
     /// This end's role.
@@ -351,7 +340,7 @@ impl Channel {
 
     /// The last status line the child sent (parent side).
     pub fn last_status(&self) -> Option<String> {
-        self.inner.lock().last_status.clone()
+        self.inner.lock().peer.last_status.clone()
     }
 
     /// Why the channel is closed, or `None` while it is open.
@@ -589,7 +578,7 @@ impl Channel {
     /// empty.
     pub fn try_recv(&self) -> Result<Option<Incoming>, ChannelError> {
         let mut st = self.inner.lock();
-        if let Some(m) = st.incoming.pop_front() {
+        if let Some(m) = st.peer.incoming.pop_front() {
             if st.read_paused {
                 // The I/O task stopped reading: it may resume now.
                 st.wake_task();
@@ -631,7 +620,7 @@ impl Channel {
             changed.as_mut().enable();
             {
                 let st = self.inner.lock();
-                if let Some(r) = &st.ready {
+                if let Some(r) = &st.peer.ready {
                     return ReadyEvent::Ready(r.clone());
                 }
                 match &st.read {
@@ -642,7 +631,7 @@ impl Channel {
                     ReadEnd::Eof => return ReadyEvent::Closed,
                     ReadEnd::Open => {}
                 }
-                if let Some(g) = &st.peer_goodbye {
+                if let Some(g) = &st.peer.goodbye {
                     return ReadyEvent::Goodbye(g.clone());
                 }
                 if st.child_exited && !ignore_exit {
@@ -777,7 +766,7 @@ impl IoTask {
                 st.task = Some(cx.waker().clone());
             }
             let reading = matches!(st.read, ReadEnd::Open)
-                && st.incoming.len() < MAX_INCOMING
+                && st.peer.incoming.len() < MAX_INCOMING
                 && st.pending_out() < HIGH_WATER + self.inner.max_frame as usize;
             st.read_paused = !reading && matches!(st.read, ReadEnd::Open);
             (st.io_writes, reading, st.dropped)
@@ -860,7 +849,7 @@ impl IoTask {
 
     fn may_read(&self) -> bool {
         let st = self.inner.lock();
-        matches!(st.read, ReadEnd::Open) && st.incoming.len() < MAX_INCOMING
+        matches!(st.read, ReadEnd::Open) && st.peer.incoming.len() < MAX_INCOMING
     }
 
     /// One read, handed to the session. Returns whether the socket has
@@ -932,7 +921,7 @@ impl IoTask {
     /// acknowledgement is written (or after a bound).
     fn poll_sigterm(&mut self, cx: &mut Context<'_>) -> bool {
         let mut st = self.inner.lock();
-        if !st.raise_sigterm {
+        if !st.peer.raise_sigterm {
             return false;
         }
         let written = st.pending_out() == 0 || st.write_failed.is_some();
@@ -940,7 +929,7 @@ impl IoTask {
             .sigterm_at
             .get_or_insert_with(|| Box::pin(::tokio::time::sleep(SIGTERM_AFTER)));
         if written || timer.as_mut().poll(cx).is_ready() {
-            st.raise_sigterm = false;
+            st.peer.raise_sigterm = false;
             self.sigterm_at = None;
             drop(st);
             let _ =
@@ -965,8 +954,9 @@ impl IoTask {
     }
 
     /// Ends the channel: the peer sees EOF at once (even while an
-    /// [`IncomingRequest`] keeps the socket alive), waiters are woken, and
-    /// the queue of unanswered incoming messages is emptied.
+    /// [`IncomingRequest`](crate::IncomingRequest) keeps the socket alive),
+    /// waiters are woken, and the queue of unanswered incoming messages is
+    /// emptied.
     fn finish(&mut self) {
         let _ = nix::sys::socket::shutdown(
             self.inner.sock.get_ref().as_raw_fd(),
@@ -989,7 +979,7 @@ impl IoTask {
             st.read = ReadEnd::Failed(CloseReason::Io(io::ErrorKind::Other, why.to_string()));
         }
         st.fail_pending();
-        let queued = std::mem::take(&mut st.incoming);
+        let queued = std::mem::take(&mut st.peer.incoming);
         drop(st);
         drop(queued);
         self.notify_all();
@@ -1011,43 +1001,21 @@ impl Drop for IoTask {
 
 /// Routes decoded messages to their waiters and queues.
 fn dispatch(inner: &Arc<Inner>, st: &mut State) {
-    while let Some(routed) = next_routed(&mut st.session, inner.policy) {
-        match routed {
-            Routed::Hello(h) => st.peer_hello = Some(h),
-            Routed::Ready(r) => {
-                if r.status.is_some() {
-                    st.last_status.clone_from(&r.status);
-                }
-                st.ready = Some(r);
+    let State {
+        peer,
+        session,
+        pending,
+        ..
+    } = st;
+    peer.take_decoded(
+        session,
+        inner.policy,
+        || Arc::clone(inner) as Arc<dyn AnswerPeer>,
+        |id, body| {
+            // No sender: the request was abandoned (its future dropped).
+            if let Some(tx) = pending.remove(&id) {
+                let _ = tx.send(Ok(body));
             }
-            Routed::Status(s) => st.last_status = Some(s),
-            Routed::RaiseSigterm => st.raise_sigterm = true,
-            Routed::Shutdown { id, grace } => {
-                st.incoming
-                    .push_back(Incoming::Shutdown(ShutdownRequest::new(
-                        id,
-                        grace,
-                        Arc::clone(inner) as Arc<dyn AnswerPeer>,
-                    )))
-            }
-            Routed::Request { id, body } => {
-                st.incoming
-                    .push_back(Incoming::Request(IncomingRequest::new(
-                        id,
-                        body,
-                        Arc::clone(inner) as Arc<dyn AnswerPeer>,
-                    )))
-            }
-            Routed::Response { id, body } => {
-                // No sender: the request was abandoned (its future dropped).
-                if let Some(tx) = st.pending.remove(&id) {
-                    let _ = tx.send(Ok(body));
-                }
-            }
-            Routed::Notify(body) => st
-                .incoming
-                .push_back(Incoming::Notify(Notification::new(body))),
-            Routed::Goodbye(g) => st.peer_goodbye = Some(g),
-        }
-    }
+        },
+    );
 }
