@@ -145,10 +145,6 @@ pub(crate) struct Supervisor<'a> {
     /// Other processes of the group that readyfd reaped, with their status
     /// as the shell reports it.
     reaped: Vec<(u32, u8)>,
-    /// PROGRAM's exit status if it had already exited when readiness came,
-    /// taken then (not when [`attach`](Self::attach) starts: an exit in
-    /// between is PROGRAM ending, not a wrapper handing over).
-    exited_by_ready: Option<ExitStatus>,
 }
 
 impl<'a> Supervisor<'a> {
@@ -190,7 +186,6 @@ impl<'a> Supervisor<'a> {
             term_sent: None,
             killed: false,
             reaped: Vec::new(),
-            exited_by_ready: None,
         })
     }
 
@@ -293,13 +288,7 @@ impl<'a> Supervisor<'a> {
             ));
         }
         match joined {
-            Ok(Ok(readiness)) => {
-                self.exited_by_ready = self
-                    .child
-                    .exit_status()
-                    .map_err(|e| Failure::system("cannot check on the program", e))?;
-                Ok(readiness)
-            }
+            Ok(Ok(readiness)) => Ok(readiness),
             Ok(Err(e)) => Err(self.ready_failure(e)),
             Err(f) => {
                 let _ = self.stop(false);
@@ -383,33 +372,16 @@ impl<'a> Supervisor<'a> {
     /// on to its process group, then stops what is left of the group.
     /// Returns PROGRAM's status as the shell reports it.
     ///
-    /// When the process readyfd started had already exited with status 0 by
-    /// readiness (a wrapper: `sh -c 'server &'`, a daemon that forks), what
-    /// it started runs on in its group: readyfd follows the group until it
-    /// is empty and returns the status of the main pid the program reported,
-    /// if readyfd reaped it, else the wrapper's. A PROGRAM that failed, or
-    /// exits after readiness, ends the group as any PROGRAM exit does.
+    /// A PROGRAM that exits 0 while readiness came from another process
+    /// (`main_pid`) was a wrapper (`sh -c 'server &'`, a daemon that forks),
+    /// whether it exited before or after that process said Ready: what it
+    /// started runs on in its group, and readyfd follows the group until it
+    /// is empty and returns the status of the main pid, if readyfd reaped
+    /// it, else the wrapper's. Any other exit ends the group.
     ///
     /// # Errors
     /// When waiting or reading the signalfd fails.
     pub(crate) fn attach(&mut self, main_pid: u32) -> io::Result<u8> {
-        if let Some(wrapper) = self.exited_by_ready.filter(ExitStatus::success) {
-            loop {
-                self.reap_group();
-                if !self.group.alive() {
-                    break;
-                }
-                if let Event::Signal { signal, .. } = self.signals.wait(None, None)? {
-                    self.group.signal(signal);
-                }
-            }
-            let main = self
-                .reaped
-                .iter()
-                .find(|(p, _)| *p == main_pid)
-                .map(|(_, c)| *c);
-            return Ok(main.unwrap_or(exit::status_code(wrapper)));
-        }
         let status = loop {
             if let Some(s) = self.child.exit_status()? {
                 break s;
@@ -418,8 +390,25 @@ impl<'a> Supervisor<'a> {
                 self.group.signal(signal);
             }
         };
-        self.cleanup_group()?;
-        Ok(exit::status_code(status))
+        if !status.success() || main_pid == self.pid() {
+            self.cleanup_group()?;
+            return Ok(exit::status_code(status));
+        }
+        loop {
+            self.reap_group();
+            if !self.group.alive() {
+                break;
+            }
+            if let Event::Signal { signal, .. } = self.signals.wait(None, None)? {
+                self.group.signal(signal);
+            }
+        }
+        let main = self
+            .reaped
+            .iter()
+            .find(|(p, _)| *p == main_pid)
+            .map(|(_, c)| *c);
+        Ok(main.unwrap_or(exit::status_code(status)))
     }
 
     /// Runs `sh -c cmd` with `env` added and waits for it. Signals sent to

@@ -381,6 +381,42 @@ fn attached_wrapper_follows_the_group_and_gives_the_main_pids_status() {
 }
 
 #[test]
+fn a_wrapper_that_exits_after_its_server_is_ready_is_still_a_wrapper() {
+    // The shell outlives the server's Ready (it waits for a line), then
+    // exits 0: the order of the two must not matter, the server runs on.
+    let mut r = Running::start(&mut readyfd([
+        "run",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "\"$READYFD_BIN\" __demo-server & read line; exit 0",
+    ]));
+    let j = r.json();
+    let main = j["main_pid"].as_u64().unwrap();
+    let wrapper = pid_of(&j);
+    assert_ne!(main, wrapper, "{j}");
+    let address = j["address"].as_str().unwrap().to_string();
+    assert!(http_get(&address).starts_with("HTTP/1.1 200 OK"));
+    r.close_stdin();
+    // Synchronise on the wrapper's exit (readyfd reaps it), then use the
+    // server again.
+    let bound = std::time::Instant::now() + common::BOUND;
+    while !gone(wrapper) {
+        assert!(
+            std::time::Instant::now() < bound,
+            "the wrapper did not exit"
+        );
+        std::thread::yield_now();
+    }
+    assert!(http_get(&address).starts_with("HTTP/1.1 200 OK"));
+    r.signal(Signal::SIGTERM);
+    let f = r.finish();
+    assert_eq!(f.code, Some(128 + 15), "the server's status: {f:?}");
+    assert!(gone(main));
+}
+
+#[test]
 fn program_gets_sigterm_when_readyfd_is_killed_outright() {
     let r = Running::start(&mut readyfd([
         "run",
