@@ -3,7 +3,7 @@
 
     python3 fuzz/make_seeds.py        # writes fuzz/corpus/<target>/seed-*
 
-Input layouts (see proto/src/fuzzing.rs):
+Input layouts (see proto/harness/src/):
   frame_decoder   [max selector][chunking seed][byte stream]
   message_decode  [kind][payload]
   session         [parent config][child config] then ops: [op][operands]...

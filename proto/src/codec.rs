@@ -12,6 +12,8 @@
 
 use bincode::config::{self, Configuration, Fixint, LittleEndian, NoLimit};
 use bincode::enc::write::Writer;
+use std::fmt;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -189,4 +191,53 @@ pub fn encode_body<T: Serialize + ?Sized>(value: &T, limit: usize) -> Result<Vec
 /// variant, trailing bytes, or an inner length beyond the payload.
 pub fn decode_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     decode_exact(bytes)
+}
+
+/// Decodes `bytes` as an application body of type `T`, as readyfd decodes
+/// one on arrival, and when it decodes, checks that the value survives the
+/// round trip: its encoding decodes to an equal value. Returns the value, or
+/// `None` when the bytes are not a `T`.
+///
+/// This is the check for a fuzz target of your own body types: any bytes
+/// at all are fair input, and a panic is a finding. Byte-for-byte equality
+/// with `bytes` is not required: a `HashMap` with a duplicate key, for one,
+/// decodes fine and re-encodes shorter. bincode has no recursion limit, so
+/// a recursive `T` (`enum Tree { Node(Vec<Tree>) }`) lets a deep enough
+/// body overflow the stack: bound the depth in the type, or the input length
+/// in the target.
+///
+/// # Panics
+/// When a decoded value does not re-encode, or its encoding does not decode
+/// to an equal value: `T`'s `Serialize`, `Deserialize` and `PartialEq`
+/// disagree (a float that can be NaN, a `Deserialize` that normalises
+/// what `Serialize` keeps).
+///
+/// # Example
+/// A cargo-fuzz target `fuzz/fuzz_targets/command.rs` is the line
+/// `libfuzzer_sys::fuzz_target!(|data: &[u8]| { check_body::<Command>(data); });`
+/// around this call:
+/// ```
+/// use readyfd_proto::codec::{check_body, encode_body};
+///
+/// #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// enum Command {
+///     Start { name: String },
+///     Stop(u32),
+/// }
+///
+/// let bytes = encode_body(&Command::Stop(7), usize::MAX).unwrap();
+/// assert_eq!(check_body::<Command>(&bytes), Some(Command::Stop(7)));
+/// assert_eq!(check_body::<Command>(b"\x05\0\0\0"), None); // no variant 5
+/// ```
+pub fn check_body<T>(bytes: &[u8]) -> Option<T>
+where
+    T: Serialize + DeserializeOwned + PartialEq + fmt::Debug,
+{
+    let value = decode_body::<T>(bytes).ok()?;
+    let again = encode_body(&value, usize::MAX)
+        .unwrap_or_else(|e| panic!("decoded {value:?} does not re-encode: {e}"));
+    match decode_body::<T>(&again) {
+        Ok(v) if v == value => Some(value),
+        other => panic!("decoded {value:?}, whose encoding decodes to {other:?}"),
+    }
 }

@@ -45,8 +45,6 @@
 pub mod codec;
 pub mod error;
 pub mod frame;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod message;
 pub mod session;
 

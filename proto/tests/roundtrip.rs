@@ -8,7 +8,6 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use readyfd_proto::codec::{decode_body, encode_body};
-use readyfd_proto::fuzzing::ExampleBody;
 use readyfd_proto::{
     Address, DEFAULT_MAX_FRAME, EncodeError, Endpoint, Frame, FrameDecoder, Goodbye, GoodbyeReason,
     HEADER_LEN, Hello, MAGIC, Message, PROTOCOL_VERSION, Ready, RemoteError, RemoteErrorKind,
@@ -248,7 +247,6 @@ proptest! {
         let _ = decode_body::<RemoteError>(&bytes);
         let _ = decode_body::<Vec<u32>>(&bytes);
         let _ = decode_body::<(u64, Option<bool>, char)>(&bytes);
-        let _ = decode_body::<ExampleBody>(&bytes);
     }
 
     #[test]

@@ -1,79 +1,33 @@
 //! Replays the committed fuzz corpus (`fuzz/corpus/<target>/`) and every
-//! past crash (`fuzz/regressions/<target>/`) through the same
-//! `readyfd_proto::fuzzing` entry points the fuzz targets call, on stable,
-//! under an allocator that enforces `fuzzing::alloc_limit()` as the fuzz
-//! crate's does. Each regression also has its own named test below.
+//! past crash (`fuzz/regressions/<target>/`) through the same harness
+//! functions the fuzz targets call, on stable, under the same bounded
+//! allocator in its recording mode. Each regression also has its own named
+//! test below.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use bytes::BytesMut;
 use readyfd_proto::codec::decode_body;
-use readyfd_proto::fuzzing::{self, ExampleBody};
 use readyfd_proto::{
-    DecodeError, Frame, Hello, Message, PROTOCOL_VERSION, RequestBody, ResponseBody, Role, Session,
-    SessionConfig, SessionError,
+    DecodeError, Frame, Hello, MIN_MAX_FRAME, Message, PROTOCOL_VERSION, RequestBody, ResponseBody,
+    Role, Session, SessionConfig, SessionError,
 };
-
-/// Records, per thread, the first allocation over `fuzzing::alloc_limit()`.
-struct Checked;
-
-thread_local! {
-    static OVER: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
-}
-
-fn check(size: usize) {
-    let limit = fuzzing::alloc_limit();
-    if size > limit && !std::thread::panicking() {
-        let _ = OVER.try_with(|o| {
-            if o.get().is_none() {
-                o.set(Some((size, limit)));
-            }
-        });
-    }
-}
-
-// SAFETY: every method forwards to `System` unchanged; `check` touches only
-// const-initialised thread-locals and never allocates.
-unsafe impl GlobalAlloc for Checked {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        check(layout.size());
-        // SAFETY: the caller's guarantees, passed on.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        check(layout.size());
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        check(new_size);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use readyfd_proto_harness::alloc::{self, BoundedAlloc, Excess};
+use readyfd_proto_harness::{ExampleBody, app_body, frame_decoder, message_decode, session};
 
 #[global_allocator]
-static ALLOC: Checked = Checked;
+static ALLOC: BoundedAlloc = BoundedAlloc::recording();
 
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
 }
 
 /// Runs one input, failing with its path on a panic or an allocation over
 /// the limit.
 fn run(path: &Path, data: &[u8], f: fn(&[u8])) {
-    OVER.with(|o| o.set(None));
+    let _ = alloc::take_excess();
     if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(data))) {
         let msg = panic
             .downcast_ref::<String>()
@@ -82,7 +36,7 @@ fn run(path: &Path, data: &[u8], f: fn(&[u8])) {
             .unwrap_or("?");
         panic!("{}: {msg}", path.display());
     }
-    if let Some((size, limit)) = OVER.with(Cell::get) {
+    if let Some(Excess { size, limit }) = alloc::take_excess() {
         panic!(
             "{}: allocation of {size} bytes over the limit of {limit}",
             path.display()
@@ -122,22 +76,22 @@ fn regression(target: &str, name: &str, f: fn(&[u8])) -> Vec<u8> {
 
 #[test]
 fn corpus_frame_decoder() {
-    replay("frame_decoder", fuzzing::frame_decoder);
+    replay("frame_decoder", frame_decoder);
 }
 
 #[test]
 fn corpus_message_decode() {
-    replay("message_decode", fuzzing::message_decode);
+    replay("message_decode", message_decode);
 }
 
 #[test]
 fn corpus_session() {
-    replay("session", fuzzing::session);
+    replay("session", session);
 }
 
 #[test]
 fn corpus_app_body() {
-    replay("app_body", fuzzing::app_body::<ExampleBody>);
+    replay("app_body", app_body::<ExampleBody>);
 }
 
 /// A Ping the library could not answer (the peer had announced a maximum
@@ -147,11 +101,7 @@ fn corpus_app_body() {
 /// `MIN_MAX_FRAME` is refused outright, so the Ping is never reached.
 #[test]
 fn regression_ping_unanswerable_left_unanswered() {
-    regression(
-        "session",
-        "ping-unanswerable-left-unanswered",
-        fuzzing::session,
-    );
+    regression("session", "ping-unanswerable-left-unanswered", session);
 
     let mut c = Session::new(Role::Child, 2, SessionConfig::default());
     let mut wire = Vec::new();
@@ -174,7 +124,7 @@ fn regression_ping_unanswerable_left_unanswered() {
             e,
             SessionError::MaxFrameTooSmall {
                 announced: 0,
-                min: readyfd_proto::MIN_MAX_FRAME
+                min: MIN_MAX_FRAME
             }
         ),
         "{e:?}"
@@ -194,7 +144,7 @@ fn regression_goodbye_reason_variant_index_unclassified() {
     let data = regression(
         "message_decode",
         "goodbye-reason-variant-index-unclassified",
-        fuzzing::message_decode,
+        message_decode,
     );
     let frame = Frame {
         kind: data[0],
@@ -216,7 +166,7 @@ fn regression_socketaddr_variant_index_unclassified() {
     let data = regression(
         "message_decode",
         "socketaddr-variant-index-unclassified",
-        fuzzing::message_decode,
+        message_decode,
     );
     let frame = Frame {
         kind: data[0],
@@ -241,7 +191,7 @@ fn regression_notify_body_vec_preallocates_1mib() {
     let data = regression(
         "message_decode",
         "notify-body-vec-preallocates-1mib",
-        fuzzing::message_decode,
+        message_decode,
     );
     let r = decode_body::<(u8, Option<String>, Vec<u8>)>(&data[1..]);
     assert!(

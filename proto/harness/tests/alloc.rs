@@ -1,9 +1,7 @@
 //! Hostile lengths inside a frame fail at once, without allocating for
-//! what they claim. A counting allocator records the largest single
+//! what they claim. The harness's allocator records the largest single
 //! allocation each thread makes.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -11,57 +9,21 @@ use readyfd_proto::codec::decode_body;
 use readyfd_proto::{
     DEFAULT_MAX_FRAME, DecodeError, Endpoint, Frame, FrameDecoder, FrameError, Message,
 };
-
-struct Peak;
-
-thread_local! {
-    static PEAK: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    let _ = PEAK.try_with(|p| p.set(p.get().max(size)));
-}
-
-// SAFETY: every method forwards to `System` unchanged; `note` touches only
-// a const-initialised thread-local and never allocates.
-unsafe impl GlobalAlloc for Peak {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: the caller's guarantees, passed on.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use readyfd_proto_harness::BoundedAlloc;
+use readyfd_proto_harness::alloc::{self, Excess, peak_of, with_limit};
 
 #[global_allocator]
-static ALLOC: Peak = Peak;
+static ALLOC: BoundedAlloc = BoundedAlloc::recording();
 
 /// Runs `f`, returning its result and the largest single allocation it made.
 fn peak<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    PEAK.with(|p| p.set(0));
     let start = Instant::now();
-    let r = f();
+    let (r, most) = peak_of(f);
     assert!(
         start.elapsed() < Duration::from_secs(1),
         "a hostile length must fail at once"
     );
-    (r, PEAK.with(Cell::get))
+    (r, most)
 }
 
 fn frame(kind: u8, payload: Vec<u8>) -> Frame {
@@ -166,4 +128,27 @@ fn application_sequences_preallocate_at_most_serde_s_one_mib() {
     let (r, most) = peak(|| decode_body::<Vec<u32>>(&p));
     assert!(r.is_err());
     assert!(most <= 1024 * 1024, "allocated {most} bytes");
+}
+
+/// The bound the corpus replay relies on: an allocation over the limit in
+/// force is recorded (and reported once), one within it is not, and the
+/// limit ends with `with_limit`.
+#[test]
+fn an_allocation_over_the_limit_is_recorded() {
+    let _ = alloc::take_excess();
+    let within = with_limit(4096, || std::hint::black_box(vec![0u8; 1000]));
+    assert_eq!(alloc::take_excess(), None);
+    let over = with_limit(4096, || std::hint::black_box(vec![0u8; 5000]));
+    assert_eq!(
+        alloc::take_excess(),
+        Some(Excess {
+            size: 5000,
+            limit: 4096
+        })
+    );
+    assert_eq!(alloc::take_excess(), None, "reported once");
+    assert_eq!(alloc::limit(), usize::MAX);
+    let after = std::hint::black_box(vec![0u8; 5000]);
+    assert_eq!(alloc::take_excess(), None, "no limit outside with_limit");
+    assert_eq!(within.len() + over.len() + after.len(), 11_000);
 }
