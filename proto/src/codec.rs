@@ -63,13 +63,6 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
     })
 }
 
-/// Decodes a `T` from the start of `bytes`, returning it and the number of
-/// bytes it used. Allocation for inner lengths is bounded by twice
-/// `bytes.len()` (see [`decode_limited`]).
-pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), DecodeError> {
-    decode_limited(bytes)
-}
-
 /// Decodes a `T` that must use every byte of `bytes`.
 ///
 /// # Errors
@@ -85,6 +78,9 @@ pub(crate) fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Decod
     Ok(value)
 }
 
+/// Decodes a `T` from the start of `bytes`, returning it and the number of
+/// bytes it used, under a limit derived from `bytes.len()`.
+///
 /// bincode's limit is a const generic: pick the smallest power of two, at
 /// least 16, that is at least the payload length, so that a valid message
 /// always fits and a hostile claim can reserve less than twice the (already
@@ -106,7 +102,7 @@ pub(crate) fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Decod
 /// pre-allocate at most serde's cautious 1 MiB and then fail when the
 /// payload runs out of bytes. readyfd's own messages hold no sequence but
 /// `Ready::addresses`, which does not pre-allocate from the claim.
-fn decode_limited<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), DecodeError> {
+pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), DecodeError> {
     macro_rules! dispatch {
         ($($bits:literal)*) => {{
             let need = bytes.len().max(1).next_power_of_two();

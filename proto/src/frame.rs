@@ -14,16 +14,6 @@ use crate::error::FrameError;
 /// kind byte.
 pub const HEADER_LEN: usize = 5;
 
-/// The smallest receive maximum a side may announce: every peer can always
-/// be sent a `Ping` answer, a `Goodbye` and a status line. A `Hello` that
-/// announces less is a session error, and a configured maximum below it is
-/// raised to it.
-pub const MIN_MAX_FRAME: u32 = 4096;
-
-/// The default maximum payload length, 16 MiB, on both the sending and the
-/// receiving side.
-pub const DEFAULT_MAX_FRAME: u32 = 16 * 1024 * 1024;
-
 /// One frame: a kind byte and its payload (possibly empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -201,6 +191,7 @@ pub(crate) fn finish_frame(start: usize, max: u32, out: &mut Vec<u8>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::DEFAULT_MAX_FRAME;
 
     fn frame_bytes(kind: u8, payload: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();

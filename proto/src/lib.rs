@@ -15,6 +15,10 @@
 //! - [`session`]: the state machine that enforces who may send what, and
 //!   when ([`SessionError`]).
 //!
+//! [`limits`] holds the tuning numbers (frame maximums and their floor, the
+//! bound on the peer's unanswered requests), [`codec`] the one body
+//! encoding, and [`error`] the error type of each layer.
+//!
 //! `PROTOCOL.md` next to this crate is the normative specification, with
 //! test vectors in `vectors.json`; a peer in another language needs nothing
 //! else.
@@ -45,11 +49,13 @@
 pub mod codec;
 pub mod error;
 pub mod frame;
+pub mod limits;
 pub mod message;
 pub mod session;
 
 pub use error::{DecodeError, EncodeError, FrameError, SessionError};
-pub use frame::{DEFAULT_MAX_FRAME, Frame, FrameDecoder, HEADER_LEN, MIN_MAX_FRAME};
+pub use frame::{Frame, FrameDecoder, HEADER_LEN};
+pub use limits::{DEFAULT_MAX_FRAME, MIN_MAX_FRAME};
 pub use message::{
     Address, Endpoint, Goodbye, GoodbyeReason, Hello, Kind, MAGIC, Message, PROTOCOL_VERSION,
     Ready, RemoteError, RemoteErrorKind, RequestBody, ResponseBody, Role,

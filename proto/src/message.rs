@@ -5,6 +5,11 @@
 //! [`Message::Notify`], the tail of an application [`RequestBody::App`] or
 //! [`ResponseBody::App`]) are carried as the raw bytes of the application's
 //! own encoding and decoded by the caller into its own types.
+//!
+//! This module owns every wire tag: the frame kinds ([`Kind`]), the
+//! request and response body tags, and the `Hello` layout with its magic.
+//! The session encodes through it (`encode_app_request` and friends) and
+//! names no tag itself.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -388,6 +393,9 @@ pub enum Message {
     Goodbye(Goodbye),
 }
 
+/// The head of a request body on the wire: the variant index is the tag
+/// (`Ping` 0, `Shutdown` 1, `App` 2), and an `App` body follows as raw
+/// bytes.
 #[derive(Serialize, Deserialize)]
 enum RequestTag {
     Ping,
@@ -395,6 +403,8 @@ enum RequestTag {
     App,
 }
 
+/// The head of a response body on the wire: `Ok` 0, `App` 1 (raw bytes
+/// follow), `Error` 2.
 #[derive(Serialize, Deserialize)]
 enum ResponseTag {
     Ok,
@@ -556,9 +566,56 @@ fn append_raw(body: Option<&Bytes>, out: &mut Vec<u8>, limit: usize) -> Result<(
     Ok(())
 }
 
+/// Appends a `Request` frame for our request `id` whose application body
+/// is `body`, encoded straight into the frame (the bytes of
+/// `Message::Request { id, body: RequestBody::App(encode_body(body)) }`).
+pub(crate) fn encode_app_request<T: Serialize + ?Sized>(
+    id: u64,
+    body: &T,
+    max: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    write_frame(Kind::Request, max, out, |out, limit| {
+        encode_into(&(id, RequestTag::App), out, limit)?;
+        encode_into(body, out, limit)
+    })
+}
+
+/// Appends a `Response` frame answering the peer's request `id` with the
+/// application body `body`, encoded straight into the frame.
+pub(crate) fn encode_app_response<T: Serialize + ?Sized>(
+    id: u64,
+    body: &T,
+    max: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    write_frame(Kind::Response, max, out, |out, limit| {
+        encode_into(&(id, ResponseTag::App), out, limit)?;
+        encode_into(body, out, limit)
+    })
+}
+
+/// Appends a `Notify` frame whose payload is `body`'s encoding.
+pub(crate) fn encode_notify<T: Serialize + ?Sized>(
+    body: &T,
+    max: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    write_frame(Kind::Notify, max, out, |out, limit| {
+        encode_into(body, out, limit)
+    })
+}
+
+/// Appends a `Status` frame, without copying `status` into a `Message`.
+pub(crate) fn encode_status(status: &str, max: u32, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    write_frame(Kind::Status, max, out, |out, limit| {
+        encode_into(status, out, limit)
+    })
+}
+
 /// Runs `fill` to append a payload after a fresh header, then patches the
 /// length; on any error `out` is restored and the error names the maximum.
-pub(crate) fn write_frame(
+fn write_frame(
     kind: Kind,
     max: u32,
     out: &mut Vec<u8>,

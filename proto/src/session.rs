@@ -44,23 +44,25 @@ use std::collections::{HashSet, VecDeque};
 use bytes::BytesMut;
 use serde::Serialize;
 
-use crate::codec::encode_into;
-use crate::error::{EncodeError, SessionError};
-use crate::frame::{DEFAULT_MAX_FRAME, FrameDecoder, MIN_MAX_FRAME};
+use crate::error::SessionError;
+use crate::frame::FrameDecoder;
+use crate::limits::{
+    DEFAULT_MAX_FRAME, DEFAULT_MAX_UNANSWERED, MAX_GOODBYE_MESSAGE, MIN_MAX_FRAME,
+};
 use crate::message::{
-    Goodbye, GoodbyeReason, Hello, Kind, Message, PROTOCOL_VERSION, Ready, RequestBody,
-    ResponseBody, Role, write_frame,
+    Goodbye, GoodbyeReason, Hello, Message, PROTOCOL_VERSION, Ready, RequestBody, ResponseBody,
+    Role, encode_app_request, encode_app_response, encode_notify, encode_status,
 };
 
 /// Limits a session enforces on its peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionConfig {
     /// The longest frame payload accepted from the peer (announced to it in
-    /// our `Hello`). Default 16 MiB; values below
+    /// our `Hello`). Default [`DEFAULT_MAX_FRAME`] (16 MiB); values below
     /// [`MIN_MAX_FRAME`] are raised to it.
     pub max_frame: u32,
     /// How many of the peer's requests may be unanswered at once before the
-    /// peer is considered hostile. Default 65 536.
+    /// peer is considered hostile. Default [`DEFAULT_MAX_UNANSWERED`].
     pub max_unanswered: usize,
 }
 
@@ -68,7 +70,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             max_frame: DEFAULT_MAX_FRAME,
-            max_unanswered: 65_536,
+            max_unanswered: DEFAULT_MAX_UNANSWERED,
         }
     }
 }
@@ -87,6 +89,68 @@ pub enum Eof {
     Abrupt,
 }
 
+/// The receiving half: what the peer has said so far.
+#[derive(Debug)]
+enum RecvState {
+    /// Not one byte has arrived.
+    Silent,
+    /// Bytes arrived, but not yet the peer's whole `Hello`.
+    Greeting,
+    /// The peer's `Hello` arrived; `ready`: so did its `Ready` (a child's).
+    Open { peer: Hello, ready: bool },
+    /// The peer's `Goodbye` arrived: nothing more may.
+    Closed { peer: Hello, ready: bool },
+}
+
+impl RecvState {
+    fn peer(&self) -> Option<&Hello> {
+        match self {
+            RecvState::Open { peer, .. } | RecvState::Closed { peer, .. } => Some(peer),
+            RecvState::Silent | RecvState::Greeting => None,
+        }
+    }
+
+    fn ready(&self) -> bool {
+        matches!(
+            self,
+            RecvState::Open { ready: true, .. } | RecvState::Closed { ready: true, .. }
+        )
+    }
+}
+
+/// The sending half: what we have queued so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendState {
+    /// Nothing, not even our `Hello`.
+    Silent,
+    /// Our `Hello` is queued; `ready`: so is our `Ready` (a child's).
+    Open { ready: bool },
+    /// Our `Goodbye` is queued: nothing more may be.
+    Closed { ready: bool },
+}
+
+impl SendState {
+    fn ready(self) -> bool {
+        matches!(
+            self,
+            SendState::Open { ready: true } | SendState::Closed { ready: true }
+        )
+    }
+}
+
+/// Request ids in flight, both ways.
+#[derive(Debug)]
+struct Requests {
+    /// The id our next request gets.
+    next_id: u64,
+    /// Ours, waiting for the peer's response.
+    awaiting: HashSet<u64>,
+    /// Ours that the application gave up on: a late response is dropped.
+    abandoned: HashSet<u64>,
+    /// The peer's, waiting for our response.
+    to_answer: HashSet<u64>,
+}
+
 /// One side of a readyfd session. See the [module docs](self).
 #[derive(Debug)]
 pub struct Session {
@@ -94,19 +158,14 @@ pub struct Session {
     pid: u32,
     config: SessionConfig,
     decoder: FrameDecoder,
-    peer: Option<Hello>,
-    received_any: bool,
-    hello_sent: bool,
-    ready: bool,
-    next_id: u64,
-    outstanding: HashSet<u64>,
-    abandoned: HashSet<u64>,
-    unanswered: HashSet<u64>,
+    recv: RecvState,
+    send: SendState,
+    /// The error that ended the session; every later input returns it. The
+    /// two halves keep the phase they had, for inspection.
+    failed: Option<SessionError>,
+    requests: Requests,
     events: VecDeque<Message>,
     tx: Vec<u8>,
-    goodbye_sent: bool,
-    goodbye_received: bool,
-    failed: Option<SessionError>,
 }
 
 impl Session {
@@ -120,19 +179,17 @@ impl Session {
             pid,
             config,
             decoder: FrameDecoder::new(config.max_frame),
-            peer: None,
-            received_any: false,
-            hello_sent: false,
-            ready: false,
-            next_id: 1,
-            outstanding: HashSet::new(),
-            abandoned: HashSet::new(),
-            unanswered: HashSet::new(),
+            recv: RecvState::Silent,
+            send: SendState::Silent,
+            failed: None,
+            requests: Requests {
+                next_id: 1,
+                awaiting: HashSet::new(),
+                abandoned: HashSet::new(),
+                to_answer: HashSet::new(),
+            },
             events: VecDeque::new(),
             tx: Vec::new(),
-            goodbye_sent: false,
-            goodbye_received: false,
-            failed: None,
         }
     }
 
@@ -143,27 +200,30 @@ impl Session {
 
     /// The peer's `Hello`, once it arrived.
     pub fn peer(&self) -> Option<&Hello> {
-        self.peer.as_ref()
+        self.recv.peer()
     }
 
-    /// Whether `Ready` has been sent (child) or received (parent).
+    /// Whether the child's `Ready` has passed: sent (on the child's
+    /// session) or received (on the parent's).
     pub fn is_ready(&self) -> bool {
-        self.ready
+        // Only a child's send half and a parent's receive half ever get
+        // there: a parent may not send `Ready`, a child may not receive it.
+        self.send.ready() || self.recv.ready()
     }
 
     /// Whether we sent `Goodbye` (no more sends are possible).
     pub fn goodbye_sent(&self) -> bool {
-        self.goodbye_sent
+        matches!(self.send, SendState::Closed { .. })
     }
 
     /// Whether the peer sent `Goodbye`.
     pub fn goodbye_received(&self) -> bool {
-        self.goodbye_received
+        matches!(self.recv, RecvState::Closed { .. })
     }
 
     /// Our requests still waiting for a response.
     pub fn outstanding(&self) -> impl Iterator<Item = u64> + '_ {
-        self.outstanding.iter().copied()
+        self.requests.awaiting.iter().copied()
     }
 
     /// Bytes queued for the peer and not yet taken by
@@ -176,9 +236,7 @@ impl Session {
     /// The most a payload to the peer may hold: what its `Hello` announced,
     /// or the default until then.
     pub fn peer_max_frame(&self) -> u32 {
-        self.peer
-            .as_ref()
-            .map_or(DEFAULT_MAX_FRAME, |h| h.max_frame)
+        self.peer().map_or(DEFAULT_MAX_FRAME, |h| h.max_frame)
     }
 
     // ---- inputs -------------------------------------------------------
@@ -194,8 +252,8 @@ impl Session {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        if !buf.is_empty() {
-            self.received_any = true;
+        if !buf.is_empty() && matches!(self.recv, RecvState::Silent) {
+            self.recv = RecvState::Greeting;
         }
         loop {
             let frame = match self.decoder.decode(buf) {
@@ -225,13 +283,11 @@ impl Session {
         if let Err(e) = self.decoder.decode_eof(buf) {
             return Err(self.fail(e.into()));
         }
-        self.abandoned.clear();
-        Ok(if !self.received_any {
-            Eof::Silent
-        } else if self.goodbye_received {
-            Eof::AfterGoodbye
-        } else {
-            Eof::Abrupt
+        self.requests.abandoned.clear();
+        Ok(match self.recv {
+            RecvState::Silent => Eof::Silent,
+            RecvState::Closed { .. } => Eof::AfterGoodbye,
+            RecvState::Greeting | RecvState::Open { .. } => Eof::Abrupt,
         })
     }
 
@@ -265,10 +321,10 @@ impl Session {
     /// Queues our `Hello` if it has not been queued yet. Every other
     /// `send_*` does this first by itself.
     pub fn send_hello(&mut self) {
-        if self.hello_sent {
+        if self.send != SendState::Silent {
             return;
         }
-        self.hello_sent = true;
+        self.send = SendState::Open { ready: false };
         let hello = Message::Hello(Hello {
             version: PROTOCOL_VERSION,
             pid: self.pid,
@@ -285,15 +341,15 @@ impl Session {
     /// [`SessionError::NotAllowed`] from a parent or a second time;
     /// [`SessionError::Encode`] when it exceeds the peer's maximum.
     pub fn send_ready(&mut self, ready: &Ready) -> Result<(), SessionError> {
-        self.check_send()?;
+        self.start_send()?;
         if self.role != Role::Child {
             return Err(SessionError::NotAllowed("only the child sends Ready"));
         }
-        if self.ready {
+        if self.send.ready() {
             return Err(SessionError::NotAllowed("Ready was already sent"));
         }
-        self.push(&Message::Ready(ready.clone()))?;
-        self.ready = true;
+        self.queue(&Message::Ready(ready.clone()))?;
+        self.send = SendState::Open { ready: true };
         Ok(())
     }
 
@@ -302,11 +358,12 @@ impl Session {
     /// # Errors
     /// [`SessionError::NotAllowed`] from a parent; encoding errors.
     pub fn send_status(&mut self, status: &str) -> Result<(), SessionError> {
-        self.check_send()?;
+        self.start_send()?;
         if self.role != Role::Child {
             return Err(SessionError::NotAllowed("only the child sends Status"));
         }
-        self.push_with(Kind::Status, |out, limit| encode_into(status, out, limit))
+        encode_status(status, self.peer_max_frame(), &mut self.tx)?;
+        Ok(())
     }
 
     /// Queues a built-in request (`Ping`, or `Shutdown` from the parent) or
@@ -316,15 +373,13 @@ impl Session {
     /// [`SessionError::NotAllowed`] for `Shutdown` from the child; encoding
     /// errors; [`SessionError::Closed`] after `Goodbye`.
     pub fn send_request(&mut self, body: RequestBody) -> Result<u64, SessionError> {
-        self.check_send()?;
+        self.start_send()?;
         if matches!(body, RequestBody::Shutdown { .. }) && self.role != Role::Parent {
             return Err(SessionError::NotAllowed("only the parent sends Shutdown"));
         }
-        let id = self.next_id;
-        self.push(&Message::Request { id, body })?;
-        self.next_id += 1;
-        self.outstanding.insert(id);
-        Ok(id)
+        let id = self.requests.next_id;
+        self.queue(&Message::Request { id, body })?;
+        Ok(self.sent_request(id))
     }
 
     /// Queues an application request, encoding `body` straight into the
@@ -336,22 +391,17 @@ impl Session {
         &mut self,
         body: &T,
     ) -> Result<u64, SessionError> {
-        self.check_send()?;
-        let id = self.next_id;
-        self.push_with(Kind::Request, |out, limit| {
-            encode_into(&(id, 2u32), out, limit)?;
-            encode_into(body, out, limit)
-        })?;
-        self.next_id += 1;
-        self.outstanding.insert(id);
-        Ok(id)
+        self.start_send()?;
+        let id = self.requests.next_id;
+        encode_app_request(id, body, self.peer_max_frame(), &mut self.tx)?;
+        Ok(self.sent_request(id))
     }
 
     /// Gives up waiting for our request `id`: a response that arrives later
     /// is dropped silently rather than treated as a protocol error.
     pub fn abandon_request(&mut self, id: u64) {
-        if self.outstanding.remove(&id) {
-            self.abandoned.insert(id);
+        if self.requests.awaiting.remove(&id) {
+            self.requests.abandoned.insert(id);
         }
     }
 
@@ -361,9 +411,9 @@ impl Session {
     /// [`SessionError::NotAllowed`] when `id` is not an unanswered request
     /// of the peer's; encoding errors.
     pub fn send_response(&mut self, id: u64, body: ResponseBody) -> Result<(), SessionError> {
-        self.check_response(id)?;
-        self.push(&Message::Response { id, body })?;
-        self.unanswered.remove(&id);
+        self.start_response(id)?;
+        self.queue(&Message::Response { id, body })?;
+        self.requests.to_answer.remove(&id);
         Ok(())
     }
 
@@ -377,12 +427,9 @@ impl Session {
         id: u64,
         body: &T,
     ) -> Result<(), SessionError> {
-        self.check_response(id)?;
-        self.push_with(Kind::Response, |out, limit| {
-            encode_into(&(id, 1u32), out, limit)?;
-            encode_into(body, out, limit)
-        })?;
-        self.unanswered.remove(&id);
+        self.start_response(id)?;
+        encode_app_response(id, body, self.peer_max_frame(), &mut self.tx)?;
+        self.requests.to_answer.remove(&id);
         Ok(())
     }
 
@@ -391,11 +438,14 @@ impl Session {
     /// # Errors
     /// Encoding errors; [`SessionError::Closed`] after `Goodbye`.
     pub fn send_notify<T: Serialize + ?Sized>(&mut self, body: &T) -> Result<(), SessionError> {
-        self.check_send()?;
-        self.push_with(Kind::Notify, |out, limit| encode_into(body, out, limit))
+        self.start_send()?;
+        encode_notify(body, self.peer_max_frame(), &mut self.tx)?;
+        Ok(())
     }
 
-    /// Queues `Goodbye`; nothing can be sent after it.
+    /// Queues `Goodbye`; nothing can be sent after it. A `message` longer
+    /// than [`MAX_GOODBYE_MESSAGE`] bytes is cut to it, at a character
+    /// boundary.
     ///
     /// # Errors
     /// [`SessionError::Closed`] when it was already sent.
@@ -404,13 +454,15 @@ impl Session {
         reason: GoodbyeReason,
         message: &str,
     ) -> Result<(), SessionError> {
-        self.check_send()?;
+        self.start_send()?;
         let g = Goodbye {
             reason,
-            message: truncate_utf8(message, 4096).to_string(),
+            message: truncate_utf8(message, MAX_GOODBYE_MESSAGE).to_string(),
         };
-        self.push(&Message::Goodbye(g))?;
-        self.goodbye_sent = true;
+        self.queue(&Message::Goodbye(g))?;
+        self.send = SendState::Closed {
+            ready: self.send.ready(),
+        };
         Ok(())
     }
 
@@ -421,17 +473,21 @@ impl Session {
         e
     }
 
-    fn check_send(&mut self) -> Result<(), SessionError> {
-        if self.goodbye_sent {
+    /// Refuses to send after our `Goodbye`; otherwise queues our `Hello`
+    /// if it is not queued yet.
+    fn start_send(&mut self) -> Result<(), SessionError> {
+        if self.goodbye_sent() {
             return Err(SessionError::Closed);
         }
         self.send_hello();
         Ok(())
     }
 
-    fn check_response(&mut self, id: u64) -> Result<(), SessionError> {
-        self.check_send()?;
-        if !self.unanswered.contains(&id) {
+    /// [`start_send`](Self::start_send), and refuses a response to an id
+    /// that is not the peer's unanswered request.
+    fn start_response(&mut self, id: u64) -> Result<(), SessionError> {
+        self.start_send()?;
+        if !self.requests.to_answer.contains(&id) {
             return Err(SessionError::NotAllowed(
                 "response to an id that is not an unanswered request of the peer",
             ));
@@ -439,49 +495,26 @@ impl Session {
         Ok(())
     }
 
-    fn push(&mut self, msg: &Message) -> Result<(), SessionError> {
+    /// Records our request `id` as sent and awaiting its response.
+    fn sent_request(&mut self, id: u64) -> u64 {
+        self.requests.next_id += 1;
+        self.requests.awaiting.insert(id);
+        id
+    }
+
+    fn queue(&mut self, msg: &Message) -> Result<(), SessionError> {
         let max = self.peer_max_frame();
         msg.encode(max, &mut self.tx).map_err(SessionError::from)
     }
 
-    fn push_with(
-        &mut self,
-        kind: Kind,
-        fill: impl FnOnce(&mut Vec<u8>, usize) -> Result<(), EncodeError>,
-    ) -> Result<(), SessionError> {
-        let max = self.peer_max_frame();
-        write_frame(kind, max, &mut self.tx, fill).map_err(SessionError::from)
-    }
-
     fn accept(&mut self, msg: Message) -> Result<(), SessionError> {
-        let kind = msg.kind();
-        if self.goodbye_received {
-            return Err(SessionError::AfterGoodbye(kind.name()));
-        }
-        let Some(peer) = &self.peer else {
-            let Message::Hello(h) = msg else {
-                return Err(SessionError::HelloExpected(kind.name()));
-            };
-            if h.version != PROTOCOL_VERSION {
-                return Err(SessionError::VersionMismatch {
-                    ours: PROTOCOL_VERSION,
-                    theirs: h.version,
-                });
+        let (peer_role, ready) = match &self.recv {
+            RecvState::Closed { .. } => {
+                return Err(SessionError::AfterGoodbye(msg.kind().name()));
             }
-            if h.role == self.role {
-                return Err(SessionError::RoleConflict(h.role));
-            }
-            if h.max_frame < MIN_MAX_FRAME {
-                return Err(SessionError::MaxFrameTooSmall {
-                    announced: h.max_frame,
-                    min: MIN_MAX_FRAME,
-                });
-            }
-            self.peer = Some(h.clone());
-            self.events.push_back(Message::Hello(h));
-            return Ok(());
+            RecvState::Silent | RecvState::Greeting => return self.accept_hello(msg),
+            RecvState::Open { peer, ready } => (peer.role, *ready),
         };
-        let peer_role = peer.role;
         match &msg {
             Message::Hello(_) => return Err(SessionError::DuplicateHello),
             Message::Ready(_) => {
@@ -491,10 +524,10 @@ impl Session {
                         kind: "Ready",
                     });
                 }
-                if self.ready {
+                if ready {
                     return Err(SessionError::SecondReady);
                 }
-                self.ready = true;
+                self.recv_ready();
             }
             Message::Status(_) => {
                 if peer_role != Role::Child {
@@ -511,31 +544,20 @@ impl Session {
                         kind: "Shutdown",
                     });
                 }
-                if self.unanswered.contains(id) {
+                if self.requests.to_answer.contains(id) {
                     return Err(SessionError::DuplicateRequestId(*id));
                 }
-                if self.unanswered.len() >= self.config.max_unanswered {
+                if self.requests.to_answer.len() >= self.config.max_unanswered {
                     return Err(SessionError::TooManyRequests(self.config.max_unanswered));
                 }
                 if matches!(body, RequestBody::Ping) {
-                    // Answered here, never seen by the application. After our
-                    // Goodbye nothing may be sent, so the ping goes unanswered.
-                    if !self.goodbye_sent {
-                        let id = *id;
-                        self.unanswered.insert(id);
-                        let answered = self.send_response(id, ResponseBody::Ok);
-                        // Answered, or unanswerable (a Pong over the peer's
-                        // announced maximum): never left for the application.
-                        self.unanswered.remove(&id);
-                        answered?;
-                    }
-                    return Ok(());
+                    return self.answer_ping(*id);
                 }
-                self.unanswered.insert(*id);
+                self.requests.to_answer.insert(*id);
             }
             Message::Response { id, .. } => {
-                if !self.outstanding.remove(id) {
-                    if self.abandoned.remove(id) {
+                if !self.requests.awaiting.remove(id) {
+                    if self.requests.abandoned.remove(id) {
                         return Ok(());
                     }
                     return Err(SessionError::UnknownResponseId(*id));
@@ -543,12 +565,65 @@ impl Session {
             }
             Message::Notify(_) => {}
             Message::Goodbye(_) => {
-                self.goodbye_received = true;
-                self.unanswered.clear();
+                let RecvState::Open { peer, ready } =
+                    std::mem::replace(&mut self.recv, RecvState::Silent)
+                else {
+                    unreachable!("checked above: the receiving half is open")
+                };
+                self.recv = RecvState::Closed { peer, ready };
+                self.requests.to_answer.clear();
             }
         }
         self.events.push_back(msg);
         Ok(())
+    }
+
+    /// The peer's first message, which must be a `Hello` we can talk to.
+    fn accept_hello(&mut self, msg: Message) -> Result<(), SessionError> {
+        let Message::Hello(h) = msg else {
+            return Err(SessionError::HelloExpected(msg.kind().name()));
+        };
+        if h.version != PROTOCOL_VERSION {
+            return Err(SessionError::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs: h.version,
+            });
+        }
+        if h.role == self.role {
+            return Err(SessionError::RoleConflict(h.role));
+        }
+        if h.max_frame < MIN_MAX_FRAME {
+            return Err(SessionError::MaxFrameTooSmall {
+                announced: h.max_frame,
+                min: MIN_MAX_FRAME,
+            });
+        }
+        self.recv = RecvState::Open {
+            peer: h.clone(),
+            ready: false,
+        };
+        self.events.push_back(Message::Hello(h));
+        Ok(())
+    }
+
+    fn recv_ready(&mut self) {
+        if let RecvState::Open { ready, .. } = &mut self.recv {
+            *ready = true;
+        }
+    }
+
+    /// Answers the peer's `Ping` here: the application never sees it. After
+    /// our `Goodbye` nothing may be sent, so the ping goes unanswered.
+    fn answer_ping(&mut self, id: u64) -> Result<(), SessionError> {
+        if self.goodbye_sent() {
+            return Ok(());
+        }
+        self.requests.to_answer.insert(id);
+        let answered = self.send_response(id, ResponseBody::Ok);
+        // Answered, or unanswerable (a Pong over the peer's announced
+        // maximum): never left for the application.
+        self.requests.to_answer.remove(&id);
+        answered
     }
 }
 
