@@ -575,10 +575,7 @@ pub(crate) fn encode_app_request<T: Serialize + ?Sized>(
     max: u32,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    write_frame(Kind::Request, max, out, |out, limit| {
-        encode_into(&(id, RequestTag::App), out, limit)?;
-        encode_into(body, out, limit)
-    })
+    encode_app(Kind::Request, &(id, RequestTag::App), body, max, out)
 }
 
 /// Appends a `Response` frame answering the peer's request `id` with the
@@ -589,8 +586,19 @@ pub(crate) fn encode_app_response<T: Serialize + ?Sized>(
     max: u32,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    write_frame(Kind::Response, max, out, |out, limit| {
-        encode_into(&(id, ResponseTag::App), out, limit)?;
+    encode_app(Kind::Response, &(id, ResponseTag::App), body, max, out)
+}
+
+/// Appends a frame of `kind` whose payload is `head`, then `body`.
+fn encode_app<H: Serialize, T: Serialize + ?Sized>(
+    kind: Kind,
+    head: &H,
+    body: &T,
+    max: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    write_frame(kind, max, out, |out, limit| {
+        encode_into(head, out, limit)?;
         encode_into(body, out, limit)
     })
 }

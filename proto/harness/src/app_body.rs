@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use readyfd_proto::codec::{check_body, encode_body};
 use readyfd_proto::{
     Address, Endpoint, FrameDecoder, Message, Ready, RemoteError, RequestBody, ResponseBody, Role,
@@ -72,7 +72,7 @@ where
     let Some(value) = check_body::<T>(body) else {
         return;
     };
-    let bytes = encode_body(&value, usize::MAX).expect("a checked body re-encodes");
+    let bytes = Bytes::from(encode_body(&value, usize::MAX).expect("a checked body re-encodes"));
 
     let mut parent = Session::new(Role::Parent, 1, SessionConfig::default());
     let mut child = Session::new(Role::Child, 2, SessionConfig::default());
@@ -81,42 +81,31 @@ where
         .expect("a typed request is sent");
     parent.send_notify(&value).expect("a typed notify is sent");
     let [request, notify] = deliver(&mut parent, &mut child);
-    let Message::Request {
-        id: got,
-        body: RequestBody::App(b),
-    } = request
-    else {
-        panic!("the typed request arrived as {request:?}")
-    };
     assert_eq!(
-        (got, &b[..]),
-        (id, &bytes[..]),
+        request,
+        Message::Request {
+            id,
+            body: RequestBody::App(bytes.clone()),
+        },
         "the typed request differs from encode_body"
     );
-    let Message::Notify(b) = notify else {
-        panic!("the typed notify arrived as {notify:?}")
-    };
     assert_eq!(
-        b[..],
-        bytes[..],
+        notify,
+        Message::Notify(bytes.clone()),
         "the typed notify differs from encode_body"
     );
-    assert_eq!(check_body::<T>(&b).as_ref(), Some(&value));
+    assert_eq!(check_body::<T>(&bytes).as_ref(), Some(&value));
 
     child
         .send_app_response(id, &value)
         .expect("a typed response is sent");
     let [response] = deliver(&mut child, &mut parent);
-    let Message::Response {
-        id: got,
-        body: ResponseBody::App(b),
-    } = response
-    else {
-        panic!("the typed response arrived as {response:?}")
-    };
     assert_eq!(
-        (got, &b[..]),
-        (id, &bytes[..]),
+        response,
+        Message::Response {
+            id,
+            body: ResponseBody::App(bytes),
+        },
         "the typed response differs from encode_body"
     );
 }

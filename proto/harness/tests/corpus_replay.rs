@@ -74,6 +74,16 @@ fn regression(target: &str, name: &str, f: fn(&[u8])) -> Vec<u8> {
     data
 }
 
+/// Replays a `message_decode` regression, then decodes it as the frame it
+/// holds (`[kind][payload]`).
+fn decode_regression(name: &str) -> Result<Message, DecodeError> {
+    let data = regression("message_decode", name, message_decode);
+    Message::decode(&Frame {
+        kind: data[0],
+        payload: data[1..].to_vec().into(),
+    })
+}
+
 #[test]
 fn corpus_frame_decoder() {
     replay("frame_decoder", frame_decoder);
@@ -141,17 +151,8 @@ fn regression_ping_unanswerable_left_unanswered() {
 /// bincode passes their message on as text.
 #[test]
 fn regression_goodbye_reason_variant_index_unclassified() {
-    let data = regression(
-        "message_decode",
-        "goodbye-reason-variant-index-unclassified",
-        message_decode,
-    );
-    let frame = Frame {
-        kind: data[0],
-        payload: data[1..].to_vec().into(),
-    };
     assert_eq!(
-        Message::decode(&frame),
+        decode_regression("goodbye-reason-variant-index-unclassified"),
         Err(DecodeError::InvalidTag {
             what: "enum variant",
             tag: u32::MAX
@@ -163,17 +164,8 @@ fn regression_goodbye_reason_variant_index_unclassified() {
 /// `V4`/`V6` with a different text.
 #[test]
 fn regression_socketaddr_variant_index_unclassified() {
-    let data = regression(
-        "message_decode",
-        "socketaddr-variant-index-unclassified",
-        message_decode,
-    );
-    let frame = Frame {
-        kind: data[0],
-        payload: data[1..].to_vec().into(),
-    };
     assert_eq!(
-        Message::decode(&frame),
+        decode_regression("socketaddr-variant-index-unclassified"),
         Err(DecodeError::InvalidTag {
             what: "SocketAddr variant",
             tag: 0x002a_0000
