@@ -217,6 +217,10 @@ bad("frame_over_announced_max", "One byte over a 64 KiB maximum; only the header
     u32(65537) + u8(5), {"layer": "frame", "error": "TooLarge", "len": 65537, "max": 65536}, max_frame=65536)
 bad("frame_truncated_header", "The stream ends after 3 header bytes.",
     bytes.fromhex("120000"), {"layer": "frame", "error": "Truncated", "have": 3, "need": 5})
+bad("frame_oversized_length_truncated_header",
+    "Four header bytes announcing 4 GiB - 1, then end of stream: the length is checked once the whole 5-byte header "
+    "has arrived, so this is a truncated header, not TooLarge.",
+    u32(0xFFFFFFFF), {"layer": "frame", "error": "Truncated", "have": 4, "need": 5})
 bad("frame_truncated_payload", "The stream ends inside a Hello's payload.",
     frame(1, good_hello)[:12], {"layer": "frame", "error": "Truncated", "have": 12, "need": 23})
 message_error(0x00, b"", {"error": "UnknownKind", "kind": 0}, "unknown_kind_0", "Kind 0 is not a message.")
@@ -319,6 +323,16 @@ s("too_many_unanswered", "Three unanswered requests when two are accepted.", "Ch
 s("version_mismatch", "A version-2 Hello (with a layout of its own after offset 6).", "Parent",
   [frame(1, b"RDFD" + u16(2) + b"\x00" * 20)], err("VersionMismatch", ours=1, theirs=2))
 s("role_conflict", "Two parents.", "Parent", [P], err("RoleConflict", role="Parent"))
+s("max_frame_too_small", "A Hello announcing a maximum of 4095 bytes, one below the protocol minimum.", "Parent",
+  [encode(hello("Child", 200, 4095))], err("MaxFrameTooSmall", announced=4095, min=4096))
+s("hello_checks_version_first", "A version-2 Hello laid out as version 1's, announcing role parent to a parent "
+  "and a maximum of 0: the version is checked before the role and the maximum.",
+  "Parent", [frame(1, b"RDFD" + u16(2) + u32(100) + u32(0) + u32(0))], err("VersionMismatch", ours=1, theirs=2))
+s("hello_checks_role_before_max_frame", "A parent's Hello to a parent, announcing a maximum of 0: the role is "
+  "checked before the maximum.", "Parent", [encode(hello("Parent", 100, 0))], err("RoleConflict", role="Parent"))
+s("duplicate_id_before_too_many", "Request id 5 reused while unanswered, at the limit of one unanswered request: "
+  "the reuse is reported, not the limit.", "Child", [P, app_request(5), app_request(5)],
+  err("DuplicateRequestId", id=5), max_unanswered=1)
 s("duplicate_hello", "Hello twice.", "Parent", [C, C], err("DuplicateHello"))
 s("after_goodbye", "A Notify after Goodbye.", "Parent", [C, GOODBYE, encode({"Notify": ""})], err("AfterGoodbye", kind="Notify"))
 s("ping_is_answered", "A Ping is answered by the library: the child's Hello, then Response Ok with the same id.", "Child",

@@ -311,6 +311,13 @@ fn check_session_error(e: &SessionError, want: &Value, name: &Value) {
                 "{name}"
             );
         }
+        SessionError::MaxFrameTooSmall { announced, min } if w == "MaxFrameTooSmall" => {
+            assert_eq!(
+                (u64::from(*announced), u64::from(*min)),
+                (num(&want["announced"]), num(&want["min"])),
+                "{name}"
+            );
+        }
         SessionError::RoleConflict(r) if w == "RoleConflict" => {
             assert_eq!(*r, role(&want["role"]), "{name}")
         }
@@ -483,6 +490,31 @@ fn every_invalid_class_has_a_vector() {
         "LimitExceeded",
     ] {
         assert!(errors.contains(e), "no invalid vector for {e}");
+    }
+}
+
+/// Every session error a peer can cause has a session vector.
+#[test]
+fn every_session_error_has_a_vector() {
+    let v = vectors();
+    let errors: BTreeSet<&str> = list(&v, "sessions")
+        .iter()
+        .filter_map(|t| t["result"]["error"].as_str())
+        .collect();
+    for e in [
+        "HelloExpected",
+        "VersionMismatch",
+        "RoleConflict",
+        "MaxFrameTooSmall",
+        "DuplicateHello",
+        "SecondReady",
+        "WrongDirection",
+        "UnknownResponseId",
+        "DuplicateRequestId",
+        "TooManyRequests",
+        "AfterGoodbye",
+    ] {
+        assert!(errors.contains(e), "no session vector for {e}");
     }
 }
 
