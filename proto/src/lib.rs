@@ -42,6 +42,14 @@
 //! assert_eq!((got, text.as_str()), (id, "config: fast=true"));
 //! child.send_app_response(got, &true).unwrap();
 //! ```
+//!
+//! # Fuzzing your own body types
+//! Application bodies are your own serde types, decoded from bytes a peer
+//! chose. [`codec::check_body`] is the one call a fuzz target for such a
+//! type needs: it decodes any bytes as readyfd would on arrival and panics
+//! when a decoded value does not survive the round trip. The fuzz harness
+//! of this crate itself is not published (`proto/harness` in the
+//! repository).
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![warn(unreachable_pub)]
 #![forbid(unsafe_code)]

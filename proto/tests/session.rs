@@ -648,3 +648,53 @@ fn a_whole_conversation() {
     assert_eq!(kinds, ["Hello", "Status", "Ready", "Response", "Goodbye"]);
     assert_eq!(p.outstanding().count(), 0);
 }
+
+/// The receive and send halves are separate phases: the peer's `Ready`,
+/// `Hello` and `Goodbye` stay known after a later failure, and our own
+/// readiness stays after our `Goodbye`.
+#[test]
+fn readiness_and_goodbye_outlive_later_phases() {
+    let mut p = parent();
+    let ready = Message::Ready(Ready::new(7));
+    let bye = Message::Goodbye(Goodbye {
+        reason: GoodbyeReason::Done,
+        message: String::new(),
+    });
+    feed(&mut p, &[hello(Role::Child), ready, bye]).unwrap();
+    assert!(p.is_ready() && p.goodbye_received() && !p.goodbye_sent());
+    assert_eq!(
+        feed(&mut p, &[Message::Status("late".into())]),
+        Err(SessionError::AfterGoodbye("Status"))
+    );
+    assert!(p.is_ready() && p.goodbye_received());
+    assert_eq!(p.peer().map(|h| h.pid), Some(7));
+
+    let mut c = child();
+    assert!(!c.is_ready());
+    c.send_ready(&Ready::new(200)).unwrap();
+    c.send_goodbye(GoodbyeReason::Done, "").unwrap();
+    assert!(c.is_ready() && c.goodbye_sent() && !c.goodbye_received());
+    assert!(c.peer().is_none(), "nothing received yet");
+    assert_eq!(
+        c.send_ready(&Ready::new(200)),
+        Err(SessionError::Closed),
+        "closed before it is a second Ready"
+    );
+}
+
+/// Bytes that are not yet a whole `Hello` leave the session without a
+/// peer; the rest of the `Hello` completes it.
+#[test]
+fn a_hello_split_across_reads_is_accepted_once_whole() {
+    let mut p = parent();
+    let bytes = wire(&[hello(Role::Child)]);
+    let mut buf = BytesMut::from(&bytes[..10]);
+    p.handle_input(&mut buf).unwrap();
+    assert!(p.peer().is_none());
+    assert!(events(&mut p).is_empty());
+    buf.extend_from_slice(&bytes[10..]);
+    p.handle_input(&mut buf).unwrap();
+    assert_eq!(p.peer().map(|h| h.role), Some(Role::Child));
+    assert_eq!(events(&mut p), vec![hello(Role::Child)]);
+    assert_eq!(p.handle_eof(&mut buf), Ok(Eof::Abrupt));
+}
