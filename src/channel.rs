@@ -37,8 +37,9 @@ use readyfd_proto::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{ChannelError, CloseReason};
+use crate::error::{ChannelError, CloseReason, ProtocolError};
 use crate::sys;
+use crate::verdict::{ReadyVia, Seen};
 
 /// Bytes queued for the peer beyond which senders wait.
 pub const HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -435,6 +436,11 @@ impl Inner {
                     if step != ReadStep::Data {
                         break;
                     }
+                    // A peer that keeps the socket full must not hold the
+                    // deadline off: look at it between reads too.
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return None;
+                    }
                 }
             }
             let mut fds = [
@@ -575,6 +581,10 @@ impl Channel {
         pidfd: Option<OwnedFd>,
         opts: ChannelOptions,
     ) -> io::Result<Channel> {
+        if role == Role::Child {
+            // So that a child that panics before `Ready` can say why.
+            record_panics();
+        }
         sys::set_nonblocking(sock.as_fd(), true)?;
         let wake = sys::eventfd()?;
         let reader_wake = sys::eventfd()?;
@@ -848,10 +858,16 @@ impl Channel {
 
     /// Says `Goodbye` and stops sending. Requests still waiting fail with
     /// [`CloseReason::Local`]. Dropping the channel does this too.
+    ///
+    /// A child that closes (or drops) its channel before it sent `Ready`
+    /// gives up: its `Goodbye` says `ShuttingDown` (with the panic message
+    /// when the thread is panicking), and its parent reports a failure
+    /// before readiness, not a ready child.
     pub fn close(&self) {
         let mut st = self.inner.lock();
         if st.send_blocker().is_none() && !st.session.goodbye_sent() {
-            let _ = st.session.send_goodbye(GoodbyeReason::Done, "");
+            let (reason, message) = farewell(&st.session);
+            let _ = st.session.send_goodbye(reason, &message);
             st = self.inner.flush(st, Writer::Caller);
         }
         if !st.local_closed {
@@ -864,29 +880,15 @@ impl Channel {
     // ---- parent-side waiting ------------------------------------------------
 
     /// Waits until the child is ready, the channel ends, the child exits
-    /// (with the pidfd given to [`start`](Self::start)) or `deadline`.
-    pub(crate) fn wait_ready_event(&self, deadline: Instant, ignore_exit: bool) -> ReadyEvent {
+    /// (with the pidfd given to [`start`](Self::start), while `watch_exit`)
+    /// or `deadline`, and says what was seen.
+    pub(crate) fn wait_ready_seen(&self, deadline: Instant, watch_exit: bool, pid: u32) -> Seen {
         let event = self.inner.wait_for(Some(deadline), |st| {
-            if let Some(r) = &st.peer.ready {
-                return Some(ReadyEvent::Ready(r.clone()));
-            }
-            match &st.read {
-                ReadEnd::Failed(CloseReason::Protocol(e)) => {
-                    return Some(ReadyEvent::Protocol(e.clone()));
-                }
-                ReadEnd::Failed(r) => return Some(ReadyEvent::Io(r.clone())),
-                ReadEnd::Eof => return Some(ReadyEvent::Closed),
-                ReadEnd::Open => {}
-            }
-            if let Some(g) = &st.peer.goodbye {
-                return Some(ReadyEvent::Goodbye(g.clone()));
-            }
-            if st.child_exited && !ignore_exit {
-                return Some(ReadyEvent::Exited);
-            }
-            None
+            ReadyEvent::of(&st.peer, &st.read, st.child_exited && watch_exit)
         });
-        event.unwrap_or(ReadyEvent::Timeout)
+        event
+            .unwrap_or(ReadyEvent::Timeout)
+            .into_seen(pid, self.last_status())
     }
 }
 
@@ -928,7 +930,8 @@ impl Drop for Channel {
     }
 }
 
-/// What [`Channel::wait_ready_event`] saw.
+/// What a parent's channel shows of the child's readiness: the one reading
+/// of the channel's state for the blocking and the async driver.
 #[derive(Debug)]
 pub(crate) enum ReadyEvent {
     Ready(Ready),
@@ -938,6 +941,129 @@ pub(crate) enum ReadyEvent {
     Protocol(SessionError),
     Io(CloseReason),
     Timeout,
+}
+
+impl ReadyEvent {
+    /// What the channel's state says, if anything yet. Input comes first:
+    /// a `Ready` read before the exit was noticed wins.
+    pub(crate) fn of(peer: &PeerView, read: &ReadEnd, exited: bool) -> Option<ReadyEvent> {
+        if let Some(r) = &peer.ready {
+            return Some(ReadyEvent::Ready(r.clone()));
+        }
+        match read {
+            ReadEnd::Failed(CloseReason::Protocol(e)) => {
+                return Some(ReadyEvent::Protocol(e.clone()));
+            }
+            ReadEnd::Failed(r) => return Some(ReadyEvent::Io(r.clone())),
+            ReadEnd::Eof => {
+                return Some(match &peer.goodbye {
+                    Some(g) => ReadyEvent::Goodbye(g.clone()),
+                    None => ReadyEvent::Closed,
+                });
+            }
+            ReadEnd::Open => {}
+        }
+        if let Some(g) = &peer.goodbye {
+            return Some(ReadyEvent::Goodbye(g.clone()));
+        }
+        exited.then_some(ReadyEvent::Exited)
+    }
+
+    /// As the readiness core sees it. A `Goodbye` before `Ready`, whatever
+    /// its reason, is the child giving up (or rejecting us): never the
+    /// minimal "closed while alive" signal, which is a bare end of stream.
+    pub(crate) fn into_seen(self, pid: u32, last_status: Option<String>) -> Seen {
+        match self {
+            ReadyEvent::Ready(r) => Seen::Ready(r, ReadyVia::Message),
+            ReadyEvent::Closed => Seen::End(Ready {
+                pid,
+                addresses: Vec::new(),
+                status: last_status,
+            }),
+            ReadyEvent::Goodbye(g) => match g.reason {
+                GoodbyeReason::ProtocolError | GoodbyeReason::VersionMismatch => {
+                    Seen::Protocol(ProtocolError::Other(format!(
+                        "the child rejected us ({:?}): {}",
+                        g.reason, g.message
+                    )))
+                }
+                reason => Seen::Failed {
+                    errno: None,
+                    message: if g.message.is_empty() {
+                        format!("it said Goodbye ({reason:?}) before it was ready")
+                    } else {
+                        format!(
+                            "it said Goodbye ({reason:?}) before it was ready: {}",
+                            g.message
+                        )
+                    },
+                },
+            },
+            ReadyEvent::Exited => Seen::Exit,
+            ReadyEvent::Protocol(e) => Seen::Protocol(ProtocolError::Session(e)),
+            ReadyEvent::Io(CloseReason::Io(kind, msg)) => Seen::Io(io::Error::new(kind, msg)),
+            ReadyEvent::Io(other) => Seen::Io(io::Error::other(other.to_string())),
+            ReadyEvent::Timeout => Seen::Timeout,
+        }
+    }
+}
+
+/// The `Goodbye` a side says when it closes: `Done`, except for a child
+/// that has not sent `Ready`, which gives up (`ShuttingDown`, with the
+/// panic message while its thread panics; see [`panic_message`]).
+pub(crate) fn farewell(session: &Session) -> (GoodbyeReason, String) {
+    if session.role() == Role::Parent || session.is_ready() {
+        return (GoodbyeReason::Done, String::new());
+    }
+    let message = if std::thread::panicking() {
+        match panic_message() {
+            Some(m) => format!("gave up: panicked: {m}"),
+            None => "gave up: panicked".to_string(),
+        }
+    } else {
+        "gave up: its channel was closed before it was ready".to_string()
+    };
+    (GoodbyeReason::ShuttingDown, message)
+}
+
+/// The message of the panic the current thread is unwinding from, as
+/// recorded by a panic hook that readyfd installs (once, chaining to the
+/// hook already there) when a child takes its channel.
+fn panic_message() -> Option<String> {
+    LAST_PANIC.with(|p| p.borrow().clone())
+}
+
+thread_local! {
+    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Installs the hook behind [`panic_message`] (once per process).
+pub(crate) fn record_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned());
+            // Bounded: it travels in a Goodbye.
+            let text = text.map(|mut t| {
+                if t.len() > 512 {
+                    let mut cut = 512;
+                    while !t.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    t.truncate(cut);
+                }
+                t
+            });
+            // `try_with`: a panic during thread teardown has no slot.
+            let _ = LAST_PANIC.try_with(|p| *p.borrow_mut() = text);
+            previous(info);
+        }));
+    });
 }
 
 fn with_timeout(e: ChannelError, t: Duration) -> ChannelError {

@@ -17,6 +17,16 @@ pub enum SpawnError {
         "cannot hand the readiness fd to the child as fd {0}: fds 0-2 are stdin, stdout and stderr (choose 3 or above)"
     )]
     ReservedFd(RawFd),
+    /// The requested fd number is not below the fd limit (`ulimit -n`).
+    #[error(
+        "cannot hand the readiness fd to the child as fd {fd}: the fd limit (ulimit -n) is {limit}; choose a number below it, or raise the limit"
+    )]
+    FdAboveLimit {
+        /// The fd number asked for.
+        fd: RawFd,
+        /// The soft limit on open fds.
+        limit: u64,
+    },
     /// Creating the socket pair, pipe or notify socket failed.
     #[error("cannot create the readiness channel: {0}")]
     Channel(#[source] io::Error),
@@ -85,6 +95,18 @@ pub enum ReadyError {
         errno: Option<i32>,
         /// What it said.
         message: String,
+    },
+    /// The child closed the channel without a readiness message, and
+    /// whether it was alive then cannot be known (no readable `/proc`), so
+    /// it is judged neither ready nor failed.
+    #[error(
+        "child {pid} closed the readiness channel without saying it is ready, and readyfd cannot tell whether it was alive then ({why}): have it send an explicit readiness message (a native Ready, a newline on the pipe, READY=1), or make /proc readable"
+    )]
+    Undecidable {
+        /// The child's pid.
+        pid: u32,
+        /// Why liveness cannot be known.
+        why: String,
     },
     /// `wait_ready` was called again after an earlier call failed.
     #[error("readiness of child {pid} was already decided by an earlier failed wait")]

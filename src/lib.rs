@@ -85,6 +85,7 @@ mod sys;
 pub mod systemd;
 #[cfg(feature = "tokio")]
 pub mod tokio;
+mod verdict;
 
 pub use channel::{
     Channel, ChannelOptions, HIGH_WATER, Incoming, IncomingRequest, MAX_INCOMING, Notification,
@@ -98,13 +99,11 @@ pub use notify::{
     Notified, Notifier, NotifyError, READINESS_ENV_VARS, notify_ready, offered_protocol,
 };
 pub use pipe::{CHILD_READY_FD_ENV, PIPE_TEXT_LIMIT};
-pub use spawn::{
-    CommandExt, DEFAULT_FD, OnTimeout, Protocol, READYFD_ENV, Readiness, ReadyChild, ReadyCommand,
-    ReadyVia, spawn,
-};
+pub use spawn::{CommandExt, DEFAULT_FD, Protocol, READYFD_ENV, ReadyChild, ReadyCommand, spawn};
 pub use systemd::{FDSTORE_MAX, NOTIFY_DATAGRAM_MAX, NOTIFY_SOCKET_ENV, NotifyState, StoredFd};
 
 pub use readyfd_proto as proto;
+pub use verdict::{OnTimeout, Readiness, ReadyVia};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -150,8 +150,23 @@ pub struct Notifier {
 #[derive(Debug)]
 enum Kind {
     Native(Parent),
-    Pipe(OwnedFd),
+    Pipe(PipeEnd),
     Systemd(UnixAddr),
+}
+
+/// The pipe's write end. Closing it while alive means "ready" to a pipe
+/// parent, so a notifier dropped before readiness (a child that gives up)
+/// does not close it: it stays open, close-on-exec, until this process
+/// exits, and the parent sees that exit instead of a false "ready".
+#[derive(Debug)]
+struct PipeEnd(Option<OwnedFd>);
+
+impl Drop for PipeEnd {
+    fn drop(&mut self) {
+        if let Some(fd) = self.0.take() {
+            std::mem::forget(fd);
+        }
+    }
 }
 
 impl Notifier {
@@ -183,7 +198,7 @@ impl Notifier {
             // SAFETY: forwarded to our caller, who promises the fd is ours.
             let fd = unsafe { take_pipe_fd(fd)? };
             return Ok(Notifier {
-                kind: Kind::Pipe(fd),
+                kind: Kind::Pipe(PipeEnd(Some(fd))),
             });
         }
         if let Some(value) = std::env::var_os(NOTIFY_SOCKET_ENV) {
@@ -249,17 +264,22 @@ impl Notifier {
                 parent.ready(ready)?;
                 Ok(Notified::Native(parent))
             }
-            Kind::Pipe(fd) => {
+            Kind::Pipe(mut end) => {
+                let fd = end.0.take().expect("the pipe's fd is held until ready");
                 let mut text = ready
                     .addresses
                     .first()
                     .map(|e| e.address.to_string())
                     .unwrap_or_default();
                 text.push('\n');
-                write_all(fd.as_fd(), text.as_bytes()).map_err(|source| NotifyError::Io {
-                    protocol: Protocol::Pipe,
-                    source,
-                })?;
+                if let Err(source) = write_all(fd.as_fd(), text.as_bytes()) {
+                    // Not written: closing would still say "ready".
+                    std::mem::forget(fd);
+                    return Err(NotifyError::Io {
+                        protocol: Protocol::Pipe,
+                        source,
+                    });
+                }
                 drop(fd);
                 Ok(Notified::Pipe)
             }

@@ -14,13 +14,10 @@
 //!   first newline is kept; the read end is closed at once, as s6 does, so
 //!   a child that keeps writing gets `EPIPE` instead of blocking forever on
 //!   a full pipe nobody reads.
-//! - **EOF is ready only while the child is alive.** A process that begins
-//!   to exit is flagged before the kernel closes its fds (see
-//!   `sys::liveness`), so an EOF seen together with a living child was a
-//!   deliberate close. An EOF caused by death is "exited before ready".
-//! - **The child exited but the pipe is still open** (a descendant holds
-//!   it): reported as an exit; a wrapper that exited 0 hands the wait on to
-//!   the descendant, as for the native protocol.
+//! - **EOF is ready only while the child is alive**, and never after the
+//!   spawned process exited with the pipe still open (a wrapper): those
+//!   rules are the readiness core's (`verdict.rs`, PROTOCOL.md §6), shared
+//!   with the other protocols. This module only reports what it read.
 //! - **The text is bounded** by [`PIPE_TEXT_LIMIT`]: one more byte without
 //!   a newline is [`ProtocolError::PipeFlood`],
 //!   and memory never grows past the bound.
@@ -41,8 +38,8 @@ use nix::poll::{PollFd, PollFlags};
 use readyfd_proto::{Address, Ready};
 
 use crate::error::ProtocolError;
-use crate::spawn::{ReadyVia, WaitOutcome};
-use crate::sys::{self, Liveness};
+use crate::sys;
+use crate::verdict::{ReadyVia, Seen};
 
 /// The environment variable that announces the pipe's fd number to the
 /// child (`CHILD_READY_FD=3`), as in "Readiness notifications in Go".
@@ -60,17 +57,6 @@ pub(crate) struct PipeWaiter {
     read: Option<OwnedFd>,
     /// At most `PIPE_TEXT_LIMIT + 1` bytes.
     text: Vec<u8>,
-}
-
-/// What reading the pipe decided (`None` from `read_available`: nothing
-/// yet, the pipe is empty and open).
-enum Seen {
-    /// A newline: ready, with the text before it.
-    Newline(Vec<u8>),
-    /// End of file, with all the text.
-    Eof(Vec<u8>),
-    /// The outcome is decided otherwise (flood, error).
-    Done(WaitOutcome),
 }
 
 impl PipeWaiter {
@@ -94,39 +80,34 @@ impl PipeWaiter {
     }
 
     /// One non-blocking step, for any driver: reads what the pipe holds
-    /// and decides if it can. `child_exited`: child `pid`'s pidfd fired
-    /// (and its exit is not ignored). `None`: watch [`fd`](Self::fd) (and
-    /// the pidfd, unless `ignore_exit`) and step again.
-    pub(crate) fn step(
-        &mut self,
-        pid: u32,
-        child_exited: bool,
-        ignore_exit: bool,
-    ) -> Option<WaitOutcome> {
-        match self.read_available() {
-            Some(seen) => Some(self.decide(seen, pid, ignore_exit)),
+    /// and reports what it saw. `child_exited`: child `pid`'s pidfd fired
+    /// (and its exit is watched). `None`: watch [`fd`](Self::fd) (and the
+    /// pidfd, while its exit is watched) and step again.
+    pub(crate) fn step(&mut self, pid: u32, child_exited: bool) -> Option<Seen> {
+        match self.read_available(pid) {
+            Some(seen) => Some(seen),
             // Open though the child is gone: a descendant holds it.
-            None if child_exited => Some(WaitOutcome::Exited),
+            None if child_exited => Some(Seen::Exit),
             None => None,
         }
     }
 
-    /// Waits for the newline, the close or the exit of child `pid` (whose
-    /// pidfd is `pidfd`) until `deadline`. With `ignore_exit` the child is
-    /// known to have exited successfully and only the pipe counts.
+    /// Waits for the newline, the close or (with `watch_exit`) the exit of
+    /// child `pid`, whose pidfd is `pidfd`, until `deadline`.
     pub(crate) fn wait(
         &mut self,
         pidfd: BorrowedFd<'_>,
         pid: u32,
         deadline: Instant,
-        ignore_exit: bool,
-    ) -> WaitOutcome {
+        watch_exit: bool,
+    ) -> Seen {
+        let ignore_exit = !watch_exit;
         loop {
-            if let Some(outcome) = self.step(pid, false, ignore_exit) {
-                return outcome;
+            if let Some(seen) = self.step(pid, false) {
+                return seen;
             }
             let Some(read) = self.fd() else {
-                return WaitOutcome::Io(io::Error::other("the readiness pipe is already closed"));
+                return Seen::Io(io::Error::other("the readiness pipe is already closed"));
             };
             let mut fds = [
                 PollFd::new(read, PollFlags::POLLIN),
@@ -138,43 +119,24 @@ impl PipeWaiter {
                 &mut fds[..]
             };
             match sys::poll_until(watched, Some(deadline)) {
-                Err(e) => return WaitOutcome::Io(e),
-                Ok(0) => return WaitOutcome::Timeout,
+                Err(e) => return Seen::Io(e),
+                Ok(0) => return Seen::Timeout,
                 Ok(_) => {}
             }
             if !ignore_exit && fds[1].revents().is_some_and(|r| !r.is_empty()) {
                 // Data first: what the child wrote before it died counts.
-                return self
-                    .step(pid, true, ignore_exit)
-                    .unwrap_or(WaitOutcome::Exited);
+                return self.step(pid, true).unwrap_or(Seen::Exit);
             }
-        }
-    }
-
-    fn decide(&self, seen: Seen, pid: u32, ignore_exit: bool) -> WaitOutcome {
-        match seen {
-            Seen::Newline(text) => {
-                WaitOutcome::Ready(ready_with_text(pid, &text), ReadyVia::Newline)
-            }
-            Seen::Eof(text) => {
-                if ignore_exit || sys::liveness(pid) == Liveness::Alive {
-                    WaitOutcome::Ready(ready_with_text(pid, &text), ReadyVia::Closed)
-                } else {
-                    // Closed by dying: the caller confirms and reaps.
-                    WaitOutcome::Closed
-                }
-            }
-            Seen::Done(outcome) => outcome,
         }
     }
 
     /// Reads what the pipe holds, without blocking, until it is empty, a
     /// newline arrives, the text overflows or the pipe reaches EOF.
-    fn read_available(&mut self) -> Option<Seen> {
+    fn read_available(&mut self, pid: u32) -> Option<Seen> {
         let Some(read) = &self.read else {
-            return Some(Seen::Done(WaitOutcome::Io(io::Error::other(
+            return Some(Seen::Io(io::Error::other(
                 "the readiness pipe is already closed",
-            ))));
+            )));
         };
         let mut chunk = [0u8; PIPE_TEXT_LIMIT + 1];
         loop {
@@ -183,7 +145,8 @@ impl PipeWaiter {
             match nix::unistd::read(read.as_fd(), &mut chunk[..room]) {
                 Ok(0) => {
                     self.read = None;
-                    return Some(Seen::Eof(std::mem::take(&mut self.text)));
+                    let text = std::mem::take(&mut self.text);
+                    return Some(Seen::End(ready_with_text(pid, &text)));
                 }
                 Ok(n) => {
                     let start = self.text.len();
@@ -192,21 +155,19 @@ impl PipeWaiter {
                         self.read = None;
                         let mut text = std::mem::take(&mut self.text);
                         text.truncate(start + i);
-                        return Some(Seen::Newline(text));
+                        return Some(Seen::Ready(ready_with_text(pid, &text), ReadyVia::Newline));
                     }
                     if self.text.len() > PIPE_TEXT_LIMIT {
                         self.read = None;
                         self.text = Vec::new();
-                        return Some(Seen::Done(WaitOutcome::Protocol(
-                            ProtocolError::PipeFlood {
-                                limit: PIPE_TEXT_LIMIT,
-                            },
-                        )));
+                        return Some(Seen::Protocol(ProtocolError::PipeFlood {
+                            limit: PIPE_TEXT_LIMIT,
+                        }));
                     }
                 }
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => return None,
-                Err(e) => return Some(Seen::Done(WaitOutcome::Io(e.into()))),
+                Err(e) => return Some(Seen::Io(e.into())),
             }
         }
     }

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use nix::poll::PollFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use readyfd_proto::{GoodbyeReason, Ready, Role};
+use readyfd_proto::{Ready, Role};
 
-use crate::channel::{Channel, ChannelOptions, ReadyEvent};
-use crate::error::{CloseReason, ProtocolError, ReadyError, SpawnError};
-use crate::sys::{self, Liveness};
+use crate::channel::{Channel, ChannelOptions};
+use crate::error::{ReadyError, SpawnError};
+use crate::sys::{self, ProcStat};
+use crate::verdict::{Next, OnTimeout, Readiness, ReadyVia, UNDECIDED_GRACE, Verdict};
 use crate::{pipe, systemd};
 
 /// The environment variable that announces the native channel's fd.
@@ -68,56 +69,6 @@ impl std::str::FromStr for Protocol {
                 "unknown protocol {other:?} (expected native, pipe or systemd)"
             )),
         }
-    }
-}
-
-/// What [`ReadyChild::wait_ready`] does to a child that is not ready in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum OnTimeout {
-    /// Kill it (`SIGKILL`) and reap it. The default: a test that timed out
-    /// leaves nothing behind.
-    #[default]
-    Kill,
-    /// Leave it running; the caller decides.
-    Leave,
-}
-
-/// How a child signalled readiness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ReadyVia {
-    /// A native `Ready` message.
-    Message,
-    /// It closed the channel while alive, without a message (native or pipe).
-    Closed,
-    /// A newline on the pipe.
-    Newline,
-    /// `READY=1` over `NOTIFY_SOCKET`.
-    Notify,
-}
-
-/// A child's readiness, as [`ReadyChild::wait_ready`] reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Readiness {
-    /// What the child announced. For a child that only closed its fd:
-    /// the spawned pid, no addresses and the last status, if any.
-    pub ready: Ready,
-    /// How it signalled.
-    pub via: ReadyVia,
-    /// The pid readyfd spawned (compare with `ready.pid`).
-    pub spawned_pid: u32,
-    /// From spawn to readiness.
-    pub elapsed: Duration,
-}
-
-impl Readiness {
-    /// The pid the child claims, when it differs from the one spawned (a
-    /// wrapper such as `sh -c`, or a daemon that forked, or systemd's
-    /// `MAINPID=`).
-    pub fn pid_mismatch(&self) -> Option<u32> {
-        (self.ready.pid != self.spawned_pid).then_some(self.ready.pid)
     }
 }
 
@@ -254,13 +205,15 @@ impl ReadyCommand {
         Ok(ReadyChild {
             child,
             pid,
+            proc_stat: ProcStat::open(pid),
             pidfd,
             waiter,
             protocol,
             spawned_at,
             readiness: None,
+            main: None,
             failed: false,
-            exited_ok: false,
+            verdict: Verdict::new(pid, protocol),
             on_timeout,
         })
     }
@@ -304,7 +257,23 @@ pub(crate) fn prepare(
             Prepared::Systemd { receiver }
         }
     };
-    if let Some(theirs) = prepared.child_end() {
+    let mut prepared = prepared;
+    if let Some(theirs) = prepared.child_end_mut() {
+        // std makes, before the fork, a close-on-exec pipe on which the
+        // child reports a failed `exec`; it takes the lowest free numbers,
+        // and placing our end over it in the child would send std's report
+        // down our channel. Holding `fd` now (when it is free) keeps that
+        // pipe off it.
+        sys::claim_fd_number(theirs, fd).map_err(|source| {
+            if source.raw_os_error() == Some(nix::libc::EINVAL) {
+                SpawnError::FdAboveLimit {
+                    fd,
+                    limit: sys::fd_limit(),
+                }
+            } else {
+                SpawnError::Channel(source)
+            }
+        })?;
         let src = theirs.as_raw_fd();
         // SAFETY: the closure runs in the forked child before exec and
         // calls only `dup2`/`fcntl` on integers it captured by value: it
@@ -332,7 +301,7 @@ pub(crate) enum Prepared {
 }
 
 impl Prepared {
-    fn child_end(&self) -> Option<&OwnedFd> {
+    fn child_end_mut(&mut self) -> Option<&mut OwnedFd> {
         match self {
             Prepared::Native { theirs, .. } | Prepared::Pipe { theirs, .. } => Some(theirs),
             Prepared::Systemd { .. } => None,
@@ -370,138 +339,6 @@ enum Waiter {
     Systemd(systemd::NotifyReceiver),
 }
 
-/// What a protocol's waiter saw; shared by the three protocols.
-#[derive(Debug)]
-pub(crate) enum WaitOutcome {
-    /// Ready, with what the child said.
-    Ready(Ready, ReadyVia),
-    /// The channel closed without a readiness message: ready if the child
-    /// is alive, else it exited.
-    Closed,
-    /// The child exited (the pidfd fired) and nothing more can come.
-    Exited,
-    /// The child reported failure.
-    Failed {
-        /// An errno it reported.
-        errno: Option<i32>,
-        /// What it said.
-        message: String,
-    },
-    /// The child broke the protocol.
-    Protocol(ProtocolError),
-    /// Nothing before the deadline.
-    Timeout,
-    /// A system call failed.
-    Io(io::Error),
-}
-
-/// The native channel's view of the wait, as a protocol-independent
-/// outcome (shared by the blocking and the async driver).
-pub(crate) fn native_outcome(ev: ReadyEvent) -> WaitOutcome {
-    match ev {
-        ReadyEvent::Ready(r) => WaitOutcome::Ready(r, ReadyVia::Message),
-        ReadyEvent::Closed => WaitOutcome::Closed,
-        ReadyEvent::Goodbye(g) if g.reason == GoodbyeReason::Done => WaitOutcome::Closed,
-        ReadyEvent::Goodbye(g) => match g.reason {
-            GoodbyeReason::ProtocolError | GoodbyeReason::VersionMismatch => {
-                WaitOutcome::Protocol(ProtocolError::Other(format!(
-                    "the child rejected us ({:?}): {}",
-                    g.reason, g.message
-                )))
-            }
-            _ => WaitOutcome::Failed {
-                errno: None,
-                message: if g.message.is_empty() {
-                    format!("{:?}", g.reason)
-                } else {
-                    g.message
-                },
-            },
-        },
-        ReadyEvent::Exited => WaitOutcome::Exited,
-        ReadyEvent::Protocol(e) => WaitOutcome::Protocol(ProtocolError::Session(e)),
-        ReadyEvent::Io(CloseReason::Io(kind, msg)) => WaitOutcome::Io(io::Error::new(kind, msg)),
-        ReadyEvent::Io(other) => WaitOutcome::Io(io::Error::other(other.to_string())),
-        ReadyEvent::Timeout => WaitOutcome::Timeout,
-    }
-}
-
-/// What a `wait_ready` loop does next with an outcome.
-#[derive(Debug)]
-pub(crate) enum Step {
-    /// Done: the child is ready.
-    Ready(Ready, ReadyVia),
-    /// The child exited or is exiting: reap it (within the deadline), then
-    /// ask [`after_reap`].
-    Reap {
-        /// It closed the channel by dying (rather than the pidfd firing).
-        after_close: bool,
-    },
-    /// Done: it failed.
-    Fail(ReadyError),
-    /// The deadline passed: apply [`OnTimeout`], then fail with
-    /// [`ReadyError::Timeout`].
-    Timeout,
-}
-
-/// The protocol-independent rules of `wait_ready`, shared by the blocking
-/// and the async driver: a channel closed by a living child (or after a
-/// wrapper exited 0) is ready with no data; one closed by dying is an exit.
-pub(crate) fn ready_step(
-    outcome: WaitOutcome,
-    pid: u32,
-    exited_ok: bool,
-    last_status: impl FnOnce() -> Option<String>,
-) -> Step {
-    match outcome {
-        WaitOutcome::Ready(ready, via) => Step::Ready(ready, via),
-        WaitOutcome::Closed => {
-            if exited_ok || sys::liveness(pid) == Liveness::Alive {
-                let ready = Ready {
-                    pid,
-                    addresses: Vec::new(),
-                    status: last_status(),
-                };
-                Step::Ready(ready, ReadyVia::Closed)
-            } else {
-                // It closed by dying: wait for the exit to be complete.
-                Step::Reap { after_close: true }
-            }
-        }
-        WaitOutcome::Exited => Step::Reap { after_close: false },
-        WaitOutcome::Failed { errno, message } => Step::Fail(ReadyError::Failed {
-            pid,
-            errno,
-            message,
-        }),
-        WaitOutcome::Protocol(source) => Step::Fail(ReadyError::Protocol { pid, source }),
-        WaitOutcome::Io(e) => Step::Fail(ReadyError::Io(e)),
-        WaitOutcome::Timeout => Step::Timeout,
-    }
-}
-
-/// After a [`Step::Reap`]: `None` to keep waiting (a wrapper such as
-/// `sh -c 'server &'` or a forking daemon exited 0 while a descendant still
-/// holds the channel; `exited_ok` is set), or the error to report.
-pub(crate) fn after_reap(
-    status: ExitStatus,
-    after_close: bool,
-    protocol: Protocol,
-    exited_ok: &mut bool,
-    pid: u32,
-    last_status: Option<String>,
-) -> Option<ReadyError> {
-    if !after_close && status.success() && protocol != Protocol::Systemd && !*exited_ok {
-        *exited_ok = true;
-        return None;
-    }
-    Some(ReadyError::Exited {
-        pid,
-        status,
-        last_status,
-    })
-}
-
 /// A spawned child with a readiness channel.
 ///
 /// Dropping it does not kill the child (as with [`std::process::Child`]);
@@ -510,13 +347,18 @@ pub(crate) fn after_reap(
 pub struct ReadyChild {
     child: Child,
     pid: u32,
+    /// Its `/proc/<pid>/stat`, held from spawn on (see [`ProcStat`]).
+    proc_stat: ProcStat,
     pidfd: OwnedFd,
     waiter: Waiter,
     protocol: Protocol,
     spawned_at: Instant,
     readiness: Option<Readiness>,
+    /// The process readiness came from, when it is not the spawned one
+    /// (after a wrapper): a pidfd, so that a reused pid is never signalled.
+    main: Option<OwnedFd>,
     failed: bool,
-    exited_ok: bool,
+    verdict: Verdict,
     on_timeout: OnTimeout,
 }
 
@@ -584,22 +426,30 @@ impl ReadyChild {
     /// Waits until the child is ready, for at most `timeout`.
     ///
     /// Returns at once when the child exits first (it is watched with a
-    /// pidfd, not polled). A child that closes its end of the channel while
-    /// alive is ready with no data; one that closes it by dying is not.
-    /// Calling it again after success returns the same readiness.
+    /// pidfd, not polled). What counts as ready is the table of
+    /// `PROTOCOL.md` §6: an explicit message (`Ready`, a newline,
+    /// `READY=1`) whenever it is read; the channel's end without one only
+    /// while the spawned process is alive, and never once it has exited
+    /// (a wrapper that exited 0 leaves only explicit messages to count).
+    /// Calling it again after success returns the same readiness; after a
+    /// timeout with [`OnTimeout::Leave`], it picks up where it stopped.
     ///
     /// # Errors
     /// [`ReadyError::Exited`], [`ReadyError::Timeout`] (the child is killed
     /// unless [`OnTimeout::Leave`] was chosen), [`ReadyError::Protocol`],
-    /// [`ReadyError::Failed`], [`ReadyError::Io`].
+    /// [`ReadyError::Failed`], [`ReadyError::Undecidable`] (no `/proc`),
+    /// [`ReadyError::Io`].
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<&Readiness, ReadyError> {
         if self.readiness.is_none() {
             if self.failed {
                 return Err(ReadyError::AlreadyFailed { pid: self.pid });
             }
-            let deadline = Instant::now() + timeout;
+            let deadline = sys::deadline_after(timeout);
             match self.wait_ready_until(deadline, timeout) {
-                Ok(r) => self.readiness = Some(r),
+                Ok(r) => {
+                    self.main = r.pid_mismatch().and_then(|p| sys::pidfd_open(p).ok());
+                    self.readiness = Some(r);
+                }
                 Err(e) => {
                     self.failed = !matches!(e, ReadyError::Timeout { killed: false, .. });
                     return Err(e);
@@ -614,48 +464,54 @@ impl ReadyChild {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Readiness, ReadyError> {
-        let pid = self.pid;
+        let mut next = self.look(deadline);
         loop {
-            let outcome = match &mut self.waiter {
-                Waiter::Native(ch) => native_outcome(ch.wait_ready_event(deadline, self.exited_ok)),
-                Waiter::Pipe(p) => p.wait(self.pidfd.as_fd(), pid, deadline, self.exited_ok),
-                Waiter::Systemd(r) => r.wait(self.pidfd.as_fd(), pid, deadline, self.exited_ok),
+            next = match next {
+                Next::Ready(ready, via) => return Ok(self.readiness_of(ready, via)),
+                Next::Fail(e) => return Err(e),
+                Next::Timeout => return Err(self.timed_out(timeout)?),
+                Next::Wait => self.look(deadline),
+                Next::Reap => {
+                    let grace_end = Instant::now() + UNDECIDED_GRACE;
+                    let until = self.verdict.reap_deadline(deadline, grace_end);
+                    match self.wait_deadline(Some(until))? {
+                        Some(status) => self.verdict.on_exit(status, self.last_status()),
+                        None => self.verdict.on_reap_timeout(Instant::now() >= deadline),
+                    }
+                }
             };
-            match ready_step(outcome, pid, self.exited_ok, || self.last_status()) {
-                Step::Ready(ready, via) => return Ok(self.readiness_of(ready, via)),
-                Step::Fail(e) => return Err(e),
-                Step::Reap { after_close } => {
-                    let status = self.reap(deadline, timeout)?;
-                    let last_status = self.last_status();
-                    let protocol = self.protocol;
-                    match after_reap(
-                        status,
-                        after_close,
-                        protocol,
-                        &mut self.exited_ok,
-                        pid,
-                        last_status,
-                    ) {
-                        None => continue,
-                        Some(e) => return Err(e),
-                    }
-                }
-                Step::Timeout => {
-                    let killed =
-                        self.on_timeout == OnTimeout::Kill && self.exit_status()?.is_none();
-                    if killed {
-                        let _ = self.child.kill();
-                        let _ = self.child.wait();
-                    }
-                    return Err(ReadyError::Timeout {
-                        pid,
-                        waited: timeout,
-                        killed,
-                        last_status: self.last_status(),
-                    });
-                }
-            }
         }
+    }
+
+    /// Asks the protocol's waiter what it sees (until `deadline`), and the
+    /// readiness core what that means.
+    fn look(&mut self, deadline: Instant) -> Next {
+        if self.verdict.reaping() {
+            return Next::Reap;
+        }
+        let pid = self.pid;
+        let watch_exit = self.verdict.watches_exit();
+        let seen = match &mut self.waiter {
+            Waiter::Native(ch) => ch.wait_ready_seen(deadline, watch_exit, pid),
+            Waiter::Pipe(p) => p.wait(self.pidfd.as_fd(), pid, deadline, watch_exit),
+            Waiter::Systemd(r) => r.wait(self.pidfd.as_fd(), pid, deadline, !watch_exit),
+        };
+        let (stat, pidfd) = (&self.proc_stat, self.pidfd.as_fd());
+        self.verdict.on_seen(seen, || stat.liveness(pidfd))
+    }
+
+    /// Applies [`OnTimeout`] and says how the wait ended.
+    fn timed_out(&mut self, timeout: Duration) -> io::Result<ReadyError> {
+        let killed = self.on_timeout == OnTimeout::Kill && self.child.try_wait()?.is_none();
+        if killed {
+            self.kill()?;
+        }
+        Ok(ReadyError::Timeout {
+            pid: self.pid,
+            waited: timeout,
+            killed,
+            last_status: self.last_status(),
+        })
     }
 
     fn readiness_of(&self, ready: Ready, via: ReadyVia) -> Readiness {
@@ -667,21 +523,9 @@ impl ReadyChild {
         }
     }
 
-    /// Waits (bounded by `deadline`) for an exit that is known to be under
-    /// way, and reaps it.
-    fn reap(&mut self, deadline: Instant, timeout: Duration) -> Result<ExitStatus, ReadyError> {
-        match self.wait_deadline(Some(deadline))? {
-            Some(status) => Ok(status),
-            None => Err(ReadyError::Timeout {
-                pid: self.pid,
-                waited: timeout,
-                killed: false,
-                last_status: self.last_status(),
-            }),
-        }
-    }
-
-    /// The exit status if the child has exited (reaping it), without waiting.
+    /// The exit status if the child has exited (reaping it), without
+    /// waiting. After a [`ReadyVia::Closed`] readiness, this is the cheap
+    /// way to ask whether the child died right after closing.
     ///
     /// # Errors
     /// When `waitpid` fails.
@@ -690,20 +534,27 @@ impl ReadyChild {
     }
 
     /// Waits for the child to exit, for at most `timeout`; `Ok(None)` when
-    /// it is still running. Uses the pidfd: no polling loop.
+    /// it is still running. Uses the pidfd: no polling loop. Leaves stdin
+    /// open, as [`wait`](Self::wait).
     ///
     /// # Errors
     /// When `poll` or `waitpid` fails.
     pub fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
-        self.wait_deadline(Some(Instant::now() + timeout))
+        self.wait_deadline(Some(sys::deadline_after(timeout)))
     }
 
-    /// Waits for the child to exit.
+    /// Waits for the child to exit. Unlike [`Child::wait`], it leaves the
+    /// child's stdin open (a descendant that a wrapper handed it to may
+    /// still read it), as the tokio API's does.
     ///
     /// # Errors
     /// When `waitpid` fails.
     pub fn wait(&mut self) -> io::Result<ExitStatus> {
-        self.child.wait()
+        loop {
+            if let Some(status) = self.wait_deadline(None)? {
+                return Ok(status);
+            }
+        }
     }
 
     fn wait_deadline(&mut self, deadline: Option<Instant>) -> io::Result<Option<ExitStatus>> {
@@ -714,13 +565,13 @@ impl ReadyChild {
         if ev.is_empty() {
             return Ok(None);
         }
-        self.child.wait().map(Some)
+        self.child.try_wait()
     }
 
-    /// Sends `signal` to the child.
+    /// Sends `signal` to the child (nothing when it was already reaped).
     ///
     /// # Errors
-    /// When `kill` fails (the child was already reaped).
+    /// When `kill` fails.
     pub fn signal(&mut self, signal: Signal) -> io::Result<()> {
         if self.child.try_wait()?.is_some() {
             return Ok(());
@@ -733,32 +584,63 @@ impl ReadyChild {
     /// # Errors
     /// When `kill` or `waitpid` fails.
     pub fn kill(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
         self.child.kill()?;
-        self.child.wait()
+        self.wait()
     }
 
-    /// Stops the child gracefully: native `Shutdown` first (the child has
-    /// `grace` to exit), then `SIGTERM` and another `grace`, then `SIGKILL`.
-    /// Returns how it ended.
+    /// Stops what readiness came from, gracefully: native `Shutdown` first
+    /// (the child has `grace` to exit), then `SIGTERM` (and `SIGCONT`, for
+    /// a stopped process) and another `grace`, then `SIGKILL`. After a
+    /// wrapper (`sh -c 'server &'`), the process that said `Ready` is
+    /// stopped too, through a pidfd taken at readiness (so a reused pid is
+    /// never signalled), although the spawned process is long gone.
+    /// Returns how the spawned process ended.
     ///
     /// # Errors
     /// When signalling or reaping fails.
     pub fn stop(&mut self, grace: Duration) -> io::Result<ExitStatus> {
-        if let Some(s) = self.child.try_wait()? {
-            return Ok(s);
-        }
         if let Waiter::Native(ch) = &self.waiter {
             if ch.closed().is_none() && ch.shutdown(grace).is_ok() {
-                if let Some(s) = self.wait_timeout(grace)? {
+                if let Some(s) = self.wait_all(Some(sys::deadline_after(grace)))? {
                     return Ok(s);
                 }
             }
         }
-        self.signal(Signal::SIGTERM)?;
-        if let Some(s) = self.wait_timeout(grace)? {
+        if let Some(s) = self.wait_all(Some(Instant::now()))? {
             return Ok(s);
         }
-        self.kill()
+        self.signal_all(Signal::SIGTERM)?;
+        self.signal_all(Signal::SIGCONT)?;
+        if let Some(s) = self.wait_all(Some(sys::deadline_after(grace)))? {
+            return Ok(s);
+        }
+        self.signal_all(Signal::SIGKILL)?;
+        Ok(self.wait_all(None)?.expect("no deadline"))
+    }
+
+    /// Signals the spawned process and the one readiness came from.
+    fn signal_all(&mut self, signal: Signal) -> io::Result<()> {
+        if let Some(main) = &self.main {
+            sys::pidfd_signal(main.as_fd(), signal as i32)?;
+        }
+        self.signal(signal)
+    }
+
+    /// Waits until both the spawned process (reaped) and the one readiness
+    /// came from have exited, or `deadline`.
+    fn wait_all(&mut self, deadline: Option<Instant>) -> io::Result<Option<ExitStatus>> {
+        let Some(status) = self.wait_deadline(deadline)? else {
+            return Ok(None);
+        };
+        match &self.main {
+            Some(main) if sys::wait_fd(main.as_fd(), PollFlags::POLLIN, deadline)?.is_empty() => {
+                Ok(None)
+            }
+            _ => Ok(Some(status)),
+        }
     }
 }
 

@@ -161,37 +161,115 @@ pub(crate) fn poll_until(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> i
     }
 }
 
-/// What `/proc/<pid>/stat` says of a process that is our unreaped child.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether a process that is our unreaped child is alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Liveness {
     /// Running (or stopped): not exiting.
     Alive,
     /// Exiting, a zombie, or gone.
     Exiting,
+    /// Cannot be known (no `/proc`); says why.
+    Unknown(String),
 }
 
-/// Whether our child `pid` is alive. A process that has begun to exit has
-/// `PF_EXITING` in its flags before the kernel closes its fds, so a closed
-/// channel observed together with `Alive` was closed by a living process:
-/// this resolves the "EOF is ambiguous" pitfall without sleeping.
-pub(crate) fn liveness(pid: u32) -> Liveness {
-    const PF_EXITING: u64 = 0x4;
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return Liveness::Exiting;
-    };
-    // Fields after the parenthesised command name: state ppid pgrp session
-    // tty_nr tpgid flags ...
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return Liveness::Exiting;
-    };
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next().unwrap_or("X");
-    let flags: u64 = fields.nth(5).and_then(|f| f.parse().ok()).unwrap_or(0);
-    if matches!(state, "Z" | "X" | "x") || flags & PF_EXITING != 0 {
-        Liveness::Exiting
-    } else {
-        Liveness::Alive
+/// The fields of `/proc/<pid>/stat` readyfd reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stat {
+    /// The state letter (`R`, `S`, `Z`, ...).
+    pub(crate) state: u8,
+    /// The parent pid.
+    pub(crate) ppid: u32,
+    /// The kernel's `PF_*` flags.
+    pub(crate) flags: u64,
+}
+
+impl Stat {
+    /// Parses a `/proc/<pid>/stat` line. The command name is in
+    /// parentheses and may itself contain `)`: the fields start after the
+    /// last one.
+    pub(crate) fn parse(line: &[u8]) -> Option<Stat> {
+        let close = line.iter().rposition(|&b| b == b')')?;
+        let rest = std::str::from_utf8(&line[close + 1..]).ok()?;
+        // state ppid pgrp session tty_nr tpgid flags ...
+        let mut fields = rest.split_ascii_whitespace();
+        let state = *fields.next()?.as_bytes().first()?;
+        let ppid = fields.next()?.parse().ok()?;
+        let flags = fields.nth(4)?.parse().ok()?;
+        Some(Stat { state, ppid, flags })
     }
+
+    /// Whether the process has begun to exit. A process that has begun to
+    /// exit has `PF_EXITING` in its flags before the kernel closes its fds,
+    /// so a closed channel observed together with a living process was
+    /// closed by that process: this resolves the "EOF is ambiguous" pitfall
+    /// without sleeping.
+    pub(crate) fn exiting(&self) -> bool {
+        const PF_EXITING: u64 = 0x4;
+        matches!(self.state, b'Z' | b'X' | b'x') || self.flags & PF_EXITING != 0
+    }
+}
+
+/// `/proc/<pid>/stat` of a child, opened once at spawn time and read again
+/// (from offset 0, which makes procfs produce it afresh) whenever its
+/// liveness is asked: the check then needs no free fd (it works with a
+/// full fd table) and no path lookup.
+#[derive(Debug)]
+pub(crate) struct ProcStat {
+    file: Result<std::fs::File, String>,
+}
+
+impl ProcStat {
+    /// Opens `/proc/<pid>/stat`; a failure is kept and explained later.
+    pub(crate) fn open(pid: u32) -> ProcStat {
+        let path = format!("/proc/{pid}/stat");
+        ProcStat {
+            file: std::fs::File::open(&path).map_err(|e| format!("{path} cannot be opened: {e}")),
+        }
+    }
+
+    /// Whether the child behind `pidfd` (the same process) is alive. The
+    /// pidfd answers when `/proc` cannot: once it is readable the process
+    /// is a zombie.
+    pub(crate) fn liveness(&self, pidfd: BorrowedFd<'_>) -> Liveness {
+        use std::os::unix::fs::FileExt;
+        let exited = || pidfd_exited(pidfd);
+        let why = match &self.file {
+            Ok(file) => {
+                let mut buf = [0u8; 2048];
+                match file.read_at(&mut buf, 0) {
+                    Ok(n) => match Stat::parse(&buf[..n]) {
+                        Some(stat) if stat.exiting() => return Liveness::Exiting,
+                        Some(_) => return Liveness::Alive,
+                        None => "its /proc stat line cannot be parsed".to_string(),
+                    },
+                    // Reaped (by someone else): gone.
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Liveness::Exiting,
+                    Err(e) => format!("its /proc stat cannot be read: {e}"),
+                }
+            }
+            Err(why) => why.clone(),
+        };
+        if exited() {
+            Liveness::Exiting
+        } else {
+            Liveness::Unknown(why)
+        }
+    }
+}
+
+/// The parent pid of any process, from `/proc/<pid>/stat`: `Err` when it
+/// cannot be read (the process is gone, or there is no `/proc`).
+pub(crate) fn parent_pid(pid: u32) -> io::Result<u32> {
+    let line = std::fs::read(format!("/proc/{pid}/stat"))?;
+    Stat::parse(&line)
+        .map(|s| s.ppid)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc stat line"))
+}
+
+/// Whether `/proc` is there to be read (the checks that follow parent
+/// pids need it).
+pub(crate) fn proc_available() -> bool {
+    std::fs::metadata("/proc/self/stat").is_ok()
 }
 
 /// Checks that `fd` is an AF_UNIX socket of type `ty`.
@@ -244,7 +322,114 @@ pub(crate) fn place_fd_in_child(src: RawFd, dst: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Moves `fd` to the number `number` when that number is free (by
+/// duplicating it there close-on-exec and closing the original), so that
+/// nothing else can be given that number meanwhile. When `number` is taken
+/// by another fd of this process, `fd` stays where it is.
+///
+/// # Errors
+/// `EINVAL` when `number` is not below the fd limit (`ulimit -n`).
+pub(crate) fn claim_fd_number(fd: &mut OwnedFd, number: RawFd) -> io::Result<()> {
+    if fd.as_raw_fd() == number {
+        return Ok(());
+    }
+    let dup = fcntl(&*fd, FcntlArg::F_DUPFD_CLOEXEC(number))?;
+    // SAFETY: fcntl just created this fd for us; nothing else owns it.
+    let dup = unsafe { OwnedFd::from_raw_fd(dup) };
+    if dup.as_raw_fd() == number {
+        *fd = dup;
+    }
+    Ok(())
+}
+
+/// The soft fd limit (`ulimit -n`), for messages.
+pub(crate) fn fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        0
+    }
+}
+
+/// `pidfd_send_signal(2)`: signals the process behind `pidfd`, which
+/// cannot be another process that reused its pid. A process that is gone
+/// is not an error.
+pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    // SAFETY: the syscall takes an fd, a signal number, a null siginfo and
+    // a flags word; it touches no memory of ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0 as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Whether the process behind `pidfd` has exited (it is readable then).
+pub(crate) fn pidfd_exited(pidfd: BorrowedFd<'_>) -> bool {
+    wait_fd(pidfd, PollFlags::POLLIN, Some(Instant::now())).is_ok_and(|ev| !ev.is_empty())
+}
+
+/// `timeout` from now, or far in the future when that overflows (a
+/// "forever" such as `Duration::MAX` is not a panic).
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
+}
+
 /// The time left until `deadline`, zero when it has passed.
 pub(crate) fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    #[test]
+    fn stat_lines_parse_whatever_the_command_name() {
+        let s = Stat::parse(b"42 (a) b) c) S 7 42 42 0 -1 4194560 0 0").unwrap();
+        assert_eq!((s.state, s.ppid, s.flags), (b'S', 7, 4194560));
+        assert!(!s.exiting());
+        assert!(Stat::parse(b"42 (x) Z 7 1 1 0 -1 0").unwrap().exiting());
+        assert!(Stat::parse(b"42 (x) R 7 1 1 0 -1 4").unwrap().exiting());
+        assert_eq!(Stat::parse(b"42 (x) R"), None);
+        assert_eq!(Stat::parse(b"no parenthesis"), None);
+    }
+
+    #[test]
+    fn a_held_stat_file_follows_the_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap();
+        let stat = ProcStat::open(child.id());
+        let pidfd = pidfd_open(child.id()).unwrap();
+        assert_eq!(stat.liveness(pidfd.as_fd()), Liveness::Alive);
+        child.kill().unwrap();
+        wait_fd(pidfd.as_fd(), PollFlags::POLLIN, None).unwrap();
+        assert_eq!(stat.liveness(pidfd.as_fd()), Liveness::Exiting);
+        child.wait().unwrap();
+        assert_eq!(stat.liveness(pidfd.as_fd()), Liveness::Exiting);
+    }
 }

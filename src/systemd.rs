@@ -87,8 +87,8 @@ use nix::sys::socket::{
 };
 use readyfd_proto::{Endpoint, Ready};
 
-use crate::spawn::{ReadyVia, WaitOutcome};
 use crate::sys;
+use crate::verdict::{ReadyVia, Seen};
 
 /// The environment variable that names the notification socket
 /// (`NOTIFY_SOCKET=/run/user/1000/readyfd-Ab12Cd/notify`).
@@ -184,6 +184,9 @@ enum Phase {
     Ready,
     Stopping,
     WatchdogTrigger,
+    /// `READY=1` came from a process whose descent from the child cannot
+    /// be checked (no `/proc`): refused, and said so.
+    Unverifiable(u32),
 }
 
 /// What the datagrams established: shared between the waiting side and,
@@ -196,6 +199,11 @@ struct Core {
     extended_until: Option<Instant>,
     addresses: Vec<Endpoint>,
     stored: Vec<StoredFd>,
+    /// Whether `/proc` can be read (the sender check follows parent pids
+    /// there).
+    proc_ok: bool,
+    /// A `MAINPID=` refused because its descent could not be checked.
+    unverified_main: Option<u32>,
 }
 
 /// One datagram's metadata; its payload is in the caller's buffer.
@@ -244,6 +252,8 @@ impl NotifyReceiver {
             extended_until: None,
             addresses: Vec::new(),
             stored: Vec::new(),
+            proc_ok: sys::proc_available(),
+            unverified_main: None,
         };
         // Built before the socket, so that its Drop removes the directory
         // on every error path below.
@@ -334,11 +344,11 @@ impl NotifyReceiver {
         child_exited: bool,
         main_exited: bool,
         ignore_exit: bool,
-    ) -> Option<WaitOutcome> {
+    ) -> Option<Seen> {
         let outcome = self.step_inner(pid, child_exited, main_exited, ignore_exit);
         if outcome
             .as_ref()
-            .is_some_and(|o| !matches!(o, WaitOutcome::Timeout | WaitOutcome::Io(_)))
+            .is_some_and(|o| !matches!(o, Seen::Timeout | Seen::Io(_)))
         {
             self.hand_over(pid);
         }
@@ -351,7 +361,7 @@ impl NotifyReceiver {
         child_exited: bool,
         main_exited: bool,
         ignore_exit: bool,
-    ) -> Option<WaitOutcome> {
+    ) -> Option<Seen> {
         let exit_seen = child_exited || main_exited;
         // After an exit, what was sent before it counts: read it all.
         let max = if exit_seen { DRAIN_AFTER_EXIT } else { BATCH };
@@ -401,7 +411,7 @@ impl NotifyReceiver {
         pid: u32,
         deadline: Instant,
         ignore_exit: bool,
-    ) -> WaitOutcome {
+    ) -> Seen {
         let (mut child_exited, mut main_exited) = (false, false);
         loop {
             if let Some(outcome) = self.step(pid, child_exited, main_exited, ignore_exit) {
@@ -410,10 +420,10 @@ impl NotifyReceiver {
             let until = self.deadline(deadline);
             // Checked on every round: a flood keeps the socket readable.
             if Instant::now() >= until {
-                return WaitOutcome::Timeout;
+                return Seen::Timeout;
             }
             let Some(sock) = self.socket_fd() else {
-                return WaitOutcome::Io(io::Error::other(
+                return Seen::Io(io::Error::other(
                     "the notification socket is already handed over",
                 ));
             };
@@ -427,7 +437,7 @@ impl NotifyReceiver {
                 fds.push(PollFd::new(main, PollFlags::POLLIN));
             }
             if let Err(e) = sys::poll_until(&mut fds, Some(until)) {
-                return WaitOutcome::Io(e);
+                return Seen::Io(e);
             }
             let fired = |i: usize| {
                 fds.get(i)
@@ -441,14 +451,14 @@ impl NotifyReceiver {
 
     /// Reads and processes up to `max` queued datagrams. `Some` when
     /// readiness is decided or reading failed.
-    fn receive(&mut self, pid: u32, max: usize) -> Option<WaitOutcome> {
+    fn receive(&mut self, pid: u32, max: usize) -> Option<Seen> {
         let mut buf = [0u8; NOTIFY_DATAGRAM_MAX];
         let sock = self.sock.as_ref()?;
         for _ in 0..max {
             let received = match recv_datagram(sock.as_fd(), &mut buf) {
                 Ok(Some(r)) => r,
                 Ok(None) => return None,
-                Err(e) => return Some(WaitOutcome::Io(e)),
+                Err(e) => return Some(Seen::Io(e)),
             };
             let mut core = lock(&self.core);
             core.handle(&buf, received, pid);
@@ -524,7 +534,7 @@ fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
 
 impl Core {
     /// Readiness, if the datagrams so far decide it.
-    fn decision(&self, pid: u32) -> Option<WaitOutcome> {
+    fn decision(&self, pid: u32) -> Option<Seen> {
         match self.phase {
             Phase::Starting => None,
             Phase::Ready => {
@@ -533,25 +543,33 @@ impl Core {
                     addresses: self.addresses.clone(),
                     status: self.state.status.clone(),
                 };
-                Some(WaitOutcome::Ready(ready, ReadyVia::Notify))
+                Some(Seen::Ready(ready, ReadyVia::Notify))
             }
             Phase::Stopping => Some(self.failure("it sent STOPPING=1 before READY=1".to_string())),
             Phase::WatchdogTrigger => {
                 Some(self.failure("it sent WATCHDOG=trigger before READY=1".to_string()))
             }
+            Phase::Unverifiable(sender) => Some(self.failure(format!(
+                "READY=1 came from process {sender}, which cannot be checked to descend from child {pid} without a readable /proc: send it from the child itself, or mount /proc"
+            ))),
         }
     }
 
     /// The child is gone and nothing more can come.
-    fn exit_outcome(&self) -> WaitOutcome {
+    fn exit_outcome(&self) -> Seen {
+        if let Some(main) = self.unverified_main {
+            return self.failure(format!(
+                "it exited after announcing MAINPID={main}, which cannot be checked to descend from it without a readable /proc: mount /proc"
+            ));
+        }
         if self.state.errno.is_some() {
             self.failure("it exited".to_string())
         } else {
-            WaitOutcome::Exited
+            Seen::Exit
         }
     }
 
-    fn failure(&self, what: String) -> WaitOutcome {
+    fn failure(&self, what: String) -> Seen {
         let mut details = Vec::new();
         if let Some(s) = &self.state.status {
             details.push(format!("status {s:?}"));
@@ -570,7 +588,7 @@ impl Core {
         } else {
             format!("{what} ({})", details.join("; "))
         };
-        WaitOutcome::Failed {
+        Seen::Failed {
             errno: self.state.errno,
             message,
         }
@@ -611,9 +629,19 @@ impl Core {
         if tags.len() == 1 && tags[0] == b"BARRIER=1" {
             return;
         }
-        if !self.authorized(&creds, spawned) {
-            self.state.ignored += 1;
-            return;
+        match self.authorized(&creds, spawned) {
+            Some(true) => {}
+            Some(false) => {
+                self.state.ignored += 1;
+                return;
+            }
+            None => {
+                self.state.ignored += 1;
+                if self.phase == Phase::Starting && tags.contains(&&b"READY=1"[..]) {
+                    self.phase = Phase::Unverifiable(creds.pid as u32);
+                }
+                return;
+            }
         }
         self.state.accepted += 1;
         self.apply(&tags, fds, spawned);
@@ -725,37 +753,45 @@ impl Core {
         if new == 0 || Some(new) == self.state.main_pid {
             return;
         }
-        if new == spawned || self.descends(new, spawned) {
-            self.state.main_pid = Some(new);
+        match self.descends(new, spawned) {
+            Some(true) => self.state.main_pid = Some(new),
+            Some(false) => {}
+            None => self.unverified_main = Some(new),
         }
     }
 
-    /// Our `NotifyAccess=`; see the module docs.
-    fn authorized(&self, creds: &libc::ucred, spawned: u32) -> bool {
+    /// Our `NotifyAccess=`; see the module docs. `None`: it cannot be
+    /// checked (no `/proc`).
+    fn authorized(&self, creds: &libc::ucred, spawned: u32) -> Option<bool> {
         if creds.uid != self.euid && creds.uid != 0 {
-            return false;
+            return Some(false);
         }
-        u32::try_from(creds.pid).is_ok_and(|pid| pid > 0 && self.descends(pid, spawned))
+        match u32::try_from(creds.pid) {
+            Ok(pid) if pid > 0 => self.descends(pid, spawned),
+            _ => Some(false),
+        }
     }
 
     /// Whether `pid` is the spawned child, the main pid, or a descendant of
-    /// either.
-    fn descends(&self, pid: u32, spawned: u32) -> bool {
+    /// either; `None` when that cannot be checked because `/proc` cannot be
+    /// read.
+    fn descends(&self, pid: u32, spawned: u32) -> Option<bool> {
         let ours = std::process::id();
         let mut p = pid;
         for _ in 0..ANCESTRY_DEPTH {
             if p == spawned || Some(p) == self.state.main_pid {
-                return true;
+                return Some(true);
             }
             if p <= 1 || p == ours {
-                return false;
+                return Some(false);
             }
-            match parent_pid(p) {
-                Some(pp) => p = pp,
-                None => return false,
+            match sys::parent_pid(p) {
+                Ok(pp) => p = pp,
+                Err(_) if !self.proc_ok => return None,
+                Err(_) => return Some(false),
             }
         }
-        false
+        Some(false)
     }
 }
 
@@ -876,14 +912,6 @@ fn recv_datagram(
         creds,
         fds,
     }))
-}
-
-/// The parent pid in `/proc/<pid>/stat`.
-fn parent_pid(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // state ppid ...
-    rest.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
 /// `ERRNO=` as systemd's `parse_errno`: a number in 0..4096, or a name.

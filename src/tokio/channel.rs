@@ -49,18 +49,18 @@ use ::tokio::io::unix::AsyncFd;
 use ::tokio::sync::{Notify, oneshot};
 use ::tokio::time::{Instant, Sleep};
 use bytes::BytesMut;
-use readyfd_proto::{
-    GoodbyeReason, Hello, Ready, RequestBody, ResponseBody, Role, Session, SessionError,
-};
+use readyfd_proto::{Hello, Ready, RequestBody, ResponseBody, Role, Session, SessionError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::channel::{
     Answer as AnswerPeer, ChannelOptions, HIGH_WATER, Incoming, MAX_INCOMING, PeerView, ReadEnd,
-    ReadyEvent, ShutdownPolicy, decode_response, read_blocker, say_protocol_error, send_blocker,
+    ReadyEvent, ShutdownPolicy, decode_response, farewell, read_blocker, record_panics,
+    say_protocol_error, send_blocker,
 };
 use crate::error::{ChannelError, CloseReason};
 use crate::sys;
+use crate::verdict::Seen;
 
 /// How long the I/O task keeps writing what is queued after the channel was
 /// dropped, for a peer that is slow to read.
@@ -273,6 +273,10 @@ impl Channel {
         pidfd: Option<OwnedFd>,
         opts: ChannelOptions,
     ) -> io::Result<Channel> {
+        if role == Role::Child {
+            // So that a child that panics before `Ready` can say why.
+            record_panics();
+        }
         let handle = ::tokio::runtime::Handle::try_current().unwrap_or_else(|_| {
             panic!("readyfd::tokio: must be called from within a tokio runtime")
         });
@@ -593,10 +597,15 @@ impl Channel {
 
     /// Says `Goodbye` and stops sending. Requests still waiting fail with
     /// [`CloseReason::Local`]. Dropping the channel does this too.
+    ///
+    /// A child that closes (or drops) its channel before it sent `Ready`
+    /// gives up, as with the blocking channel: its `Goodbye` says
+    /// `ShuttingDown`, and its parent reports a failure.
     pub fn close(&self) {
         let mut st = self.inner.lock();
         if st.send_blocker().is_none() && !st.session.goodbye_sent() {
-            let _ = st.session.send_goodbye(GoodbyeReason::Done, "");
+            let (reason, message) = farewell(&st.session);
+            let _ = st.session.send_goodbye(reason, &message);
             self.inner.flush(&mut st);
         }
         if !st.local_closed {
@@ -612,31 +621,19 @@ impl Channel {
     // ---- parent-side waiting ------------------------------------------------
 
     /// Waits until the child is ready, the channel ends, or the child exits
-    /// (with the pidfd given to [`start`](Self::start)); the caller bounds
-    /// it with a timeout.
-    pub(crate) async fn wait_ready_event(&self, ignore_exit: bool) -> ReadyEvent {
+    /// (with the pidfd given to [`start`](Self::start), while
+    /// `watch_exit`), and says what was seen; the caller bounds it with a
+    /// timeout.
+    pub(crate) async fn wait_ready_seen(&self, watch_exit: bool, pid: u32) -> Seen {
         loop {
             let mut changed = pin!(self.inner.changed.notified());
             changed.as_mut().enable();
-            {
+            let event = {
                 let st = self.inner.lock();
-                if let Some(r) = &st.peer.ready {
-                    return ReadyEvent::Ready(r.clone());
-                }
-                match &st.read {
-                    ReadEnd::Failed(CloseReason::Protocol(e)) => {
-                        return ReadyEvent::Protocol(e.clone());
-                    }
-                    ReadEnd::Failed(r) => return ReadyEvent::Io(r.clone()),
-                    ReadEnd::Eof => return ReadyEvent::Closed,
-                    ReadEnd::Open => {}
-                }
-                if let Some(g) = &st.peer.goodbye {
-                    return ReadyEvent::Goodbye(g.clone());
-                }
-                if st.child_exited && !ignore_exit {
-                    return ReadyEvent::Exited;
-                }
+                ReadyEvent::of(&st.peer, &st.read, st.child_exited && watch_exit)
+            };
+            if let Some(event) = event {
+                return event.into_seen(pid, self.last_status());
             }
             changed.await;
         }

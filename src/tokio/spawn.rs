@@ -21,15 +21,13 @@ use nix::unistd::Pid;
 use readyfd_proto::Role;
 
 use super::channel::Channel;
-use crate::channel::{ChannelOptions, ReadyEvent};
+use crate::channel::ChannelOptions;
 use crate::error::{ReadyError, SpawnError};
 use crate::pipe::PipeWaiter;
-use crate::spawn::{
-    DEFAULT_FD, OnTimeout, Prepared, Protocol, Readiness, ReadyVia, Step, WaitOutcome, after_reap,
-    native_outcome, prepare, ready_step,
-};
-use crate::sys;
+use crate::spawn::{DEFAULT_FD, Prepared, Protocol, prepare};
+use crate::sys::{self, ProcStat};
 use crate::systemd::{NotifyReceiver, NotifyState, StoredFd};
+use crate::verdict::{Next, OnTimeout, Readiness, ReadyVia, Seen, UNDECIDED_GRACE, Verdict};
 
 /// A [`tokio::process::Command`](::tokio::process::Command) to be spawned
 /// with a readiness channel: the async counterpart of
@@ -189,11 +187,13 @@ impl ReadyCommand {
             pid,
             protocol,
             waiter,
+            proc_stat: ProcStat::open(pid),
             pidfd,
             spawned_at,
             readiness: None,
+            main: None,
             failed: false,
-            exited_ok: false,
+            verdict: Verdict::new(pid, protocol),
             on_timeout,
         })
     }
@@ -216,8 +216,16 @@ fn watch(ours: Ours, pid: u32, options: ChannelOptions) -> io::Result<(Waiter, A
             let ch = Channel::start(sock, Role::Parent, Some(pidfd.try_clone()?), options)?;
             Waiter::Native(Arc::new(ch))
         }
-        Ours::Pipe(waiter) => Waiter::Pipe(waiter),
-        Ours::Systemd(receiver) => Waiter::Systemd(receiver),
+        // Registered now, not at each wait: a wait then needs no new fd
+        // (it works with a full fd table).
+        Ours::Pipe(waiter) => {
+            let fd = waiter.fd().map(register_dup).transpose()?;
+            Waiter::Pipe(waiter, fd.expect("a new pipe is open"))
+        }
+        Ours::Systemd(receiver) => {
+            let fd = receiver.socket_fd().map(register_dup).transpose()?;
+            Waiter::Systemd(receiver, fd.expect("a new socket is open"))
+        }
     };
     Ok((waiter, register(pidfd)?))
 }
@@ -239,8 +247,10 @@ fn register_dup(fd: BorrowedFd<'_>) -> io::Result<AsyncFd<OwnedFd>> {
 #[derive(Debug)]
 enum Waiter {
     Native(Arc<Channel>),
-    Pipe(PipeWaiter),
-    Systemd(NotifyReceiver),
+    /// The waiter, and its pipe registered with the reactor.
+    Pipe(PipeWaiter, AsyncFd<OwnedFd>),
+    /// The receiver, and its socket registered with the reactor.
+    Systemd(NotifyReceiver, AsyncFd<OwnedFd>),
 }
 
 /// A spawned child with a readiness channel: the async counterpart of
@@ -256,12 +266,16 @@ pub struct ReadyChild {
     pid: u32,
     protocol: Protocol,
     waiter: Waiter,
+    /// Its `/proc/<pid>/stat`, held from spawn on (see [`ProcStat`]).
+    proc_stat: ProcStat,
     /// The child's pidfd: readable once it has exited.
     pidfd: AsyncFd<OwnedFd>,
     spawned_at: Instant,
     readiness: Option<Readiness>,
+    /// The process readiness came from, when it is not the spawned one.
+    main: Option<AsyncFd<OwnedFd>>,
     failed: bool,
-    exited_ok: bool,
+    verdict: Verdict,
     on_timeout: OnTimeout,
 }
 
@@ -303,8 +317,8 @@ impl ReadyChild {
     pub fn last_status(&self) -> Option<String> {
         match &self.waiter {
             Waiter::Native(c) => c.last_status(),
-            Waiter::Pipe(_) => None,
-            Waiter::Systemd(r) => r.last_status(),
+            Waiter::Pipe(..) => None,
+            Waiter::Systemd(r, _) => r.last_status(),
         }
     }
 
@@ -312,7 +326,7 @@ impl ReadyChild {
     /// [`crate::ReadyChild::notify_state`]; `None` for the other protocols.
     pub fn notify_state(&self) -> Option<NotifyState> {
         match &self.waiter {
-            Waiter::Systemd(r) => Some(r.state()),
+            Waiter::Systemd(r, _) => Some(r.state()),
             _ => None,
         }
     }
@@ -322,18 +336,17 @@ impl ReadyChild {
     /// other protocols.
     pub fn take_stored_fds(&mut self) -> Vec<StoredFd> {
         match &mut self.waiter {
-            Waiter::Systemd(r) => r.take_stored_fds(),
+            Waiter::Systemd(r, _) => r.take_stored_fds(),
             _ => Vec::new(),
         }
     }
 
     /// Waits until the child is ready, for at most `timeout`, with the
-    /// semantics of [`crate::ReadyChild::wait_ready`]: returns at once when
-    /// the child exits first (its pidfd is watched through the runtime's
-    /// reactor, not polled); a child that closes its end of the channel while
-    /// alive is ready with no data, one that closes it by dying is not; on
-    /// timeout the child is killed unless [`OnTimeout::Leave`] was chosen.
-    /// Calling it again after success returns the same readiness.
+    /// semantics of [`crate::ReadyChild::wait_ready`] (the same readiness
+    /// core decides: the table of `PROTOCOL.md` §6); the child's pidfd is
+    /// watched through the runtime's reactor, not polled. On timeout the
+    /// child is killed unless [`OnTimeout::Leave`] was chosen. Calling it
+    /// again after success returns the same readiness.
     ///
     /// # Cancel safety
     /// Cancel safe: what the child sent so far is recorded by the channel,
@@ -346,15 +359,21 @@ impl ReadyChild {
     /// # Errors
     /// [`ReadyError::Exited`], [`ReadyError::Timeout`],
     /// [`ReadyError::Protocol`], [`ReadyError::Failed`],
-    /// [`ReadyError::AlreadyFailed`], [`ReadyError::Io`].
+    /// [`ReadyError::Undecidable`], [`ReadyError::AlreadyFailed`],
+    /// [`ReadyError::Io`].
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<&Readiness, ReadyError> {
         if self.readiness.is_none() {
             if self.failed {
                 return Err(ReadyError::AlreadyFailed { pid: self.pid });
             }
-            let deadline = Instant::now() + timeout;
+            let deadline = Instant::from_std(sys::deadline_after(timeout));
             match self.wait_ready_until(deadline, timeout).await {
-                Ok(r) => self.readiness = Some(r),
+                Ok(r) => {
+                    self.main = r
+                        .pid_mismatch()
+                        .and_then(|p| register(sys::pidfd_open(p).ok()?).ok());
+                    self.readiness = Some(r);
+                }
                 Err(e) => {
                     self.failed = !matches!(e, ReadyError::Timeout { killed: false, .. });
                     return Err(e);
@@ -369,60 +388,66 @@ impl ReadyChild {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Readiness, ReadyError> {
-        let pid = self.pid;
+        let mut next = self.look(deadline).await;
         loop {
-            let ignore_exit = self.exited_ok;
-            let outcome = match &mut self.waiter {
-                Waiter::Native(ch) => {
-                    let event = ch.wait_ready_event(ignore_exit);
-                    let event = ::tokio::time::timeout_at(deadline, event)
-                        .await
-                        .unwrap_or(ReadyEvent::Timeout);
-                    native_outcome(event)
-                }
-                Waiter::Pipe(p) => {
-                    let wait = wait_pipe(p, &self.pidfd, pid, ignore_exit);
-                    ::tokio::time::timeout_at(deadline, wait)
-                        .await
-                        .unwrap_or(WaitOutcome::Timeout)
-                }
-                Waiter::Systemd(r) => {
-                    wait_systemd(r, &self.pidfd, pid, deadline, ignore_exit).await
+            next = match next {
+                Next::Ready(ready, via) => return Ok(self.readiness_of(ready, via)),
+                Next::Fail(e) => return Err(e),
+                Next::Timeout => return Err(self.timed_out(timeout).await?),
+                Next::Wait => self.look(deadline).await,
+                Next::Reap => {
+                    let grace_end = Instant::now() + UNDECIDED_GRACE;
+                    let until = self.verdict.reap_deadline(deadline, grace_end);
+                    match self.wait_until(Some(until)).await? {
+                        Some(status) => self.verdict.on_exit(status, self.last_status()),
+                        None => self.verdict.on_reap_timeout(Instant::now() >= deadline),
+                    }
                 }
             };
-            match ready_step(outcome, pid, self.exited_ok, || self.last_status()) {
-                Step::Ready(ready, via) => return Ok(self.readiness_of(ready, via)),
-                Step::Fail(e) => return Err(e),
-                Step::Reap { after_close } => {
-                    let status = self.reap(deadline, timeout).await?;
-                    let last_status = self.last_status();
-                    match after_reap(
-                        status,
-                        after_close,
-                        self.protocol,
-                        &mut self.exited_ok,
-                        pid,
-                        last_status,
-                    ) {
-                        None => continue,
-                        Some(e) => return Err(e),
-                    }
-                }
-                Step::Timeout => {
-                    let killed =
-                        self.on_timeout == OnTimeout::Kill && self.child.try_wait()?.is_none();
-                    if killed {
-                        let _ = self.kill().await;
-                    }
-                    return Err(ReadyError::Timeout {
-                        pid,
-                        waited: timeout,
-                        killed,
-                        last_status: self.last_status(),
-                    });
-                }
-            }
         }
+    }
+
+    /// Asks the protocol's waiter what it sees (until `deadline`), and the
+    /// readiness core what that means.
+    async fn look(&mut self, deadline: Instant) -> Next {
+        if self.verdict.reaping() {
+            return Next::Reap;
+        }
+        let pid = self.pid;
+        let watch_exit = self.verdict.watches_exit();
+        let seen = match &mut self.waiter {
+            Waiter::Native(ch) => {
+                let seen = ch.wait_ready_seen(watch_exit, pid);
+                ::tokio::time::timeout_at(deadline, seen)
+                    .await
+                    .unwrap_or(Seen::Timeout)
+            }
+            Waiter::Pipe(p, fd) => {
+                let wait = wait_pipe(p, fd, &self.pidfd, pid, watch_exit);
+                ::tokio::time::timeout_at(deadline, wait)
+                    .await
+                    .unwrap_or(Seen::Timeout)
+            }
+            Waiter::Systemd(r, sock) => {
+                wait_systemd(r, sock, &self.pidfd, pid, deadline, !watch_exit).await
+            }
+        };
+        let (stat, pidfd) = (&self.proc_stat, self.pidfd.get_ref().as_fd());
+        self.verdict.on_seen(seen, || stat.liveness(pidfd))
+    }
+
+    /// Applies [`OnTimeout`] and says how the wait ended.
+    async fn timed_out(&mut self, timeout: Duration) -> io::Result<ReadyError> {
+        let killed = self.on_timeout == OnTimeout::Kill && self.child.try_wait()?.is_none();
+        if killed {
+            self.kill().await?;
+        }
+        Ok(ReadyError::Timeout {
+            pid: self.pid,
+            waited: timeout,
+            killed,
+            last_status: self.last_status(),
+        })
     }
 
     fn readiness_of(&self, ready: readyfd_proto::Ready, via: ReadyVia) -> Readiness {
@@ -431,24 +456,6 @@ impl ReadyChild {
             via,
             spawned_pid: self.pid,
             elapsed: self.spawned_at.elapsed(),
-        }
-    }
-
-    /// Waits (bounded by `deadline`) for an exit that is known to be under
-    /// way, and reaps it.
-    async fn reap(
-        &mut self,
-        deadline: Instant,
-        timeout: Duration,
-    ) -> Result<ExitStatus, ReadyError> {
-        match self.wait_until(Some(deadline)).await? {
-            Some(status) => Ok(status),
-            None => Err(ReadyError::Timeout {
-                pid: self.pid,
-                waited: timeout,
-                killed: false,
-                last_status: self.last_status(),
-            }),
         }
     }
 
@@ -482,7 +489,8 @@ impl ReadyChild {
     /// # Errors
     /// When `waitpid` fails.
     pub async fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
-        self.wait_until(Some(Instant::now() + timeout)).await
+        let deadline = Instant::from_std(sys::deadline_after(timeout));
+        self.wait_until(Some(deadline)).await
     }
 
     /// Waits for the pidfd to fire, then reaps. Not tokio's `Child::wait`:
@@ -533,29 +541,59 @@ impl ReadyChild {
         self.wait().await
     }
 
-    /// Stops the child gracefully, as [`crate::ReadyChild::stop`]: a native
-    /// `Shutdown` request first (the child has `grace` to exit), then
-    /// `SIGTERM` and another `grace`, then `SIGKILL`. Returns how it ended.
+    /// Stops what readiness came from, gracefully, as
+    /// [`crate::ReadyChild::stop`]: a native `Shutdown` request first (the
+    /// child has `grace` to exit), then `SIGTERM` (and `SIGCONT`) and
+    /// another `grace`, then `SIGKILL`; after a wrapper, the process that
+    /// said `Ready` too. Returns how the spawned process ended.
     ///
     /// # Errors
     /// When signalling or reaping fails.
     pub async fn stop(&mut self, grace: Duration) -> io::Result<ExitStatus> {
-        if let Some(s) = self.child.try_wait()? {
-            return Ok(s);
-        }
         if let Waiter::Native(ch) = &self.waiter {
             let ch = Arc::clone(ch);
             if ch.closed().is_none() && ch.shutdown(grace).await.is_ok() {
-                if let Some(s) = self.wait_timeout(grace).await? {
+                if let Some(s) = self.wait_all(Some(Instant::now() + grace)).await? {
                     return Ok(s);
                 }
             }
         }
-        self.signal(Signal::SIGTERM)?;
-        if let Some(s) = self.wait_timeout(grace).await? {
+        if let Some(s) = self.wait_all(Some(Instant::now())).await? {
             return Ok(s);
         }
-        self.kill().await
+        self.signal_all(Signal::SIGTERM)?;
+        self.signal_all(Signal::SIGCONT)?;
+        let deadline = Instant::from_std(sys::deadline_after(grace));
+        if let Some(s) = self.wait_all(Some(deadline)).await? {
+            return Ok(s);
+        }
+        self.signal_all(Signal::SIGKILL)?;
+        Ok(self.wait_all(None).await?.expect("no deadline"))
+    }
+
+    /// Signals the spawned process and the one readiness came from.
+    fn signal_all(&mut self, signal: Signal) -> io::Result<()> {
+        if let Some(main) = &self.main {
+            sys::pidfd_signal(main.get_ref().as_fd(), signal as i32)?;
+        }
+        self.signal(signal)
+    }
+
+    /// Waits until both the spawned process (reaped) and the one readiness
+    /// came from have exited, or `deadline`.
+    async fn wait_all(&mut self, deadline: Option<Instant>) -> io::Result<Option<ExitStatus>> {
+        let Some(status) = self.wait_until(deadline).await? else {
+            return Ok(None);
+        };
+        let Some(main) = &self.main else {
+            return Ok(Some(status));
+        };
+        let exited = main.readable();
+        let ended = match deadline {
+            Some(d) => ::tokio::time::timeout_at(d, exited).await.is_ok(),
+            None => exited.await.is_ok(),
+        };
+        Ok(ended.then_some(status))
     }
 }
 
@@ -584,32 +622,29 @@ where
 /// the text read so far stays in the waiter.
 async fn wait_pipe(
     p: &mut PipeWaiter,
+    pipe: &AsyncFd<OwnedFd>,
     pidfd: &AsyncFd<OwnedFd>,
     pid: u32,
-    ignore_exit: bool,
-) -> WaitOutcome {
-    if let Some(outcome) = p.step(pid, false, ignore_exit) {
-        return outcome;
+    watch_exit: bool,
+) -> Seen {
+    if let Some(seen) = p.step(pid, false) {
+        return seen;
     }
-    let pipe = match p.fd().map(register_dup) {
-        Some(Ok(fd)) => fd,
-        Some(Err(e)) => return WaitOutcome::Io(e),
-        None => return WaitOutcome::Io(io::Error::other("the readiness pipe is already closed")),
-    };
+    if p.fd().is_none() {
+        return Seen::Io(io::Error::other("the readiness pipe is already closed"));
+    }
     loop {
-        let watch_child = if ignore_exit { None } else { Some(pidfd) };
-        let (guard, child_exited) = match readable(&pipe, watch_child, None).await {
+        let watch_child = watch_exit.then_some(pidfd);
+        let (guard, child_exited) = match readable(pipe, watch_child, None).await {
             Ok(x) => x,
-            Err(e) => return WaitOutcome::Io(e),
+            Err(e) => return Seen::Io(e),
         };
         if child_exited {
             // Data first: what the child wrote before it died counts.
-            return p
-                .step(pid, true, ignore_exit)
-                .unwrap_or(WaitOutcome::Exited);
+            return p.step(pid, true).unwrap_or(Seen::Exit);
         }
-        if let Some(outcome) = p.step(pid, false, ignore_exit) {
-            return outcome;
+        if let Some(seen) = p.step(pid, false) {
+            return seen;
         }
         clear_if_drained(guard);
     }
@@ -621,13 +656,13 @@ async fn wait_pipe(
 /// datagrams established stays in the receiver.
 async fn wait_systemd(
     r: &mut NotifyReceiver,
+    sock: &AsyncFd<OwnedFd>,
     pidfd: &AsyncFd<OwnedFd>,
     pid: u32,
     deadline: Instant,
     ignore_exit: bool,
-) -> WaitOutcome {
+) -> Seen {
     let (mut child_exited, mut main_exited) = (false, false);
-    let mut sock: Option<AsyncFd<OwnedFd>> = None;
     // The main pid's pidfd (a duplicate), and the number it watches.
     let mut main: Option<(RawFd, AsyncFd<OwnedFd>)> = None;
     loop {
@@ -639,18 +674,12 @@ async fn wait_systemd(
         // Checked on every round: a flood keeps the socket readable.
         let until = Instant::from_std(r.deadline(deadline.into_std()));
         if Instant::now() >= until {
-            return WaitOutcome::Timeout;
+            return Seen::Timeout;
         }
-        if sock.is_none() {
-            sock = match r.socket_fd().map(register_dup) {
-                Some(Ok(fd)) => Some(fd),
-                Some(Err(e)) => return WaitOutcome::Io(e),
-                None => {
-                    return WaitOutcome::Io(io::Error::other(
-                        "the notification socket is already handed over",
-                    ));
-                }
-            };
+        if r.socket_fd().is_none() {
+            return Seen::Io(io::Error::other(
+                "the notification socket is already handed over",
+            ));
         }
         // `MAINPID=` may name a new process at any step.
         let main_now = r
@@ -659,17 +688,16 @@ async fn wait_systemd(
         if main.as_ref().map(|(n, _)| *n) != main_now {
             main = match r.main_pid_fd().map(register_dup) {
                 Some(Ok(fd)) => main_now.map(|n| (n, fd)),
-                Some(Err(e)) => return WaitOutcome::Io(e),
+                Some(Err(e)) => return Seen::Io(e),
                 None => None,
             };
         }
-        let sock = sock.as_ref().expect("registered above");
         let watch_child = r.watches_child(ignore_exit).then_some(pidfd);
         let ready = readable(sock, watch_child, main.as_ref().map(|(_, fd)| fd));
         match ::tokio::time::timeout_at(until, ready).await {
             // The deadline may have been extended meanwhile: look again.
             Err(_) => continue,
-            Ok(Err(e)) => return WaitOutcome::Io(e),
+            Ok(Err(e)) => return Seen::Io(e),
             Ok(Ok((None, exited))) => (child_exited, main_exited) = (exited, !exited),
             Ok(Ok((guard, _))) => {
                 // Let `step` read first; clear the readiness only if the
