@@ -17,7 +17,7 @@
 //! [`MAX_INCOMING`] messages wait in [`recv`](Channel::recv)'s queue or our
 //! answers to the peer pile up, which pushes back on a peer that floods.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -25,63 +25,28 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use readyfd_proto::codec::decode_body;
-use readyfd_proto::{
-    GoodbyeReason, Hello, Message, Ready, RemoteError, RemoteErrorKind, RequestBody, ResponseBody,
-    Role, Session, SessionConfig, SessionError,
-};
+use readyfd_proto::{Hello, Ready, RequestBody, ResponseBody, Role, Session, SessionError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{ChannelError, CloseReason, ProtocolError};
+use crate::core::{
+    ChannelOptions, Core, HIGH_WATER, MAX_INCOMING, ReadEnd, ReadStep, ReadyEvent, ShutdownPolicy,
+    decode_response,
+};
+use crate::error::{ChannelError, CloseReason};
+use crate::incoming::{Answer, Incoming};
 use crate::sys;
-use crate::verdict::{ReadyVia, Seen};
-
-/// Bytes queued for the peer beyond which senders wait.
-pub const HIGH_WATER: usize = 4 * 1024 * 1024;
-
-/// Incoming requests and notifications queued for [`Channel::recv`] beyond
-/// which the channel stops reading from the peer until some are taken.
-///
-/// This is back-pressure against a peer that floods, and it has a
-/// consequence to know: while the queue is full nothing more is read, so an
-/// answer to one of our own requests that arrives behind the backlog is not
-/// seen either. A side that receives requests or notifications must keep
-/// calling [`Channel::recv`] (on a thread of its own if need be) while it
-/// also makes requests.
-pub const MAX_INCOMING: usize = 1024;
+use crate::verdict::Seen;
 
 /// How long dropping a channel waits for queued bytes to be written.
 const DRAIN_ON_DROP: Duration = Duration::from_secs(2);
 
 /// How much one read asks for.
 const READ_CHUNK: usize = 64 * 1024;
-
-/// What a child does when its parent sends `Shutdown`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum ShutdownPolicy {
-    /// Acknowledge it, then send `SIGTERM` to this process, so a program
-    /// that handles nothing stops as if `kill` had been used and a program
-    /// with a `SIGTERM` handler runs it. The default.
-    #[default]
-    RaiseSigterm,
-    /// Deliver it to the application as [`Incoming::Shutdown`].
-    Deliver,
-}
-
-/// Options of a [`Channel`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ChannelOptions {
-    /// Limits enforced on the peer.
-    pub session: SessionConfig,
-    /// What a child does on `Shutdown` (ignored by parents).
-    pub shutdown: ShutdownPolicy,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Writer {
@@ -116,34 +81,16 @@ const TAG_WAKE: u64 = 0;
 const TAG_SOCK: u64 = 1;
 const TAG_PID: u64 = 2;
 
-/// What the I/O thread saw of the read side.
-#[derive(Debug, Clone)]
-pub(crate) enum ReadEnd {
-    Open,
-    /// The peer closed its end.
-    Eof,
-    Failed(CloseReason),
-}
-
 struct State {
-    session: Session,
+    /// What the blocking and the tokio channel share.
+    core: Core,
     out: Vec<u8>,
     /// How many bytes at the end of `out` are not written yet. Kept apart
     /// from `out`, which a writer takes out of the state while it sends.
     unsent: usize,
     writer: Writer,
-    write_failed: Option<CloseReason>,
-    local_closed: bool,
-    /// The local close came first, while both directions were open: what
-    /// is still waiting fails with [`CloseReason::Local`] even if the peer's
-    /// EOF (its answer to our `Goodbye`) is read before it looks.
-    local_first: bool,
-    read: ReadEnd,
-    /// What the peer sent, for the application and the bookkeeping.
-    peer: PeerView,
     waiting: HashSet<u64>,
     responses: HashMap<u64, ResponseBody>,
-    child_exited: bool,
     stop: bool,
     /// Who reads the socket.
     reader: Reader,
@@ -157,74 +104,15 @@ struct State {
 
 impl State {
     fn pending_out(&self) -> usize {
-        self.session.transmit_len() + self.unsent
+        self.core.session.transmit_len() + self.unsent
     }
 
-    /// Why a send cannot be made now, if it cannot.
     fn send_blocker(&self) -> Option<CloseReason> {
-        send_blocker(
-            self.write_failed.as_ref(),
-            self.local_closed,
-            self.peer.goodbye.as_ref(),
-            &self.read,
-        )
+        self.core.send_blocker()
     }
 
-    /// Why the read side is over, if it is: pending requests fail with it.
     fn read_blocker(&self) -> Option<CloseReason> {
-        read_blocker(
-            self.write_failed.as_ref(),
-            self.local_first,
-            self.peer.goodbye.as_ref(),
-            &self.read,
-        )
-    }
-}
-
-/// Why a send cannot be made now, if it cannot: the precedence of close
-/// reasons, shared by the blocking and the async channel.
-pub(crate) fn send_blocker(
-    write_failed: Option<&CloseReason>,
-    local_closed: bool,
-    peer_goodbye: Option<&readyfd_proto::Goodbye>,
-    read: &ReadEnd,
-) -> Option<CloseReason> {
-    if let Some(r) = write_failed {
-        return Some(r.clone());
-    }
-    if local_closed {
-        return Some(CloseReason::Local);
-    }
-    if let Some(g) = peer_goodbye {
-        return Some(CloseReason::Goodbye(g.clone()));
-    }
-    match read {
-        ReadEnd::Failed(r) => Some(r.clone()),
-        _ => None,
-    }
-}
-
-/// Why the read side is over, if it is (pending requests fail with it);
-/// shared by the blocking and the async channel.
-///
-/// `local_first` is a local close made while nothing else had ended the
-/// channel (a later close changes nothing: what ended it first stands).
-pub(crate) fn read_blocker(
-    write_failed: Option<&CloseReason>,
-    local_first: bool,
-    peer_goodbye: Option<&readyfd_proto::Goodbye>,
-    read: &ReadEnd,
-) -> Option<CloseReason> {
-    if local_first {
-        return Some(CloseReason::Local);
-    }
-    if let Some(g) = peer_goodbye {
-        return Some(CloseReason::Goodbye(g.clone()));
-    }
-    match read {
-        ReadEnd::Open => write_failed.cloned(),
-        ReadEnd::Eof => Some(CloseReason::PeerClosed),
-        ReadEnd::Failed(r) => Some(r.clone()),
+        self.core.read_blocker()
     }
 }
 
@@ -306,9 +194,9 @@ impl Inner {
     /// Whether input may be read now: the read side is open and neither
     /// back-pressure limit holds reading up.
     fn may_read(&self, st: &State) -> bool {
-        matches!(st.read, ReadEnd::Open)
+        matches!(st.core.read, ReadEnd::Open)
             && !st.stop
-            && st.peer.incoming.len() < MAX_INCOMING
+            && st.core.peer.incoming.len() < MAX_INCOMING
             && st.pending_out() < HIGH_WATER + self.max_frame as usize
     }
 
@@ -349,8 +237,8 @@ impl Inner {
                 // Only a kernel out of memory gets here: the channel cannot
                 // be driven any more, and everyone waiting must hear it.
                 let e = io::Error::from(e);
-                if matches!(st.read, ReadEnd::Open) {
-                    st.read = ReadEnd::Failed(CloseReason::Io(e.kind(), e.to_string()));
+                if matches!(st.core.read, ReadEnd::Open) {
+                    st.core.read = ReadEnd::Failed(CloseReason::Io(e.kind(), e.to_string()));
                 }
                 self.wake_waiters(st);
             }
@@ -457,8 +345,8 @@ impl Inner {
                 }
                 Err(e) => {
                     let mut st = self.lock();
-                    if matches!(st.read, ReadEnd::Open) {
-                        st.read = ReadEnd::Failed(CloseReason::Io(e.kind(), e.to_string()));
+                    if matches!(st.core.read, ReadEnd::Open) {
+                        st.core.read = ReadEnd::Failed(CloseReason::Io(e.kind(), e.to_string()));
                     }
                     self.wake_waiters(&st);
                     return check(&mut st);
@@ -477,10 +365,10 @@ impl Inner {
             _ => return st, // the current writer will send our bytes too
         }
         loop {
-            if st.write_failed.is_some() {
+            if st.core.write_failed.is_some() {
                 let mut discard = std::mem::take(&mut st.out);
                 discard.clear();
-                let _ = st.session.poll_transmit(&mut discard);
+                let _ = st.core.session.poll_transmit(&mut discard);
                 discard.clear();
                 st.out = discard;
                 st.unsent = 0;
@@ -489,7 +377,7 @@ impl Inner {
             if st.unsent == 0 {
                 let mut out = std::mem::take(&mut st.out);
                 out.clear();
-                let more = st.session.poll_transmit(&mut out);
+                let more = st.core.session.poll_transmit(&mut out);
                 st.unsent = out.len();
                 st.out = out;
                 if !more {
@@ -520,14 +408,14 @@ impl Inner {
                     return st;
                 }
                 Err(e) => {
-                    st.write_failed = Some(CloseReason::Io(e.kind(), e.to_string()));
+                    st.core.write_failed = Some(CloseReason::Io(e.kind(), e.to_string()));
                 }
             }
         }
         st.writer = Writer::Idle;
         // Reading may have been held up by what was queued.
         self.sync_interest(&mut st);
-        if st.write_failed.is_some() {
+        if st.core.write_failed.is_some() {
             self.wake_waiters(&st);
         } else {
             self.notify(&st);
@@ -564,9 +452,9 @@ impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let st = self.inner.lock();
         f.debug_struct("Channel")
-            .field("role", &st.session.role())
-            .field("peer", &st.peer.hello)
-            .field("ready", &st.peer.ready.is_some())
+            .field("role", &st.core.session.role())
+            .field("peer", &st.core.peer.hello)
+            .field("ready", &st.core.peer.ready.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -581,10 +469,6 @@ impl Channel {
         pidfd: Option<OwnedFd>,
         opts: ChannelOptions,
     ) -> io::Result<Channel> {
-        if role == Role::Child {
-            // So that a child that panics before `Ready` can say why.
-            record_panics();
-        }
         sys::set_nonblocking(sock.as_fd(), true)?;
         let wake = sys::eventfd()?;
         let reader_wake = sys::eventfd()?;
@@ -593,8 +477,6 @@ impl Channel {
         if let Some(p) = &pidfd {
             epoll.add(p.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TAG_PID))?;
         }
-        let mut session = Session::new(role, std::process::id(), opts.session);
-        session.send_hello();
         let inner = Arc::new(Inner {
             sock,
             wake,
@@ -603,18 +485,12 @@ impl Channel {
             pidfd,
             rbuf: Mutex::new(BytesMut::with_capacity(READ_CHUNK)),
             state: Mutex::new(State {
-                session,
+                core: Core::new(role, opts.session),
                 out: Vec::new(),
                 unsent: 0,
                 writer: Writer::Idle,
-                write_failed: None,
-                local_closed: false,
-                local_first: false,
-                read: ReadEnd::Open,
-                peer: PeerView::default(),
                 waiting: HashSet::new(),
                 responses: HashMap::new(),
-                child_exited: false,
                 stop: false,
                 reader: Reader::Io,
                 registered: None,
@@ -637,12 +513,12 @@ impl Channel {
                 let outcome =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| io_loop(&io)));
                 let mut st = io.lock();
-                if matches!(st.read, ReadEnd::Open) && !st.stop {
+                if matches!(st.core.read, ReadEnd::Open) && !st.stop {
                     let why = match outcome {
                         Ok(()) => "the channel's I/O thread stopped".to_string(),
                         Err(_) => "the channel's I/O thread panicked".to_string(),
                     };
-                    st.read = ReadEnd::Failed(CloseReason::Io(io::ErrorKind::Other, why));
+                    st.core.read = ReadEnd::Failed(CloseReason::Io(io::ErrorKind::Other, why));
                 }
                 io.wake_waiters(&st);
             })?;
@@ -654,17 +530,17 @@ impl Channel {
 
     /// The peer's `Hello` (its pid and protocol version), once it arrived.
     pub fn peer(&self) -> Option<Hello> {
-        self.inner.lock().peer.hello.clone()
+        self.inner.lock().core.peer.hello.clone()
     }
 
     /// This end's role.
     pub fn role(&self) -> Role {
-        self.inner.lock().session.role()
+        self.inner.lock().core.session.role()
     }
 
     /// The last status line the child sent (parent side).
     pub fn last_status(&self) -> Option<String> {
-        self.inner.lock().peer.last_status.clone()
+        self.inner.lock().core.peer.last_status.clone()
     }
 
     /// Why the channel is closed, or `None` while it is open.
@@ -705,7 +581,7 @@ impl Channel {
     /// [`ChannelError::NotAllowed`] from a parent or a second time;
     /// [`ChannelError::Closed`] when the parent has gone.
     pub fn ready(&self, ready: &Ready) -> Result<(), ChannelError> {
-        self.send(None, |st| st.session.send_ready(ready))
+        self.send(None, |st| st.core.session.send_ready(ready))
     }
 
     /// Child: sends a status line (shown by `readyfd run` while it waits, and
@@ -714,7 +590,7 @@ impl Channel {
     /// # Errors
     /// As [`ready`](Self::ready).
     pub fn status(&self, text: &str) -> Result<(), ChannelError> {
-        self.send(None, |st| st.session.send_status(text))
+        self.send(None, |st| st.core.session.send_status(text))
     }
 
     /// Sends a one-way application message.
@@ -723,7 +599,7 @@ impl Channel {
     /// [`ChannelError::Encode`] when it does not fit the peer's maximum
     /// frame; [`ChannelError::Closed`] when the channel is closed.
     pub fn notify<T: Serialize + ?Sized>(&self, body: &T) -> Result<(), ChannelError> {
-        self.send(None, |st| st.session.send_notify(body))
+        self.send(None, |st| st.core.session.send_notify(body))
     }
 
     /// Sends an application request and waits for its answer, decoded as
@@ -796,7 +672,7 @@ impl Channel {
         send: impl FnOnce(&mut Session) -> Result<u64, SessionError>,
     ) -> Result<ResponseBody, ChannelError> {
         let id = self.send(deadline, |st| {
-            let id = send(&mut st.session)?;
+            let id = send(&mut st.core.session)?;
             st.waiting.insert(id);
             Ok(id)
         })?;
@@ -815,7 +691,7 @@ impl Channel {
         });
         answer.unwrap_or_else(|mut st| {
             st.waiting.remove(&id);
-            st.session.abandon_request(id);
+            st.core.session.abandon_request(id);
             Err(ChannelError::Timeout(Duration::ZERO))
         })
     }
@@ -844,8 +720,8 @@ impl Channel {
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Incoming>, ChannelError> {
         let inner = &self.inner;
         let next = inner.wait_for(deadline, |st| {
-            if let Some(m) = st.peer.incoming.pop_front() {
-                if st.peer.incoming.len() + 1 == MAX_INCOMING {
+            if let Some(m) = st.core.peer.incoming.pop_front() {
+                if st.core.peer.incoming.len() + 1 == MAX_INCOMING {
                     // Reading may have stopped on a full queue: resume it.
                     inner.sync_interest(st);
                 }
@@ -865,15 +741,9 @@ impl Channel {
     /// before readiness, not a ready child.
     pub fn close(&self) {
         let mut st = self.inner.lock();
-        if st.send_blocker().is_none() && !st.session.goodbye_sent() {
-            let (reason, message) = farewell(&st.session);
-            let _ = st.session.send_goodbye(reason, &message);
+        if st.core.close() {
             st = self.inner.flush(st, Writer::Caller);
         }
-        if !st.local_closed {
-            st.local_first = st.read_blocker().is_none();
-        }
-        st.local_closed = true;
         self.inner.wake_waiters(&st);
     }
 
@@ -883,9 +753,9 @@ impl Channel {
     /// (with the pidfd given to [`start`](Self::start), while `watch_exit`)
     /// or `deadline`, and says what was seen.
     pub(crate) fn wait_ready_seen(&self, deadline: Instant, watch_exit: bool, pid: u32) -> Seen {
-        let event = self.inner.wait_for(Some(deadline), |st| {
-            ReadyEvent::of(&st.peer, &st.read, st.child_exited && watch_exit)
-        });
+        let event = self
+            .inner
+            .wait_for(Some(deadline), |st| st.core.ready_event(watch_exit));
         event
             .unwrap_or(ReadyEvent::Timeout)
             .into_seen(pid, self.last_status())
@@ -898,7 +768,7 @@ impl Drop for Channel {
         // the peer's callers get a clear error. Each one also holds the
         // channel's state alive: leaving them queued would keep the socket,
         // eventfd and pidfd open for good.
-        let unconsumed = std::mem::take(&mut self.inner.lock().peer.incoming);
+        let unconsumed = std::mem::take(&mut self.inner.lock().core.peer.incoming);
         drop(unconsumed);
         self.close();
         {
@@ -906,7 +776,7 @@ impl Drop for Channel {
             // to reach a peer that is slow to read, then stop.
             let deadline = Instant::now() + DRAIN_ON_DROP;
             let mut st = self.inner.lock();
-            while st.writer != Writer::Idle && st.write_failed.is_none() {
+            while st.writer != Writer::Idle && st.core.write_failed.is_none() {
                 let (g, timed_out) = self.inner.wait(st, Some(deadline));
                 st = g;
                 if timed_out {
@@ -925,145 +795,9 @@ impl Drop for Channel {
         }
         // Whatever arrived meanwhile: dropped outside the lock (dropping an
         // IncomingRequest takes it).
-        let late = std::mem::take(&mut self.inner.lock().peer.incoming);
+        let late = std::mem::take(&mut self.inner.lock().core.peer.incoming);
         drop(late);
     }
-}
-
-/// What a parent's channel shows of the child's readiness: the one reading
-/// of the channel's state for the blocking and the async driver.
-#[derive(Debug)]
-pub(crate) enum ReadyEvent {
-    Ready(Ready),
-    Closed,
-    Goodbye(readyfd_proto::Goodbye),
-    Exited,
-    Protocol(SessionError),
-    Io(CloseReason),
-    Timeout,
-}
-
-impl ReadyEvent {
-    /// What the channel's state says, if anything yet. Input comes first:
-    /// a `Ready` read before the exit was noticed wins.
-    pub(crate) fn of(peer: &PeerView, read: &ReadEnd, exited: bool) -> Option<ReadyEvent> {
-        if let Some(r) = &peer.ready {
-            return Some(ReadyEvent::Ready(r.clone()));
-        }
-        match read {
-            ReadEnd::Failed(CloseReason::Protocol(e)) => {
-                return Some(ReadyEvent::Protocol(e.clone()));
-            }
-            ReadEnd::Failed(r) => return Some(ReadyEvent::Io(r.clone())),
-            ReadEnd::Eof => {
-                return Some(match &peer.goodbye {
-                    Some(g) => ReadyEvent::Goodbye(g.clone()),
-                    None => ReadyEvent::Closed,
-                });
-            }
-            ReadEnd::Open => {}
-        }
-        if let Some(g) = &peer.goodbye {
-            return Some(ReadyEvent::Goodbye(g.clone()));
-        }
-        exited.then_some(ReadyEvent::Exited)
-    }
-
-    /// As the readiness core sees it. A `Goodbye` before `Ready`, whatever
-    /// its reason, is the child giving up (or rejecting us): never the
-    /// minimal "closed while alive" signal, which is a bare end of stream.
-    pub(crate) fn into_seen(self, pid: u32, last_status: Option<String>) -> Seen {
-        match self {
-            ReadyEvent::Ready(r) => Seen::Ready(r, ReadyVia::Message),
-            ReadyEvent::Closed => Seen::End(Ready {
-                pid,
-                addresses: Vec::new(),
-                status: last_status,
-            }),
-            ReadyEvent::Goodbye(g) => match g.reason {
-                GoodbyeReason::ProtocolError | GoodbyeReason::VersionMismatch => {
-                    Seen::Protocol(ProtocolError::Other(format!(
-                        "the child rejected us ({:?}): {}",
-                        g.reason, g.message
-                    )))
-                }
-                reason => Seen::Failed {
-                    errno: None,
-                    message: if g.message.is_empty() {
-                        format!("it said Goodbye ({reason:?}) before it was ready")
-                    } else {
-                        format!(
-                            "it said Goodbye ({reason:?}) before it was ready: {}",
-                            g.message
-                        )
-                    },
-                },
-            },
-            ReadyEvent::Exited => Seen::Exit,
-            ReadyEvent::Protocol(e) => Seen::Protocol(ProtocolError::Session(e)),
-            ReadyEvent::Io(CloseReason::Io(kind, msg)) => Seen::Io(io::Error::new(kind, msg)),
-            ReadyEvent::Io(other) => Seen::Io(io::Error::other(other.to_string())),
-            ReadyEvent::Timeout => Seen::Timeout,
-        }
-    }
-}
-
-/// The `Goodbye` a side says when it closes: `Done`, except for a child
-/// that has not sent `Ready`, which gives up (`ShuttingDown`, with the
-/// panic message while its thread panics; see [`panic_message`]).
-pub(crate) fn farewell(session: &Session) -> (GoodbyeReason, String) {
-    if session.role() == Role::Parent || session.is_ready() {
-        return (GoodbyeReason::Done, String::new());
-    }
-    let message = if std::thread::panicking() {
-        match panic_message() {
-            Some(m) => format!("gave up: panicked: {m}"),
-            None => "gave up: panicked".to_string(),
-        }
-    } else {
-        "gave up: its channel was closed before it was ready".to_string()
-    };
-    (GoodbyeReason::ShuttingDown, message)
-}
-
-/// The message of the panic the current thread is unwinding from, as
-/// recorded by a panic hook that readyfd installs (once, chaining to the
-/// hook already there) when a child takes its channel.
-fn panic_message() -> Option<String> {
-    LAST_PANIC.with(|p| p.borrow().clone())
-}
-
-thread_local! {
-    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Installs the hook behind [`panic_message`] (once per process).
-pub(crate) fn record_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let text = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned());
-            // Bounded: it travels in a Goodbye.
-            let text = text.map(|mut t| {
-                if t.len() > 512 {
-                    let mut cut = 512;
-                    while !t.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    t.truncate(cut);
-                }
-                t
-            });
-            // `try_with`: a panic during thread teardown has no slot.
-            let _ = LAST_PANIC.try_with(|p| *p.borrow_mut() = text);
-            previous(info);
-        }));
-    });
 }
 
 fn with_timeout(e: ChannelError, t: Duration) -> ChannelError {
@@ -1073,239 +807,12 @@ fn with_timeout(e: ChannelError, t: Duration) -> ChannelError {
     }
 }
 
-pub(crate) fn decode_response<T: DeserializeOwned>(body: ResponseBody) -> Result<T, ChannelError> {
-    let bytes = match body {
-        ResponseBody::App(b) => b,
-        ResponseBody::Ok => Bytes::new(),
-        ResponseBody::Error(e) => return Err(ChannelError::Remote(e)),
-        _ => Bytes::new(),
-    };
-    decode_body(&bytes).map_err(|source| ChannelError::Decode {
-        type_name: std::any::type_name::<T>(),
-        source,
-    })
-}
-
-// ---- incoming ---------------------------------------------------------------
-
-/// The channel side that writes the answers of [`IncomingRequest`] and
-/// [`ShutdownRequest`]: the blocking channel and the async one each
-/// implement it, so both hand out the same request types.
-pub(crate) trait Answer: Send + Sync {
-    /// Queues what `f` adds to the session and writes it, without waiting
-    /// for the peer.
-    fn answer(
-        &self,
-        f: &mut dyn FnMut(&mut Session) -> Result<(), SessionError>,
-    ) -> Result<(), ChannelError>;
-}
-
 impl Answer for Inner {
     fn answer(
         &self,
         f: &mut dyn FnMut(&mut Session) -> Result<(), SessionError>,
     ) -> Result<(), ChannelError> {
-        send_on(self, |st| f(&mut st.session))
-    }
-}
-
-/// Something the peer sent that the application handles.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Incoming {
-    /// A request: answer it with [`IncomingRequest::respond`].
-    Request(IncomingRequest),
-    /// A one-way message.
-    Notify(Notification),
-    /// The parent asks this child to stop (only with
-    /// [`ShutdownPolicy::Deliver`]).
-    Shutdown(ShutdownRequest),
-}
-
-/// A request from the peer. Dropping it unanswered answers it with a
-/// [`RemoteErrorKind::Dropped`] error, so the peer never waits forever.
-///
-/// Answering does not wait: the answer is queued and written as far as the
-/// socket takes it, the rest by the channel's I/O thread (or task).
-pub struct IncomingRequest {
-    id: u64,
-    body: Bytes,
-    answer: Option<Arc<dyn Answer>>,
-}
-
-impl fmt::Debug for IncomingRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IncomingRequest")
-            .field("id", &self.id)
-            .field("len", &self.body.len())
-            .finish()
-    }
-}
-
-impl IncomingRequest {
-    pub(crate) fn new(id: u64, body: Bytes, answer: Arc<dyn Answer>) -> IncomingRequest {
-        IncomingRequest {
-            id,
-            body,
-            answer: Some(answer),
-        }
-    }
-
-    /// The request's id (unique among the peer's unanswered requests).
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// The raw body, in the application's encoding.
-    pub fn bytes(&self) -> &[u8] {
-        &self.body
-    }
-
-    /// Decodes the body as `T`.
-    ///
-    /// # Errors
-    /// [`ChannelError::Decode`] when it is not a `T`. Answer such a request
-    /// with [`reject`](Self::reject) and [`RemoteErrorKind::BadRequest`].
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ChannelError> {
-        decode_body(&self.body).map_err(|source| ChannelError::Decode {
-            type_name: std::any::type_name::<T>(),
-            source,
-        })
-    }
-
-    /// Answers with `body`.
-    ///
-    /// # Errors
-    /// [`ChannelError::Encode`] when `body` is too large for the peer (the
-    /// request is then answered with an error instead);
-    /// [`ChannelError::Closed`].
-    pub fn respond<T: Serialize + ?Sized>(mut self, body: &T) -> Result<(), ChannelError> {
-        let answer = self.answer.take().expect("answered once");
-        let id = self.id;
-        let r = answer.answer(&mut |s| s.send_app_response(id, body));
-        if let Err(ChannelError::Encode(e)) = &r {
-            // The peer still gets an answer: an error that says why.
-            let _ = answer_error(&*answer, id, RemoteErrorKind::Failed, e.to_string());
-        }
-        r
-    }
-
-    /// Answers with an error of kind `kind`.
-    ///
-    /// # Errors
-    /// [`ChannelError::Closed`].
-    pub fn reject(
-        mut self,
-        kind: RemoteErrorKind,
-        message: impl Into<String>,
-    ) -> Result<(), ChannelError> {
-        let answer = self.answer.take().expect("answered once");
-        answer_error(&*answer, self.id, kind, message.into())
-    }
-}
-
-impl Drop for IncomingRequest {
-    fn drop(&mut self) {
-        if let Some(answer) = self.answer.take() {
-            let _ = answer_error(
-                &*answer,
-                self.id,
-                RemoteErrorKind::Dropped,
-                "the request was dropped without an answer".into(),
-            );
-        }
-    }
-}
-
-fn answer_error(
-    answer: &dyn Answer,
-    id: u64,
-    kind: RemoteErrorKind,
-    message: String,
-) -> Result<(), ChannelError> {
-    let error = RemoteError { kind, message };
-    answer.answer(&mut |s| s.send_response(id, ResponseBody::Error(error.clone())))
-}
-
-/// A one-way message from the peer.
-#[derive(Debug, Clone)]
-pub struct Notification {
-    body: Bytes,
-}
-
-impl Notification {
-    /// A notification carrying `body` (also made by the async channel).
-    pub(crate) fn new(body: Bytes) -> Notification {
-        Notification { body }
-    }
-
-    /// The raw body, in the application's encoding.
-    pub fn bytes(&self) -> &[u8] {
-        &self.body
-    }
-
-    /// Decodes the body as `T`.
-    ///
-    /// # Errors
-    /// [`ChannelError::Decode`] when it is not a `T`.
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ChannelError> {
-        decode_body(&self.body).map_err(|source| ChannelError::Decode {
-            type_name: std::any::type_name::<T>(),
-            source,
-        })
-    }
-}
-
-/// The parent's request that this child stop. Dropping it acknowledges it.
-pub struct ShutdownRequest {
-    id: u64,
-    grace: Option<Duration>,
-    answer: Option<Arc<dyn Answer>>,
-}
-
-impl fmt::Debug for ShutdownRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ShutdownRequest")
-            .field("grace", &self.grace)
-            .finish()
-    }
-}
-
-impl ShutdownRequest {
-    pub(crate) fn new(
-        id: u64,
-        grace: Option<Duration>,
-        answer: Arc<dyn Answer>,
-    ) -> ShutdownRequest {
-        ShutdownRequest {
-            id,
-            grace,
-            answer: Some(answer),
-        }
-    }
-
-    /// How long the parent waits before it escalates to signals.
-    pub fn grace(&self) -> Option<Duration> {
-        self.grace
-    }
-
-    /// Acknowledges the request (the parent then waits for the exit).
-    ///
-    /// # Errors
-    /// [`ChannelError::Closed`].
-    pub fn acknowledge(mut self) -> Result<(), ChannelError> {
-        let answer = self.answer.take().expect("answered once");
-        let id = self.id;
-        answer.answer(&mut |s| s.send_response(id, ResponseBody::Ok))
-    }
-}
-
-impl Drop for ShutdownRequest {
-    fn drop(&mut self) {
-        if let Some(answer) = self.answer.take() {
-            let id = self.id;
-            let _ = answer.answer(&mut |s| s.send_response(id, ResponseBody::Ok));
-        }
+        send_on(self, |st| f(&mut st.core.session))
     }
 }
 
@@ -1371,7 +878,7 @@ fn io_loop(inner: &Arc<Inner>) {
             // `Ready` wins.
             read_available(inner, &mut inner.lock_rbuf(), true);
             let mut st = inner.lock();
-            st.child_exited = true;
+            st.core.child_exited = true;
             inner.wake_waiters(&st);
         }
     }
@@ -1394,70 +901,19 @@ fn read_available(inner: &Arc<Inner>, rbuf: &mut BytesMut, any_reader: bool) {
     }
 }
 
-/// What one read came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReadStep {
-    /// Bytes were read and handed to the session; there may be more.
-    Data,
-    /// Bytes were read and handed to the session, and the read was short:
-    /// the socket had nothing more at that moment, so reading again now
-    /// would only be an empty system call.
-    Drained,
-    /// Nothing to read now.
-    Empty,
-    /// The read side ended (EOF, a protocol error, a failed read).
-    Ended,
-}
-
 /// Reads once (the caller holds the read buffer), hands the bytes to the
 /// session, routes what it decoded, and sends what it produced, as `who`.
 fn read_step(inner: &Arc<Inner>, rbuf: &mut BytesMut, who: Writer) -> ReadStep {
-    // A peer that closes with our bytes unread makes the kernel report
-    // ECONNRESET once its data is drained: that is its EOF.
-    let r = match sys::read_into(inner.sock.as_fd(), rbuf, READ_CHUNK) {
-        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok((0, true)),
-        r => r,
-    };
-    match r {
-        Ok((0, _)) => {
-            let mut st = inner.lock();
-            let r = st.session.handle_eof(rbuf);
-            st.read = match r {
-                Ok(_) => ReadEnd::Eof,
-                Err(e) => ReadEnd::Failed(CloseReason::Protocol(e)),
-            };
-            dispatch(inner, &mut st);
-            let st = finish_input(inner, st, who);
-            inner.notify(&st);
-            ReadStep::Ended
-        }
-        Ok((_, short)) => {
-            let mut st = inner.lock();
-            let r = st.session.handle_input(rbuf);
-            dispatch(inner, &mut st);
-            let ended = r.is_err();
-            if let Err(e) = r {
-                say_protocol_error(&mut st.session, &e);
-                st.read = ReadEnd::Failed(CloseReason::Protocol(e));
-            }
-            let st = finish_input(inner, st, who);
-            inner.notify(&st);
-            if ended {
-                ReadStep::Ended
-            } else if short {
-                ReadStep::Drained
-            } else {
-                ReadStep::Data
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadStep::Empty,
-        Err(e) => {
-            let mut st = inner.lock();
-            st.read = ReadEnd::Failed(CloseReason::Io(e.kind(), e.to_string()));
-            inner.notify(&st);
-            ReadStep::Ended
-        }
+    let r = sys::read_into(inner.sock.as_fd(), rbuf, READ_CHUNK);
+    if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+        return ReadStep::Empty;
     }
+    let mut st = inner.lock();
+    let step = st.core.on_read(r, rbuf);
+    dispatch(inner, &mut st);
+    let st = finish_input(inner, st, who);
+    inner.notify(&st);
+    step
 }
 
 /// After input: send what the session produced (pongs, acknowledgements),
@@ -1467,20 +923,20 @@ fn finish_input<'a>(
     st: MutexGuard<'a, State>,
     who: Writer,
 ) -> MutexGuard<'a, State> {
-    let mut st = if st.session.transmit_len() > 0 {
+    let mut st = if st.core.session.transmit_len() > 0 {
         inner.flush(st, who)
     } else {
         st
     };
-    if st.peer.raise_sigterm {
-        st.peer.raise_sigterm = false;
+    if st.core.peer.raise_sigterm {
+        st.core.peer.raise_sigterm = false;
         // Make sure the acknowledgement is out before the signal may end us:
         // whoever holds the writer role (perhaps a caller's thread in the
         // middle of a send, or the I/O thread) must have written everything
         // queued.
         let deadline = Instant::now() + Duration::from_secs(1);
         while (st.pending_out() > 0 || st.writer != Writer::Idle)
-            && st.write_failed.is_none()
+            && st.core.write_failed.is_none()
             && Instant::now() < deadline
         {
             st = match (st.writer, who) {
@@ -1501,14 +957,12 @@ fn finish_input<'a>(
 /// Routes decoded messages to their waiters and queues.
 fn dispatch(inner: &Arc<Inner>, st: &mut State) {
     let State {
-        peer,
-        session,
+        core,
         waiting,
         responses,
         ..
     } = st;
-    peer.take_decoded(
-        session,
+    core.dispatch(
         inner.policy,
         || Arc::clone(inner) as Arc<dyn Answer>,
         |id, body| {
@@ -1519,166 +973,12 @@ fn dispatch(inner: &Arc<Inner>, st: &mut State) {
     );
 }
 
-/// What both drivers keep of what the peer sent, filled by
-/// [`take_decoded`](Self::take_decoded).
-#[derive(Default)]
-pub(crate) struct PeerView {
-    /// Requests and notifications for `recv`.
-    pub(crate) incoming: VecDeque<Incoming>,
-    /// The peer's `Hello`.
-    pub(crate) hello: Option<Hello>,
-    /// The peer's `Goodbye`.
-    pub(crate) goodbye: Option<readyfd_proto::Goodbye>,
-    /// The child's `Ready`.
-    pub(crate) ready: Option<Ready>,
-    /// The child's last status line.
-    pub(crate) last_status: Option<String>,
-    /// A `Shutdown` asks for SIGTERM once its acknowledgement is written.
-    pub(crate) raise_sigterm: bool,
-}
-
-impl PeerView {
-    /// Routes everything `session` has decoded (see [`next_routed`]) into
-    /// this view: requests are queued holding `answer()` to be answered
-    /// through, and answers to our own requests go to `response`.
-    pub(crate) fn take_decoded(
-        &mut self,
-        session: &mut Session,
-        policy: ShutdownPolicy,
-        answer: impl Fn() -> Arc<dyn Answer>,
-        mut response: impl FnMut(u64, ResponseBody),
-    ) {
-        while let Some(routed) = next_routed(session, policy) {
-            match routed {
-                Routed::Hello(h) => self.hello = Some(h),
-                Routed::Ready(r) => {
-                    if r.status.is_some() {
-                        self.last_status.clone_from(&r.status);
-                    }
-                    self.ready = Some(r);
-                }
-                Routed::Status(s) => self.last_status = Some(s),
-                Routed::RaiseSigterm => self.raise_sigterm = true,
-                Routed::Shutdown { id, grace } => {
-                    self.incoming
-                        .push_back(Incoming::Shutdown(ShutdownRequest::new(
-                            id,
-                            grace,
-                            answer(),
-                        )))
-                }
-                Routed::Request { id, body } => self
-                    .incoming
-                    .push_back(Incoming::Request(IncomingRequest::new(id, body, answer()))),
-                Routed::Response { id, body } => response(id, body),
-                Routed::Notify(body) => self
-                    .incoming
-                    .push_back(Incoming::Notify(Notification::new(body))),
-                Routed::Goodbye(g) => self.goodbye = Some(g),
-            }
-        }
-    }
-}
-
-/// A decoded message, after the rules every driver applies the same way:
-/// what the session handed over that the application (or the driver's
-/// bookkeeping) must see; [`PeerView::take_decoded`] files it for both
-/// drivers.
-#[derive(Debug)]
-enum Routed {
-    /// The peer's `Hello`.
-    Hello(Hello),
-    /// The child's `Ready`.
-    Ready(Ready),
-    /// A status line from the child.
-    Status(String),
-    /// `Shutdown` under [`ShutdownPolicy::RaiseSigterm`]: it is already
-    /// acknowledged in the session's transmit queue; raise `SIGTERM` once
-    /// that acknowledgement is written.
-    RaiseSigterm,
-    /// `Shutdown` under [`ShutdownPolicy::Deliver`], for the application.
-    Shutdown {
-        /// The request's id.
-        id: u64,
-        /// The grace the parent gives.
-        grace: Option<Duration>,
-    },
-    /// An application request, for the application.
-    Request {
-        /// The request's id.
-        id: u64,
-        /// Its body, in the application's encoding.
-        body: Bytes,
-    },
-    /// The answer to one of our requests.
-    Response {
-        /// The request's id.
-        id: u64,
-        /// The answer.
-        body: ResponseBody,
-    },
-    /// A one-way message.
-    Notify(Bytes),
-    /// The peer's `Goodbye`.
-    Goodbye(readyfd_proto::Goodbye),
-}
-
-/// The next decoded message of `session`, routed: `Shutdown` is handled
-/// according to `policy`, a built-in request this version does not know is
-/// answered `Unsupported` (the application never sees it), and `Ping` never
-/// gets here (the session answers it).
-fn next_routed(session: &mut Session, policy: ShutdownPolicy) -> Option<Routed> {
-    loop {
-        let routed = match session.poll_event()? {
-            Message::Hello(h) => Routed::Hello(h),
-            Message::Ready(r) => Routed::Ready(r),
-            Message::Status(s) => Routed::Status(s),
-            Message::Request { id, body } => match body {
-                RequestBody::Shutdown { grace_ms } => match policy {
-                    ShutdownPolicy::RaiseSigterm => {
-                        let _ = session.send_response(id, ResponseBody::Ok);
-                        Routed::RaiseSigterm
-                    }
-                    ShutdownPolicy::Deliver => Routed::Shutdown {
-                        id,
-                        grace: grace_ms.map(Duration::from_millis),
-                    },
-                },
-                RequestBody::App(body) => Routed::Request { id, body },
-                _ => {
-                    let _ = session.send_response(
-                        id,
-                        ResponseBody::Error(RemoteError {
-                            kind: RemoteErrorKind::Unsupported,
-                            message: "unknown built-in request".into(),
-                        }),
-                    );
-                    continue;
-                }
-            },
-            Message::Response { id, body } => Routed::Response { id, body },
-            Message::Notify(body) => Routed::Notify(body),
-            Message::Goodbye(g) => Routed::Goodbye(g),
-            _ => continue,
-        };
-        return Some(routed);
-    }
-}
-
-/// Queues the `Goodbye` that tells the peer why its input was refused.
-pub(crate) fn say_protocol_error(session: &mut Session, e: &SessionError) {
-    let reason = if matches!(e, SessionError::VersionMismatch { .. }) {
-        GoodbyeReason::VersionMismatch
-    } else {
-        GoodbyeReason::ProtocolError
-    };
-    let _ = session.send_goodbye(reason, &e.to_string());
-}
-
 #[cfg(test)]
 mod tests {
     //! The reading hand-over, observed from inside: which thread reads is
     //! internal state, so these tests synchronise on it directly.
+
+    use readyfd_proto::{Message, SessionConfig};
 
     use super::*;
 

@@ -77,9 +77,12 @@
 
 mod channel;
 mod child;
+mod core;
 mod error;
+mod incoming;
 mod notify;
 pub mod pipe;
+mod protocol;
 mod spawn;
 mod sys;
 pub mod systemd;
@@ -87,20 +90,21 @@ pub mod systemd;
 pub mod tokio;
 mod verdict;
 
-pub use channel::{
-    Channel, ChannelOptions, HIGH_WATER, Incoming, IncomingRequest, MAX_INCOMING, Notification,
-    ShutdownPolicy, ShutdownRequest,
-};
+pub use channel::Channel;
 pub use child::Parent;
+pub use core::{ChannelOptions, HIGH_WATER, MAX_INCOMING, ShutdownPolicy};
 pub use error::{
     ChannelError, CloseReason, EnvError, ProtocolError, ReadyError, SpawnError, describe_exit,
 };
-pub use notify::{
-    Notified, Notifier, NotifyError, READINESS_ENV_VARS, notify_ready, offered_protocol,
+pub use incoming::{Incoming, IncomingRequest, Notification, ShutdownRequest};
+pub use notify::{Notified, Notifier, NotifyError, notify_ready};
+pub use pipe::PIPE_TEXT_LIMIT;
+pub use protocol::{
+    CHILD_READY_FD_ENV, DEFAULT_FD, NOTIFY_SOCKET_ENV, Protocol, READINESS_ENV_VARS, READYFD_ENV,
+    offered_protocol,
 };
-pub use pipe::{CHILD_READY_FD_ENV, PIPE_TEXT_LIMIT};
-pub use spawn::{CommandExt, DEFAULT_FD, Protocol, READYFD_ENV, ReadyChild, ReadyCommand, spawn};
-pub use systemd::{FDSTORE_MAX, NOTIFY_DATAGRAM_MAX, NOTIFY_SOCKET_ENV, NotifyState, StoredFd};
+pub use spawn::{CommandExt, ReadyChild, ReadyCommand, spawn};
+pub use systemd::{FDSTORE_MAX, NOTIFY_DATAGRAM_MAX, NotifyState, StoredFd};
 
 pub use readyfd_proto as proto;
 pub use verdict::{OnTimeout, Readiness, ReadyVia};

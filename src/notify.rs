@@ -10,7 +10,7 @@
 //! from the programs you start.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
@@ -18,27 +18,10 @@ use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, se
 use nix::sys::stat::{SFlag, fstat};
 use readyfd_proto::Ready;
 
-use crate::child::{Parent, env_fd};
+use crate::child::Parent;
 use crate::error::{ChannelError, EnvError};
-use crate::pipe::CHILD_READY_FD_ENV;
-use crate::spawn::{Protocol, READYFD_ENV};
-use crate::sys;
-use crate::systemd::{NOTIFY_DATAGRAM_MAX, NOTIFY_SOCKET_ENV, format_endpoint};
-
-/// The variables through which a parent offers a readiness protocol, in
-/// the order [`notify_ready`] looks at them. A program that starts other
-/// programs should keep them out of their environment, so that a
-/// grandchild does not take its parent's channel for its own:
-///
-/// ```
-/// use std::process::Command;
-///
-/// let mut cmd = Command::new("true");
-/// for var in readyfd::READINESS_ENV_VARS {
-///     cmd.env_remove(var);
-/// }
-/// ```
-pub const READINESS_ENV_VARS: [&str; 3] = [READYFD_ENV, CHILD_READY_FD_ENV, NOTIFY_SOCKET_ENV];
+use crate::protocol::{CHILD_READY_FD_ENV, NOTIFY_SOCKET_ENV, Protocol, env_fd, take_pipe_fd};
+use crate::systemd::{NOTIFY_DATAGRAM_MAX, format_endpoint};
 
 /// The child could not tell its parent it is ready.
 #[derive(Debug, thiserror::Error)]
@@ -122,21 +105,6 @@ impl Notified {
             Notified::Pipe => Protocol::Pipe,
             Notified::Systemd => Protocol::Systemd,
         }
-    }
-}
-
-/// The protocol the environment offers, if any, by the variables alone
-/// (nothing is opened or checked).
-pub fn offered_protocol() -> Option<Protocol> {
-    let set = |v: &str| std::env::var_os(v).is_some();
-    if set(READYFD_ENV) {
-        Some(Protocol::Native)
-    } else if set(CHILD_READY_FD_ENV) {
-        Some(Protocol::Pipe)
-    } else if set(NOTIFY_SOCKET_ENV) {
-        Some(Protocol::Systemd)
-    } else {
-        None
     }
 }
 
@@ -326,41 +294,6 @@ impl Notifier {
 pub unsafe fn notify_ready(ready: &Ready) -> Result<Notified, NotifyError> {
     // SAFETY: forwarded to our caller.
     unsafe { Notifier::from_env()? }.ready(ready)
-}
-
-/// Validates the pipe fd (open, a pipe or a socket, open for writing),
-/// makes it close-on-exec and takes it over.
-///
-/// # Safety
-/// Nothing else may own `fd`.
-unsafe fn take_pipe_fd(fd: RawFd) -> Result<OwnedFd, EnvError> {
-    let bad = |why| EnvError::BadFd {
-        var: CHILD_READY_FD_ENV,
-        fd,
-        why,
-    };
-    if fd <= 2 {
-        return Err(bad("is stdin, stdout or stderr"));
-    }
-    // SAFETY: only borrowed for the checks; each fails cleanly (EBADF) on
-    // a closed number.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    let st = fstat(borrowed).map_err(|_| bad("is not open"))?;
-    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-    if kind != SFlag::S_IFIFO && kind != SFlag::S_IFSOCK {
-        return Err(bad("is not a pipe or a socket"));
-    }
-    let fl = nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFL)
-        .map_err(|_| bad("is not open"))?;
-    let mode = nix::fcntl::OFlag::from_bits_truncate(fl) & nix::fcntl::OFlag::O_ACCMODE;
-    if mode == nix::fcntl::OFlag::O_RDONLY {
-        return Err(bad(
-            "is open for reading only (the parent must pass the pipe's write end)",
-        ));
-    }
-    sys::set_cloexec(borrowed).map_err(|_| bad("cannot be made close-on-exec"))?;
-    // SAFETY: open, checked, and our caller promises nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The address in `NOTIFY_SOCKET`: `/path` or `@abstract`.

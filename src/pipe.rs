@@ -41,9 +41,7 @@ use crate::error::ProtocolError;
 use crate::sys;
 use crate::verdict::{ReadyVia, Seen};
 
-/// The environment variable that announces the pipe's fd number to the
-/// child (`CHILD_READY_FD=3`), as in "Readiness notifications in Go".
-pub const CHILD_READY_FD_ENV: &str = "CHILD_READY_FD";
+pub use crate::protocol::CHILD_READY_FD_ENV;
 
 /// The most readiness text a pipe-protocol child may write before its
 /// newline or close; one byte more is a

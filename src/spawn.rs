@@ -1,7 +1,6 @@
 //! The parent side: spawn a child with a readiness channel and wait for it.
 
 use std::ffi::OsStr;
-use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt as _;
@@ -13,64 +12,13 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use readyfd_proto::{Ready, Role};
 
-use crate::channel::{Channel, ChannelOptions};
+use crate::channel::Channel;
+use crate::core::ChannelOptions;
 use crate::error::{ReadyError, SpawnError};
+use crate::protocol::{CHILD_READY_FD_ENV, DEFAULT_FD, NOTIFY_SOCKET_ENV, Protocol, READYFD_ENV};
 use crate::sys::{self, ProcStat};
 use crate::verdict::{Next, OnTimeout, Readiness, ReadyVia, UNDECIDED_GRACE, Verdict};
 use crate::{pipe, systemd};
-
-/// The environment variable that announces the native channel's fd.
-pub const READYFD_ENV: &str = "READYFD";
-
-/// The fd number the child's end is placed at unless told otherwise.
-pub const DEFAULT_FD: RawFd = 3;
-
-/// Which readiness protocol the parent offers the child.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum Protocol {
-    /// readyfd's own: a socket pair, `READYFD=<fd>`, typed messages both
-    /// ways. A child that just closes the fd while alive is ready too.
-    #[default]
-    Native,
-    /// The pipe scheme of "Readiness notifications in Go": `CHILD_READY_FD=<fd>`;
-    /// a newline, or closing the fd while alive, is ready; text before it is
-    /// the address.
-    Pipe,
-    /// systemd's `sd_notify`: `NOTIFY_SOCKET=<path>`; `READY=1` is ready.
-    Systemd,
-}
-
-impl Protocol {
-    /// `native`, `pipe` or `systemd`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Native => "native",
-            Protocol::Pipe => "pipe",
-            Protocol::Systemd => "systemd",
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Protocol {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "native" => Ok(Protocol::Native),
-            "pipe" => Ok(Protocol::Pipe),
-            "systemd" | "sd_notify" | "notify" => Ok(Protocol::Systemd),
-            other => Err(format!(
-                "unknown protocol {other:?} (expected native, pipe or systemd)"
-            )),
-        }
-    }
-}
 
 /// A [`Command`] to be spawned with a readiness channel.
 ///
@@ -108,6 +56,8 @@ impl CommandExt for Command {
     }
 }
 
+ready_command_setters!(Command);
+
 impl ReadyCommand {
     /// Wraps `cmd`; its arguments, environment, stdio and directory are kept.
     /// The command is taken by value because spawning adds a `pre_exec` hook
@@ -120,47 +70,6 @@ impl ReadyCommand {
             options: ChannelOptions::default(),
             on_timeout: OnTimeout::Kill,
         }
-    }
-
-    /// The protocol to offer (default [`Protocol::Native`]).
-    #[must_use]
-    pub fn protocol(mut self, protocol: Protocol) -> Self {
-        self.protocol = protocol;
-        self
-    }
-
-    /// The fd number the child receives its end at (default 3; native and
-    /// pipe only). Must be 3 or above.
-    #[must_use]
-    pub fn fd(mut self, fd: RawFd) -> Self {
-        self.fd = fd;
-        self
-    }
-
-    /// Options of the native channel.
-    #[must_use]
-    pub fn channel_options(mut self, options: ChannelOptions) -> Self {
-        self.options = options;
-        self
-    }
-
-    /// What a timed-out wait does to the child (default [`OnTimeout::Kill`]).
-    #[must_use]
-    pub fn on_timeout(mut self, on_timeout: OnTimeout) -> Self {
-        self.on_timeout = on_timeout;
-        self
-    }
-
-    /// The wrapped command, to change it further.
-    pub fn command_mut(&mut self) -> &mut Command {
-        &mut self.cmd
-    }
-
-    /// Changes the wrapped command in a builder chain.
-    #[must_use]
-    pub fn command_mut_with(mut self, f: impl FnOnce(&mut Command)) -> Self {
-        f(&mut self.cmd);
-        self
     }
 
     /// Starts the child.
@@ -233,11 +142,7 @@ pub(crate) fn prepare(
     }
     // Whatever the protocol, the child must not see another protocol's
     // variables inherited from our own parent.
-    for var in [
-        READYFD_ENV,
-        pipe::CHILD_READY_FD_ENV,
-        systemd::NOTIFY_SOCKET_ENV,
-    ] {
+    for var in crate::protocol::READINESS_ENV_VARS {
         cmd.env_remove(var);
     }
     let prepared = match protocol {
@@ -248,12 +153,12 @@ pub(crate) fn prepare(
         }
         Protocol::Pipe => {
             let (waiter, theirs) = pipe::PipeWaiter::new().map_err(SpawnError::Channel)?;
-            cmd.env(pipe::CHILD_READY_FD_ENV, fd.to_string());
+            cmd.env(CHILD_READY_FD_ENV, fd.to_string());
             Prepared::Pipe { waiter, theirs }
         }
         Protocol::Systemd => {
             let receiver = systemd::NotifyReceiver::new().map_err(SpawnError::Channel)?;
-            cmd.env(systemd::NOTIFY_SOCKET_ENV, receiver.path());
+            cmd.env(NOTIFY_SOCKET_ENV, receiver.path());
             Prepared::Systemd { receiver }
         }
     };
@@ -658,3 +563,55 @@ where
     cmd.args(args);
     ReadyCommand::new(cmd).spawn()
 }
+
+/// The builder methods of `ReadyCommand`, the same for the blocking and the
+/// tokio API (which differ only in the `Command` they wrap).
+macro_rules! ready_command_setters {
+    ($command:ty) => {
+        impl ReadyCommand {
+            /// The protocol to offer (default [`Protocol::Native`](crate::Protocol::Native)).
+            #[must_use]
+            pub fn protocol(mut self, protocol: crate::Protocol) -> Self {
+                self.protocol = protocol;
+                self
+            }
+
+            /// The fd number the child receives its end at (default 3;
+            /// native and pipe only). Any number from 3 up, below the fd
+            /// limit (`ulimit -n`).
+            #[must_use]
+            pub fn fd(mut self, fd: std::os::fd::RawFd) -> Self {
+                self.fd = fd;
+                self
+            }
+
+            /// Options of the native channel.
+            #[must_use]
+            pub fn channel_options(mut self, options: crate::ChannelOptions) -> Self {
+                self.options = options;
+                self
+            }
+
+            /// What a timed-out wait does to the child (default
+            /// [`OnTimeout::Kill`](crate::OnTimeout::Kill)).
+            #[must_use]
+            pub fn on_timeout(mut self, on_timeout: crate::OnTimeout) -> Self {
+                self.on_timeout = on_timeout;
+                self
+            }
+
+            /// The wrapped command, to change it further.
+            pub fn command_mut(&mut self) -> &mut $command {
+                &mut self.cmd
+            }
+
+            /// Changes the wrapped command in a builder chain.
+            #[must_use]
+            pub fn command_mut_with(mut self, f: impl FnOnce(&mut $command)) -> Self {
+                f(&mut self.cmd);
+                self
+            }
+        }
+    };
+}
+pub(crate) use ready_command_setters;

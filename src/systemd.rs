@@ -90,9 +90,7 @@ use readyfd_proto::{Endpoint, Ready};
 use crate::sys;
 use crate::verdict::{ReadyVia, Seen};
 
-/// The environment variable that names the notification socket
-/// (`NOTIFY_SOCKET=/run/user/1000/readyfd-Ab12Cd/notify`).
-pub const NOTIFY_SOCKET_ENV: &str = "NOTIFY_SOCKET";
+pub use crate::protocol::NOTIFY_SOCKET_ENV;
 
 /// The largest datagram accepted, as in systemd (`PIPE_BUF`); larger ones
 /// are dropped whole.

@@ -34,7 +34,7 @@ use std::time::Duration;
 use readyfd_proto::Ready;
 
 use crate::error::{ProtocolError, ReadyError};
-use crate::spawn::Protocol;
+use crate::protocol::Protocol;
 use crate::sys::Liveness;
 
 /// What [`ReadyChild::wait_ready`](crate::ReadyChild::wait_ready) does to a

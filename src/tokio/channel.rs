@@ -53,12 +53,12 @@ use readyfd_proto::{Hello, Ready, RequestBody, ResponseBody, Role, Session, Sess
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::channel::{
-    Answer as AnswerPeer, ChannelOptions, HIGH_WATER, Incoming, MAX_INCOMING, PeerView, ReadEnd,
-    ReadyEvent, ShutdownPolicy, decode_response, farewell, read_blocker, record_panics,
-    say_protocol_error, send_blocker,
+use crate::core::{
+    ChannelOptions, Core, HIGH_WATER, MAX_INCOMING, ReadEnd, ReadStep, ShutdownPolicy,
+    decode_response,
 };
 use crate::error::{ChannelError, CloseReason};
+use crate::incoming::{Answer as AnswerPeer, Incoming};
 use crate::sys;
 use crate::verdict::Seen;
 
@@ -79,26 +79,17 @@ const ROUNDS_PER_POLL: usize = 32;
 type Reply = Result<ResponseBody, CloseReason>;
 
 struct State {
-    session: Session,
+    /// What the blocking and the tokio channel share.
+    core: Core,
     /// Bytes taken from the session and not yet written, from `out_pos`.
     out: Vec<u8>,
     out_pos: usize,
     /// The socket was full: the I/O task writes until the queue is empty.
     io_writes: bool,
-    write_failed: Option<CloseReason>,
-    local_closed: bool,
-    /// The local close came first, while both directions were open: what
-    /// is still waiting fails with [`CloseReason::Local`] even if the peer's
-    /// EOF (its answer to our `Goodbye`) is read before it looks.
-    local_first: bool,
-    read: ReadEnd,
     /// The I/O task stopped reading (back-pressure): wake it when that ends.
     read_paused: bool,
-    /// What the peer sent, for the application and the bookkeeping.
-    peer: PeerView,
     /// Our requests waiting for an answer.
     pending: HashMap<u64, oneshot::Sender<Reply>>,
-    child_exited: bool,
     /// The [`Channel`] was dropped: write what is queued, then stop.
     dropped: bool,
     /// The I/O task has finished (or was dropped).
@@ -108,25 +99,15 @@ struct State {
 
 impl State {
     fn pending_out(&self) -> usize {
-        self.session.transmit_len() + (self.out.len() - self.out_pos)
+        self.core.session.transmit_len() + (self.out.len() - self.out_pos)
     }
 
     fn send_blocker(&self) -> Option<CloseReason> {
-        send_blocker(
-            self.write_failed.as_ref(),
-            self.local_closed,
-            self.peer.goodbye.as_ref(),
-            &self.read,
-        )
+        self.core.send_blocker()
     }
 
     fn read_blocker(&self) -> Option<CloseReason> {
-        read_blocker(
-            self.write_failed.as_ref(),
-            self.local_first,
-            self.peer.goodbye.as_ref(),
-            &self.read,
-        )
+        self.core.read_blocker()
     }
 
     fn wake_task(&mut self) {
@@ -177,12 +158,12 @@ impl Inner {
             return;
         }
         loop {
-            if st.write_failed.is_some() {
+            if st.core.write_failed.is_some() {
                 // Nothing can be written any more: drop what is queued.
                 st.out.clear();
                 st.out_pos = 0;
                 let mut discard = std::mem::take(&mut st.out);
-                let _ = st.session.poll_transmit(&mut discard);
+                let _ = st.core.session.poll_transmit(&mut discard);
                 discard.clear();
                 st.out = discard;
                 return;
@@ -191,7 +172,7 @@ impl Inner {
                 st.out.clear();
                 st.out_pos = 0;
                 let mut out = std::mem::take(&mut st.out);
-                let more = st.session.poll_transmit(&mut out);
+                let more = st.core.session.poll_transmit(&mut out);
                 st.out = out;
                 if !more {
                     return;
@@ -205,7 +186,7 @@ impl Inner {
                     return;
                 }
                 Err(e) => {
-                    st.write_failed = Some(CloseReason::Io(e.kind(), e.to_string()));
+                    st.core.write_failed = Some(CloseReason::Io(e.kind(), e.to_string()));
                     st.fail_pending();
                     self.changed.notify_waiters();
                     self.space.notify_waiters();
@@ -225,7 +206,7 @@ impl Inner {
         if let Some(r) = st.send_blocker() {
             return Err(ChannelError::Closed(r));
         }
-        f(&mut st.session)?;
+        f(&mut st.core.session)?;
         self.flush(&mut st);
         Ok(())
     }
@@ -251,9 +232,9 @@ impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let st = self.inner.lock();
         f.debug_struct("Channel")
-            .field("role", &st.session.role())
-            .field("peer", &st.peer.hello)
-            .field("ready", &st.peer.ready.is_some())
+            .field("role", &st.core.session.role())
+            .field("peer", &st.core.peer.hello)
+            .field("ready", &st.core.peer.ready.is_some())
             .field("pending", &st.pending.len())
             .finish_non_exhaustive()
     }
@@ -273,10 +254,6 @@ impl Channel {
         pidfd: Option<OwnedFd>,
         opts: ChannelOptions,
     ) -> io::Result<Channel> {
-        if role == Role::Child {
-            // So that a child that panics before `Ready` can say why.
-            record_panics();
-        }
         let handle = ::tokio::runtime::Handle::try_current().unwrap_or_else(|_| {
             panic!("readyfd::tokio: must be called from within a tokio runtime")
         });
@@ -290,23 +267,15 @@ impl Channel {
         };
         // SAFETY: as for the pidfd above.
         let sock = unsafe { AsyncFd::register(sock) }?;
-        let mut session = Session::new(role, std::process::id(), opts.session);
-        session.send_hello();
         let inner = Arc::new(Inner {
             sock,
             state: Mutex::new(State {
-                session,
+                core: Core::new(role, opts.session),
                 out: Vec::new(),
                 out_pos: 0,
                 io_writes: false,
-                write_failed: None,
-                local_closed: false,
-                local_first: false,
-                read: ReadEnd::Open,
                 read_paused: false,
-                peer: PeerView::default(),
                 pending: HashMap::new(),
-                child_exited: false,
                 dropped: false,
                 stopped: false,
                 task: None,
@@ -334,17 +303,17 @@ impl Channel {
 
     /// The peer's `Hello` (its pid and protocol version), once it arrived.
     pub fn peer(&self) -> Option<Hello> {
-        self.inner.lock().peer.hello.clone()
+        self.inner.lock().core.peer.hello.clone()
     }
 
     /// This end's role.
     pub fn role(&self) -> Role {
-        self.inner.lock().session.role()
+        self.inner.lock().core.session.role()
     }
 
     /// The last status line the child sent (parent side).
     pub fn last_status(&self) -> Option<String> {
-        self.inner.lock().peer.last_status.clone()
+        self.inner.lock().core.peer.last_status.clone()
     }
 
     /// Why the channel is closed, or `None` while it is open.
@@ -401,7 +370,8 @@ impl Channel {
     /// [`ChannelError::NotAllowed`] from a parent or a second time;
     /// [`ChannelError::Closed`] when the parent has gone.
     pub async fn ready(&self, ready: &Ready) -> Result<(), ChannelError> {
-        self.send_with(|st| Ok(st.session.send_ready(ready)?)).await
+        self.send_with(|st| Ok(st.core.session.send_ready(ready)?))
+            .await
     }
 
     /// Child: sends a status line (kept by the parent as
@@ -413,7 +383,8 @@ impl Channel {
     /// # Errors
     /// As [`ready`](Self::ready).
     pub async fn status(&self, text: &str) -> Result<(), ChannelError> {
-        self.send_with(|st| Ok(st.session.send_status(text)?)).await
+        self.send_with(|st| Ok(st.core.session.send_status(text)?))
+            .await
     }
 
     /// Sends a one-way application message.
@@ -426,7 +397,8 @@ impl Channel {
     /// [`ChannelError::Encode`] when it does not fit the peer's maximum
     /// frame; [`ChannelError::Closed`] when the channel is closed.
     pub async fn notify<T: Serialize + ?Sized>(&self, body: &T) -> Result<(), ChannelError> {
-        self.send_with(|st| Ok(st.session.send_notify(body)?)).await
+        self.send_with(|st| Ok(st.core.session.send_notify(body)?))
+            .await
     }
 
     /// Sends an application request and waits for its answer, decoded as
@@ -523,9 +495,9 @@ impl Channel {
         // only state this future holds is its one-shot receiver.
         let (id, rx) = self
             .send_with(|st| {
-                let id = send(&mut st.session)?;
+                let id = send(&mut st.core.session)?;
                 if let Some(r) = st.read_blocker() {
-                    st.session.abandon_request(id);
+                    st.core.session.abandon_request(id);
                     return Err(ChannelError::Closed(r));
                 }
                 let (tx, rx) = oneshot::channel();
@@ -582,7 +554,7 @@ impl Channel {
     /// empty.
     pub fn try_recv(&self) -> Result<Option<Incoming>, ChannelError> {
         let mut st = self.inner.lock();
-        if let Some(m) = st.peer.incoming.pop_front() {
+        if let Some(m) = st.core.peer.incoming.pop_front() {
             if st.read_paused {
                 // The I/O task stopped reading: it may resume now.
                 st.wake_task();
@@ -603,15 +575,9 @@ impl Channel {
     /// `ShuttingDown`, and its parent reports a failure.
     pub fn close(&self) {
         let mut st = self.inner.lock();
-        if st.send_blocker().is_none() && !st.session.goodbye_sent() {
-            let (reason, message) = farewell(&st.session);
-            let _ = st.session.send_goodbye(reason, &message);
+        if st.core.close() {
             self.inner.flush(&mut st);
         }
-        if !st.local_closed {
-            st.local_first = st.read_blocker().is_none();
-        }
-        st.local_closed = true;
         st.fail_pending();
         drop(st);
         self.inner.changed.notify_waiters();
@@ -628,10 +594,7 @@ impl Channel {
         loop {
             let mut changed = pin!(self.inner.changed.notified());
             changed.as_mut().enable();
-            let event = {
-                let st = self.inner.lock();
-                ReadyEvent::of(&st.peer, &st.read, st.child_exited && watch_exit)
-            };
+            let event = self.inner.lock().core.ready_event(watch_exit);
             if let Some(event) = event {
                 return event.into_seen(pid, self.last_status());
             }
@@ -693,7 +656,7 @@ impl Drop for Answer<'_> {
         // when it comes instead of calling it a protocol error.
         let mut st = self.inner.lock();
         st.pending.remove(&self.id);
-        st.session.abandon_request(self.id);
+        st.core.session.abandon_request(self.id);
     }
 }
 
@@ -762,10 +725,10 @@ impl IoTask {
             if !st.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 st.task = Some(cx.waker().clone());
             }
-            let reading = matches!(st.read, ReadEnd::Open)
-                && st.peer.incoming.len() < MAX_INCOMING
+            let reading = matches!(st.core.read, ReadEnd::Open)
+                && st.core.peer.incoming.len() < MAX_INCOMING
                 && st.pending_out() < HIGH_WATER + self.inner.max_frame as usize;
-            st.read_paused = !reading && matches!(st.read, ReadEnd::Open);
+            st.read_paused = !reading && matches!(st.core.read, ReadEnd::Open);
             (st.io_writes, reading, st.dropped)
         };
 
@@ -784,7 +747,7 @@ impl IoTask {
                 }
                 Poll::Ready(Err(e)) => {
                     let mut st = self.inner.lock();
-                    st.write_failed = Some(CloseReason::Io(e.kind(), e.to_string()));
+                    st.core.write_failed = Some(CloseReason::Io(e.kind(), e.to_string()));
                     st.io_writes = false;
                     self.inner.flush(&mut st); // discards what is queued
                     st.fail_pending();
@@ -823,7 +786,7 @@ impl IoTask {
                         break;
                     }
                 }
-                self.inner.lock().child_exited = true;
+                self.inner.lock().core.child_exited = true;
                 self.inner.changed.notify_waiters();
                 progress = true;
             }
@@ -846,7 +809,7 @@ impl IoTask {
 
     fn may_read(&self) -> bool {
         let st = self.inner.lock();
-        matches!(st.read, ReadEnd::Open) && st.peer.incoming.len() < MAX_INCOMING
+        matches!(st.core.read, ReadEnd::Open) && st.core.peer.incoming.len() < MAX_INCOMING
     }
 
     /// One read, handed to the session. Returns whether the socket has
@@ -856,41 +819,18 @@ impl IoTask {
     /// readiness that arrived after it was handed out.
     fn read_once(&mut self) -> bool {
         let fd = self.inner.sock.get_ref().as_fd();
-        // A peer that closes with our bytes unread makes the kernel report
-        // ECONNRESET once its data is drained: that is its EOF.
-        let r = match sys::read_into(fd, &mut self.rbuf, READ_CHUNK) {
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok((0, true)),
-            r => r,
-        };
-        match r {
-            Ok((0, _)) => {
-                let mut st = self.inner.lock();
-                if matches!(st.read, ReadEnd::Open) {
-                    st.read = match st.session.handle_eof(&mut self.rbuf) {
-                        Ok(_) => ReadEnd::Eof,
-                        Err(e) => ReadEnd::Failed(CloseReason::Protocol(e)),
-                    };
-                    self.after_input(st);
-                }
-                false
-            }
-            Ok((_, short)) => {
-                let mut st = self.inner.lock();
-                if matches!(st.read, ReadEnd::Open) {
-                    if let Err(e) = st.session.handle_input(&mut self.rbuf) {
-                        say_protocol_error(&mut st.session, &e);
-                        st.read = ReadEnd::Failed(CloseReason::Protocol(e));
-                    }
-                    self.after_input(st);
-                }
-                short
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
-            Err(e) => {
-                self.read_failed(e);
-                false
-            }
+        let r = sys::read_into(fd, &mut self.rbuf, READ_CHUNK);
+        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            return true;
         }
+        let mut st = self.inner.lock();
+        let step = st.core.on_read(r, &mut self.rbuf);
+        self.after_input(st);
+        if step == ReadStep::Ended {
+            // Senders waiting for room must hear that none will come.
+            self.inner.space.notify_waiters();
+        }
+        step == ReadStep::Drained
     }
 
     /// Routes what the session decoded, writes what it produced (pongs,
@@ -905,8 +845,8 @@ impl IoTask {
 
     fn read_failed(&self, e: io::Error) {
         let mut st = self.inner.lock();
-        if matches!(st.read, ReadEnd::Open) {
-            st.read = ReadEnd::Failed(CloseReason::Io(e.kind(), e.to_string()));
+        if matches!(st.core.read, ReadEnd::Open) {
+            st.core.read = ReadEnd::Failed(CloseReason::Io(e.kind(), e.to_string()));
         }
         st.fail_pending();
         drop(st);
@@ -918,15 +858,15 @@ impl IoTask {
     /// acknowledgement is written (or after a bound).
     fn poll_sigterm(&mut self, cx: &mut Context<'_>) -> bool {
         let mut st = self.inner.lock();
-        if !st.peer.raise_sigterm {
+        if !st.core.peer.raise_sigterm {
             return false;
         }
-        let written = st.pending_out() == 0 || st.write_failed.is_some();
+        let written = st.pending_out() == 0 || st.core.write_failed.is_some();
         let timer = self
             .sigterm_at
             .get_or_insert_with(|| Box::pin(::tokio::time::sleep(SIGTERM_AFTER)));
         if written || timer.as_mut().poll(cx).is_ready() {
-            st.peer.raise_sigterm = false;
+            st.core.peer.raise_sigterm = false;
             self.sigterm_at = None;
             drop(st);
             let _ =
@@ -940,7 +880,7 @@ impl IoTask {
     /// (or cannot be, or the bound passed).
     fn poll_drained(&mut self, cx: &mut Context<'_>) -> bool {
         let st = self.inner.lock();
-        if st.pending_out() == 0 || st.write_failed.is_some() {
+        if st.pending_out() == 0 || st.core.write_failed.is_some() {
             return true;
         }
         drop(st);
@@ -972,11 +912,11 @@ impl IoTask {
         }
         st.stopped = true;
         st.task = None;
-        if matches!(st.read, ReadEnd::Open) && !st.local_closed {
-            st.read = ReadEnd::Failed(CloseReason::Io(io::ErrorKind::Other, why.to_string()));
+        if matches!(st.core.read, ReadEnd::Open) && !st.core.local_closed {
+            st.core.read = ReadEnd::Failed(CloseReason::Io(io::ErrorKind::Other, why.to_string()));
         }
         st.fail_pending();
-        let queued = std::mem::take(&mut st.peer.incoming);
+        let queued = std::mem::take(&mut st.core.peer.incoming);
         drop(st);
         drop(queued);
         self.notify_all();
@@ -998,14 +938,8 @@ impl Drop for IoTask {
 
 /// Routes decoded messages to their waiters and queues.
 fn dispatch(inner: &Arc<Inner>, st: &mut State) {
-    let State {
-        peer,
-        session,
-        pending,
-        ..
-    } = st;
-    peer.take_decoded(
-        session,
+    let State { core, pending, .. } = st;
+    core.dispatch(
         inner.policy,
         || Arc::clone(inner) as Arc<dyn AnswerPeer>,
         |id, body| {

@@ -96,7 +96,7 @@ mod child;
 mod spawn;
 
 // The peer's messages are the same types as in the blocking API.
-pub use crate::channel::{Incoming, IncomingRequest, Notification, ShutdownRequest};
+pub use crate::incoming::{Incoming, IncomingRequest, Notification, ShutdownRequest};
 pub use channel::Channel;
 pub use child::Parent;
 pub use spawn::{CommandExt, ReadyChild, ReadyCommand, spawn};

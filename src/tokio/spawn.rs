@@ -21,10 +21,11 @@ use nix::unistd::Pid;
 use readyfd_proto::Role;
 
 use super::channel::Channel;
-use crate::channel::ChannelOptions;
+use crate::core::ChannelOptions;
 use crate::error::{ReadyError, SpawnError};
 use crate::pipe::PipeWaiter;
-use crate::spawn::{DEFAULT_FD, Prepared, Protocol, prepare};
+use crate::protocol::{DEFAULT_FD, Protocol};
+use crate::spawn::{Prepared, prepare};
 use crate::sys::{self, ProcStat};
 use crate::systemd::{NotifyReceiver, NotifyState, StoredFd};
 use crate::verdict::{Next, OnTimeout, Readiness, ReadyVia, Seen, UNDECIDED_GRACE, Verdict};
@@ -70,6 +71,8 @@ impl CommandExt for Command {
     }
 }
 
+crate::spawn::ready_command_setters!(Command);
+
 impl ReadyCommand {
     /// Wraps `cmd` (a tokio or a std `Command`); its arguments,
     /// environment, stdio, directory and `kill_on_drop` are kept.
@@ -81,47 +84,6 @@ impl ReadyCommand {
             options: ChannelOptions::default(),
             on_timeout: OnTimeout::Kill,
         }
-    }
-
-    /// The protocol to offer (default [`Protocol::Native`]).
-    #[must_use]
-    pub fn protocol(mut self, protocol: Protocol) -> Self {
-        self.protocol = protocol;
-        self
-    }
-
-    /// The fd number the child receives its end at (default 3; native and
-    /// pipe only). Must be 3 or above.
-    #[must_use]
-    pub fn fd(mut self, fd: RawFd) -> Self {
-        self.fd = fd;
-        self
-    }
-
-    /// Options of the native channel.
-    #[must_use]
-    pub fn channel_options(mut self, options: ChannelOptions) -> Self {
-        self.options = options;
-        self
-    }
-
-    /// What a timed-out wait does to the child (default [`OnTimeout::Kill`]).
-    #[must_use]
-    pub fn on_timeout(mut self, on_timeout: OnTimeout) -> Self {
-        self.on_timeout = on_timeout;
-        self
-    }
-
-    /// The wrapped command, to change it further.
-    pub fn command_mut(&mut self) -> &mut Command {
-        &mut self.cmd
-    }
-
-    /// Changes the wrapped command in a builder chain.
-    #[must_use]
-    pub fn command_mut_with(mut self, f: impl FnOnce(&mut Command)) -> Self {
-        f(&mut self.cmd);
-        self
     }
 
     /// Starts the child, and the channel's I/O task on the current

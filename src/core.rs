@@ -1,0 +1,541 @@
+//! The channel core: the rules of a native channel that the blocking and
+//! the tokio channel share, with no locks and no system calls (the cut of
+//! tokio-util's `FramedImpl` under `Framed`, or quinn's `proto::Connection`
+//! under its `State`). It owns the session, what the peer sent
+//! ([`PeerView`]), the precedence of close reasons, what a read's result
+//! means, what a local close says, and what the channel shows of the
+//! child's readiness. Each driver is a shell around it that does the I/O
+//! and the waiting.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use readyfd_proto::codec::decode_body;
+use readyfd_proto::{
+    GoodbyeReason, Hello, Message, Ready, RemoteError, RemoteErrorKind, RequestBody, ResponseBody,
+    Role, Session, SessionConfig, SessionError,
+};
+use serde::de::DeserializeOwned;
+
+use crate::error::{ChannelError, CloseReason, ProtocolError};
+use crate::incoming::{Answer, Incoming, IncomingRequest, Notification, ShutdownRequest};
+use crate::verdict::{ReadyVia, Seen};
+
+/// Bytes queued for the peer beyond which senders wait.
+pub const HIGH_WATER: usize = 4 * 1024 * 1024;
+
+/// Incoming requests and notifications queued for [`Channel::recv`] beyond
+/// which the channel stops reading from the peer until some are taken.
+///
+/// This is back-pressure against a peer that floods, and it has a
+/// consequence to know: while the queue is full nothing more is read, so an
+/// answer to one of our own requests that arrives behind the backlog is not
+/// seen either. A side that receives requests or notifications must keep
+/// calling [`Channel::recv`] (on a thread of its own if need be) while it
+/// also makes requests.
+pub const MAX_INCOMING: usize = 1024;
+
+/// What a child does when its parent sends `Shutdown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ShutdownPolicy {
+    /// Acknowledge it, then send `SIGTERM` to this process, so a program
+    /// that handles nothing stops as if `kill` had been used and a program
+    /// with a `SIGTERM` handler runs it. The default.
+    #[default]
+    RaiseSigterm,
+    /// Deliver it to the application as [`Incoming::Shutdown`].
+    Deliver,
+}
+
+/// Options of a [`Channel`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChannelOptions {
+    /// Limits enforced on the peer.
+    pub session: SessionConfig,
+    /// What a child does on `Shutdown` (ignored by parents).
+    pub shutdown: ShutdownPolicy,
+}
+
+/// What the I/O thread saw of the read side.
+#[derive(Debug, Clone)]
+pub(crate) enum ReadEnd {
+    Open,
+    /// The peer closed its end.
+    Eof,
+    Failed(CloseReason),
+}
+
+/// The state a native channel keeps whatever drives it.
+pub(crate) struct Core {
+    /// The protocol's state machine.
+    pub(crate) session: Session,
+    /// Why writing failed, if it did.
+    pub(crate) write_failed: Option<CloseReason>,
+    /// We closed (or dropped) our side.
+    pub(crate) local_closed: bool,
+    /// The local close came first, while both directions were open: what
+    /// is still waiting fails with [`CloseReason::Local`] even if the peer's
+    /// EOF (its answer to our `Goodbye`) is read before it looks.
+    pub(crate) local_first: bool,
+    /// What reading has come to.
+    pub(crate) read: ReadEnd,
+    /// What the peer sent, for the application and the bookkeeping.
+    pub(crate) peer: PeerView,
+    /// The child's pidfd fired (parent side).
+    pub(crate) child_exited: bool,
+}
+
+impl Core {
+    /// A core for `role` with our `Hello` queued.
+    pub(crate) fn new(role: Role, config: SessionConfig) -> Core {
+        if role == Role::Child {
+            // So that a child that panics before `Ready` can say why.
+            record_panics();
+        }
+        let mut session = Session::new(role, std::process::id(), config);
+        session.send_hello();
+        Core {
+            session,
+            write_failed: None,
+            local_closed: false,
+            local_first: false,
+            read: ReadEnd::Open,
+            peer: PeerView::default(),
+            child_exited: false,
+        }
+    }
+
+    /// Why a send cannot be made now, if it cannot: the precedence of
+    /// close reasons.
+    pub(crate) fn send_blocker(&self) -> Option<CloseReason> {
+        if let Some(r) = &self.write_failed {
+            return Some(r.clone());
+        }
+        if self.local_closed {
+            return Some(CloseReason::Local);
+        }
+        if let Some(g) = &self.peer.goodbye {
+            return Some(CloseReason::Goodbye(g.clone()));
+        }
+        match &self.read {
+            ReadEnd::Failed(r) => Some(r.clone()),
+            _ => None,
+        }
+    }
+
+    /// Why the read side is over, if it is (pending requests fail with
+    /// it). A local close made while nothing else had ended the channel
+    /// stands first; a later close changes nothing.
+    pub(crate) fn read_blocker(&self) -> Option<CloseReason> {
+        if self.local_first {
+            return Some(CloseReason::Local);
+        }
+        if let Some(g) = &self.peer.goodbye {
+            return Some(CloseReason::Goodbye(g.clone()));
+        }
+        match &self.read {
+            ReadEnd::Open => self.write_failed.clone(),
+            ReadEnd::Eof => Some(CloseReason::PeerClosed),
+            ReadEnd::Failed(r) => Some(r.clone()),
+        }
+    }
+
+    /// Closes our side: says `Goodbye` (see [`farewell`]) if anything may
+    /// still be sent, and records the close. Returns whether bytes were
+    /// queued, for the driver to write.
+    pub(crate) fn close(&mut self) -> bool {
+        let mut queued = false;
+        if self.send_blocker().is_none() && !self.session.goodbye_sent() {
+            let (reason, message) = farewell(&self.session);
+            queued = self.session.send_goodbye(reason, &message).is_ok();
+        }
+        if !self.local_closed {
+            self.local_first = self.read_blocker().is_none();
+        }
+        self.local_closed = true;
+        queued
+    }
+
+    /// What one read's result means, handed to the session: the data, end
+    /// of stream (`ECONNRESET` counts as one: a peer that closes with our
+    /// bytes unread makes the kernel report it once its data is drained),
+    /// a protocol error (answered with a `Goodbye`), or a failed read. The
+    /// driver then routes what was decoded ([`PeerView::take_decoded`]) and
+    /// writes what the session produced.
+    pub(crate) fn on_read(
+        &mut self,
+        result: io::Result<(usize, bool)>,
+        rbuf: &mut BytesMut,
+    ) -> ReadStep {
+        let result = match result {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok((0, true)),
+            r => r,
+        };
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadStep::Empty,
+            _ if !matches!(self.read, ReadEnd::Open) => ReadStep::Ended,
+            Ok((0, _)) => {
+                self.read = match self.session.handle_eof(rbuf) {
+                    Ok(_) => ReadEnd::Eof,
+                    Err(e) => ReadEnd::Failed(CloseReason::Protocol(e)),
+                };
+                ReadStep::Ended
+            }
+            Ok((_, short)) => match self.session.handle_input(rbuf) {
+                Err(e) => {
+                    say_protocol_error(&mut self.session, &e);
+                    self.read = ReadEnd::Failed(CloseReason::Protocol(e));
+                    ReadStep::Ended
+                }
+                Ok(()) if short => ReadStep::Drained,
+                Ok(()) => ReadStep::Data,
+            },
+            Err(e) => {
+                self.read = ReadEnd::Failed(CloseReason::Io(e.kind(), e.to_string()));
+                ReadStep::Ended
+            }
+        }
+    }
+
+    /// Routes everything the session decoded into [`PeerView`] (see
+    /// [`PeerView::take_decoded`]).
+    pub(crate) fn dispatch(
+        &mut self,
+        policy: ShutdownPolicy,
+        answer: impl Fn() -> Arc<dyn Answer>,
+        response: impl FnMut(u64, ResponseBody),
+    ) {
+        self.peer
+            .take_decoded(&mut self.session, policy, answer, response);
+    }
+
+    /// What the channel shows of the child's readiness, if anything yet
+    /// (the child's exit counts while `watch_exit`).
+    pub(crate) fn ready_event(&self, watch_exit: bool) -> Option<ReadyEvent> {
+        ReadyEvent::of(&self.peer, &self.read, self.child_exited && watch_exit)
+    }
+}
+
+/// What one read came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadStep {
+    /// Bytes were read and handed to the session; there may be more.
+    Data,
+    /// Bytes were read and handed to the session, and the read was short:
+    /// the socket had nothing more at that moment, so reading again now
+    /// would only be an empty system call.
+    Drained,
+    /// Nothing to read now.
+    Empty,
+    /// The read side ended (EOF, a protocol error, a failed read).
+    Ended,
+}
+
+/// What a parent's channel shows of the child's readiness: the one reading
+/// of the channel's state for the blocking and the async driver.
+#[derive(Debug)]
+pub(crate) enum ReadyEvent {
+    Ready(Ready),
+    Closed,
+    Goodbye(readyfd_proto::Goodbye),
+    Exited,
+    Protocol(SessionError),
+    Io(CloseReason),
+    Timeout,
+}
+
+impl ReadyEvent {
+    /// What the channel's state says, if anything yet. Input comes first:
+    /// a `Ready` read before the exit was noticed wins.
+    pub(crate) fn of(peer: &PeerView, read: &ReadEnd, exited: bool) -> Option<ReadyEvent> {
+        if let Some(r) = &peer.ready {
+            return Some(ReadyEvent::Ready(r.clone()));
+        }
+        match read {
+            ReadEnd::Failed(CloseReason::Protocol(e)) => {
+                return Some(ReadyEvent::Protocol(e.clone()));
+            }
+            ReadEnd::Failed(r) => return Some(ReadyEvent::Io(r.clone())),
+            ReadEnd::Eof => {
+                return Some(match &peer.goodbye {
+                    Some(g) => ReadyEvent::Goodbye(g.clone()),
+                    None => ReadyEvent::Closed,
+                });
+            }
+            ReadEnd::Open => {}
+        }
+        if let Some(g) = &peer.goodbye {
+            return Some(ReadyEvent::Goodbye(g.clone()));
+        }
+        exited.then_some(ReadyEvent::Exited)
+    }
+
+    /// As the readiness core sees it. A `Goodbye` before `Ready`, whatever
+    /// its reason, is the child giving up (or rejecting us): never the
+    /// minimal "closed while alive" signal, which is a bare end of stream.
+    pub(crate) fn into_seen(self, pid: u32, last_status: Option<String>) -> Seen {
+        match self {
+            ReadyEvent::Ready(r) => Seen::Ready(r, ReadyVia::Message),
+            ReadyEvent::Closed => Seen::End(Ready {
+                pid,
+                addresses: Vec::new(),
+                status: last_status,
+            }),
+            ReadyEvent::Goodbye(g) => match g.reason {
+                GoodbyeReason::ProtocolError | GoodbyeReason::VersionMismatch => {
+                    Seen::Protocol(ProtocolError::Other(format!(
+                        "the child rejected us ({:?}): {}",
+                        g.reason, g.message
+                    )))
+                }
+                reason => Seen::Failed {
+                    errno: None,
+                    message: if g.message.is_empty() {
+                        format!("it said Goodbye ({reason:?}) before it was ready")
+                    } else {
+                        format!(
+                            "it said Goodbye ({reason:?}) before it was ready: {}",
+                            g.message
+                        )
+                    },
+                },
+            },
+            ReadyEvent::Exited => Seen::Exit,
+            ReadyEvent::Protocol(e) => Seen::Protocol(ProtocolError::Session(e)),
+            ReadyEvent::Io(CloseReason::Io(kind, msg)) => Seen::Io(io::Error::new(kind, msg)),
+            ReadyEvent::Io(other) => Seen::Io(io::Error::other(other.to_string())),
+            ReadyEvent::Timeout => Seen::Timeout,
+        }
+    }
+}
+
+/// The `Goodbye` a side says when it closes: `Done`, except for a child
+/// that has not sent `Ready`, which gives up (`ShuttingDown`, with the
+/// panic message while its thread panics; see [`panic_message`]).
+pub(crate) fn farewell(session: &Session) -> (GoodbyeReason, String) {
+    if session.role() == Role::Parent || session.is_ready() {
+        return (GoodbyeReason::Done, String::new());
+    }
+    let message = if std::thread::panicking() {
+        match panic_message() {
+            Some(m) => format!("gave up: panicked: {m}"),
+            None => "gave up: panicked".to_string(),
+        }
+    } else {
+        "gave up: its channel was closed before it was ready".to_string()
+    };
+    (GoodbyeReason::ShuttingDown, message)
+}
+
+/// The message of the panic the current thread is unwinding from, as
+/// recorded by a panic hook that readyfd installs (once, chaining to the
+/// hook already there) when a child takes its channel.
+fn panic_message() -> Option<String> {
+    LAST_PANIC.with(|p| p.borrow().clone())
+}
+
+thread_local! {
+    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Installs the hook behind [`panic_message`] (once per process).
+pub(crate) fn record_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned());
+            // Bounded: it travels in a Goodbye.
+            let text = text.map(|mut t| {
+                if t.len() > 512 {
+                    let mut cut = 512;
+                    while !t.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    t.truncate(cut);
+                }
+                t
+            });
+            // `try_with`: a panic during thread teardown has no slot.
+            let _ = LAST_PANIC.try_with(|p| *p.borrow_mut() = text);
+            previous(info);
+        }));
+    });
+}
+
+pub(crate) fn decode_response<T: DeserializeOwned>(body: ResponseBody) -> Result<T, ChannelError> {
+    let bytes = match body {
+        ResponseBody::App(b) => b,
+        ResponseBody::Ok => Bytes::new(),
+        ResponseBody::Error(e) => return Err(ChannelError::Remote(e)),
+        _ => Bytes::new(),
+    };
+    decode_body(&bytes).map_err(|source| ChannelError::Decode {
+        type_name: std::any::type_name::<T>(),
+        source,
+    })
+}
+
+/// What both drivers keep of what the peer sent, filled by
+/// [`take_decoded`](Self::take_decoded).
+#[derive(Default)]
+pub(crate) struct PeerView {
+    /// Requests and notifications for `recv`.
+    pub(crate) incoming: VecDeque<Incoming>,
+    /// The peer's `Hello`.
+    pub(crate) hello: Option<Hello>,
+    /// The peer's `Goodbye`.
+    pub(crate) goodbye: Option<readyfd_proto::Goodbye>,
+    /// The child's `Ready`.
+    pub(crate) ready: Option<Ready>,
+    /// The child's last status line.
+    pub(crate) last_status: Option<String>,
+    /// A `Shutdown` asks for SIGTERM once its acknowledgement is written.
+    pub(crate) raise_sigterm: bool,
+}
+
+impl PeerView {
+    /// Routes everything `session` has decoded (see [`next_routed`]) into
+    /// this view: requests are queued holding `answer()` to be answered
+    /// through, and answers to our own requests go to `response`.
+    pub(crate) fn take_decoded(
+        &mut self,
+        session: &mut Session,
+        policy: ShutdownPolicy,
+        answer: impl Fn() -> Arc<dyn Answer>,
+        mut response: impl FnMut(u64, ResponseBody),
+    ) {
+        while let Some(routed) = next_routed(session, policy) {
+            match routed {
+                Routed::Hello(h) => self.hello = Some(h),
+                Routed::Ready(r) => {
+                    if r.status.is_some() {
+                        self.last_status.clone_from(&r.status);
+                    }
+                    self.ready = Some(r);
+                }
+                Routed::Status(s) => self.last_status = Some(s),
+                Routed::RaiseSigterm => self.raise_sigterm = true,
+                Routed::Shutdown { id, grace } => {
+                    self.incoming
+                        .push_back(Incoming::Shutdown(ShutdownRequest::new(
+                            id,
+                            grace,
+                            answer(),
+                        )))
+                }
+                Routed::Request { id, body } => self
+                    .incoming
+                    .push_back(Incoming::Request(IncomingRequest::new(id, body, answer()))),
+                Routed::Response { id, body } => response(id, body),
+                Routed::Notify(body) => self
+                    .incoming
+                    .push_back(Incoming::Notify(Notification::new(body))),
+                Routed::Goodbye(g) => self.goodbye = Some(g),
+            }
+        }
+    }
+}
+
+/// A decoded message, after the rules every driver applies the same way:
+/// what the session handed over that the application (or the driver's
+/// bookkeeping) must see; [`PeerView::take_decoded`] files it for both
+/// drivers.
+#[derive(Debug)]
+enum Routed {
+    /// The peer's `Hello`.
+    Hello(Hello),
+    /// The child's `Ready`.
+    Ready(Ready),
+    /// A status line from the child.
+    Status(String),
+    /// `Shutdown` under [`ShutdownPolicy::RaiseSigterm`]: it is already
+    /// acknowledged in the session's transmit queue; raise `SIGTERM` once
+    /// that acknowledgement is written.
+    RaiseSigterm,
+    /// `Shutdown` under [`ShutdownPolicy::Deliver`], for the application.
+    Shutdown {
+        /// The request's id.
+        id: u64,
+        /// The grace the parent gives.
+        grace: Option<Duration>,
+    },
+    /// An application request, for the application.
+    Request {
+        /// The request's id.
+        id: u64,
+        /// Its body, in the application's encoding.
+        body: Bytes,
+    },
+    /// The answer to one of our requests.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        body: ResponseBody,
+    },
+    /// A one-way message.
+    Notify(Bytes),
+    /// The peer's `Goodbye`.
+    Goodbye(readyfd_proto::Goodbye),
+}
+
+/// The next decoded message of `session`, routed: `Shutdown` is handled
+/// according to `policy`, a built-in request this version does not know is
+/// answered `Unsupported` (the application never sees it), and `Ping` never
+/// gets here (the session answers it).
+fn next_routed(session: &mut Session, policy: ShutdownPolicy) -> Option<Routed> {
+    loop {
+        let routed = match session.poll_event()? {
+            Message::Hello(h) => Routed::Hello(h),
+            Message::Ready(r) => Routed::Ready(r),
+            Message::Status(s) => Routed::Status(s),
+            Message::Request { id, body } => match body {
+                RequestBody::Shutdown { grace_ms } => match policy {
+                    ShutdownPolicy::RaiseSigterm => {
+                        let _ = session.send_response(id, ResponseBody::Ok);
+                        Routed::RaiseSigterm
+                    }
+                    ShutdownPolicy::Deliver => Routed::Shutdown {
+                        id,
+                        grace: grace_ms.map(Duration::from_millis),
+                    },
+                },
+                RequestBody::App(body) => Routed::Request { id, body },
+                _ => {
+                    let _ = session.send_response(
+                        id,
+                        ResponseBody::Error(RemoteError {
+                            kind: RemoteErrorKind::Unsupported,
+                            message: "unknown built-in request".into(),
+                        }),
+                    );
+                    continue;
+                }
+            },
+            Message::Response { id, body } => Routed::Response { id, body },
+            Message::Notify(body) => Routed::Notify(body),
+            Message::Goodbye(g) => Routed::Goodbye(g),
+            _ => continue,
+        };
+        return Some(routed);
+    }
+}
+
+/// Queues the `Goodbye` that tells the peer why its input was refused.
+pub(crate) fn say_protocol_error(session: &mut Session, e: &SessionError) {
+    let reason = if matches!(e, SessionError::VersionMismatch { .. }) {
+        GoodbyeReason::VersionMismatch
+    } else {
+        GoodbyeReason::ProtocolError
+    };
+    let _ = session.send_goodbye(reason, &e.to_string());
+}

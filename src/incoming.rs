@@ -1,0 +1,228 @@
+//! What the peer sends that the application handles, the same types for
+//! the blocking and the tokio channel: requests (answered through
+//! [`Answer`], which each channel implements), notifications and the
+//! parent's `Shutdown`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use readyfd_proto::codec::decode_body;
+use readyfd_proto::{RemoteError, RemoteErrorKind, ResponseBody, Session, SessionError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ChannelError;
+
+/// The channel side that writes the answers of [`IncomingRequest`] and
+/// [`ShutdownRequest`]: the blocking channel and the async one each
+/// implement it, so both hand out the same request types.
+pub(crate) trait Answer: Send + Sync {
+    /// Queues what `f` adds to the session and writes it, without waiting
+    /// for the peer.
+    fn answer(
+        &self,
+        f: &mut dyn FnMut(&mut Session) -> Result<(), SessionError>,
+    ) -> Result<(), ChannelError>;
+}
+
+/// Something the peer sent that the application handles.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Incoming {
+    /// A request: answer it with [`IncomingRequest::respond`].
+    Request(IncomingRequest),
+    /// A one-way message.
+    Notify(Notification),
+    /// The parent asks this child to stop (only with
+    /// [`ShutdownPolicy::Deliver`]).
+    Shutdown(ShutdownRequest),
+}
+
+/// A request from the peer. Dropping it unanswered answers it with a
+/// [`RemoteErrorKind::Dropped`] error, so the peer never waits forever.
+///
+/// Answering does not wait: the answer is queued and written as far as the
+/// socket takes it, the rest by the channel's I/O thread (or task).
+pub struct IncomingRequest {
+    id: u64,
+    body: Bytes,
+    answer: Option<Arc<dyn Answer>>,
+}
+
+impl fmt::Debug for IncomingRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IncomingRequest")
+            .field("id", &self.id)
+            .field("len", &self.body.len())
+            .finish()
+    }
+}
+
+impl IncomingRequest {
+    pub(crate) fn new(id: u64, body: Bytes, answer: Arc<dyn Answer>) -> IncomingRequest {
+        IncomingRequest {
+            id,
+            body,
+            answer: Some(answer),
+        }
+    }
+
+    /// The request's id (unique among the peer's unanswered requests).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The raw body, in the application's encoding.
+    pub fn bytes(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Decodes the body as `T`.
+    ///
+    /// # Errors
+    /// [`ChannelError::Decode`] when it is not a `T`. Answer such a request
+    /// with [`reject`](Self::reject) and [`RemoteErrorKind::BadRequest`].
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ChannelError> {
+        decode_body(&self.body).map_err(|source| ChannelError::Decode {
+            type_name: std::any::type_name::<T>(),
+            source,
+        })
+    }
+
+    /// Answers with `body`.
+    ///
+    /// # Errors
+    /// [`ChannelError::Encode`] when `body` is too large for the peer (the
+    /// request is then answered with an error instead);
+    /// [`ChannelError::Closed`].
+    pub fn respond<T: Serialize + ?Sized>(mut self, body: &T) -> Result<(), ChannelError> {
+        let answer = self.answer.take().expect("answered once");
+        let id = self.id;
+        let r = answer.answer(&mut |s| s.send_app_response(id, body));
+        if let Err(ChannelError::Encode(e)) = &r {
+            // The peer still gets an answer: an error that says why.
+            let _ = answer_error(&*answer, id, RemoteErrorKind::Failed, e.to_string());
+        }
+        r
+    }
+
+    /// Answers with an error of kind `kind`.
+    ///
+    /// # Errors
+    /// [`ChannelError::Closed`].
+    pub fn reject(
+        mut self,
+        kind: RemoteErrorKind,
+        message: impl Into<String>,
+    ) -> Result<(), ChannelError> {
+        let answer = self.answer.take().expect("answered once");
+        answer_error(&*answer, self.id, kind, message.into())
+    }
+}
+
+impl Drop for IncomingRequest {
+    fn drop(&mut self) {
+        if let Some(answer) = self.answer.take() {
+            let _ = answer_error(
+                &*answer,
+                self.id,
+                RemoteErrorKind::Dropped,
+                "the request was dropped without an answer".into(),
+            );
+        }
+    }
+}
+
+fn answer_error(
+    answer: &dyn Answer,
+    id: u64,
+    kind: RemoteErrorKind,
+    message: String,
+) -> Result<(), ChannelError> {
+    let error = RemoteError { kind, message };
+    answer.answer(&mut |s| s.send_response(id, ResponseBody::Error(error.clone())))
+}
+
+/// A one-way message from the peer.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    body: Bytes,
+}
+
+impl Notification {
+    /// A notification carrying `body` (also made by the async channel).
+    pub(crate) fn new(body: Bytes) -> Notification {
+        Notification { body }
+    }
+
+    /// The raw body, in the application's encoding.
+    pub fn bytes(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Decodes the body as `T`.
+    ///
+    /// # Errors
+    /// [`ChannelError::Decode`] when it is not a `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ChannelError> {
+        decode_body(&self.body).map_err(|source| ChannelError::Decode {
+            type_name: std::any::type_name::<T>(),
+            source,
+        })
+    }
+}
+
+/// The parent's request that this child stop. Dropping it acknowledges it.
+pub struct ShutdownRequest {
+    id: u64,
+    grace: Option<Duration>,
+    answer: Option<Arc<dyn Answer>>,
+}
+
+impl fmt::Debug for ShutdownRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownRequest")
+            .field("grace", &self.grace)
+            .finish()
+    }
+}
+
+impl ShutdownRequest {
+    pub(crate) fn new(
+        id: u64,
+        grace: Option<Duration>,
+        answer: Arc<dyn Answer>,
+    ) -> ShutdownRequest {
+        ShutdownRequest {
+            id,
+            grace,
+            answer: Some(answer),
+        }
+    }
+
+    /// How long the parent waits before it escalates to signals.
+    pub fn grace(&self) -> Option<Duration> {
+        self.grace
+    }
+
+    /// Acknowledges the request (the parent then waits for the exit).
+    ///
+    /// # Errors
+    /// [`ChannelError::Closed`].
+    pub fn acknowledge(mut self) -> Result<(), ChannelError> {
+        let answer = self.answer.take().expect("answered once");
+        let id = self.id;
+        answer.answer(&mut |s| s.send_response(id, ResponseBody::Ok))
+    }
+}
+
+impl Drop for ShutdownRequest {
+    fn drop(&mut self) {
+        if let Some(answer) = self.answer.take() {
+            let id = self.id;
+            let _ = answer.answer(&mut |s| s.send_response(id, ResponseBody::Ok));
+        }
+    }
+}
