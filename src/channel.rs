@@ -634,7 +634,9 @@ impl Channel {
         Resp: DeserializeOwned,
     {
         let body = self
-            .call(Some(Instant::now() + timeout), |s| s.send_app_request(req))
+            .call(Some(sys::deadline_after(timeout)), |s| {
+                s.send_app_request(req)
+            })
             .map_err(|e| with_timeout(e, timeout))?;
         decode_response(body)
     }
@@ -646,8 +648,10 @@ impl Channel {
     /// [`ChannelError::Closed`] or [`ChannelError::Timeout`].
     pub fn ping(&self, timeout: Duration) -> Result<Duration, ChannelError> {
         let t0 = Instant::now();
-        self.call(Some(t0 + timeout), |s| s.send_request(RequestBody::Ping))
-            .map_err(|e| with_timeout(e, timeout))?;
+        self.call(Some(sys::deadline_after(timeout)), |s| {
+            s.send_request(RequestBody::Ping)
+        })
+        .map_err(|e| with_timeout(e, timeout))?;
         Ok(t0.elapsed())
     }
 
@@ -659,7 +663,7 @@ impl Channel {
     /// when no acknowledgement came; [`ChannelError::Closed`].
     pub fn shutdown(&self, grace: Duration) -> Result<(), ChannelError> {
         let grace_ms = Some(grace.as_millis().min(u128::from(u64::MAX)) as u64);
-        self.call(Some(Instant::now() + grace), |s| {
+        self.call(Some(sys::deadline_after(grace)), |s| {
             s.send_request(RequestBody::Shutdown { grace_ms })
         })
         .map_err(|e| with_timeout(e, grace))?;
@@ -714,7 +718,7 @@ impl Channel {
     /// # Errors
     /// As [`recv`](Self::recv).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Incoming>, ChannelError> {
-        self.recv_until(Some(Instant::now() + timeout))
+        self.recv_until(Some(sys::deadline_after(timeout)))
     }
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Incoming>, ChannelError> {

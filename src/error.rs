@@ -40,7 +40,7 @@ pub enum SpawnError {
         source: io::Error,
     },
     /// The child started but could not be watched (`pidfd_open` failed).
-    #[error("cannot watch child {pid}: {source} (readyfd needs Linux 5.3 or later)")]
+    #[error("cannot watch child {pid}: {source}{}", watch_hint(.source))]
     Watch {
         /// The child's pid.
         pid: u32,
@@ -48,6 +48,18 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+}
+
+/// What to do about a failed `pidfd_open`: a kernel without it, or the
+/// process's fd table full.
+fn watch_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(nix::libc::ENOSYS) => " (readyfd needs Linux 5.3 or later)",
+        Some(nix::libc::EMFILE | nix::libc::ENFILE) => {
+            " (too many open files: raise the limit, ulimit -n, or close fds)"
+        }
+        _ => "",
+    }
 }
 
 /// Waiting for readiness failed.

@@ -515,7 +515,10 @@ impl ReadyChild {
         if let Waiter::Native(ch) = &self.waiter {
             let ch = Arc::clone(ch);
             if ch.closed().is_none() && ch.shutdown(grace).await.is_ok() {
-                if let Some(s) = self.wait_all(Some(Instant::now() + grace)).await? {
+                if let Some(s) = self
+                    .wait_all(Some(Instant::from_std(sys::deadline_after(grace))))
+                    .await?
+                {
                     return Ok(s);
                 }
             }
