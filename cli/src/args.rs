@@ -123,7 +123,8 @@ pub(crate) struct RunArgs {
     pub(crate) fd: Option<i32>,
 
     /// How long PROGRAM may take to become ready (500ms, 30s, 2m; a bare
-    /// number is seconds). It is stopped after that.
+    /// number is seconds; anything beyond 100 years is forever). It is
+    /// stopped after that.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub(crate) timeout: Duration,
 
@@ -171,17 +172,24 @@ pub(crate) struct NotifyArgs {
     pub(crate) pid: Option<u32>,
 }
 
-/// `500ms`, `30s`, `2m`, `1h 30m` (humantime), or a bare number of seconds.
+/// The longest wait readyfd counts: a hundred years, which is "forever".
+/// Longer durations are cut to it, so that no deadline computed from one
+/// overflows the clock.
+pub(crate) const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `500ms`, `30s`, `2m`, `1h 30m` (humantime), or a bare number of seconds;
+/// anything above [`FOREVER`] is [`FOREVER`].
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse::<u64>()
+    let d = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse::<u64>()
             .map(Duration::from_secs)
-            .map_err(|e| e.to_string());
-    }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{e} (write a duration with a unit, such as 500ms, 30s or 2m)"))
+            .map_err(|e| format!("{e} (at most {} seconds)", u64::MAX))?
+    } else {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("{e} (write a duration with a unit, such as 500ms, 30s or 2m)"))?
+    };
+    Ok(d.min(FOREVER))
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
@@ -201,6 +209,9 @@ mod tests {
         assert!(parse_duration("soon").unwrap_err().contains("30s"));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("18446744073709551615"), Ok(FOREVER));
+        assert_eq!(parse_duration("500000000000y"), Ok(FOREVER));
+        assert_eq!(parse_duration("18446744073709551615ns"), Ok(FOREVER));
     }
 
     #[test]

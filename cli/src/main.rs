@@ -26,6 +26,7 @@ mod signals;
 mod supervise;
 mod term;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -34,6 +35,13 @@ use crate::args::{Cli, Command};
 use crate::exit::Failure;
 
 fn main() -> ExitCode {
+    if let Err(e) = signals::reset_inherited() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "readyfd: cannot reset the signal state it inherited: {e}"
+        );
+        return ExitCode::from(exit::SYSTEM);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -52,8 +60,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(Failure { code, message }) => {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "readyfd: {message}");
+            let _ = writeln!(std::io::stderr(), "readyfd: {}", term::one_line(&message));
             ExitCode::from(code)
         }
     }

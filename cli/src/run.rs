@@ -84,6 +84,9 @@ fn launch_of(args: &RunArgs) -> Result<Launch, Failure> {
         }
     }
     let fd = args.fd.unwrap_or(readyfd::DEFAULT_FD);
+    if args.protocol != Protocol::Systemd {
+        check_fd_limit(fd)?;
+    }
     Ok(Launch {
         name: program.to_string_lossy().into_owned(),
         program: program.clone(),
@@ -93,6 +96,30 @@ fn launch_of(args: &RunArgs) -> Result<Launch, Failure> {
         timeout: args.timeout,
         grace: args.grace,
     })
+}
+
+/// An fd number at or above the limit of open files cannot be given to
+/// PROGRAM (`dup2` fails with EBADF, which would read as "Bad file
+/// descriptor"): say so before starting anything.
+fn check_fd_limit(fd: i32) -> Result<(), Failure> {
+    let Some((soft, hard)) = exit::open_files_limit() else {
+        return Ok(());
+    };
+    if u64::try_from(fd).is_ok_and(|n| n < soft) {
+        return Ok(());
+    }
+    let raise = if u64::try_from(fd).is_ok_and(|n| n < hard) {
+        format!(" or raise the limit first (ulimit -n {})", fd + 1)
+    } else {
+        format!(" (the hard limit is {hard}, so ulimit -n cannot go past it)")
+    };
+    Err(Failure::new(
+        exit::USAGE,
+        format!(
+            "--fd {fd}: a process can only have fds below its limit of open files \
+             (ulimit -n is {soft} here): choose a smaller --fd{raise}"
+        ),
+    ))
 }
 
 fn contains(haystack: &OsStr, needle: &str) -> bool {

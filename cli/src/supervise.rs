@@ -124,6 +124,17 @@ impl Group {
         let _ = killpg(self.0, signal);
     }
 
+    /// Sends `signal`, then `SIGCONT`, as systemd, s6 and runit do: a
+    /// stopped process (`SIGSTOP`, Ctrl-Z) acts on nothing but `SIGKILL`
+    /// until it is continued, so without it a stop would wait out the
+    /// grace period and a forwarded signal would do nothing.
+    fn signal_and_continue(self, signal: Signal) {
+        self.signal(signal);
+        if signal != Signal::SIGKILL && signal != Signal::SIGCONT {
+            self.signal(Signal::SIGCONT);
+        }
+    }
+
     /// Whether any process (a zombie included) is still in the group.
     fn alive(self) -> bool {
         !matches!(killpg(self.0, None), Err(Errno::ESRCH))
@@ -162,7 +173,7 @@ impl<'a> Supervisor<'a> {
     ) -> Result<Self, Failure> {
         let mut cmd = Command::new(&launch.program);
         cmd.args(&launch.args).process_group(0);
-        signals.restore_in_child(&mut cmd);
+        Signals::reset_in_child(&mut cmd);
         let parent = nix::unistd::getpid();
         // SAFETY: the closure runs in the forked child before exec; it makes
         // two system calls (prctl, getppid) on integers it captured by value,
@@ -251,7 +262,7 @@ impl<'a> Supervisor<'a> {
                             "got {signal} while waiting for {} (pid {pid}): stopping it",
                             launch.name
                         ));
-                        group.signal(Signal::SIGTERM);
+                        group.signal_and_continue(Signal::SIGTERM);
                         kill_at = Some(Instant::now() + launch.grace);
                     }
                     Ok(Event::Signal { .. }) | Ok(Event::Timeout) => {
@@ -387,7 +398,7 @@ impl<'a> Supervisor<'a> {
                 break s;
             }
             if let Event::Signal { signal, .. } = self.signals.wait(None, None)? {
-                self.group.signal(signal);
+                self.group.signal_and_continue(signal);
             }
         };
         if !status.success() || main_pid == self.pid() {
@@ -400,7 +411,7 @@ impl<'a> Supervisor<'a> {
                 break;
             }
             if let Event::Signal { signal, .. } = self.signals.wait(None, None)? {
-                self.group.signal(signal);
+                self.group.signal_and_continue(signal);
             }
         }
         let main = self
@@ -429,7 +440,7 @@ impl<'a> Supervisor<'a> {
             sh.env_remove(var);
         }
         sh.envs(env.iter().map(|(k, v)| (k, v)));
-        self.signals.restore_in_child(&mut sh);
+        Signals::reset_in_child(&mut sh);
         let mut then = sh.spawn().map_err(|e| {
             Failure::new(exit::START, format!("cannot start `sh -c` for --then: {e}"))
         })?;
@@ -491,7 +502,7 @@ impl<'a> Supervisor<'a> {
         if status.is_none() {
             via = StopVia::Sigterm;
             let sent = *self.term_sent.get_or_insert_with(|| {
-                self.group.signal(Signal::SIGTERM);
+                self.group.signal_and_continue(Signal::SIGTERM);
                 Instant::now()
             });
             status = self.wait_leader(Some(sent + grace))?;
@@ -549,7 +560,7 @@ impl<'a> Supervisor<'a> {
             return Ok(());
         }
         let sent = *self.term_sent.get_or_insert_with(|| {
-            self.group.signal(Signal::SIGTERM);
+            self.group.signal_and_continue(Signal::SIGTERM);
             Instant::now()
         });
         let deadline = sent + self.launch.grace;
@@ -693,6 +704,11 @@ fn spawn_failure(e: SpawnError, launch: &Launch) -> Failure {
                     "permission denied. Is it executable (chmod +x), and not a directory?"
                         .to_string()
                 }
+                _ if source.raw_os_error() == Some(libc::EMFILE)
+                    || source.raw_os_error() == Some(libc::ENFILE) =>
+                {
+                    return Failure::system(&format!("cannot start {program}"), source);
+                }
                 _ => source.to_string(),
             };
             Failure::new(exit::START, format!("cannot start {program}: {why}"))
@@ -701,6 +717,27 @@ fn spawn_failure(e: SpawnError, launch: &Launch) -> Failure {
             exit::USAGE,
             format!("--fd {fd}: fds 0-2 are stdin, stdout and stderr; choose 3 or above"),
         ),
+        SpawnError::Channel(source) => Failure::system(
+            &format!("cannot create the readiness channel for {}", launch.name),
+            source,
+        ),
+        SpawnError::Watch { pid, source } => {
+            if source.raw_os_error() == Some(libc::ENOSYS) {
+                Failure::new(
+                    exit::SYSTEM,
+                    format!(
+                        "cannot watch {} (pid {pid}): this kernel has no pidfd_open; \
+                         readyfd needs Linux 5.3 or later",
+                        launch.name
+                    ),
+                )
+            } else {
+                Failure::system(
+                    &format!("cannot watch {} (pid {pid}, stopped)", launch.name),
+                    source,
+                )
+            }
+        }
         other => Failure::new(
             exit::SYSTEM,
             format!("cannot start {}: {other}", launch.name),

@@ -1,0 +1,296 @@
+//! What `readyfd run` guarantees whatever happens (issue 12): inherited
+//! signal state does not break it, nothing is left behind (processes,
+//! zombies, directories), not even when readyfd is killed outright, it
+//! keeps serving its child, and bad input or hostile child text is
+//! handled. Every test here failed on the code before issue 12.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{READYFD, Running, native_python, readyfd, run, with_hostile_signals};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+/// `readyfd run ARGS -- PROGRAM...` as one argument list.
+fn run_args(opts: &[&str], program: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = vec!["run".into()];
+    v.extend(opts.iter().map(|s| s.to_string()));
+    v.push("--".into());
+    v.extend(program.iter().map(|s| s.to_string()));
+    v
+}
+
+/// A shell PROGRAM that says ready (with `--status $1` if given), then
+/// runs `rest`.
+fn ready_then(rest: &str) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!("\"$READYFD_BIN\" notify || exit 99; {rest}"),
+    ]
+}
+
+fn pid_of(j: &Value) -> u32 {
+    j["pid"].as_u64().expect("pid") as u32
+}
+
+// ---- 1. inherited signal state ---------------------------------------------------
+
+#[test]
+fn sigchld_ignored_attached_returns_programs_status() {
+    let mut cmd = readyfd(
+        run_args(&["--json"], &[])
+            .into_iter()
+            .chain(ready_then("read l; exit 5")),
+    );
+    let mut r = Running::start(with_hostile_signals(&mut cmd));
+    let _ = r.json();
+    r.close_stdin();
+    let f = r.finish_within(Duration::from_secs(20));
+    assert_eq!(f.code, Some(5), "{f:?}");
+}
+
+#[test]
+fn sigchld_ignored_then_gives_cmds_status() {
+    let mut cmd = readyfd(
+        run_args(&["--then", "exit 7"], &[])
+            .into_iter()
+            .chain(ready_then("exec sleep 1000 # sleep-ok: a server")),
+    );
+    let f = Running::start(with_hostile_signals(&mut cmd)).finish_within(Duration::from_secs(20));
+    assert_eq!(f.code, Some(7), "{f:?}");
+}
+
+#[test]
+fn sigchld_ignored_exit_before_ready_is_69() {
+    let mut cmd = readyfd(run_args(&[], &["sh", "-c", "exit 3"]));
+    let f = Running::start(with_hostile_signals(&mut cmd)).finish_within(Duration::from_secs(20));
+    assert_eq!(f.code, Some(69), "{f:?}");
+}
+
+#[test]
+fn sigchld_ignored_demo_succeeds() {
+    let mut cmd = readyfd(["demo"]);
+    let f = Running::start(with_hostile_signals(&mut cmd)).finish_within(Duration::from_secs(20));
+    assert_eq!(f.code, Some(0), "{f:?}");
+}
+
+#[test]
+fn program_and_cmd_start_with_default_signal_state() {
+    // What readyfd inherited (SIGCHLD and SIGUSR1 ignored, SIGTERM and
+    // SIGUSR2 blocked) is not what its children get: no signal ignored,
+    // none blocked.
+    let show = "grep -E '^Sig(Blk|Ign)' /proc/self/status";
+    let mut cmd = readyfd(
+        run_args(&["--then", show], &["sh", "-c"])
+            .into_iter()
+            .chain([format!(
+                "{show} >&2; \"$READYFD_BIN\" notify; exec sleep 1000 # sleep-ok"
+            )]),
+    );
+    let f = Running::start(with_hostile_signals(&mut cmd)).finish_within(Duration::from_secs(20));
+    assert_eq!(f.code, Some(0), "{f:?}");
+    let zero = "0000000000000000";
+    assert_eq!(
+        f.stdout,
+        [format!("SigBlk:\t{zero}"), format!("SigIgn:\t{zero}")],
+        "CMD: {f:?}"
+    );
+    assert!(
+        f.stderr
+            .contains(&format!("SigBlk:\t{zero}\nSigIgn:\t{zero}\n")),
+        "PROGRAM: {}",
+        f.stderr
+    );
+}
+
+// ---- 6. a stopped PROGRAM ------------------------------------------------------------
+
+#[test]
+fn attached_sigterm_ends_a_stopped_program() {
+    // A program with a handler (the shell's trap) runs it only once
+    // continued.
+    let r = Running::start(&mut readyfd(
+        run_args(&["--json"], &["sh", "-c"]).into_iter().chain([
+            "trap 'exit 7' TERM; \"$READYFD_BIN\" notify; sleep 1000 & wait # sleep-ok".into(),
+        ]),
+    ));
+    let pid = pid_of(&r.json());
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+    r.signal(Signal::SIGTERM);
+    let f = r.finish_within(Duration::from_secs(20));
+    assert_eq!(f.code, Some(7), "{f:?}");
+}
+
+#[test]
+fn stopping_a_stopped_program_does_not_wait_out_the_grace() {
+    let f = run(&mut readyfd(
+        run_args(
+            &["--grace", "30s", "--then", "kill -STOP $READYFD_PID"],
+            &[],
+        )
+        .into_iter()
+        .chain(ready_then("exec sleep 1000 # sleep-ok: a server")),
+    ));
+    assert_eq!(f.code, Some(0), "{f:?}");
+    assert!(
+        f.stderr
+            .contains("SIGTERM to its process group; it was killed by signal 15"),
+        "{}",
+        f.stderr
+    );
+}
+
+// ---- 8. huge numbers -------------------------------------------------------------------
+
+#[test]
+fn huge_durations_mean_forever_not_a_panic() {
+    for opts in [
+        ["--timeout", "18446744073709551615"],
+        ["--timeout", "500000000000y"],
+        ["--grace", "18446744073709551615ns"],
+        ["--grace", "18446744073709551615"],
+    ] {
+        let mut args: Vec<&str> = opts.to_vec();
+        args.extend(["--then", "true"]);
+        let f = run(&mut readyfd(
+            run_args(&args, &[])
+                .into_iter()
+                .chain(ready_then("exec sleep 1000 # sleep-ok")),
+        ));
+        assert_eq!(f.code, Some(0), "{opts:?}: {f:?}");
+        assert!(!f.stderr.contains("panicked"), "{opts:?}: {}", f.stderr);
+    }
+}
+
+#[test]
+fn huge_numbers_are_usage_errors_elsewhere() {
+    for args in [
+        vec!["notify", "--pid", "18446744073709551615"],
+        vec!["run", "--fd", "18446744073709551615", "--", "true"],
+        vec!["run", "--timeout", "99999999999999999999999", "--", "true"],
+    ] {
+        let f = run(&mut readyfd(&args));
+        assert_eq!(f.code, Some(64), "{args:?}: {f:?}");
+        assert!(!f.stderr.contains("panicked"), "{args:?}: {}", f.stderr);
+    }
+}
+
+// ---- 9. clear errors --------------------------------------------------------------------
+
+#[test]
+fn fd_above_the_open_file_limit_is_a_usage_error_that_says_so() {
+    let f = run(&mut readyfd(["run", "--fd", "99999", "--", "true"]));
+    assert_eq!(f.code, Some(64), "{f:?}");
+    assert!(f.stderr.contains("ulimit -n"), "{}", f.stderr);
+    assert!(!f.stderr.contains("Bad file descriptor"), "{}", f.stderr);
+}
+
+#[test]
+fn running_out_of_fds_is_explained_as_such() {
+    // Whichever call runs out of fds first, the message says so and what
+    // to do, never that Linux is too old.
+    let limit = "import resource, subprocess, sys\n\
+                 n = int(sys.argv[1])\n\
+                 lim = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))\n\
+                 sys.exit(subprocess.call(sys.argv[2:], preexec_fn=lim))\n";
+    for n in 4..16 {
+        let mut cmd = readyfd::<[&str; 0], &str>([]);
+        let mut py = std::process::Command::new("python3");
+        py.args([
+            "-c",
+            limit,
+            &n.to_string(),
+            READYFD,
+            "run",
+            "--then",
+            "true",
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg("\"$READYFD_BIN\" notify; exec sleep 1000 # sleep-ok")
+        .envs(
+            cmd.get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        );
+        let _ = &mut cmd;
+        let f = run(&mut py);
+        assert!(!f.stderr.contains("Linux 5.3"), "limit {n}: {}", f.stderr);
+        if f.code != Some(0) {
+            assert_eq!(f.code, Some(71), "limit {n}: {f:?}");
+            assert!(f.stderr.contains("ulimit -n"), "limit {n}: {}", f.stderr);
+        }
+    }
+}
+
+// ---- 10. child text in readyfd's lines ------------------------------------------------------
+
+#[test]
+fn child_text_cannot_forge_a_line_or_reach_the_terminal() {
+    let evil = "x\nreadyfd: forged\x1b[31m";
+    // Native, through the library's own notify: an address and a status.
+    let f = run(&mut readyfd(
+        run_args(&["--then", "true"], &["sh", "-c"])
+            .into_iter()
+            .chain([
+                "\"$READYFD_BIN\" notify --addr \"$1\" --status \"$1\"; exec sleep 1000 # sleep-ok"
+                    .to_string(),
+                "sh".into(),
+                evil.into(),
+            ]),
+    ));
+    assert_eq!(f.code, Some(0), "{f:?}");
+    // Pipe: the address is the line written.
+    let g = run(&mut readyfd(run_args(
+        &["--protocol", "pipe", "--then", "true"],
+        &[
+            "sh",
+            "-c",
+            "printf 'a\\033[2Jb\\rreadyfd: forged\\n' >&3; exec sleep 1000 # sleep-ok",
+        ],
+    )));
+    assert_eq!(g.code, Some(0), "{g:?}");
+    // Native by hand: a name with a line break in it.
+    let h = run(&mut readyfd(
+        run_args(&["--then", "true"], &[]).into_iter().chain(native_python(
+            "hello(); ready([('n\\nreadyfd: forged', 'a\\x1b]0;title\\x07')]); time.sleep(1000) # sleep-ok",
+        )),
+    ));
+    assert_eq!(h.code, Some(0), "{h:?}");
+    for out in [&f.stderr, &g.stderr, &h.stderr] {
+        assert!(!out.contains('\x1b'), "{out:?}");
+        assert!(!out.contains('\r'), "{out:?}");
+        assert!(
+            out.lines().all(|l| !l.starts_with("readyfd: forged")),
+            "{out}"
+        );
+    }
+}
+
+// ---- 12. Goodbye before ready ----------------------------------------------------------------
+
+#[test]
+fn goodbye_before_ready_gives_the_documented_status() {
+    let readme = include_str!("../../README.md");
+    let row = |code: &str| {
+        readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| {code} |")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (reason, code) in [(1u32, 69), (2, 76), (3, 76)] {
+        let f = run(&mut readyfd(run_args(&[], &[]).into_iter().chain(native_python(&format!(
+            "hello(); frame(7, struct.pack('<I', {reason}) + s('no')); time.sleep(1000) # sleep-ok"
+        )))));
+        assert_eq!(f.code, Some(code), "reason {reason}: {f:?}");
+        let documented = row(&code.to_string());
+        let name = ["", "ShuttingDown", "ProtocolError", "VersionMismatch"][reason as usize];
+        assert!(
+            documented.contains("Goodbye") && documented.contains(name),
+            "the README's row for {code} does not name Goodbye {name}: {documented}"
+        );
+    }
+}
