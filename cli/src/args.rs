@@ -37,6 +37,13 @@ pub(crate) enum Command {
     /// HTTP GET, reports Ready with its address).
     #[command(name = "__demo-server", hide = true)]
     DemoServer,
+    /// readyfd's watchdog (see `watchdog.rs`): ends what readyfd started
+    /// when readyfd is killed.
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog {
+        /// Milliseconds between SIGTERM and SIGKILL.
+        grace_ms: String,
+    },
 }
 
 const ABOUT: &str = "\

@@ -15,6 +15,11 @@ pub(crate) const USAGE: u8 = 64;
 /// PROGRAM could not be started: not found, not executable (sysexits
 /// `EX_NOINPUT`).
 pub(crate) const START: u8 = 66;
+/// PROGRAM ended with a failure (a non-zero status, or a signal readyfd did
+/// not send) while `--then` CMD ran, and CMD did not fail by itself: what
+/// CMD did against PROGRAM cannot be trusted (next to `EX_UNAVAILABLE`,
+/// whose meaning it shares; sysexits' 68 `EX_NOHOST` has no use here).
+pub(crate) const PROGRAM_FAILED: u8 = 68;
 /// PROGRAM exited, or reported failure, before it was ready (sysexits
 /// `EX_UNAVAILABLE`).
 pub(crate) const EXITED: u8 = 69;
@@ -43,6 +48,9 @@ Exit status:
            interrupted by signal N before PROGRAM was ready
   64       usage error: bad option, duration or protocol, no PROGRAM, --fd < 3
   66       PROGRAM (or sh for --then) could not be started
+  68       run: PROGRAM ended with a failure (non-zero status, or a signal
+           readyfd did not send) while --then CMD ran; CMD is stopped at
+           once. CMD's own failure status wins over it
   69       PROGRAM exited, or reported failure (STOPPING=1, ERRNO=, a native
            Goodbye with reason ShuttingDown), before it was ready
   70       internal error (a bug in readyfd: please report it)

@@ -20,11 +20,13 @@ mod args;
 mod demo;
 mod exit;
 mod notify;
+mod pidfd;
 mod report;
 mod run;
 mod signals;
 mod supervise;
 mod term;
+mod watchdog;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Notify(args) => notify::notify(args),
         Command::Demo => demo::demo(),
         Command::DemoServer => demo::demo_server(),
+        Command::Watchdog { grace_ms } => watchdog::watchdog_main(&grace_ms),
     };
     match result {
         Ok(code) => ExitCode::from(code),

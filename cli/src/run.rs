@@ -42,16 +42,26 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     }
     let Some(cmd) = args.then else {
         return sup
-            .attach(readiness.ready.pid)
+            .attach()
             .map_err(|e| Failure::system(&format!("waiting for {name} failed"), e));
     };
     let then = sup.run_then(&cmd, &report::then_env(&readiness));
     let pid = sup.pid();
+    let mut program_failed = then.as_ref().ok().and_then(|t| t.program_failed);
     match sup.stop(true) {
-        Ok(s) if s.via == StopVia::AlreadyExited => term.message(format_args!(
-            "{name} (pid {pid}) had already ended: it {}",
-            describe_exit(s.status)
-        )),
+        Ok(s) if s.via == StopVia::AlreadyExited => {
+            if program_failed.is_none() {
+                term.message(format_args!(
+                    "{name} (pid {pid}) had already ended: it {}",
+                    describe_exit(s.status)
+                ));
+                // Ended with a failure while CMD ran, though CMD ended
+                // before readyfd saw it: a failure all the same.
+                if !s.status.success() {
+                    program_failed = Some(s.status);
+                }
+            }
+        }
         Ok(s) => term.message(format_args!(
             "stopped {name} (pid {pid}) in {}: {}",
             human(s.took),
@@ -59,7 +69,23 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         )),
         Err(e) => term.message(format_args!("stopping {name} (pid {pid}) failed: {e}")),
     }
-    then.map(exit::status_code)
+    let then = then?;
+    match program_failed {
+        // CMD's own failure comes first: it is what the caller ran.
+        Some(p) if then.cmd_stopped || then.cmd.success() => Err(Failure::new(
+            exit::PROGRAM_FAILED,
+            format!(
+                "{name} (pid {pid}) {} while --then CMD ran, so what CMD did cannot be trusted{}",
+                describe_exit(p),
+                if then.cmd_stopped {
+                    "; CMD was stopped"
+                } else {
+                    ""
+                }
+            ),
+        )),
+        _ => Ok(exit::status_code(then.cmd)),
+    }
 }
 
 /// Checks the arguments and turns them into a [`Launch`].
@@ -95,6 +121,7 @@ fn launch_of(args: &RunArgs) -> Result<Launch, Failure> {
         fd,
         timeout: args.timeout,
         grace: args.grace,
+        json: args.json,
     })
 }
 

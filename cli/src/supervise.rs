@@ -13,25 +13,29 @@
 //! signalling and hoping.
 
 use std::ffi::OsString;
-use std::io;
-use std::os::fd::{AsFd, RawFd};
+use std::io::{self, Write as _};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::libc;
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 use readyfd::{
-    OnTimeout, Protocol, Readiness, ReadyChild, ReadyCommand, ReadyError, SpawnError, describe_exit,
+    Channel, Incoming, OnTimeout, Protocol, Readiness, ReadyChild, ReadyCommand, ReadyError,
+    RemoteErrorKind, SpawnError, describe_exit,
 };
 
 use crate::exit::{self, Failure, signal_code};
+use crate::pidfd;
 use crate::signals::{Event, Signals};
 use crate::term::{Term, human, quoted};
+use crate::watchdog::Watchdog;
 
 /// How often the progress line is redrawn.
 const TICK: Duration = Duration::from_millis(200);
@@ -55,6 +59,8 @@ pub(crate) struct Launch {
     pub(crate) timeout: Duration,
     /// How long each step of stopping it may take.
     pub(crate) grace: Duration,
+    /// Status updates after readiness as JSON lines on stdout.
+    pub(crate) json: bool,
 }
 
 /// Makes readyfd the subreaper of its descendants (see the module docs).
@@ -144,33 +150,75 @@ impl Group {
 /// A running PROGRAM under supervision.
 #[derive(Debug)]
 pub(crate) struct Supervisor<'a> {
-    child: ReadyChild,
+    /// The library's handle. Lent to [`serving`](Supervisor::serving) while
+    /// the channel is served, `None` for that time.
+    child: Option<ReadyChild>,
+    /// PROGRAM's pid.
+    pid: u32,
+    /// PROGRAM's status, when it was reaped before its handle was lent out.
+    reaped: Option<ExitStatus>,
     group: Group,
     signals: &'a Signals,
     term: &'a Term,
     launch: Launch,
+    /// What ends the groups if readyfd is killed outright.
+    watchdog: Watchdog,
     /// When SIGTERM went to the group, if it did.
     term_sent: Option<Instant>,
     /// Whether SIGKILL went to the group.
     killed: bool,
-    /// Other processes of the group that readyfd reaped, with their status
-    /// as the shell reports it.
-    reaped: Vec<(u32, u8)>,
+    /// The main pid PROGRAM reported, once ready, when it is another process.
+    main: Option<Main>,
+    /// `--then` CMD's `sh` while it runs.
+    then_pid: Option<u32>,
+}
+
+/// The main pid a program reported, when it is not PROGRAM itself.
+#[derive(Debug)]
+struct Main {
+    pid: u32,
+    /// A pidfd, when the main pid left PROGRAM's group (a daemon's
+    /// `setsid`): the group's signals do not reach it, this does, and never
+    /// a recycled pid.
+    outside: Option<OwnedFd>,
+    /// Its status as the shell reports it, once readyfd reaped it.
+    status: Option<u8>,
+}
+
+/// What a wait inside [`Supervisor::serving`] ended on.
+enum Step {
+    /// PROGRAM has exited (not reaped yet).
+    ProgramExited,
+    /// `--then` CMD's `sh` exited with this status.
+    CmdEnded(ExitStatus),
+}
+
+/// How `--then` went: CMD's status, and PROGRAM's if it failed meanwhile.
+#[derive(Debug)]
+pub(crate) struct ThenOutcome {
+    /// CMD's status.
+    pub(crate) cmd: ExitStatus,
+    /// PROGRAM's status when it ended with a failure while CMD ran.
+    pub(crate) program_failed: Option<ExitStatus>,
+    /// Whether readyfd stopped CMD because of that failure.
+    pub(crate) cmd_stopped: bool,
 }
 
 impl<'a> Supervisor<'a> {
-    /// Starts PROGRAM in a process group of its own, with the readiness
-    /// channel, and with `SIGTERM` as its parent-death signal, so that even
-    /// a readyfd killed with `SIGKILL` does not leave it running unnoticed.
+    /// Starts the watchdog, then PROGRAM in a process group of its own,
+    /// with the readiness channel, and with `SIGTERM` as its parent-death
+    /// signal. The watchdog ends PROGRAM's group (and later CMD's) if
+    /// readyfd dies without ending them itself (see [`crate::watchdog`]).
     ///
     /// # Errors
     /// [`exit::START`] when the program cannot be started, [`exit::SYSTEM`]
-    /// when the channel cannot be set up.
+    /// when the channel or the watchdog cannot be set up.
     pub(crate) fn start(
         launch: Launch,
         signals: &'a Signals,
         term: &'a Term,
     ) -> Result<Self, Failure> {
+        let watchdog = Watchdog::start(launch.grace)?;
         let mut cmd = Command::new(&launch.program);
         cmd.args(&launch.args).process_group(0);
         Signals::reset_in_child(&mut cmd);
@@ -181,28 +229,108 @@ impl<'a> Supervisor<'a> {
         unsafe {
             cmd.pre_exec(move || die_with_parent(parent));
         }
+        watchdog.register_in_child(&mut cmd);
         let child = ReadyCommand::new(cmd)
             .protocol(launch.protocol)
             .fd(launch.fd)
             .on_timeout(OnTimeout::Leave)
             .spawn()
             .map_err(|e| spawn_failure(e, &launch))?;
-        let group = Group(Pid::from_raw(child.id() as libc::pid_t));
+        let pid = child.id();
+        let group = Group(Pid::from_raw(pid as libc::pid_t));
         Ok(Supervisor {
-            child,
+            child: Some(child),
+            pid,
+            reaped: None,
             group,
             signals,
             term,
             launch,
+            watchdog,
             term_sent: None,
             killed: false,
-            reaped: Vec::new(),
+            main: None,
+            then_pid: None,
         })
     }
 
     /// The pid of PROGRAM (and id of its process group).
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
+    }
+
+    fn child(&mut self) -> io::Result<&mut ReadyChild> {
+        self.child
+            .as_mut()
+            .ok_or_else(|| io::Error::other("readyfd bug: PROGRAM's handle is lent out"))
+    }
+
+    /// PROGRAM's exit status, reaping it, if it has exited; while the
+    /// handle is lent out, its status is only looked at (`WNOWAIT`): the
+    /// library's handle reaps it.
+    fn program_status(&mut self) -> io::Result<Option<ExitStatus>> {
+        match (&mut self.child, self.reaped) {
+            (Some(c), _) => c.exit_status(),
+            (None, Some(s)) => Ok(Some(s)),
+            (None, None) => peek_exit(self.pid),
+        }
+    }
+
+    /// The pids whose status belongs to someone: PROGRAM's (the library's
+    /// handle), CMD's `sh` (std's `Child`) and the watchdog's.
+    fn owned(&self) -> [u32; 3] {
+        [
+            self.pid,
+            self.then_pid.unwrap_or(self.pid),
+            self.watchdog.pid().unwrap_or(self.pid),
+        ]
+    }
+
+    /// Reaps every other child that has exited (see [`reap_strays`]),
+    /// keeping the main pid's status.
+    fn reap_strays(&mut self) {
+        let owned = self.owned();
+        let main = &mut self.main;
+        reap_strays(&owned, &mut |pid, code| {
+            if let Some(m) = main.as_mut().filter(|m| m.pid == pid) {
+                m.status = Some(code);
+            }
+        });
+    }
+
+    /// Runs `f` while a thread serves the native channel (see
+    /// [`serve_channel`]): the child's notifications and status updates are
+    /// read as they come, its requests answered `Unsupported`, so that it
+    /// never stalls on a full channel. `f` gets the channel too (for
+    /// `Shutdown`); PROGRAM's handle is lent out meanwhile, so `f` sees
+    /// PROGRAM's exit through [`program_status`](Self::program_status)
+    /// without reaping it.
+    fn serving<R>(&mut self, f: impl FnOnce(&mut Self, Option<&Channel>) -> R) -> R {
+        let Some(mut child) = self.child.take() else {
+            return f(self, None);
+        };
+        // Reaped already (by the library, while waiting for readiness):
+        // then there is nothing to look at with WNOWAIT.
+        self.reaped = child.exit_status().ok().flatten();
+        let stop = AtomicBool::new(false);
+        let (term, json, pid) = (self.term, self.launch.json, self.pid);
+        let name = self.launch.name.clone();
+        let r = std::thread::scope(|s| {
+            let ch = child.channel();
+            if let Some(ch) = ch {
+                let stop = &stop;
+                let name = &name;
+                // Without the thread, the channel is only not served.
+                let _ = std::thread::Builder::new()
+                    .name("readyfd-serve".into())
+                    .spawn_scoped(s, move || serve_channel(ch, stop, term, json, name, pid));
+            }
+            let r = f(self, ch);
+            stop.store(true, Ordering::Relaxed);
+            r
+        });
+        self.child = Some(child);
+        r
     }
 
     /// Waits until PROGRAM is ready, for at most the launch's timeout.
@@ -218,7 +346,8 @@ impl<'a> Supervisor<'a> {
         let deadline = Instant::now() + self.launch.timeout;
         let (done_read, done_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
             .map_err(|e| Failure::system("cannot create a pipe", e))?;
-        let pid = self.pid();
+        let pid = self.pid;
+        let owned = self.owned();
         let Supervisor {
             child,
             group,
@@ -227,6 +356,9 @@ impl<'a> Supervisor<'a> {
             launch,
             ..
         } = self;
+        let Some(child) = child.as_mut() else {
+            return Err(Failure::new(exit::INTERNAL, "PROGRAM's handle is lent out"));
+        };
         let (group, signals, term, launch) = (*group, *signals, *term, &*launch);
         let (joined, interrupted, kill_at, killed) = std::thread::scope(|s| {
             let waiter = std::thread::Builder::new()
@@ -254,7 +386,9 @@ impl<'a> Supervisor<'a> {
             loop {
                 match signals.wait(Some(done_read.as_fd()), kill_at) {
                     Ok(Event::Other) => break,
-                    Ok(Event::Child) => {}
+                    // Orphans of PROGRAM's group are reaped as they end;
+                    // PROGRAM itself is the waiting thread's to reap.
+                    Ok(Event::Child) => reap_strays(&owned, &mut |_, _| {}),
                     Ok(Event::Signal { signal, .. }) if interrupted.is_none() => {
                         interrupted = Some(signal);
                         term.stop_progress();
@@ -299,13 +433,46 @@ impl<'a> Supervisor<'a> {
             ));
         }
         match joined {
-            Ok(Ok(readiness)) => Ok(readiness),
+            Ok(Ok(readiness)) => {
+                self.adopt_main(readiness.ready.pid);
+                Ok(readiness)
+            }
             Ok(Err(e)) => Err(self.ready_failure(e)),
             Err(f) => {
                 let _ = self.stop(false);
                 Err(f)
             }
         }
+    }
+
+    /// Takes note of the main pid PROGRAM reported. One that left
+    /// PROGRAM's group (a daemon's `setsid`) is held by a pidfd and told to
+    /// the watchdog, so that it is stopped with the group; only a
+    /// descendant of readyfd is taken (a child could report any pid, and
+    /// readyfd signals only what it started).
+    fn adopt_main(&mut self, main: u32) {
+        if main == self.pid || main == 0 {
+            return;
+        }
+        let me = std::process::id();
+        let in_group = nix::unistd::getpgid(Some(Pid::from_raw(main as libc::pid_t)))
+            .is_ok_and(|g| g == self.group.0);
+        let outside = if in_group {
+            None
+        } else {
+            // Checked again after opening: the pidfd then holds that process.
+            pidfd::open(main)
+                .ok()
+                .filter(|_| pidfd::descends_from(main, me))
+        };
+        if outside.is_some() {
+            self.watchdog.watch_pid(main);
+        }
+        self.main = Some(Main {
+            pid: main,
+            outside,
+            status: None,
+        });
     }
 
     /// Turns a failed wait into a message and an exit code, after stopping
@@ -370,7 +537,10 @@ impl<'a> Supervisor<'a> {
             ),
             ReadyError::Io(e) => Failure::new(
                 exit::SYSTEM,
-                format!("waiting for {name} to be ready failed: {e}; stopped it: {how}"),
+                format!(
+                    "waiting for {name} to be ready failed: {}; stopped it: {how}",
+                    exit::explain(&e)
+                ),
             ),
             other => Failure::new(
                 exit::INTERNAL,
@@ -379,52 +549,111 @@ impl<'a> Supervisor<'a> {
         }
     }
 
+    /// Sends `signal` to PROGRAM's group and to a main pid outside it,
+    /// each followed by `SIGCONT`.
+    fn forward(&self, signal: Signal) {
+        self.group.signal_and_continue(signal);
+        if let Some(fd) = self.main.as_ref().and_then(|m| m.outside.as_ref()) {
+            pidfd::signal(fd, signal);
+            pidfd::signal(fd, Signal::SIGCONT);
+        }
+    }
+
+    /// The pidfd of a main pid outside the group that still runs.
+    fn outside_main(&self) -> Option<&OwnedFd> {
+        self.main
+            .as_ref()
+            .and_then(|m| m.outside.as_ref())
+            .filter(|fd| !pidfd::exited(fd))
+    }
+
+    /// Waits, serving the channel, until PROGRAM has exited (or `then`
+    /// ends), passing signals on.
+    fn wait_program(&mut self, then: Option<&mut std::process::Child>) -> io::Result<Step> {
+        let mut then = then;
+        loop {
+            if let Some(t) = then.as_deref_mut() {
+                if let Some(status) = t.try_wait()? {
+                    return Ok(Step::CmdEnded(status));
+                }
+            } else if self.program_status()?.is_some() {
+                return Ok(Step::ProgramExited);
+            }
+            if then.is_some() && self.program_status()?.is_some() {
+                return Ok(Step::ProgramExited);
+            }
+            match self.signals.wait(None, None)? {
+                Event::Signal {
+                    signal,
+                    from_terminal,
+                } => match (&then, self.then_pid) {
+                    // During --then, signals are CMD's: PROGRAM is stopped
+                    // once CMD has ended.
+                    (Some(_), Some(cmd)) => {
+                        let _ = from_terminal;
+                        Group(Pid::from_raw(cmd as libc::pid_t)).signal_and_continue(signal);
+                    }
+                    _ => self.forward(signal),
+                },
+                Event::Child => self.reap_strays(),
+                Event::Other | Event::Timeout => {}
+            }
+        }
+    }
+
     /// Stays attached until PROGRAM ends, passing SIGINT, SIGTERM and SIGHUP
-    /// on to its process group, then stops what is left of the group.
-    /// Returns PROGRAM's status as the shell reports it.
+    /// on to its process group (and to a main pid that left it), then stops
+    /// what is left of the group. Returns PROGRAM's status as the shell
+    /// reports it.
     ///
     /// A PROGRAM that exits 0 while readiness came from another process
     /// (`main_pid`) was a wrapper (`sh -c 'server &'`, a daemon that forks),
     /// whether it exited before or after that process said Ready: what it
-    /// started runs on in its group, and readyfd follows the group until it
-    /// is empty and returns the status of the main pid, if readyfd reaped
-    /// it, else the wrapper's. Any other exit ends the group.
+    /// started runs on, and readyfd follows the group and the main pid
+    /// until both are gone and returns the status of the main pid, if
+    /// readyfd reaped it, else the wrapper's. Any other exit ends the group
+    /// and the main pid.
     ///
     /// # Errors
     /// When waiting or reading the signalfd fails.
-    pub(crate) fn attach(&mut self, main_pid: u32) -> io::Result<u8> {
+    pub(crate) fn attach(&mut self) -> io::Result<u8> {
         let status = loop {
-            if let Some(s) = self.child.exit_status()? {
-                break s;
-            }
-            if let Event::Signal { signal, .. } = self.signals.wait(None, None)? {
-                self.group.signal_and_continue(signal);
+            self.serving(|s, _| s.wait_program(None))?;
+            if let Some(st) = self.child()?.exit_status()? {
+                break st;
             }
         };
-        if !status.success() || main_pid == self.pid() {
+        if !status.success() || self.main.is_none() {
             self.cleanup_group()?;
+            self.stop_main()?;
             return Ok(exit::status_code(status));
         }
-        loop {
-            self.reap_group();
-            if !self.group.alive() {
-                break;
+        self.serving(|s, _| -> io::Result<()> {
+            loop {
+                s.reap_strays();
+                let main = s.outside_main().map(|fd| fd.as_fd());
+                if !s.group.alive() && main.is_none() {
+                    return Ok(());
+                }
+                match s.signals.wait(main, None)? {
+                    Event::Signal { signal, .. } => s.forward(signal),
+                    Event::Child | Event::Other | Event::Timeout => {}
+                }
             }
-            if let Event::Signal { signal, .. } = self.signals.wait(None, None)? {
-                self.group.signal_and_continue(signal);
-            }
-        }
-        let main = self
-            .reaped
-            .iter()
-            .find(|(p, _)| *p == main_pid)
-            .map(|(_, c)| *c);
+        })?;
+        self.reap_strays();
+        let main = self.main.as_ref().and_then(|m| m.status);
         Ok(main.unwrap_or(exit::status_code(status)))
     }
 
-    /// Runs `sh -c cmd` with `env` added and waits for it. Signals sent to
-    /// readyfd with `kill` are passed on to it; those from the terminal
-    /// reached it already (it is in the terminal's foreground group).
+    /// Runs `sh -c cmd` with `env` added, in a process group of its own,
+    /// and waits for it while serving the channel. Signals to readyfd go
+    /// on to CMD's group (the terminal's too: CMD is not in the terminal's
+    /// foreground group). When CMD's `sh` ends, what is left of its group
+    /// (background jobs) is stopped like PROGRAM's. When PROGRAM ends with
+    /// a failure meanwhile (a non-zero status, a signal: readyfd sends
+    /// PROGRAM none while CMD runs), CMD's group is stopped at once and the
+    /// outcome says so.
     ///
     /// # Errors
     /// [`exit::START`] when `sh` cannot be started; [`exit::SYSTEM`] when
@@ -433,49 +662,122 @@ impl<'a> Supervisor<'a> {
         &mut self,
         cmd: &str,
         env: &[(String, String)],
-    ) -> Result<ExitStatus, Failure> {
+    ) -> Result<ThenOutcome, Failure> {
         let mut sh = Command::new("sh");
-        sh.arg("-c").arg(cmd);
+        sh.arg("-c").arg(cmd).process_group(0);
         for var in readyfd::READINESS_ENV_VARS {
             sh.env_remove(var);
         }
         sh.envs(env.iter().map(|(k, v)| (k, v)));
         Signals::reset_in_child(&mut sh);
+        let parent = nix::unistd::getpid();
+        // SAFETY: as in `start`: prctl and getppid on captured integers.
+        unsafe {
+            sh.pre_exec(move || die_with_parent(parent));
+        }
+        self.watchdog.register_in_child(&mut sh);
         let mut then = sh.spawn().map_err(|e| {
-            Failure::new(exit::START, format!("cannot start `sh -c` for --then: {e}"))
+            Failure::new(
+                exit::START,
+                format!("cannot start `sh -c` for --then: {}", exit::explain(&e)),
+            )
         })?;
+        let then_pid = then.id();
+        self.then_pid = Some(then_pid);
+        let cmd_group = Group(Pid::from_raw(then_pid as libc::pid_t));
         let wait_err = |e: io::Error| Failure::system("waiting for --then CMD failed", e);
-        let mut watching = self.child.exit_status().map_err(wait_err)?.is_none();
-        loop {
-            if let Some(status) = then.try_wait().map_err(wait_err)? {
-                return Ok(status);
-            }
-            if watching {
-                if let Some(s) = self.child.exit_status().map_err(wait_err)? {
+        let mut program_failed = None;
+        let mut watching = self.program_status().map_err(wait_err)?.is_none();
+        let status = loop {
+            let step = if watching {
+                self.serving(|s, _| s.wait_program(Some(&mut then)))
+            } else {
+                self.wait_cmd(&mut then)
+            };
+            match step.map_err(wait_err)? {
+                Step::CmdEnded(status) => break status,
+                Step::ProgramExited => {
                     watching = false;
+                    let Some(s) = self
+                        .child()
+                        .map_err(wait_err)?
+                        .exit_status()
+                        .map_err(wait_err)?
+                    else {
+                        continue;
+                    };
+                    let (name, pid) = (self.launch.name.clone(), self.pid);
+                    if s.success() {
+                        self.term.message(format_args!(
+                            "{name} (pid {pid}) {} while --then CMD was still running",
+                            describe_exit(s)
+                        ));
+                        continue;
+                    }
                     self.term.message(format_args!(
-                        "{} (pid {}) {} while --then CMD was still running",
-                        self.launch.name,
-                        self.pid(),
+                        "{name} (pid {pid}) {} while --then CMD was running: stopping CMD",
                         describe_exit(s)
                     ));
+                    program_failed = Some(s);
+                    cmd_group.signal_and_continue(Signal::SIGTERM);
                 }
             }
-            if let Event::Signal {
-                signal,
-                from_terminal: false,
-            } = self.signals.wait(None, None).map_err(wait_err)?
-            {
-                let _ = kill(Pid::from_raw(then.id() as libc::pid_t), signal);
+        };
+        self.then_pid = None;
+        self.end_group(cmd_group).map_err(wait_err)?;
+        Ok(ThenOutcome {
+            cmd: status,
+            cmd_stopped: program_failed.is_some(),
+            program_failed,
+        })
+    }
+
+    /// Waits for CMD's `sh` alone (PROGRAM has ended), passing signals on.
+    fn wait_cmd(&mut self, then: &mut std::process::Child) -> io::Result<Step> {
+        loop {
+            if let Some(status) = then.try_wait()? {
+                return Ok(Step::CmdEnded(status));
+            }
+            match self.signals.wait(None, None)? {
+                Event::Signal { signal, .. } => {
+                    Group(Pid::from_raw(then.id() as libc::pid_t)).signal_and_continue(signal)
+                }
+                Event::Child => self.reap_strays(),
+                Event::Other | Event::Timeout => {}
             }
         }
     }
 
+    /// Ends what is left of a group whose leader readyfd has reaped:
+    /// SIGTERM and SIGCONT, the grace period, SIGKILL; reaps its members.
+    fn end_group(&mut self, group: Group) -> io::Result<()> {
+        self.reap_strays();
+        if !group.alive() {
+            return Ok(());
+        }
+        group.signal_and_continue(Signal::SIGTERM);
+        let deadline = Instant::now() + self.launch.grace;
+        loop {
+            self.reap_strays();
+            if !group.alive() {
+                return Ok(());
+            }
+            match self.signals.wait(None, Some(deadline))? {
+                Event::Timeout | Event::Signal { .. } => break,
+                Event::Child | Event::Other => {}
+            }
+        }
+        group.signal(Signal::SIGKILL);
+        reap_group_blocking(group);
+        Ok(())
+    }
+
     /// Stops PROGRAM and every process of its group: the native `Shutdown`
     /// request first when `ask_first` (and the channel is open), then
-    /// `SIGTERM` to the group, then `SIGKILL`, each step after the grace
-    /// period; then the rest of the group the same way. A signal to readyfd
-    /// meanwhile skips to `SIGKILL`.
+    /// `SIGTERM` (and `SIGCONT`) to the group, then `SIGKILL`, each step
+    /// after the grace period; then the rest of the group the same way, and
+    /// a main pid that left the group. A signal to readyfd meanwhile skips
+    /// to `SIGKILL`.
     ///
     /// # Errors
     /// When waiting fails.
@@ -488,12 +790,13 @@ impl<'a> Supervisor<'a> {
             (false, Some(_)) => StopVia::Sigterm,
             (false, None) => StopVia::AlreadyExited,
         };
-        let mut status = self.child.exit_status()?;
+        let mut status = self.child()?.exit_status()?;
         if status.is_none() && ask_first && self.term_sent.is_none() {
-            let acknowledged = self
-                .child
-                .channel()
-                .is_some_and(|ch| ch.closed().is_none() && ch.shutdown(grace).is_ok());
+            // Served meanwhile: a child flooding the channel can still
+            // read the request and acknowledge it.
+            let acknowledged = self.serving(|_, ch| {
+                ch.is_some_and(|ch| ch.closed().is_none() && ch.shutdown(grace).is_ok())
+            });
             if acknowledged {
                 via = StopVia::Shutdown;
                 status = self.wait_leader(Some(Instant::now() + grace))?;
@@ -501,8 +804,9 @@ impl<'a> Supervisor<'a> {
         }
         if status.is_none() {
             via = StopVia::Sigterm;
+            let group = self.group;
             let sent = *self.term_sent.get_or_insert_with(|| {
-                self.group.signal_and_continue(Signal::SIGTERM);
+                group.signal_and_continue(Signal::SIGTERM);
                 Instant::now()
             });
             status = self.wait_leader(Some(sent + grace))?;
@@ -514,11 +818,12 @@ impl<'a> Supervisor<'a> {
                 self.kill_group();
                 match self.wait_leader(None)? {
                     Some(s) => s,
-                    None => self.child.wait()?,
+                    None => self.child()?.wait()?,
                 }
             }
         };
         self.cleanup_group()?;
+        self.stop_main()?;
         Ok(Stopped {
             status,
             via,
@@ -535,7 +840,7 @@ impl<'a> Supervisor<'a> {
     /// readyfd meanwhile kills the group.
     fn wait_leader(&mut self, deadline: Option<Instant>) -> io::Result<Option<ExitStatus>> {
         loop {
-            if let Some(s) = self.child.exit_status()? {
+            if let Some(s) = self.child()?.exit_status()? {
                 return Ok(Some(s));
             }
             match self.signals.wait(None, deadline)? {
@@ -547,7 +852,8 @@ impl<'a> Supervisor<'a> {
                     ));
                     self.kill_group();
                 }
-                Event::Child | Event::Other => {}
+                Event::Child => self.reap_strays(),
+                Event::Other => {}
             }
         }
     }
@@ -555,17 +861,18 @@ impl<'a> Supervisor<'a> {
     /// After PROGRAM itself has exited: ends the rest of its process group
     /// (SIGTERM unless it had one, the grace period, SIGKILL) and reaps it.
     fn cleanup_group(&mut self) -> io::Result<()> {
-        self.reap_group();
+        self.reap_strays();
         if !self.group.alive() {
             return Ok(());
         }
+        let group = self.group;
         let sent = *self.term_sent.get_or_insert_with(|| {
-            self.group.signal_and_continue(Signal::SIGTERM);
+            group.signal_and_continue(Signal::SIGTERM);
             Instant::now()
         });
         let deadline = sent + self.launch.grace;
         loop {
-            self.reap_group();
+            self.reap_strays();
             if !self.group.alive() {
                 return Ok(());
             }
@@ -575,61 +882,189 @@ impl<'a> Supervisor<'a> {
             }
         }
         self.kill_group();
-        // Every member is dying now, and those whose parent died are our
-        // children (we are their subreaper): reap until none is left.
-        loop {
-            match waitid(Id::PGid(self.group.0), WaitPidFlag::WEXITED) {
-                Ok(st) => self.note_reaped(st),
-                Err(Errno::EINTR) => {}
-                Err(_) => break,
-            }
-        }
+        reap_group_blocking(self.group);
         Ok(())
     }
 
-    /// Reaps, without waiting, the processes of the group that are our
-    /// children and have exited. Only once PROGRAM itself is reaped: its
-    /// status belongs to the library's handle.
-    fn reap_group(&mut self) {
-        if !matches!(self.child.exit_status(), Ok(Some(_))) {
-            return;
-        }
-        loop {
-            match waitid(
-                Id::PGid(self.group.0),
-                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
-            ) {
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(st) => self.note_reaped(st),
+    /// Stops a main pid that left PROGRAM's group (a daemon), as the group
+    /// is stopped: SIGTERM and SIGCONT, the grace period, SIGKILL; through
+    /// its pidfd, so never a recycled pid.
+    fn stop_main(&mut self) -> io::Result<()> {
+        let Some(fd) = self
+            .outside_main()
+            .map(|fd| fd.as_fd().try_clone_to_owned())
+        else {
+            self.reap_strays();
+            return Ok(());
+        };
+        let fd = fd?;
+        pidfd::signal(&fd, Signal::SIGTERM);
+        pidfd::signal(&fd, Signal::SIGCONT);
+        let deadline = Instant::now() + self.launch.grace;
+        let mut kill = false;
+        while !pidfd::exited(&fd) {
+            if kill {
+                pidfd::signal(&fd, Signal::SIGKILL);
+            }
+            match self
+                .signals
+                .wait(Some(fd.as_fd()), (!kill).then_some(deadline))?
+            {
+                Event::Timeout | Event::Signal { .. } => kill = true,
+                Event::Child => self.reap_strays(),
+                Event::Other => {}
             }
         }
-    }
-
-    fn note_reaped(&mut self, st: WaitStatus) {
-        match st {
-            WaitStatus::Exited(pid, code) => {
-                self.reaped.push((pid.as_raw() as u32, (code & 0xff) as u8))
-            }
-            WaitStatus::Signaled(pid, sig, _) => self
-                .reaped
-                .push((pid.as_raw() as u32, signal_code(sig as i32))),
-            _ => {}
-        }
+        self.reap_strays();
+        Ok(())
     }
 }
 
 impl Drop for Supervisor<'_> {
     /// A safety net for early returns and panics: whatever of PROGRAM's
-    /// group still runs is killed, and PROGRAM reaped. The normal paths
+    /// group (and a main pid outside it, and CMD's group) still runs is
+    /// killed, and PROGRAM reaped. The normal paths
     /// ([`stop`](Supervisor::stop), [`attach`](Supervisor::attach)) have
     /// left nothing by then, and this does nothing.
     fn drop(&mut self) {
-        if matches!(self.child.exit_status(), Ok(None)) {
-            self.group.signal(Signal::SIGKILL);
-            let _ = self.child.wait();
+        if let Some(c) = &mut self.child {
+            if matches!(c.exit_status(), Ok(None)) {
+                self.group.signal(Signal::SIGKILL);
+                let _ = c.wait();
+            }
         }
         if self.group.alive() {
             self.group.signal(Signal::SIGKILL);
+        }
+        if let Some(fd) = self.outside_main() {
+            pidfd::signal(fd, Signal::SIGKILL);
+        }
+        if let Some(cmd) = self.then_pid {
+            Group(Pid::from_raw(cmd as libc::pid_t)).signal(Signal::SIGKILL);
+        }
+        self.watchdog.finish();
+    }
+}
+
+/// Reaps every exited child of readyfd except the `owned` pids, whose
+/// status belongs to someone (the library's handle, std's `Child`), and
+/// calls `note` with each pid and status as the shell reports it. Orphans
+/// of PROGRAM's and CMD's groups become readyfd's children (it is their
+/// subreaper), and are reaped here as they end.
+///
+/// It looks with `waitid(P_ALL, WNOWAIT)` first and reaps only that pid,
+/// so that an owned child's status is never taken. When what it sees is an
+/// owned child (whose owner has not reaped it yet), the others may hide
+/// behind it: it then reads this process's zombie children from `/proc`.
+fn reap_strays(owned: &[u32], note: &mut dyn FnMut(u32, u8)) {
+    let mut reap = |pid: u32| -> bool {
+        match waitpid(
+            Pid::from_raw(pid as libc::pid_t),
+            Some(WaitPidFlag::WNOHANG),
+        ) {
+            Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                if let Some(code) = shell_code(st) {
+                    note(pid, code);
+                }
+                true
+            }
+            _ => false,
+        }
+    };
+    loop {
+        let peek = waitid(
+            Id::All,
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        );
+        let pid = match peek {
+            Ok(st) => match st.pid() {
+                Some(p) => p.as_raw() as u32,
+                None => return,
+            },
+            Err(Errno::EINTR) => continue,
+            Err(_) => return,
+        };
+        if owned.contains(&pid) {
+            for z in pidfd::zombie_children() {
+                if !owned.contains(&z) {
+                    reap(z);
+                }
+            }
+            return;
+        }
+        if !reap(pid) {
+            return;
+        }
+    }
+}
+
+/// After SIGKILL to `group`: reaps its members until none is left that is
+/// readyfd's child (those whose parent died become readyfd's children, as
+/// it is their subreaper).
+fn reap_group_blocking(group: Group) {
+    while let Ok(_) | Err(Errno::EINTR) = waitid(Id::PGid(group.0), WaitPidFlag::WEXITED) {}
+}
+
+/// The status of an exited or killed process as the shell reports it.
+fn shell_code(st: WaitStatus) -> Option<u8> {
+    match st {
+        WaitStatus::Exited(_, code) => Some((code & 0xff) as u8),
+        WaitStatus::Signaled(_, sig, _) => Some(signal_code(sig as i32)),
+        _ => None,
+    }
+}
+
+/// PROGRAM's status, if it has exited, without reaping it (`WNOWAIT`).
+fn peek_exit(pid: u32) -> io::Result<Option<ExitStatus>> {
+    use std::os::unix::process::ExitStatusExt;
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    loop {
+        return match waitid(Id::Pid(Pid::from_raw(pid as libc::pid_t)), flags) {
+            Ok(WaitStatus::Exited(_, code)) => Ok(Some(ExitStatus::from_raw((code & 0xff) << 8))),
+            Ok(WaitStatus::Signaled(_, sig, core)) => Ok(Some(ExitStatus::from_raw(
+                sig as i32 | if core { 0x80 } else { 0 },
+            ))),
+            Ok(_) => Ok(None),
+            Err(Errno::EINTR) => continue,
+            Err(e) => Err(e.into()),
+        };
+    }
+}
+
+/// Serves the native channel while `stop` is not set: notifications are
+/// read and dropped, requests answered `Unsupported` (PROTOCOL.md: a side
+/// with no handler answers so), and each new status text is shown: on the
+/// progress line on a terminal, as one more JSON line with `--json`
+/// (`{"pid":..,"status":".."}`). Wakes every [`TICK`] to look at `stop`.
+fn serve_channel(ch: &Channel, stop: &AtomicBool, term: &Term, json: bool, name: &str, pid: u32) {
+    let mut shown = ch.last_status();
+    while !stop.load(Ordering::Relaxed) {
+        match ch.recv_timeout(TICK) {
+            Ok(Some(Incoming::Request(r))) => {
+                let _ = r.reject(
+                    RemoteErrorKind::Unsupported,
+                    "readyfd run serves no requests",
+                );
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+        let status = ch.last_status();
+        if status != shown {
+            if let Some(text) = &status {
+                if json {
+                    let line = serde_json::json!({ "pid": pid, "status": text });
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                } else {
+                    term.progress(&format!(
+                        "readyfd: {name} (pid {pid}) is ready; status {}",
+                        quoted(text)
+                    ));
+                }
+            }
+            shown = status;
         }
     }
 }

@@ -294,3 +294,322 @@ fn goodbye_before_ready_gives_the_documented_status() {
         );
     }
 }
+
+// ---- 2. every child reaped -------------------------------------------------------------------
+
+/// Shell text that leaves `n` orphans, each printing `orphan` as its last
+/// act: the shell that started it has exited by then, so it is readyfd's
+/// (the subreaper's) child.
+fn orphans(n: u32) -> String {
+    format!("i=0; while [ $i -lt {n} ]; do sh -c 'echo orphan &'; i=$((i+1)); done")
+}
+
+/// Reads `n` `orphan` lines, then waits (bounded) until readyfd has no
+/// zombie child: the first of them have been zombies for a while by then.
+fn expect_orphans_reaped(r: &Running, n: u32) {
+    for _ in 0..n {
+        assert_eq!(r.line(), "orphan");
+    }
+    let bound = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let zombies = common::zombie_children(r.pid);
+        if zombies.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < bound,
+            "{} zombies left unreaped by readyfd: {zombies:?}",
+            zombies.len()
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn orphans_are_reaped_while_waiting_for_readiness() {
+    let mut r = Running::start(&mut readyfd(
+        run_args(&["--then", "true"], &["sh", "-c"])
+            .into_iter()
+            .chain([format!(
+                "{}; read l; \"$READYFD_BIN\" notify; exec sleep 1000 # sleep-ok",
+                orphans(300)
+            )]),
+    ));
+    expect_orphans_reaped(&r, 300);
+    r.close_stdin();
+    assert_eq!(r.finish().code, Some(0));
+}
+
+#[test]
+fn orphans_are_reaped_while_attached() {
+    let mut r = Running::start(&mut readyfd(
+        run_args(&["--json"], &["sh", "-c"])
+            .into_iter()
+            .chain([format!(
+                "\"$READYFD_BIN\" notify; {}; read l; exit 0",
+                orphans(300)
+            )]),
+    ));
+    let _ = r.json();
+    expect_orphans_reaped(&r, 300);
+    r.close_stdin();
+    assert_eq!(r.finish().code, Some(0));
+}
+
+#[test]
+fn orphans_are_reaped_during_then() {
+    let mut r = Running::start(&mut readyfd(
+        run_args(&["--json", "--then", "read l || true"], &["sh", "-c"])
+            .into_iter()
+            .chain([format!(
+                "\"$READYFD_BIN\" notify; {}; exec sleep 1000 # sleep-ok",
+                orphans(300)
+            )]),
+    ));
+    let _ = r.json();
+    expect_orphans_reaped(&r, 300);
+    r.close_stdin();
+    assert_eq!(r.finish().code, Some(0));
+}
+
+// ---- 3. kill -9 of readyfd ------------------------------------------------------------------
+
+/// Starts `args`, waits for `started` lines on stdout, kills readyfd with
+/// SIGKILL; the shared check then waits (bounded) until no process of the
+/// run is left.
+fn kill_readyfd_after(args: Vec<String>, started: usize) {
+    let r = Running::start(&mut readyfd(args));
+    for _ in 0..started {
+        let _ = r.line();
+    }
+    r.signal(Signal::SIGKILL);
+    let f = r.finish();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&f.status),
+        Some(9),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn kill_9_of_readyfd_ends_programs_background_helpers() {
+    kill_readyfd_after(
+        run_args(&["--json"], &["sh", "-c"])
+            .into_iter()
+            .chain(["sleep 1000 & \"$READYFD_BIN\" notify; exec sleep 1000 # sleep-ok".into()])
+            .collect(),
+        1,
+    );
+}
+
+#[test]
+fn kill_9_of_readyfd_ends_a_server_behind_a_wrapper() {
+    kill_readyfd_after(
+        run_args(&["--json"], &["sh", "-c"])
+            .into_iter()
+            .chain([
+                "sh -c '\"$READYFD_BIN\" notify; exec sleep 1000'; echo after # sleep-ok".into(),
+            ])
+            .collect(),
+        1,
+    );
+}
+
+#[test]
+fn kill_9_of_readyfd_ends_the_then_cmd() {
+    kill_readyfd_after(
+        run_args(
+            &[
+                "--json",
+                "--then",
+                "echo started; sleep 1000 & sleep 1000 # sleep-ok",
+            ],
+            &[],
+        )
+        .into_iter()
+        .chain(ready_then("exec sleep 1000 # sleep-ok"))
+        .collect(),
+        2,
+    );
+}
+
+// ---- 4. --then CMD in a group of its own --------------------------------------------------
+
+#[test]
+fn then_signals_reach_cmds_whole_group() {
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        let r = Running::start(&mut readyfd(
+            run_args(
+                &["--json", "--then", "echo started; sleep 1000 # sleep-ok"],
+                &[],
+            )
+            .into_iter()
+            .chain(ready_then("exec sleep 1000 # sleep-ok")),
+        ));
+        let _ = r.json();
+        assert_eq!(r.line(), "started");
+        r.signal(signal);
+        // The shared check: the forked `sleep` is gone too.
+        let f = r.finish_within(Duration::from_secs(20));
+        assert_eq!(f.code, Some(128 + signal as i32), "{signal}: {f:?}");
+    }
+}
+
+#[test]
+fn then_cmds_background_jobs_are_stopped() {
+    let f = run(&mut readyfd(
+        run_args(
+            &[
+                "--grace",
+                "1s",
+                "--then",
+                "sleep 1000 & (trap '' TERM; sleep 1000) & exit 0 # sleep-ok",
+            ],
+            &[],
+        )
+        .into_iter()
+        .chain(ready_then("exec sleep 1000 # sleep-ok")),
+    ));
+    assert_eq!(f.code, Some(0), "{f:?}");
+}
+
+// ---- 5. the channel is served for the whole run ---------------------------------------------
+
+#[test]
+fn channel_is_served_after_ready() {
+    // After Ready: a flood of small Notify frames, status updates, then a
+    // request, which readyfd answers Unsupported; then the Shutdown at the
+    // end, which the child acknowledges.
+    let child = "hello(); ready([('http', '127.0.0.1:9')])\n\
+        for i in range(20000):\n\
+        \x20   frame(5, b'x')\n\
+        \x20   if i % 1000 == 0: frame(6, s('flood %d' % i))\n\
+        frame(6, s('after the flood'))\n\
+        frame(3, struct.pack('<QI', 1, 2) + s('serve me'))\n\
+        while True:\n\
+        \x20   tag, body = read_frame()\n\
+        \x20   if tag == 4 and struct.unpack('<Q', body[:8])[0] == 1:\n\
+        \x20       kind = struct.unpack('<II', body[8:16])\n\
+        \x20       print('answered', kind, flush=True)\n\
+        \x20       break\n\
+        while True:\n\
+        \x20   tag, body = read_frame()\n\
+        \x20   if tag == 3 and struct.unpack('<I', body[8:12])[0] == 1:\n\
+        \x20       frame(4, body[:8] + struct.pack('<I', 0))\n\
+        \x20       sys.exit(0)\n";
+    let mut r = Running::start(&mut readyfd(
+        run_args(&["--json", "--then", "read l || true"], &[])
+            .into_iter()
+            .chain(native_python(child)),
+    ));
+    let _ = r.json();
+    let mut last = String::new();
+    loop {
+        let line = r.line();
+        if line.starts_with("answered") {
+            // Error (2), Unsupported (0).
+            assert_eq!(line, "answered (2, 0)");
+            break;
+        }
+        last = line;
+    }
+    let j: Value = serde_json::from_str(&last).expect("a status line");
+    assert_eq!(j["status"], "after the flood", "{j}");
+    r.close_stdin();
+    let f = r.finish();
+    assert_eq!(f.code, Some(0), "{f:?}");
+    assert!(f.stderr.contains("acknowledged Shutdown"), "{}", f.stderr);
+}
+
+// ---- PROGRAM failing during --then --------------------------------------------------------------
+
+#[test]
+fn program_failing_during_then_is_reported_at_once() {
+    let mut r = Running::start(&mut readyfd(
+        run_args(
+            &["--json", "--then", "echo started; sleep 1000 # sleep-ok"],
+            &[],
+        )
+        .into_iter()
+        .chain(ready_then("read l; exit 3")),
+    ));
+    let _ = r.json();
+    assert_eq!(r.line(), "started");
+    r.close_stdin();
+    let f = r.finish_within(Duration::from_secs(20));
+    assert_eq!(f.code, Some(68), "{f:?}");
+    assert!(
+        f.stderr.contains("exited with status 3 while --then CMD"),
+        "{}",
+        f.stderr
+    );
+}
+
+#[test]
+fn python_child_that_raises_after_ready_fails_the_run() {
+    // The interpreter closes the socket while it finalises, still alive:
+    // the exit status is the truth.
+    let child = "hello(); ready()\n\
+        sys.stdin.readline()\n\
+        raise SystemExit('crashed')\n";
+    let mut r = Running::start(&mut readyfd(
+        run_args(
+            &["--json", "--then", "echo started; sleep 1000 # sleep-ok"],
+            &[],
+        )
+        .into_iter()
+        .chain(native_python(child)),
+    ));
+    let _ = r.json();
+    assert_eq!(r.line(), "started");
+    r.close_stdin();
+    let f = r.finish_within(Duration::from_secs(20));
+    assert_eq!(f.code, Some(68), "{f:?}");
+}
+
+#[test]
+fn cmds_failure_wins_over_programs() {
+    let f = run(&mut readyfd(
+        run_args(&["--then", "exit 5"], &[])
+            .into_iter()
+            .chain(ready_then("exit 3")),
+    ));
+    assert_eq!(f.code, Some(5), "{f:?}");
+}
+
+// ---- 11. daemons that left the group ----------------------------------------------------------
+
+/// A wrapper that starts a daemon in a session of its own, which reports
+/// itself as the main pid, and exits 0.
+fn setsid_daemon() -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        "setsid sh -c '\"$READYFD_BIN\" notify --pid $$ && exec sleep 1000' & wait # sleep-ok"
+            .into(),
+    ]
+}
+
+#[test]
+fn daemon_that_left_the_group_is_stopped_after_then() {
+    let f = run(&mut readyfd(
+        run_args(&["--json", "--then", "true"], &[])
+            .into_iter()
+            .chain(setsid_daemon()),
+    ));
+    assert_eq!(f.code, Some(0), "{f:?}");
+}
+
+#[test]
+fn daemon_that_left_the_group_is_followed_and_stopped_attached() {
+    let r = Running::start(&mut readyfd(
+        run_args(&["--json"], &[])
+            .into_iter()
+            .chain(setsid_daemon()),
+    ));
+    let j = r.json();
+    assert_ne!(j["main_pid"], j["pid"]);
+    r.signal(Signal::SIGTERM);
+    let f = r.finish_within(Duration::from_secs(20));
+    assert_eq!(f.code, Some(128 + 15), "the daemon's status: {f:?}");
+}

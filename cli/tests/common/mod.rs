@@ -302,26 +302,39 @@ pub fn wait_readable(fd: &OwnedFd, bound: Duration) -> bool {
     matches!(nix::poll::poll(&mut fds, timeout), Ok(n) if n > 0)
 }
 
-/// The children of `pid` that are zombies now.
-pub fn zombie_children(pid: u32) -> Vec<u32> {
-    let mut zombies = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return zombies;
+/// The children of `pid` as (pid, state letter), from `/proc/*/stat`
+/// (this kernel has no `/proc/PID/task/TID/children`).
+pub fn children(pid: u32) -> Vec<(u32, char)> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
     };
-    for t in tasks.flatten() {
-        let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-        for c in children
-            .split_whitespace()
-            .filter_map(|c| c.parse::<u32>().ok())
-        {
-            let stat = std::fs::read_to_string(format!("/proc/{c}/stat")).unwrap_or_default();
-            let state = stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next());
-            if state == Some('Z') {
-                zombies.push(c);
-            }
+    for e in dir.flatten() {
+        let Some(c) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{c}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let mut f = rest.split(' ');
+        let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        if f.next().and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            found.push((c, state));
         }
     }
-    zombies
+    found
+}
+
+/// The children of `pid` that are zombies now.
+pub fn zombie_children(pid: u32) -> Vec<u32> {
+    children(pid)
+        .into_iter()
+        .filter(|(_, s)| *s == 'Z')
+        .map(|(c, _)| c)
+        .collect()
 }
 
 /// The state letter of process `pid` (`R`, `S`, `T`, `Z`...), if it exists.
