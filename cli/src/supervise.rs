@@ -157,6 +157,9 @@ pub(crate) struct Supervisor<'a> {
     pid: u32,
     /// PROGRAM's status, when it was reaped before its handle was lent out.
     reaped: Option<ExitStatus>,
+    /// PROGRAM had exited 0 before its readiness was seen: what said ready
+    /// was another process of its group (a wrapper's server).
+    wrapper_before_ready: bool,
     group: Group,
     signals: &'a Signals,
     term: &'a Term,
@@ -242,6 +245,7 @@ impl<'a> Supervisor<'a> {
             child: Some(child),
             pid,
             reaped: None,
+            wrapper_before_ready: false,
             group,
             signals,
             term,
@@ -434,6 +438,10 @@ impl<'a> Supervisor<'a> {
         }
         match joined {
             Ok(Ok(readiness)) => {
+                self.wrapper_before_ready = self
+                    .child()
+                    .and_then(|c| c.exit_status())
+                    .is_ok_and(|s| s.is_some_and(|s| s.success()));
                 self.adopt_main(readiness.ready.pid);
                 Ok(readiness)
             }
@@ -606,13 +614,15 @@ impl<'a> Supervisor<'a> {
     /// what is left of the group. Returns PROGRAM's status as the shell
     /// reports it.
     ///
-    /// A PROGRAM that exits 0 while readiness came from another process
-    /// (`main_pid`) was a wrapper (`sh -c 'server &'`, a daemon that forks),
-    /// whether it exited before or after that process said Ready: what it
-    /// started runs on, and readyfd follows the group and the main pid
-    /// until both are gone and returns the status of the main pid, if
-    /// readyfd reaped it, else the wrapper's. Any other exit ends the group
-    /// and the main pid.
+    /// A PROGRAM that exits 0 may have been a wrapper (`sh -c 'server &'`,
+    /// a daemon that forks), whose server runs on in its group or as the
+    /// main pid. It is taken as one when readiness came from another
+    /// process (the main pid differs), when it had exited before its
+    /// readiness was seen (then another process of its group said ready),
+    /// or under `--protocol pipe`, whose message names no process. readyfd
+    /// then follows the group and the main pid until both are gone and
+    /// returns the status of the main pid, if readyfd reaped it, else the
+    /// wrapper's. Any other exit ends the group and the main pid.
     ///
     /// # Errors
     /// When waiting or reading the signalfd fails.
@@ -623,7 +633,10 @@ impl<'a> Supervisor<'a> {
                 break st;
             }
         };
-        if !status.success() || self.main.is_none() {
+        let wrapper = self.main.is_some()
+            || self.wrapper_before_ready
+            || self.launch.protocol == Protocol::Pipe;
+        if !status.success() || !wrapper {
             self.cleanup_group()?;
             self.stop_main()?;
             return Ok(exit::status_code(status));
@@ -669,6 +682,22 @@ impl<'a> Supervisor<'a> {
             sh.env_remove(var);
         }
         sh.envs(env.iter().map(|(k, v)| (k, v)));
+        let tty = foreground_tty();
+        if tty {
+            // SAFETY: runs in the forked child before exec, before the
+            // signal reset below: sigprocmask and tcsetpgrp (an ioctl) on
+            // integers, no allocation, no lock. SIGTTOU is blocked so that
+            // a process of a background group may take the terminal.
+            unsafe {
+                sh.pre_exec(|| {
+                    let mut set = nix::sys::signal::SigSet::empty();
+                    set.add(Signal::SIGTTOU);
+                    set.thread_block()?;
+                    libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
+                    Ok(())
+                });
+            }
+        }
         Signals::reset_in_child(&mut sh);
         let parent = nix::unistd::getpid();
         // SAFETY: as in `start`: prctl and getppid on captured integers.
@@ -684,6 +713,10 @@ impl<'a> Supervisor<'a> {
         })?;
         let then_pid = then.id();
         self.then_pid = Some(then_pid);
+        if tty {
+            // Also here, whichever of the two runs first.
+            set_foreground(then_pid as libc::pid_t);
+        }
         let cmd_group = Group(Pid::from_raw(then_pid as libc::pid_t));
         let wait_err = |e: io::Error| Failure::system("waiting for --then CMD failed", e);
         let mut program_failed = None;
@@ -724,6 +757,9 @@ impl<'a> Supervisor<'a> {
             }
         };
         self.then_pid = None;
+        if tty {
+            set_foreground(nix::unistd::getpgrp().as_raw());
+        }
         self.end_group(cmd_group).map_err(wait_err)?;
         Ok(ThenOutcome {
             cmd: status,
@@ -1003,6 +1039,31 @@ fn reap_strays(owned: &[u32], note: &mut dyn FnMut(u32, u8)) {
 /// it is their subreaper).
 fn reap_group_blocking(group: Group) {
     while let Ok(_) | Err(Errno::EINTR) = waitid(Id::PGid(group.0), WaitPidFlag::WEXITED) {}
+}
+
+/// Whether readyfd's stdin is a terminal whose foreground process group is
+/// readyfd's: then `--then` CMD, in a group of its own, is given the
+/// terminal (as a shell gives it to a foreground job), so that it can read
+/// from it and gets Ctrl-C directly, and readyfd takes it back after.
+fn foreground_tty() -> bool {
+    // SAFETY: isatty, tcgetpgrp and getpgrp take integers and touch no
+    // memory of ours.
+    unsafe {
+        libc::isatty(libc::STDIN_FILENO) == 1
+            && libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp()
+    }
+}
+
+/// Makes `pgrp` the terminal's foreground process group, with SIGTTOU
+/// blocked (readyfd may be in a background group by then, and a blocked
+/// SIGTTOU lets it proceed instead of stopping it).
+fn set_foreground(pgrp: libc::pid_t) {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(Signal::SIGTTOU);
+    let Ok(()) = set.thread_block() else { return };
+    // SAFETY: tcsetpgrp is an ioctl on fd 0 with an integer.
+    unsafe { libc::tcsetpgrp(libc::STDIN_FILENO, pgrp) };
+    let _ = set.thread_unblock();
 }
 
 /// The status of an exited or killed process as the shell reports it.

@@ -613,3 +613,90 @@ fn daemon_that_left_the_group_is_followed_and_stopped_attached() {
     let f = r.finish_within(Duration::from_secs(20));
     assert_eq!(f.code, Some(128 + 15), "the daemon's status: {f:?}");
 }
+
+// ---- 7. the wrapper pattern outside native ------------------------------------------------------
+
+#[test]
+fn pipe_wrapper_attached_follows_its_server() {
+    // The wrapper exits 0 at once; its server writes the address and runs
+    // on. readyfd must not take the wrapper's exit for the end.
+    let r = Running::start(&mut readyfd(run_args(
+        &["--protocol", "pipe", "--json"],
+        &[
+            "sh",
+            "-c",
+            "sh -c 'echo $$; echo 127.0.0.1:7 >&3; exec sleep 1000' & exit 0 # sleep-ok",
+        ],
+    )));
+    // The JSON line and the server's pid, in either order.
+    let (a, b) = (r.line(), r.line());
+    let (json, server) = if a.starts_with('{') { (a, b) } else { (b, a) };
+    let j: Value = serde_json::from_str(&json).unwrap();
+    let wrapper = pid_of(&j);
+    let server: u32 = server.parse().unwrap();
+    let bound = std::time::Instant::now() + common::BOUND;
+    while !common::gone(u64::from(wrapper)) {
+        assert!(
+            std::time::Instant::now() < bound,
+            "the wrapper did not exit"
+        );
+        std::thread::yield_now();
+    }
+    assert!(
+        common::state(server).is_some_and(|s| s != 'Z'),
+        "the server was stopped with its wrapper"
+    );
+    r.signal(Signal::SIGTERM);
+    let f = r.finish();
+    assert_eq!(f.code, Some(0), "the wrapper's status: {f:?}");
+}
+
+#[test]
+fn then_cmd_owns_the_terminal_and_gets_its_ctrl_c() {
+    // On a terminal (a pty that python3 makes the controlling terminal of
+    // a new session), CMD, in a group of its own, can read from it, and
+    // Ctrl-C reaches CMD's group; readyfd then stops PROGRAM.
+    let driver = "import os, pty, sys\n\
+        pid, m = pty.fork()\n\
+        if pid == 0:\n\
+        \x20   os.execv(sys.argv[1], sys.argv[1:])\n\
+        out = b''\n\
+        def until(s):\n\
+        \x20   global out\n\
+        \x20   while s not in out:\n\
+        \x20       d = os.read(m, 4096)\n\
+        \x20       if not d: raise SystemExit('eof before %r: %r' % (s, out))\n\
+        \x20       out += d\n\
+        until(b'asking')\n\
+        os.write(m, b'hello\\n')\n\
+        until(b'got hello')\n\
+        os.write(m, b'\\x03')\n\
+        try:\n\
+        \x20   until(b'never')\n\
+        except (OSError, SystemExit):\n\
+        \x20   pass\n\
+        _, st = os.waitpid(pid, 0)\n\
+        sys.stdout.write(out.decode('utf-8', 'replace'))\n\
+        sys.exit(os.waitstatus_to_exitcode(st))\n";
+    let mut cmd = readyfd::<[&str; 0], &str>([]);
+    let mut py = std::process::Command::new("python3");
+    py.args([
+        "-c",
+        driver,
+        READYFD,
+        "run",
+        "--then",
+        "echo asking; read x; echo got $x; exec sleep 1000 # sleep-ok",
+        "--",
+        "sh",
+        "-c",
+        "\"$READYFD_BIN\" notify; exec sleep 1000 # sleep-ok",
+    ])
+    .envs(
+        cmd.get_envs()
+            .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+    );
+    let _ = &mut cmd;
+    let f = Running::start(&mut py).finish_within(Duration::from_secs(20));
+    assert_eq!(f.code, Some(128 + 2), "{f:?}");
+}
