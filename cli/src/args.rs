@@ -60,23 +60,30 @@ Start PROGRAM with a readiness channel, wait until it says it is ready, and
 report where it listens (a line on stderr, or one JSON line on stdout with
 --json). Then:
 
-  with --then CMD: run `sh -c CMD` with READYFD_PID (the pid readyfd started,
-    also PROGRAM's process group), READYFD_MAIN_PID (the pid PROGRAM reported),
-    READYFD_ADDR (the first address) and READYFD_ADDR_<NAME> for each address
-    (NAME upper-cased, other characters than letters and digits as _; an
-    unnamed address is named by its position, from 0); then stop PROGRAM
-    (native Shutdown first, SIGTERM to its process group otherwise or after
-    --grace, SIGKILL after another --grace) and exit with CMD's status;
+  with --then CMD: run `sh -c CMD` in a process group of its own (given the
+    terminal when readyfd has it) with READYFD_PID (the pid readyfd started,
+    also PROGRAM's process group), READYFD_MAIN_PID (the pid PROGRAM
+    reported), READYFD_ADDR (the first address) and READYFD_ADDR_<NAME> for
+    each address (NAME upper-cased, other characters than letters and digits
+    as _; an unnamed address is named by its position, from 0); then stop
+    what is left of CMD's group, and PROGRAM (native Shutdown first, SIGTERM
+    and SIGCONT to its process group otherwise or after --grace, SIGKILL
+    after another --grace) and exit with CMD's status. If PROGRAM fails
+    while CMD runs, CMD is stopped at once and readyfd exits 68;
 
-  without --then: stay attached, forward SIGINT, SIGTERM and SIGHUP to
-    PROGRAM's process group, and exit with PROGRAM's status (128+N when it
-    was killed by signal N).
+  without --then: stay attached, forward SIGINT, SIGTERM and SIGHUP (and
+    SIGCONT) to PROGRAM's process group, and exit with PROGRAM's status
+    (128+N when it was killed by signal N).
 
 PROGRAM runs in its own process group, which readyfd signals when stopping
-it: no process of it is left behind. If readyfd itself gets SIGINT, SIGTERM
-or SIGHUP while waiting, it stops PROGRAM and exits with 128+N; during --then
-it passes the signal on to CMD (unless it came from the terminal, which gave
-it to CMD already) and stops PROGRAM once CMD has ended.
+it, and readyfd reaps every process it inherits from it: no process of it is
+left behind, not even a zombie. A watchdog process ends PROGRAM's and CMD's
+groups if readyfd itself is killed (even with SIGKILL). If readyfd gets
+SIGINT, SIGTERM or SIGHUP while waiting, it stops PROGRAM and exits with
+128+N; during --then it passes the signal on to CMD's group and stops
+PROGRAM once CMD has ended. The native channel is served throughout: status
+updates after readiness show on the progress line (with --json, as more
+JSON lines), requests are answered Unsupported.
 
 Protocols:
   native   a socket at fd N, READYFD=N: the readyfd library's Parent::from_env,
@@ -141,7 +148,8 @@ pub(crate) struct RunArgs {
     pub(crate) grace: Duration,
 
     /// Print one JSON line on stdout when ready (pid, main_pid, protocol,
-    /// addresses, address, status, ready_ms) instead of the line on stderr.
+    /// addresses, address, status, ready_ms) instead of the line on stderr,
+    /// and one line {"pid","status"} per later status update.
     #[arg(long)]
     pub(crate) json: bool,
 

@@ -1094,24 +1094,34 @@ fn peek_exit(pid: u32) -> io::Result<Option<ExitStatus>> {
 
 /// Serves the native channel while `stop` is not set: notifications are
 /// read and dropped, requests answered `Unsupported` (PROTOCOL.md: a side
-/// with no handler answers so), and each new status text is shown: on the
-/// progress line on a terminal, as one more JSON line with `--json`
-/// (`{"pid":..,"status":".."}`). Wakes every [`TICK`] to look at `stop`.
+/// with no handler answers so), and the status text is shown when it
+/// changed: on the progress line on a terminal, as one more JSON line with
+/// `--json` (`{"pid":..,"status":".."}`), at most one per [`TICK`] (a flood
+/// of updates shows the latest, nothing piles up). Wakes every [`TICK`] to
+/// look at `stop`.
 fn serve_channel(ch: &Channel, stop: &AtomicBool, term: &Term, json: bool, name: &str, pid: u32) {
     let mut shown = ch.last_status();
+    let mut next_show = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        match ch.recv_timeout(TICK) {
+        let idle = match ch.recv_timeout(TICK) {
             Ok(Some(Incoming::Request(r))) => {
                 let _ = r.reject(
                     RemoteErrorKind::Unsupported,
                     "readyfd run serves no requests",
                 );
+                false
             }
-            Ok(_) => {}
-            Err(_) => return,
+            Ok(Some(_)) => false,
+            Ok(None) => true,
+            Err(_) => true,
+        };
+        let now = Instant::now();
+        if !idle && now < next_show {
+            continue;
         }
         let status = ch.last_status();
         if status != shown {
+            next_show = now + TICK;
             if let Some(text) = &status {
                 if json {
                     let line = serde_json::json!({ "pid": pid, "status": text });
@@ -1126,6 +1136,10 @@ fn serve_channel(ch: &Channel, stop: &AtomicBool, term: &Term, json: bool, name:
                 }
             }
             shown = status;
+        }
+        if ch.closed().is_some() && idle {
+            // Gone, and every last status shown.
+            return;
         }
     }
 }
