@@ -483,9 +483,26 @@ impl<'a> Supervisor<'a> {
         });
     }
 
+    /// Adopts the main pid a systemd program reported with `MAINPID=`
+    /// (before readiness, or after it: the library keeps it current), so
+    /// that a failed run and a stop reach it too.
+    fn refresh_main(&mut self) {
+        let reported = self
+            .child
+            .as_ref()
+            .and_then(|c| c.notify_state())
+            .and_then(|st| st.main_pid);
+        if let Some(mp) = reported {
+            if self.main.as_ref().is_none_or(|m| m.pid != mp) {
+                self.adopt_main(mp);
+            }
+        }
+    }
+
     /// Turns a failed wait into a message and an exit code, after stopping
     /// whatever is left of PROGRAM.
     fn ready_failure(&mut self, e: ReadyError) -> Failure {
+        self.refresh_main();
         let name = self.launch.name.clone();
         let protocol = self.launch.protocol;
         let stopped = self.stop(false);
@@ -575,36 +592,42 @@ impl<'a> Supervisor<'a> {
             .filter(|fd| !pidfd::exited(fd))
     }
 
-    /// Waits, serving the channel, until PROGRAM has exited (or `then`
-    /// ends), passing signals on.
-    fn wait_program(&mut self, then: Option<&mut std::process::Child>) -> io::Result<Step> {
-        let mut then = then;
+    /// Waits, serving the channel, until PROGRAM has exited (when
+    /// `watch_program`) or `then` (CMD's `sh`) has ended, passing signals
+    /// on: to CMD's group while CMD runs (PROGRAM is stopped once CMD has
+    /// ended), to PROGRAM's otherwise. At `kill_at`, CMD's group gets
+    /// `SIGKILL` (the end of the grace period of a stop).
+    fn wait_program(
+        &mut self,
+        mut then: Option<&mut std::process::Child>,
+        watch_program: bool,
+        mut kill_at: Option<Instant>,
+    ) -> io::Result<Step> {
         loop {
             if let Some(t) = then.as_deref_mut() {
                 if let Some(status) = t.try_wait()? {
                     return Ok(Step::CmdEnded(status));
                 }
-            } else if self.program_status()?.is_some() {
+            }
+            if watch_program && self.program_status()?.is_some() {
                 return Ok(Step::ProgramExited);
             }
-            if then.is_some() && self.program_status()?.is_some() {
-                return Ok(Step::ProgramExited);
-            }
-            match self.signals.wait(None, None)? {
-                Event::Signal {
-                    signal,
-                    from_terminal,
-                } => match (&then, self.then_pid) {
-                    // During --then, signals are CMD's: PROGRAM is stopped
-                    // once CMD has ended.
-                    (Some(_), Some(cmd)) => {
-                        let _ = from_terminal;
-                        Group(Pid::from_raw(cmd as libc::pid_t)).signal_and_continue(signal);
-                    }
-                    _ => self.forward(signal),
+            let cmd_group = then
+                .as_deref()
+                .map(|t| Group(Pid::from_raw(t.id() as libc::pid_t)));
+            match self.signals.wait(None, kill_at)? {
+                Event::Signal { signal, .. } => match cmd_group {
+                    Some(g) => g.signal_and_continue(signal),
+                    None => self.forward(signal),
                 },
+                Event::Timeout => {
+                    if let Some(g) = cmd_group {
+                        g.signal(Signal::SIGKILL);
+                    }
+                    kill_at = None;
+                }
                 Event::Child => self.reap_strays(),
-                Event::Other | Event::Timeout => {}
+                Event::Other => {}
             }
         }
     }
@@ -628,11 +651,12 @@ impl<'a> Supervisor<'a> {
     /// When waiting or reading the signalfd fails.
     pub(crate) fn attach(&mut self) -> io::Result<u8> {
         let status = loop {
-            self.serving(|s, _| s.wait_program(None))?;
+            self.serving(|s, _| s.wait_program(None, true, None))?;
             if let Some(st) = self.child()?.exit_status()? {
                 break st;
             }
         };
+        self.refresh_main();
         let wrapper = self.main.is_some()
             || self.wrapper_before_ready
             || self.launch.protocol == Protocol::Pipe;
@@ -720,41 +744,44 @@ impl<'a> Supervisor<'a> {
         let cmd_group = Group(Pid::from_raw(then_pid as libc::pid_t));
         let wait_err = |e: io::Error| Failure::system("waiting for --then CMD failed", e);
         let mut program_failed = None;
-        let mut watching = self.program_status().map_err(wait_err)?.is_none();
+        // PROGRAM may have ended already, before CMD started: that is seen
+        // (and reaped) here, and handled as an end seen later would be.
+        let mut ended = self.program_status().map_err(wait_err)?;
+        let mut watching = ended.is_none();
+        let mut kill_at = None;
         let status = loop {
-            let step = if watching {
-                self.serving(|s, _| s.wait_program(Some(&mut then)))
-            } else {
-                self.wait_cmd(&mut then)
-            };
-            match step.map_err(wait_err)? {
-                Step::CmdEnded(status) => break status,
-                Step::ProgramExited => {
-                    watching = false;
-                    let Some(s) = self
-                        .child()
-                        .map_err(wait_err)?
-                        .exit_status()
-                        .map_err(wait_err)?
-                    else {
-                        continue;
-                    };
-                    let (name, pid) = (self.launch.name.clone(), self.pid);
-                    if s.success() {
-                        self.term.message(format_args!(
-                            "{name} (pid {pid}) {} while --then CMD was still running",
-                            describe_exit(s)
-                        ));
-                        continue;
+            if ended.is_none() {
+                let step = self.serving(|s, _| s.wait_program(Some(&mut then), watching, kill_at));
+                match step.map_err(wait_err)? {
+                    Step::CmdEnded(status) => break status,
+                    Step::ProgramExited => {
+                        watching = false;
+                        ended = self
+                            .child()
+                            .map_err(wait_err)?
+                            .exit_status()
+                            .map_err(wait_err)?;
                     }
-                    self.term.message(format_args!(
-                        "{name} (pid {pid}) {} while --then CMD was running: stopping CMD",
-                        describe_exit(s)
-                    ));
-                    program_failed = Some(s);
-                    cmd_group.signal_and_continue(Signal::SIGTERM);
                 }
             }
+            let Some(s) = ended.take() else {
+                continue;
+            };
+            let (name, pid) = (self.launch.name.clone(), self.pid);
+            if s.success() {
+                self.term.message(format_args!(
+                    "{name} (pid {pid}) {} while --then CMD was running",
+                    describe_exit(s)
+                ));
+                continue;
+            }
+            self.term.message(format_args!(
+                "{name} (pid {pid}) {} while --then CMD was running: stopping CMD",
+                describe_exit(s)
+            ));
+            program_failed = Some(s);
+            cmd_group.signal_and_continue(Signal::SIGTERM);
+            kill_at = Some(Instant::now() + self.launch.grace);
         };
         self.then_pid = None;
         if tty {
@@ -766,22 +793,6 @@ impl<'a> Supervisor<'a> {
             cmd_stopped: program_failed.is_some(),
             program_failed,
         })
-    }
-
-    /// Waits for CMD's `sh` alone (PROGRAM has ended), passing signals on.
-    fn wait_cmd(&mut self, then: &mut std::process::Child) -> io::Result<Step> {
-        loop {
-            if let Some(status) = then.try_wait()? {
-                return Ok(Step::CmdEnded(status));
-            }
-            match self.signals.wait(None, None)? {
-                Event::Signal { signal, .. } => {
-                    Group(Pid::from_raw(then.id() as libc::pid_t)).signal_and_continue(signal)
-                }
-                Event::Child => self.reap_strays(),
-                Event::Other | Event::Timeout => {}
-            }
-        }
     }
 
     /// Ends what is left of a group whose leader readyfd has reaped:
@@ -826,6 +837,7 @@ impl<'a> Supervisor<'a> {
             (false, Some(_)) => StopVia::Sigterm,
             (false, None) => StopVia::AlreadyExited,
         };
+        self.refresh_main();
         let mut status = self.child()?.exit_status()?;
         if status.is_none() && ask_first && self.term_sent.is_none() {
             // Served meanwhile: a child flooding the channel can still

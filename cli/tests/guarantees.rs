@@ -571,11 +571,14 @@ fn python_child_that_raises_after_ready_fails_the_run() {
 
 #[test]
 fn cmds_failure_wins_over_programs() {
-    let f = run(&mut readyfd(
-        run_args(&["--then", "exit 5"], &[])
+    // CMD fails by itself first; PROGRAM is then stopped (stdin stays open
+    // until readyfd has exited, so PROGRAM's `read` does not end first).
+    let r = Running::start(&mut readyfd(
+        run_args(&["--grace", "300ms", "--then", "exit 5"], &[])
             .into_iter()
-            .chain(ready_then("exit 3")),
+            .chain(ready_then("read l; exit 3")),
     ));
+    let f = r.finish();
     assert_eq!(f.code, Some(5), "{f:?}");
 }
 
@@ -701,4 +704,44 @@ fn then_cmd_owns_the_terminal_and_gets_its_ctrl_c() {
     let _ = &mut cmd;
     let f = Running::start(&mut py).finish_within(Duration::from_secs(20));
     assert_eq!(f.code, Some(128 + 2), "{f:?}");
+}
+
+#[test]
+fn daemon_reported_with_mainpid_is_stopped_after_a_failed_run() {
+    // The wrapper reports the daemon with MAINPID= (systemd-notify sends
+    // from inside the group) and exits; the daemon never says READY=1, so
+    // the run fails by --timeout (the library keeps waiting for the main
+    // pid once one is reported; this timeout is the failure under test).
+    let f = run(&mut readyfd(run_args(
+        &["--protocol", "systemd", "--timeout", "1s"],
+        &[
+            "sh",
+            "-c",
+            "setsid sleep 1000 & systemd-notify MAINPID=$! STATUS=starting && exit 3 # sleep-ok",
+        ],
+    )));
+    assert_eq!(f.code, Some(75), "{f:?}");
+}
+
+#[test]
+fn cmd_ignoring_sigterm_is_killed_when_program_fails() {
+    let mut r = Running::start(&mut readyfd(
+        run_args(
+            &[
+                "--json",
+                "--grace",
+                "1s",
+                "--then",
+                "trap '' TERM; echo started; sleep 1000 # sleep-ok",
+            ],
+            &[],
+        )
+        .into_iter()
+        .chain(ready_then("read l; exit 3")),
+    ));
+    let _ = r.json();
+    assert_eq!(r.line(), "started");
+    r.close_stdin();
+    let f = r.finish_within(Duration::from_secs(20));
+    assert_eq!(f.code, Some(68), "{f:?}");
 }
