@@ -629,21 +629,19 @@ fn daemon_that_left_the_group_is_followed_and_stopped_attached() {
 #[test]
 fn pipe_wrapper_attached_follows_its_server() {
     // The wrapper exits 0 at once; its server writes the address and runs
-    // on. readyfd must not take the wrapper's exit for the end.
-    let r = Running::start(&mut readyfd(run_args(
+    // on, reading a line from the test (the wrapper's stdin, kept at fd 4:
+    // a background job's own stdin is /dev/null). readyfd must not take the
+    // wrapper's exit for the end: the server must still answer after it.
+    let mut r = Running::start(&mut readyfd(run_args(
         &["--protocol", "pipe", "--json"],
         &[
             "sh",
             "-c",
-            "sh -c 'echo $$; echo 127.0.0.1:7 >&3; exec sleep 1000' & exit 0 # sleep-ok",
+            "exec 4<&0; sh -c 'echo 127.0.0.1:7 >&3; read l <&4; echo served; exec sleep 1000' & exit 0 # sleep-ok",
         ],
     )));
-    // The JSON line and the server's pid, in either order.
-    let (a, b) = (r.line(), r.line());
-    let (json, server) = if a.starts_with('{') { (a, b) } else { (b, a) };
-    let j: Value = serde_json::from_str(&json).unwrap();
+    let j = r.json();
     let wrapper = pid_of(&j);
-    let server: u32 = server.parse().unwrap();
     let bound = std::time::Instant::now() + common::BOUND;
     while !common::gone(u64::from(wrapper)) {
         assert!(
@@ -652,8 +650,10 @@ fn pipe_wrapper_attached_follows_its_server() {
         );
         std::thread::yield_now();
     }
-    assert!(
-        common::state(server).is_some_and(|s| s != 'Z'),
+    r.send("go");
+    assert_eq!(
+        r.line(),
+        "served",
         "the server was stopped with its wrapper"
     );
     r.signal(Signal::SIGTERM);
