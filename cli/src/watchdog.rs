@@ -227,8 +227,9 @@ fn end_all(w: &Watched, grace: Duration) {
             .all(|g| killpg(*g, None) == Err(Errno::ESRCH))
             && w.pids.iter().all(pidfd::exited)
     };
-    let deadline = Instant::now() + grace;
-    while !gone() && Instant::now() < deadline {
+    // A grace beyond the clock's range is forever.
+    let deadline = Instant::now().checked_add(grace);
+    while !gone() && deadline.is_none_or(|d| Instant::now() < d) {
         std::thread::sleep(Duration::from_millis(20));
     }
     if !gone() {

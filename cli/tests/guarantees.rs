@@ -170,11 +170,15 @@ fn huge_numbers_are_usage_errors_elsewhere() {
         vec!["notify", "--pid", "18446744073709551615"],
         vec!["run", "--fd", "18446744073709551615", "--", "true"],
         vec!["run", "--timeout", "99999999999999999999999", "--", "true"],
+        vec!["__watchdog", "99999999999999999999999"],
     ] {
         let f = run(&mut readyfd(&args));
         assert_eq!(f.code, Some(64), "{args:?}: {f:?}");
         assert!(!f.stderr.contains("panicked"), "{args:?}: {}", f.stderr);
     }
+    // The hidden watchdog, told nothing, with the largest grace: it ends.
+    let f = run(&mut readyfd(["__watchdog", "18446744073709551615"]));
+    assert_eq!(f.code, Some(0), "{f:?}");
 }
 
 // ---- 9. clear errors --------------------------------------------------------------------
