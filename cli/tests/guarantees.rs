@@ -412,6 +412,17 @@ fn kill_9_of_readyfd_ends_programs_background_helpers() {
 }
 
 #[test]
+fn kill_9_of_readyfd_while_waiting_for_readiness_ends_the_group() {
+    kill_readyfd_after(
+        run_args(&[], &["sh", "-c"])
+            .into_iter()
+            .chain(["sleep 1000 & echo started; exec sleep 1000 # sleep-ok".into()])
+            .collect(),
+        1,
+    );
+}
+
+#[test]
 fn kill_9_of_readyfd_ends_a_server_behind_a_wrapper() {
     kill_readyfd_after(
         run_args(&["--json"], &["sh", "-c"])
