@@ -269,18 +269,40 @@ pub fn tagged(tag: &str) -> Vec<(u32, String)> {
 /// `bound` for each to end, and the run's runtime directory is empty (no
 /// socket directory left), after which it is removed.
 pub fn assert_nothing_left(tag: &str, dir: &std::path::Path, bound: Duration) {
+    let mut left_behind = Vec::new();
     for (pid, cmdline) in tagged(tag) {
-        let ended = pidfd(pid).is_none_or(|fd| wait_readable(&fd, bound));
-        assert!(
-            ended,
-            "process {pid} ({cmdline}) of run {tag} is left behind"
-        );
+        if let Some(fd) = pidfd(pid).filter(|fd| !wait_readable(fd, bound)) {
+            left_behind.push((pid, cmdline, fd));
+        }
+    }
+    if !left_behind.is_empty() {
+        // Not left on a shared machine either: killed through the pidfds
+        // before the verdict.
+        for (_, _, fd) in &left_behind {
+            // SAFETY: pidfd_send_signal on a pidfd we own; no memory passed.
+            unsafe {
+                nix::libc::syscall(
+                    nix::libc::SYS_pidfd_send_signal,
+                    std::os::fd::AsRawFd::as_raw_fd(fd),
+                    nix::libc::SIGKILL,
+                    std::ptr::null::<nix::libc::siginfo_t>(),
+                    0,
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(dir);
+        let list: Vec<_> = left_behind
+            .iter()
+            .map(|(p, c, _)| format!("{p} ({c})"))
+            .collect();
+        panic!("left behind by run {tag}: {}", list.join(", "));
     }
     let left: Vec<_> = std::fs::read_dir(dir)
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
+    // Removed whatever the verdict, so that a failing run leaves no junk.
+    let _ = std::fs::remove_dir_all(dir);
     assert!(left.is_empty(), "left in the runtime directory: {left:?}");
-    let _ = std::fs::remove_dir(dir);
 }
 
 /// A pidfd for `pid`, `None` when it is gone already.
