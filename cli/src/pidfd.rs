@@ -73,15 +73,24 @@ pub(crate) fn descends_from(pid: u32, ancestor: u32) -> bool {
     false
 }
 
-/// The zombie children of this process, read from `/proc` (used only when
-/// `waitid` cannot show them: see `supervise::reap_strays`).
-pub(crate) fn zombie_children() -> Vec<u32> {
+/// The children of this process, read from `/proc` (this kernel may have
+/// no `/proc/PID/task/TID/children`).
+pub(crate) fn children() -> Vec<u32> {
     let me = std::process::id();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| parent_and_state(pid) == Some((me, 'Z')))
+        .filter(|&pid| parent_and_state(pid).is_some_and(|(parent, _)| parent == me))
+        .collect()
+}
+
+/// The zombie children of this process (used only when `waitid` cannot
+/// show them: see `supervise::reap_strays`).
+pub(crate) fn zombie_children() -> Vec<u32> {
+    children()
+        .into_iter()
+        .filter(|&pid| parent_and_state(pid).is_some_and(|(_, state)| state == 'Z'))
         .collect()
 }

@@ -663,6 +663,7 @@ impl<'a> Supervisor<'a> {
         if !status.success() || !wrapper {
             self.cleanup_group()?;
             self.stop_main()?;
+            self.end_descendants()?;
             return Ok(exit::status_code(status));
         }
         self.serving(|s, _| -> io::Result<()> {
@@ -678,7 +679,7 @@ impl<'a> Supervisor<'a> {
                 }
             }
         })?;
-        self.reap_strays();
+        self.end_descendants()?;
         let main = self.main.as_ref().and_then(|m| m.status);
         Ok(main.unwrap_or(exit::status_code(status)))
     }
@@ -872,6 +873,7 @@ impl<'a> Supervisor<'a> {
         };
         self.cleanup_group()?;
         self.stop_main()?;
+        self.end_descendants()?;
         Ok(Stopped {
             status,
             via,
@@ -931,6 +933,59 @@ impl<'a> Supervisor<'a> {
         }
         self.kill_group();
         reap_group_blocking(self.group);
+        Ok(())
+    }
+
+    /// Stops every process still left that readyfd inherited as their
+    /// subreaper: one that left PROGRAM's or CMD's group (`setsid`) without
+    /// being reported as the main pid becomes readyfd's child once its
+    /// parent has died, and by now every process of the groups has. Each is
+    /// held by a pidfd (opened, then checked to be readyfd's child still, so
+    /// never a recycled pid) and stopped as the groups are: SIGTERM and
+    /// SIGCONT, the grace period, SIGKILL; their own children become
+    /// readyfd's in turn, so this repeats until none is left.
+    fn end_descendants(&mut self) -> io::Result<()> {
+        let me = std::process::id();
+        let watchdog = self.watchdog.pid();
+        // Each round ends a generation; a bound against a fork bomb racing us.
+        for _ in 0..64 {
+            self.reap_strays();
+            let held: Vec<OwnedFd> = pidfd::children()
+                .into_iter()
+                .filter(|&c| Some(c) != watchdog && c != self.pid)
+                .filter_map(|c| {
+                    let fd = pidfd::open(c).ok()?;
+                    pidfd::parent_and_state(c)
+                        .is_some_and(|(parent, state)| parent == me && state != 'Z')
+                        .then_some(fd)
+                })
+                .collect();
+            if held.is_empty() {
+                return Ok(());
+            }
+            for fd in &held {
+                pidfd::signal(fd, Signal::SIGTERM);
+                pidfd::signal(fd, Signal::SIGCONT);
+            }
+            let deadline = Instant::now() + self.launch.grace;
+            let mut kill = false;
+            while let Some(fd) = held.iter().find(|fd| !pidfd::exited(fd)) {
+                if kill {
+                    for fd in &held {
+                        pidfd::signal(fd, Signal::SIGKILL);
+                    }
+                }
+                match self
+                    .signals
+                    .wait(Some(fd.as_fd()), (!kill).then_some(deadline))?
+                {
+                    Event::Timeout | Event::Signal { .. } => kill = true,
+                    Event::Child => self.reap_strays(),
+                    Event::Other => {}
+                }
+            }
+        }
+        self.reap_strays();
         Ok(())
     }
 

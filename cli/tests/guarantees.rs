@@ -765,3 +765,30 @@ fn cmd_ignoring_sigterm_is_killed_when_program_fails() {
     let f = r.finish_within(Duration::from_secs(20));
     assert_eq!(f.code, Some(68), "{f:?}");
 }
+
+#[test]
+fn process_that_left_the_group_unreported_is_stopped_after_then() {
+    // `setsid` takes it out of PROGRAM's group; its parent's death makes it
+    // readyfd's child (readyfd is the subreaper), which readyfd ends last.
+    let f = run(&mut readyfd(
+        run_args(&["--then", "true"], &["sh", "-c"])
+            .into_iter()
+            .chain([
+                "setsid sleep 1000 & \"$READYFD_BIN\" notify; exec sleep 1000 # sleep-ok".into(),
+            ]),
+    ));
+    assert_eq!(f.code, Some(0), "{f:?}");
+}
+
+#[test]
+fn process_that_left_the_group_unreported_is_stopped_attached() {
+    let mut r = Running::start(&mut readyfd(
+        run_args(&["--json"], &["sh", "-c"]).into_iter().chain([
+            "setsid sleep 1000 & \"$READYFD_BIN\" notify; read l; exit 0 # sleep-ok".into(),
+        ]),
+    ));
+    let _ = r.json();
+    r.close_stdin();
+    let f = r.finish();
+    assert_eq!(f.code, Some(0), "{f:?}");
+}
