@@ -841,6 +841,11 @@ impl<'a> Supervisor<'a> {
         self.refresh_main();
         let mut status = self.child()?.exit_status()?;
         if status.is_none() && ask_first && self.term_sent.is_none() {
+            // A stopped program (SIGSTOP, Ctrl-Z) could not answer: it is
+            // continued first, as it would be after SIGTERM.
+            if pidfd::parent_and_state(self.pid).is_some_and(|(_, st)| st == 'T' || st == 't') {
+                self.group.signal(Signal::SIGCONT);
+            }
             // Served meanwhile: a child flooding the channel can still
             // read the request and acknowledge it.
             let acknowledged = self.serving(|_, ch| {

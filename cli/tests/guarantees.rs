@@ -792,3 +792,20 @@ fn process_that_left_the_group_unreported_is_stopped_attached() {
     let f = r.finish();
     assert_eq!(f.code, Some(0), "{f:?}");
 }
+
+#[test]
+fn a_stopped_native_program_is_continued_to_answer_shutdown() {
+    let f = Running::start(&mut readyfd([
+        "run",
+        "--grace",
+        "30s",
+        "--then",
+        "kill -STOP $READYFD_PID",
+        "--",
+        READYFD,
+        "__demo-server",
+    ]))
+    .finish_within(Duration::from_secs(20));
+    assert_eq!(f.code, Some(0), "{f:?}");
+    assert!(f.stderr.contains("acknowledged Shutdown"), "{}", f.stderr);
+}
