@@ -43,8 +43,21 @@ pub(crate) fn signal(fd: &OwnedFd, signal: Signal) {
 
 /// Whether the process behind `fd` has exited (its pidfd is readable).
 pub(crate) fn exited(fd: &OwnedFd) -> bool {
-    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    wait_exit(fd, std::time::Duration::ZERO)
+}
+
+/// Waits up to `bound` for the process behind `fd` to exit; whether it did.
+pub(crate) fn wait_exit(fd: &OwnedFd, bound: std::time::Duration) -> bool {
+    let timeout = PollTimeout::try_from(bound).unwrap_or(PollTimeout::MAX);
+    loop {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        return match poll(&mut fds, timeout) {
+            Ok(n) => n > 0,
+            // A signal is waiting in readyfd's signalfd: it is not lost.
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => false,
+        };
+    }
 }
 
 /// The parent pid and state letter of `pid`, from `/proc/PID/stat`.

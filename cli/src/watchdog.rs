@@ -44,6 +44,9 @@ use crate::signals::Signals;
 /// The hidden subcommand.
 pub(crate) const COMMAND: &str = "__watchdog";
 
+/// How long readyfd waits for the watchdog to exit after `done`.
+const FINISH_BOUND: Duration = Duration::from_secs(1);
+
 /// readyfd's side: the pipe's write end and the watchdog process.
 #[derive(Debug)]
 pub(crate) struct Watchdog {
@@ -122,11 +125,17 @@ impl Watchdog {
         }
     }
 
-    /// readyfd ends normally: the watchdog is told so, and reaped.
+    /// readyfd ends normally: the watchdog is told so, and reaped. A
+    /// watchdog that does not exit within a second (someone stopped it) is
+    /// killed: readyfd never hangs on it.
     pub(crate) fn finish(&mut self) {
         self.say("done\n");
         self.pipe = None;
         if let Some(mut c) = self.child.take() {
+            let exited = pidfd::open(c.id()).is_ok_and(|fd| pidfd::wait_exit(&fd, FINISH_BOUND));
+            if !exited {
+                let _ = c.kill();
+            }
             let _ = c.wait();
         }
     }

@@ -809,3 +809,18 @@ fn a_stopped_native_program_is_continued_to_answer_shutdown() {
     assert_eq!(f.code, Some(0), "{f:?}");
     assert!(f.stderr.contains("acknowledged Shutdown"), "{}", f.stderr);
 }
+
+#[test]
+fn a_stopped_watchdog_does_not_hang_readyfd() {
+    // CMD stops readyfd's watchdog (readyfd's child, CMD's parent).
+    let f = Running::start(&mut readyfd(
+        run_args(
+            &["--then", "kill -STOP $(pgrep -P $PPID -x exe)"],
+            &[],
+        )
+        .into_iter()
+        .chain(ready_then("exec sleep 1000 # sleep-ok")),
+    ))
+    .finish_within(Duration::from_secs(20));
+    assert_eq!(f.code, Some(0), "{f:?}");
+}
