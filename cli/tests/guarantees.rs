@@ -460,7 +460,7 @@ fn then_signals_reach_cmds_whole_group() {
     for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         let r = Running::start(&mut readyfd(
             run_args(
-                &["--json", "--then", "echo started; sleep 1000 # sleep-ok"],
+                &["--json", "--then", "echo started; sleep 1001 # sleep-ok"],
                 &[],
             )
             .into_iter()
@@ -468,6 +468,10 @@ fn then_signals_reach_cmds_whole_group() {
         ));
         let _ = r.json();
         assert_eq!(r.line(), "started");
+        // Only once the shell has forked its command: a signal that reaches
+        // `sh -c` before (dash catches SIGINT under -c) is acted on only
+        // after the command ends, which is dash's rule, not readyfd's.
+        r.wait_for_process("sleep 1001");
         r.signal(signal);
         // The shared check: the forked `sleep` is gone too.
         let f = r.finish_within(Duration::from_secs(20));
@@ -814,12 +818,9 @@ fn a_stopped_native_program_is_continued_to_answer_shutdown() {
 fn a_stopped_watchdog_does_not_hang_readyfd() {
     // CMD stops readyfd's watchdog (readyfd's child, CMD's parent).
     let f = Running::start(&mut readyfd(
-        run_args(
-            &["--then", "kill -STOP $(pgrep -P $PPID -x exe)"],
-            &[],
-        )
-        .into_iter()
-        .chain(ready_then("exec sleep 1000 # sleep-ok")),
+        run_args(&["--then", "kill -STOP $(pgrep -P $PPID -x exe)"], &[])
+            .into_iter()
+            .chain(ready_then("exec sleep 1000 # sleep-ok")),
     ))
     .finish_within(Duration::from_secs(20));
     assert_eq!(f.code, Some(0), "{f:?}");

@@ -154,6 +154,24 @@ impl Running {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"))
     }
 
+    /// Waits (bounded, yielding) until a process of this run whose command
+    /// line starts with `needle` exists, and returns its pid: for a test
+    /// that must not act before a shell has forked its command.
+    pub fn wait_for_process(&self, needle: &str) -> u32 {
+        let (tag, _) = self.run.as_ref().expect("a run started by readyfd()");
+        let bound = std::time::Instant::now() + BOUND;
+        loop {
+            if let Some((pid, _)) = tagged(tag).into_iter().find(|(_, c)| c.starts_with(needle)) {
+                return pid;
+            }
+            assert!(
+                std::time::Instant::now() < bound,
+                "no process {needle:?} within {BOUND:?}"
+            );
+            std::thread::yield_now();
+        }
+    }
+
     /// Writes a line to readyfd's stdin (which its children share).
     pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin still open");
@@ -186,8 +204,34 @@ impl Running {
         let status = match self.exit.recv_timeout(bound) {
             Ok(s) => s,
             Err(_) => {
+                // What the run's processes were doing, for the diagnosis.
+                let procs: Vec<String> = self
+                    .run
+                    .as_ref()
+                    .map(|(tag, _)| tagged(tag))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(pid, cmdline)| {
+                        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+                            .unwrap_or_default();
+                        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                            .unwrap_or_default();
+                        let signals: Vec<&str> = status
+                            .lines()
+                            .filter(|l| l.starts_with("Sig") || l.starts_with("ShdPnd"))
+                            .collect();
+                        format!(
+                            "{pid} {:?} {wchan} {cmdline} [{}]",
+                            state(pid),
+                            signals.join(" ")
+                        )
+                    })
+                    .collect();
                 self.kill();
-                panic!("readyfd did not exit within {bound:?}");
+                panic!(
+                    "readyfd did not exit within {bound:?}; its processes:\n{}",
+                    procs.join("\n")
+                );
             }
         };
         if let Some((tag, dir)) = &self.run {
