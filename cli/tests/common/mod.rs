@@ -228,6 +228,9 @@ impl Running {
                     })
                     .collect();
                 self.kill();
+                if let Some((_, dir)) = &self.run {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
                 panic!(
                     "readyfd did not exit within {bound:?}; its processes:\n{}",
                     procs.join("\n")
