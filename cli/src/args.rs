@@ -37,6 +37,13 @@ pub(crate) enum Command {
     /// HTTP GET, reports Ready with its address).
     #[command(name = "__demo-server", hide = true)]
     DemoServer,
+    /// readyfd's watchdog (see `watchdog.rs`): ends what readyfd started
+    /// when readyfd is killed.
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog {
+        /// Milliseconds between SIGTERM and SIGKILL.
+        grace_ms: String,
+    },
 }
 
 const ABOUT: &str = "\
@@ -53,23 +60,30 @@ Start PROGRAM with a readiness channel, wait until it says it is ready, and
 report where it listens (a line on stderr, or one JSON line on stdout with
 --json). Then:
 
-  with --then CMD: run `sh -c CMD` with READYFD_PID (the pid readyfd started,
-    also PROGRAM's process group), READYFD_MAIN_PID (the pid PROGRAM reported),
-    READYFD_ADDR (the first address) and READYFD_ADDR_<NAME> for each address
-    (NAME upper-cased, other characters than letters and digits as _; an
-    unnamed address is named by its position, from 0); then stop PROGRAM
-    (native Shutdown first, SIGTERM to its process group otherwise or after
-    --grace, SIGKILL after another --grace) and exit with CMD's status;
+  with --then CMD: run `sh -c CMD` in a process group of its own (given the
+    terminal when readyfd has it) with READYFD_PID (the pid readyfd started,
+    also PROGRAM's process group), READYFD_MAIN_PID (the pid PROGRAM
+    reported), READYFD_ADDR (the first address) and READYFD_ADDR_<NAME> for
+    each address (NAME upper-cased, other characters than letters and digits
+    as _; an unnamed address is named by its position, from 0); then stop
+    what is left of CMD's group, and PROGRAM (native Shutdown first, SIGTERM
+    and SIGCONT to its process group otherwise or after --grace, SIGKILL
+    after another --grace) and exit with CMD's status. If PROGRAM fails
+    while CMD runs, CMD is stopped at once and readyfd exits 68;
 
-  without --then: stay attached, forward SIGINT, SIGTERM and SIGHUP to
-    PROGRAM's process group, and exit with PROGRAM's status (128+N when it
-    was killed by signal N).
+  without --then: stay attached, forward SIGINT, SIGTERM and SIGHUP (and
+    SIGCONT) to PROGRAM's process group, and exit with PROGRAM's status
+    (128+N when it was killed by signal N).
 
 PROGRAM runs in its own process group, which readyfd signals when stopping
-it: no process of it is left behind. If readyfd itself gets SIGINT, SIGTERM
-or SIGHUP while waiting, it stops PROGRAM and exits with 128+N; during --then
-it passes the signal on to CMD (unless it came from the terminal, which gave
-it to CMD already) and stops PROGRAM once CMD has ended.
+it, and readyfd reaps every process it inherits from it: no process of it is
+left behind, not even a zombie. A watchdog process ends PROGRAM's and CMD's
+groups if readyfd itself is killed (even with SIGKILL). If readyfd gets
+SIGINT, SIGTERM or SIGHUP while waiting, it stops PROGRAM and exits with
+128+N; during --then it passes the signal on to CMD's group and stops
+PROGRAM once CMD has ended. The native channel is served throughout: status
+updates after readiness show on the progress line (with --json, as more
+JSON lines), requests are answered Unsupported.
 
 Protocols:
   native   a socket at fd N, READYFD=N: the readyfd library's Parent::from_env,
@@ -123,7 +137,8 @@ pub(crate) struct RunArgs {
     pub(crate) fd: Option<i32>,
 
     /// How long PROGRAM may take to become ready (500ms, 30s, 2m; a bare
-    /// number is seconds). It is stopped after that.
+    /// number is seconds; anything beyond 100 years is forever). It is
+    /// stopped after that.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub(crate) timeout: Duration,
 
@@ -133,7 +148,8 @@ pub(crate) struct RunArgs {
     pub(crate) grace: Duration,
 
     /// Print one JSON line on stdout when ready (pid, main_pid, protocol,
-    /// addresses, address, status, ready_ms) instead of the line on stderr.
+    /// addresses, address, status, ready_ms) instead of the line on stderr,
+    /// and one line {"pid","status"} per later status update.
     #[arg(long)]
     pub(crate) json: bool,
 
@@ -171,17 +187,24 @@ pub(crate) struct NotifyArgs {
     pub(crate) pid: Option<u32>,
 }
 
-/// `500ms`, `30s`, `2m`, `1h 30m` (humantime), or a bare number of seconds.
+/// The longest wait readyfd counts: a hundred years, which is "forever".
+/// Longer durations are cut to it, so that no deadline computed from one
+/// overflows the clock.
+pub(crate) const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `500ms`, `30s`, `2m`, `1h 30m` (humantime), or a bare number of seconds;
+/// anything above [`FOREVER`] is [`FOREVER`].
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse::<u64>()
+    let d = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse::<u64>()
             .map(Duration::from_secs)
-            .map_err(|e| e.to_string());
-    }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{e} (write a duration with a unit, such as 500ms, 30s or 2m)"))
+            .map_err(|e| format!("{e} (at most {} seconds)", u64::MAX))?
+    } else {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("{e} (write a duration with a unit, such as 500ms, 30s or 2m)"))?
+    };
+    Ok(d.min(FOREVER))
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
@@ -201,6 +224,9 @@ mod tests {
         assert!(parse_duration("soon").unwrap_err().contains("30s"));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("18446744073709551615"), Ok(FOREVER));
+        assert_eq!(parse_duration("500000000000y"), Ok(FOREVER));
+        assert_eq!(parse_duration("18446744073709551615ns"), Ok(FOREVER));
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub(crate) fn demo() -> Result<u8, Failure> {
         fd: readyfd::DEFAULT_FD,
         timeout: Duration::from_secs(60),
         grace: Duration::from_secs(5),
+        json: false,
     };
     let fd = launch.fd;
     say!("readyfd demo: start a server, wait until it says it is ready, use it, stop it.");

@@ -15,6 +15,11 @@ pub(crate) const USAGE: u8 = 64;
 /// PROGRAM could not be started: not found, not executable (sysexits
 /// `EX_NOINPUT`).
 pub(crate) const START: u8 = 66;
+/// PROGRAM ended with a failure (a non-zero status, or a signal readyfd did
+/// not send) while `--then` CMD ran, and CMD did not fail by itself: what
+/// CMD did against PROGRAM cannot be trusted (next to `EX_UNAVAILABLE`,
+/// whose meaning it shares; sysexits' 68 `EX_NOHOST` has no use here).
+pub(crate) const PROGRAM_FAILED: u8 = 68;
 /// PROGRAM exited, or reported failure, before it was ready (sysexits
 /// `EX_UNAVAILABLE`).
 pub(crate) const EXITED: u8 = 69;
@@ -43,12 +48,17 @@ Exit status:
            interrupted by signal N before PROGRAM was ready
   64       usage error: bad option, duration or protocol, no PROGRAM, --fd < 3
   66       PROGRAM (or sh for --then) could not be started
-  69       PROGRAM exited, or reported failure, before it was ready
+  68       run: PROGRAM ended with a failure (non-zero status, or a signal
+           readyfd did not send) while --then CMD ran; CMD is stopped at
+           once. CMD's own failure status wins over it
+  69       PROGRAM exited, or reported failure (STOPPING=1, ERRNO=, a native
+           Goodbye with reason ShuttingDown), before it was ready
   70       internal error (a bug in readyfd: please report it)
   71       a system call failed (creating the channel, watching PROGRAM)
   74       notify: the notification could not be delivered
   75       PROGRAM was not ready within --timeout
-  76       PROGRAM broke the readiness protocol
+  76       PROGRAM broke the readiness protocol, or rejected readyfd with a
+           native Goodbye (ProtocolError, VersionMismatch)
   78       notify: no readiness protocol offered in the environment";
 
 /// A failure: the message printed after `readyfd: ` on stderr, and the
@@ -70,9 +80,30 @@ impl Failure {
         }
     }
 
-    /// A failed system call of readyfd's own.
-    pub(crate) fn system(what: &str, e: impl std::fmt::Display) -> Failure {
-        Failure::new(SYSTEM, format!("{what}: {e}"))
+    /// A failed system call of readyfd's own, explained (see [`explain`]).
+    pub(crate) fn system(what: &str, e: impl Into<std::io::Error>) -> Failure {
+        Failure::new(SYSTEM, format!("{what}: {}", explain(&e.into())))
+    }
+}
+
+/// `e` in words, with what to do when that is clear: running out of file
+/// descriptors says which limit and how to raise it.
+pub(crate) fn explain(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(nix::libc::EMFILE) => {
+            let limit = open_files_limit()
+                .map(|(soft, _)| format!(" of {soft}"))
+                .unwrap_or_default();
+            format!(
+                "{e}: readyfd reached its limit{limit} open file descriptors. \
+                 Raise it (ulimit -n), or close the fds the caller passes on to readyfd"
+            )
+        }
+        Some(nix::libc::ENFILE) => format!(
+            "{e}: the system ran out of file descriptors (fs.file-max). \
+             Close programs, or raise the limit (ulimit -n applies per process)"
+        ),
+        _ => e.to_string(),
     }
 }
 
@@ -90,4 +121,16 @@ pub(crate) fn status_code(status: ExitStatus) -> u8 {
 /// 128+n for signal n, as shells report it.
 pub(crate) fn signal_code(sig: i32) -> u8 {
     u8::try_from(128 + sig).unwrap_or(u8::MAX)
+}
+
+/// The soft and hard limits on open files (`ulimit -n`, RLIMIT_NOFILE).
+pub(crate) fn open_files_limit() -> Option<(u64, u64)> {
+    let mut lim = nix::libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` into the struct we pass, which
+    // lives on our stack for the duration of the call.
+    let r = unsafe { nix::libc::getrlimit(nix::libc::RLIMIT_NOFILE, &mut lim) };
+    (r == 0).then_some((lim.rlim_cur, lim.rlim_max))
 }

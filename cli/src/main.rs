@@ -20,12 +20,15 @@ mod args;
 mod demo;
 mod exit;
 mod notify;
+mod pidfd;
 mod report;
 mod run;
 mod signals;
 mod supervise;
 mod term;
+mod watchdog;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -34,6 +37,13 @@ use crate::args::{Cli, Command};
 use crate::exit::Failure;
 
 fn main() -> ExitCode {
+    if let Err(e) = signals::reset_inherited() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "readyfd: cannot reset the signal state it inherited: {e}"
+        );
+        return ExitCode::from(exit::SYSTEM);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -48,12 +58,12 @@ fn main() -> ExitCode {
         Command::Notify(args) => notify::notify(args),
         Command::Demo => demo::demo(),
         Command::DemoServer => demo::demo_server(),
+        Command::Watchdog { grace_ms } => watchdog::watchdog_main(&grace_ms),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(Failure { code, message }) => {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "readyfd: {message}");
+            let _ = writeln!(std::io::stderr(), "readyfd: {}", term::one_line(&message));
             ExitCode::from(code)
         }
     }

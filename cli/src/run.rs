@@ -42,16 +42,26 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     }
     let Some(cmd) = args.then else {
         return sup
-            .attach(readiness.ready.pid)
+            .attach()
             .map_err(|e| Failure::system(&format!("waiting for {name} failed"), e));
     };
     let then = sup.run_then(&cmd, &report::then_env(&readiness));
     let pid = sup.pid();
+    let mut program_failed = then.as_ref().ok().and_then(|t| t.program_failed);
     match sup.stop(true) {
-        Ok(s) if s.via == StopVia::AlreadyExited => term.message(format_args!(
-            "{name} (pid {pid}) had already ended: it {}",
-            describe_exit(s.status)
-        )),
+        Ok(s) if s.via == StopVia::AlreadyExited => {
+            if program_failed.is_none() {
+                term.message(format_args!(
+                    "{name} (pid {pid}) had already ended: it {}",
+                    describe_exit(s.status)
+                ));
+                // Ended with a failure while CMD ran, though CMD ended
+                // before readyfd saw it: a failure all the same.
+                if !s.status.success() {
+                    program_failed = Some(s.status);
+                }
+            }
+        }
         Ok(s) => term.message(format_args!(
             "stopped {name} (pid {pid}) in {}: {}",
             human(s.took),
@@ -59,7 +69,23 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
         )),
         Err(e) => term.message(format_args!("stopping {name} (pid {pid}) failed: {e}")),
     }
-    then.map(exit::status_code)
+    let then = then?;
+    match program_failed {
+        // CMD's own failure comes first: it is what the caller ran.
+        Some(p) if then.cmd_stopped || then.cmd.success() => Err(Failure::new(
+            exit::PROGRAM_FAILED,
+            format!(
+                "{name} (pid {pid}) {} while --then CMD ran, so what CMD did cannot be trusted{}",
+                describe_exit(p),
+                if then.cmd_stopped {
+                    "; CMD was stopped"
+                } else {
+                    ""
+                }
+            ),
+        )),
+        _ => Ok(exit::status_code(then.cmd)),
+    }
 }
 
 /// Checks the arguments and turns them into a [`Launch`].
@@ -84,6 +110,9 @@ fn launch_of(args: &RunArgs) -> Result<Launch, Failure> {
         }
     }
     let fd = args.fd.unwrap_or(readyfd::DEFAULT_FD);
+    if args.protocol != Protocol::Systemd {
+        check_fd_limit(fd)?;
+    }
     Ok(Launch {
         name: program.to_string_lossy().into_owned(),
         program: program.clone(),
@@ -92,7 +121,32 @@ fn launch_of(args: &RunArgs) -> Result<Launch, Failure> {
         fd,
         timeout: args.timeout,
         grace: args.grace,
+        json: args.json,
     })
+}
+
+/// An fd number at or above the limit of open files cannot be given to
+/// PROGRAM (`dup2` fails with EBADF, which would read as "Bad file
+/// descriptor"): say so before starting anything.
+fn check_fd_limit(fd: i32) -> Result<(), Failure> {
+    let Some((soft, hard)) = exit::open_files_limit() else {
+        return Ok(());
+    };
+    if u64::try_from(fd).is_ok_and(|n| n < soft) {
+        return Ok(());
+    }
+    let raise = if u64::try_from(fd).is_ok_and(|n| n < hard) {
+        format!(" or raise the limit first (ulimit -n {})", fd + 1)
+    } else {
+        format!(" (the hard limit is {hard}, so ulimit -n cannot go past it)")
+    };
+    Err(Failure::new(
+        exit::USAGE,
+        format!(
+            "--fd {fd}: a process can only have fds below its limit of open files \
+             (ulimit -n is {soft} here): choose a smaller --fd{raise}"
+        ),
+    ))
 }
 
 fn contains(haystack: &OsStr, needle: &str) -> bool {

@@ -12,11 +12,28 @@ use std::time::Instant;
 use nix::errno::Errno;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 /// The signals readyfd passes on or stops on.
 pub(crate) const FORWARDED: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+/// Undoes what readyfd's own parent may have left it: SIGCHLD ignored
+/// (then the kernel reaps every child at once and no wait ever sees an exit
+/// status) and signals blocked. Called first thing in `main`, before any
+/// thread exists. SIGINT, SIGTERM and SIGHUP keep an inherited "ignore"
+/// (`nohup` means it); readyfd's children get every signal reset anyway
+/// ([`Signals::reset_in_child`]).
+///
+/// # Errors
+/// When sigaction or sigprocmask fails (it cannot, for these arguments).
+pub(crate) fn reset_inherited() -> io::Result<()> {
+    // SAFETY: setting the default action installs no handler: nothing of
+    // ours runs in signal context.
+    unsafe { nix::sys::signal::signal(Signal::SIGCHLD, nix::sys::signal::SigHandler::SigDfl) }?;
+    SigSet::empty().thread_set_mask()?;
+    Ok(())
+}
 
 /// What [`Signals::wait`] saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +58,6 @@ pub(crate) enum Event {
 #[derive(Debug)]
 pub(crate) struct Signals {
     fd: SignalFd,
-    /// The mask readyfd started with, which its children get back.
-    original: SigSet,
 }
 
 impl Signals {
@@ -51,9 +66,9 @@ impl Signals {
     ///
     /// Call it on the main thread before any other thread exists: threads
     /// inherit the mask, so no thread can then take one of these signals
-    /// with its default action. Every child must get the original mask
-    /// back with [`restore_in_child`](Self::restore_in_child): a mask
-    /// survives `exec`, and std's `Command` leaves it as it is.
+    /// with its default action. Every child must get a clean signal state
+    /// with [`reset_in_child`](Self::reset_in_child): a mask survives
+    /// `exec`, and std's `Command` leaves it as it is.
     ///
     /// # Errors
     /// When `sigprocmask` or `signalfd` fails.
@@ -63,21 +78,46 @@ impl Signals {
             mask.add(s);
         }
         mask.add(Signal::SIGCHLD);
-        let original = mask.thread_swap_mask(SigmaskHow::SIG_BLOCK)?;
-        let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
-        Ok(Signals { fd, original })
+        mask.thread_block()?;
+        let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(io::Error::from)?;
+        Ok(Signals { fd })
     }
 
-    /// Makes `cmd`'s process start with the signal mask readyfd started
-    /// with, not with the signals readyfd blocks for itself (a program
-    /// with SIGTERM blocked could not be stopped by it).
-    pub(crate) fn restore_in_child(&self, cmd: &mut Command) {
-        let original = self.original;
-        // SAFETY: the closure runs in the forked child before exec and makes
-        // one system call (pthread_sigmask) with a set it captured by value:
-        // no allocation, no lock, async-signal-safe.
+    /// Makes `cmd`'s process start with the signal state of a fresh
+    /// process: nothing blocked, every signal at its default action. A mask
+    /// and an ignored signal survive `exec`, and std's `Command` resets only
+    /// SIGPIPE: without this, a program would inherit the signals readyfd
+    /// blocks for itself (one with SIGTERM blocked could not be stopped),
+    /// and whatever readyfd's own parent ignored (an ignored SIGCHLD breaks
+    /// every program that waits for its children), as systemd and
+    /// dumb-init also reset.
+    pub(crate) fn reset_in_child(cmd: &mut Command) {
+        // SAFETY: the closure runs in the forked child before exec; it makes
+        // only the sigprocmask and rt_sigaction system calls, with a set and
+        // an all-zero kernel `sigaction` (SIG_DFL, no flags, empty mask) on
+        // its stack: no allocation, no lock, async-signal-safe.
         unsafe {
-            cmd.pre_exec(move || Ok(original.thread_set_mask()?));
+            cmd.pre_exec(|| {
+                SigSet::empty().thread_set_mask()?;
+                // The raw call, not libc's `signal`: glibc refuses the two
+                // real-time signals it keeps for itself (32, 33), and those
+                // can arrive ignored too. 64 is the kernel's _NSIG; the
+                // kernel's sigset is 8 bytes.
+                let dfl = [0u64; 4];
+                for n in 1..=64 {
+                    if n != libc::SIGKILL && n != libc::SIGSTOP {
+                        libc::syscall(
+                            libc::SYS_rt_sigaction,
+                            n,
+                            dfl.as_ptr(),
+                            std::ptr::null_mut::<u64>(),
+                            8,
+                        );
+                    }
+                }
+                Ok(())
+            });
         }
     }
 

@@ -13,25 +13,29 @@
 //! signalling and hoping.
 
 use std::ffi::OsString;
-use std::io;
-use std::os::fd::{AsFd, RawFd};
+use std::io::{self, Write as _};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::libc;
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 use readyfd::{
-    OnTimeout, Protocol, Readiness, ReadyChild, ReadyCommand, ReadyError, SpawnError, describe_exit,
+    Channel, Incoming, OnTimeout, Protocol, Readiness, ReadyChild, ReadyCommand, ReadyError,
+    RemoteErrorKind, SpawnError, describe_exit,
 };
 
 use crate::exit::{self, Failure, signal_code};
+use crate::pidfd;
 use crate::signals::{Event, Signals};
 use crate::term::{Term, human, quoted};
+use crate::watchdog::Watchdog;
 
 /// How often the progress line is redrawn.
 const TICK: Duration = Duration::from_millis(200);
@@ -55,6 +59,8 @@ pub(crate) struct Launch {
     pub(crate) timeout: Duration,
     /// How long each step of stopping it may take.
     pub(crate) grace: Duration,
+    /// Status updates after readiness as JSON lines on stdout.
+    pub(crate) json: bool,
 }
 
 /// Makes readyfd the subreaper of its descendants (see the module docs).
@@ -124,6 +130,17 @@ impl Group {
         let _ = killpg(self.0, signal);
     }
 
+    /// Sends `signal`, then `SIGCONT`, as systemd, s6 and runit do: a
+    /// stopped process (`SIGSTOP`, Ctrl-Z) acts on nothing but `SIGKILL`
+    /// until it is continued, so without it a stop would wait out the
+    /// grace period and a forwarded signal would do nothing.
+    fn signal_and_continue(self, signal: Signal) {
+        self.signal(signal);
+        if signal != Signal::SIGKILL && signal != Signal::SIGCONT {
+            self.signal(Signal::SIGCONT);
+        }
+    }
+
     /// Whether any process (a zombie included) is still in the group.
     fn alive(self) -> bool {
         !matches!(killpg(self.0, None), Err(Errno::ESRCH))
@@ -133,36 +150,81 @@ impl Group {
 /// A running PROGRAM under supervision.
 #[derive(Debug)]
 pub(crate) struct Supervisor<'a> {
-    child: ReadyChild,
+    /// The library's handle. Lent to [`serving`](Supervisor::serving) while
+    /// the channel is served, `None` for that time.
+    child: Option<ReadyChild>,
+    /// PROGRAM's pid.
+    pid: u32,
+    /// PROGRAM's status, when it was reaped before its handle was lent out.
+    reaped: Option<ExitStatus>,
+    /// PROGRAM had exited 0 before its readiness was seen: what said ready
+    /// was another process of its group (a wrapper's server).
+    wrapper_before_ready: bool,
     group: Group,
     signals: &'a Signals,
     term: &'a Term,
     launch: Launch,
+    /// What ends the groups if readyfd is killed outright.
+    watchdog: Watchdog,
     /// When SIGTERM went to the group, if it did.
     term_sent: Option<Instant>,
     /// Whether SIGKILL went to the group.
     killed: bool,
-    /// Other processes of the group that readyfd reaped, with their status
-    /// as the shell reports it.
-    reaped: Vec<(u32, u8)>,
+    /// The main pid PROGRAM reported, once ready, when it is another process.
+    main: Option<Main>,
+    /// `--then` CMD's `sh` while it runs.
+    then_pid: Option<u32>,
+}
+
+/// The main pid a program reported, when it is not PROGRAM itself.
+#[derive(Debug)]
+struct Main {
+    pid: u32,
+    /// A pidfd, when the main pid left PROGRAM's group (a daemon's
+    /// `setsid`): the group's signals do not reach it, this does, and never
+    /// a recycled pid.
+    outside: Option<OwnedFd>,
+    /// Its status as the shell reports it, once readyfd reaped it.
+    status: Option<u8>,
+}
+
+/// What a wait inside [`Supervisor::serving`] ended on.
+enum Step {
+    /// PROGRAM has exited (not reaped yet).
+    ProgramExited,
+    /// `--then` CMD's `sh` exited with this status.
+    CmdEnded(ExitStatus),
+}
+
+/// How `--then` went: CMD's status, and PROGRAM's if it failed meanwhile.
+#[derive(Debug)]
+pub(crate) struct ThenOutcome {
+    /// CMD's status.
+    pub(crate) cmd: ExitStatus,
+    /// PROGRAM's status when it ended with a failure while CMD ran.
+    pub(crate) program_failed: Option<ExitStatus>,
+    /// Whether readyfd stopped CMD because of that failure.
+    pub(crate) cmd_stopped: bool,
 }
 
 impl<'a> Supervisor<'a> {
-    /// Starts PROGRAM in a process group of its own, with the readiness
-    /// channel, and with `SIGTERM` as its parent-death signal, so that even
-    /// a readyfd killed with `SIGKILL` does not leave it running unnoticed.
+    /// Starts the watchdog, then PROGRAM in a process group of its own,
+    /// with the readiness channel, and with `SIGTERM` as its parent-death
+    /// signal. The watchdog ends PROGRAM's group (and later CMD's) if
+    /// readyfd dies without ending them itself (see [`crate::watchdog`]).
     ///
     /// # Errors
     /// [`exit::START`] when the program cannot be started, [`exit::SYSTEM`]
-    /// when the channel cannot be set up.
+    /// when the channel or the watchdog cannot be set up.
     pub(crate) fn start(
         launch: Launch,
         signals: &'a Signals,
         term: &'a Term,
     ) -> Result<Self, Failure> {
+        let watchdog = Watchdog::start(launch.grace)?;
         let mut cmd = Command::new(&launch.program);
         cmd.args(&launch.args).process_group(0);
-        signals.restore_in_child(&mut cmd);
+        Signals::reset_in_child(&mut cmd);
         let parent = nix::unistd::getpid();
         // SAFETY: the closure runs in the forked child before exec; it makes
         // two system calls (prctl, getppid) on integers it captured by value,
@@ -170,28 +232,109 @@ impl<'a> Supervisor<'a> {
         unsafe {
             cmd.pre_exec(move || die_with_parent(parent));
         }
+        watchdog.register_in_child(&mut cmd);
         let child = ReadyCommand::new(cmd)
             .protocol(launch.protocol)
             .fd(launch.fd)
             .on_timeout(OnTimeout::Leave)
             .spawn()
             .map_err(|e| spawn_failure(e, &launch))?;
-        let group = Group(Pid::from_raw(child.id() as libc::pid_t));
+        let pid = child.id();
+        let group = Group(Pid::from_raw(pid as libc::pid_t));
         Ok(Supervisor {
-            child,
+            child: Some(child),
+            pid,
+            reaped: None,
+            wrapper_before_ready: false,
             group,
             signals,
             term,
             launch,
+            watchdog,
             term_sent: None,
             killed: false,
-            reaped: Vec::new(),
+            main: None,
+            then_pid: None,
         })
     }
 
     /// The pid of PROGRAM (and id of its process group).
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
+    }
+
+    fn child(&mut self) -> io::Result<&mut ReadyChild> {
+        self.child
+            .as_mut()
+            .ok_or_else(|| io::Error::other("readyfd bug: PROGRAM's handle is lent out"))
+    }
+
+    /// PROGRAM's exit status, reaping it, if it has exited; while the
+    /// handle is lent out, its status is only looked at (`WNOWAIT`): the
+    /// library's handle reaps it.
+    fn program_status(&mut self) -> io::Result<Option<ExitStatus>> {
+        match (&mut self.child, self.reaped) {
+            (Some(c), _) => c.exit_status(),
+            (None, Some(s)) => Ok(Some(s)),
+            (None, None) => peek_exit(self.pid),
+        }
+    }
+
+    /// The pids whose status belongs to someone: PROGRAM's (the library's
+    /// handle), CMD's `sh` (std's `Child`) and the watchdog's.
+    fn owned(&self) -> [u32; 3] {
+        [
+            self.pid,
+            self.then_pid.unwrap_or(self.pid),
+            self.watchdog.pid().unwrap_or(self.pid),
+        ]
+    }
+
+    /// Reaps every other child that has exited (see [`reap_strays`]),
+    /// keeping the main pid's status.
+    fn reap_strays(&mut self) {
+        let owned = self.owned();
+        let main = &mut self.main;
+        reap_strays(&owned, &mut |pid, code| {
+            if let Some(m) = main.as_mut().filter(|m| m.pid == pid) {
+                m.status = Some(code);
+            }
+        });
+    }
+
+    /// Runs `f` while a thread serves the native channel (see
+    /// [`serve_channel`]): the child's notifications and status updates are
+    /// read as they come, its requests answered `Unsupported`, so that it
+    /// never stalls on a full channel. `f` gets the channel too (for
+    /// `Shutdown`); PROGRAM's handle is lent out meanwhile, so `f` sees
+    /// PROGRAM's exit through [`program_status`](Self::program_status)
+    /// without reaping it.
+    fn serving<R>(&mut self, f: impl FnOnce(&mut Self, Option<&Channel>) -> R) -> R {
+        let Some(mut child) = self.child.take() else {
+            return f(self, None);
+        };
+        // Reaped already (by the library, while waiting for readiness):
+        // then there is nothing to look at with WNOWAIT.
+        self.reaped = child.exit_status().ok().flatten();
+        let stop = AtomicBool::new(false);
+        let (term, json, pid) = (self.term, self.launch.json, self.pid);
+        let name = self.launch.name.clone();
+        let r = std::thread::scope(|s| {
+            let ch = child.channel();
+            if let Some(ch) = ch {
+                let stop = &stop;
+                let name = &name;
+                // Without the thread, the channel is only not served.
+                let _ = std::thread::Builder::new()
+                    .name("readyfd-serve".into())
+                    .spawn_scoped(s, move || serve_channel(ch, stop, term, json, name, pid));
+            }
+            let r = f(self, ch);
+            stop.store(true, Ordering::Relaxed);
+            r
+        });
+        self.child = Some(child);
+        r
     }
 
     /// Waits until PROGRAM is ready, for at most the launch's timeout.
@@ -207,7 +350,8 @@ impl<'a> Supervisor<'a> {
         let deadline = Instant::now() + self.launch.timeout;
         let (done_read, done_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
             .map_err(|e| Failure::system("cannot create a pipe", e))?;
-        let pid = self.pid();
+        let pid = self.pid;
+        let owned = self.owned();
         let Supervisor {
             child,
             group,
@@ -216,6 +360,9 @@ impl<'a> Supervisor<'a> {
             launch,
             ..
         } = self;
+        let Some(child) = child.as_mut() else {
+            return Err(Failure::new(exit::INTERNAL, "PROGRAM's handle is lent out"));
+        };
         let (group, signals, term, launch) = (*group, *signals, *term, &*launch);
         let (joined, interrupted, kill_at, killed) = std::thread::scope(|s| {
             let waiter = std::thread::Builder::new()
@@ -243,7 +390,9 @@ impl<'a> Supervisor<'a> {
             loop {
                 match signals.wait(Some(done_read.as_fd()), kill_at) {
                     Ok(Event::Other) => break,
-                    Ok(Event::Child) => {}
+                    // Orphans of PROGRAM's group are reaped as they end;
+                    // PROGRAM itself is the waiting thread's to reap.
+                    Ok(Event::Child) => reap_strays(&owned, &mut |_, _| {}),
                     Ok(Event::Signal { signal, .. }) if interrupted.is_none() => {
                         interrupted = Some(signal);
                         term.stop_progress();
@@ -251,7 +400,7 @@ impl<'a> Supervisor<'a> {
                             "got {signal} while waiting for {} (pid {pid}): stopping it",
                             launch.name
                         ));
-                        group.signal(Signal::SIGTERM);
+                        group.signal_and_continue(Signal::SIGTERM);
                         kill_at = Some(Instant::now() + launch.grace);
                     }
                     Ok(Event::Signal { .. }) | Ok(Event::Timeout) => {
@@ -288,7 +437,14 @@ impl<'a> Supervisor<'a> {
             ));
         }
         match joined {
-            Ok(Ok(readiness)) => Ok(readiness),
+            Ok(Ok(readiness)) => {
+                self.wrapper_before_ready = self
+                    .child()
+                    .and_then(|c| c.exit_status())
+                    .is_ok_and(|s| s.is_some_and(|s| s.success()));
+                self.adopt_main(readiness.ready.pid);
+                Ok(readiness)
+            }
             Ok(Err(e)) => Err(self.ready_failure(e)),
             Err(f) => {
                 let _ = self.stop(false);
@@ -297,9 +453,56 @@ impl<'a> Supervisor<'a> {
         }
     }
 
+    /// Takes note of the main pid PROGRAM reported. One that left
+    /// PROGRAM's group (a daemon's `setsid`) is held by a pidfd and told to
+    /// the watchdog, so that it is stopped with the group; only a
+    /// descendant of readyfd is taken (a child could report any pid, and
+    /// readyfd signals only what it started).
+    fn adopt_main(&mut self, main: u32) {
+        if main == self.pid || main == 0 {
+            return;
+        }
+        let me = std::process::id();
+        let in_group = nix::unistd::getpgid(Some(Pid::from_raw(main as libc::pid_t)))
+            .is_ok_and(|g| g == self.group.0);
+        let outside = if in_group {
+            None
+        } else {
+            // Checked again after opening: the pidfd then holds that process.
+            pidfd::open(main)
+                .ok()
+                .filter(|_| pidfd::descends_from(main, me))
+        };
+        if outside.is_some() {
+            self.watchdog.watch_pid(main);
+        }
+        self.main = Some(Main {
+            pid: main,
+            outside,
+            status: None,
+        });
+    }
+
+    /// Adopts the main pid a systemd program reported with `MAINPID=`
+    /// (before readiness, or after it: the library keeps it current), so
+    /// that a failed run and a stop reach it too.
+    fn refresh_main(&mut self) {
+        let reported = self
+            .child
+            .as_ref()
+            .and_then(|c| c.notify_state())
+            .and_then(|st| st.main_pid);
+        if let Some(mp) = reported {
+            if self.main.as_ref().is_none_or(|m| m.pid != mp) {
+                self.adopt_main(mp);
+            }
+        }
+    }
+
     /// Turns a failed wait into a message and an exit code, after stopping
     /// whatever is left of PROGRAM.
     fn ready_failure(&mut self, e: ReadyError) -> Failure {
+        self.refresh_main();
         let name = self.launch.name.clone();
         let protocol = self.launch.protocol;
         let stopped = self.stop(false);
@@ -359,7 +562,10 @@ impl<'a> Supervisor<'a> {
             ),
             ReadyError::Io(e) => Failure::new(
                 exit::SYSTEM,
-                format!("waiting for {name} to be ready failed: {e}; stopped it: {how}"),
+                format!(
+                    "waiting for {name} to be ready failed: {}; stopped it: {how}",
+                    exit::explain(&e)
+                ),
             ),
             other => Failure::new(
                 exit::INTERNAL,
@@ -368,52 +574,124 @@ impl<'a> Supervisor<'a> {
         }
     }
 
+    /// Sends `signal` to PROGRAM's group and to a main pid outside it,
+    /// each followed by `SIGCONT`.
+    fn forward(&self, signal: Signal) {
+        self.group.signal_and_continue(signal);
+        if let Some(fd) = self.main.as_ref().and_then(|m| m.outside.as_ref()) {
+            pidfd::signal(fd, signal);
+            pidfd::signal(fd, Signal::SIGCONT);
+        }
+    }
+
+    /// The pidfd of a main pid outside the group that still runs.
+    fn outside_main(&self) -> Option<&OwnedFd> {
+        self.main
+            .as_ref()
+            .and_then(|m| m.outside.as_ref())
+            .filter(|fd| !pidfd::exited(fd))
+    }
+
+    /// Waits, serving the channel, until PROGRAM has exited (when
+    /// `watch_program`) or `then` (CMD's `sh`) has ended, passing signals
+    /// on: to CMD's group while CMD runs (PROGRAM is stopped once CMD has
+    /// ended), to PROGRAM's otherwise. At `kill_at`, CMD's group gets
+    /// `SIGKILL` (the end of the grace period of a stop).
+    fn wait_program(
+        &mut self,
+        mut then: Option<&mut std::process::Child>,
+        watch_program: bool,
+        mut kill_at: Option<Instant>,
+    ) -> io::Result<Step> {
+        loop {
+            if let Some(t) = then.as_deref_mut() {
+                if let Some(status) = t.try_wait()? {
+                    return Ok(Step::CmdEnded(status));
+                }
+            }
+            if watch_program && self.program_status()?.is_some() {
+                return Ok(Step::ProgramExited);
+            }
+            let cmd_group = then
+                .as_deref()
+                .map(|t| Group(Pid::from_raw(t.id() as libc::pid_t)));
+            match self.signals.wait(None, kill_at)? {
+                Event::Signal { signal, .. } => match cmd_group {
+                    Some(g) => g.signal_and_continue(signal),
+                    None => self.forward(signal),
+                },
+                Event::Timeout => {
+                    if let Some(g) = cmd_group {
+                        g.signal(Signal::SIGKILL);
+                    }
+                    kill_at = None;
+                }
+                Event::Child => self.reap_strays(),
+                Event::Other => {}
+            }
+        }
+    }
+
     /// Stays attached until PROGRAM ends, passing SIGINT, SIGTERM and SIGHUP
-    /// on to its process group, then stops what is left of the group.
-    /// Returns PROGRAM's status as the shell reports it.
+    /// on to its process group (and to a main pid that left it), then stops
+    /// what is left of the group. Returns PROGRAM's status as the shell
+    /// reports it.
     ///
-    /// A PROGRAM that exits 0 while readiness came from another process
-    /// (`main_pid`) was a wrapper (`sh -c 'server &'`, a daemon that forks),
-    /// whether it exited before or after that process said Ready: what it
-    /// started runs on in its group, and readyfd follows the group until it
-    /// is empty and returns the status of the main pid, if readyfd reaped
-    /// it, else the wrapper's. Any other exit ends the group.
+    /// A PROGRAM that exits 0 may have been a wrapper (`sh -c 'server &'`,
+    /// a daemon that forks), whose server runs on in its group or as the
+    /// main pid. It is taken as one when readiness came from another
+    /// process (the main pid differs), when it had exited before its
+    /// readiness was seen (then another process of its group said ready),
+    /// or under `--protocol pipe`, whose message names no process. readyfd
+    /// then follows the group and the main pid until both are gone and
+    /// returns the status of the main pid, if readyfd reaped it, else the
+    /// wrapper's. Any other exit ends the group and the main pid.
     ///
     /// # Errors
     /// When waiting or reading the signalfd fails.
-    pub(crate) fn attach(&mut self, main_pid: u32) -> io::Result<u8> {
+    pub(crate) fn attach(&mut self) -> io::Result<u8> {
         let status = loop {
-            if let Some(s) = self.child.exit_status()? {
-                break s;
-            }
-            if let Event::Signal { signal, .. } = self.signals.wait(None, None)? {
-                self.group.signal(signal);
+            self.serving(|s, _| s.wait_program(None, true, None))?;
+            if let Some(st) = self.child()?.exit_status()? {
+                break st;
             }
         };
-        if !status.success() || main_pid == self.pid() {
+        self.refresh_main();
+        let wrapper = self.main.is_some()
+            || self.wrapper_before_ready
+            || self.launch.protocol == Protocol::Pipe;
+        if !status.success() || !wrapper {
             self.cleanup_group()?;
+            self.stop_main()?;
+            self.end_descendants()?;
             return Ok(exit::status_code(status));
         }
-        loop {
-            self.reap_group();
-            if !self.group.alive() {
-                break;
+        self.serving(|s, _| -> io::Result<()> {
+            loop {
+                s.reap_strays();
+                let main = s.outside_main().map(|fd| fd.as_fd());
+                if !s.group.alive() && main.is_none() {
+                    return Ok(());
+                }
+                match s.signals.wait(main, None)? {
+                    Event::Signal { signal, .. } => s.forward(signal),
+                    Event::Child | Event::Other | Event::Timeout => {}
+                }
             }
-            if let Event::Signal { signal, .. } = self.signals.wait(None, None)? {
-                self.group.signal(signal);
-            }
-        }
-        let main = self
-            .reaped
-            .iter()
-            .find(|(p, _)| *p == main_pid)
-            .map(|(_, c)| *c);
+        })?;
+        self.end_descendants()?;
+        let main = self.main.as_ref().and_then(|m| m.status);
         Ok(main.unwrap_or(exit::status_code(status)))
     }
 
-    /// Runs `sh -c cmd` with `env` added and waits for it. Signals sent to
-    /// readyfd with `kill` are passed on to it; those from the terminal
-    /// reached it already (it is in the terminal's foreground group).
+    /// Runs `sh -c cmd` with `env` added, in a process group of its own,
+    /// and waits for it while serving the channel. Signals to readyfd go
+    /// on to CMD's group (the terminal's too: CMD is not in the terminal's
+    /// foreground group). When CMD's `sh` ends, what is left of its group
+    /// (background jobs) is stopped like PROGRAM's. When PROGRAM ends with
+    /// a failure meanwhile (a non-zero status, a signal: readyfd sends
+    /// PROGRAM none while CMD runs), CMD's group is stopped at once and the
+    /// outcome says so.
     ///
     /// # Errors
     /// [`exit::START`] when `sh` cannot be started; [`exit::SYSTEM`] when
@@ -422,49 +700,132 @@ impl<'a> Supervisor<'a> {
         &mut self,
         cmd: &str,
         env: &[(String, String)],
-    ) -> Result<ExitStatus, Failure> {
+    ) -> Result<ThenOutcome, Failure> {
         let mut sh = Command::new("sh");
-        sh.arg("-c").arg(cmd);
+        sh.arg("-c").arg(cmd).process_group(0);
         for var in readyfd::READINESS_ENV_VARS {
             sh.env_remove(var);
         }
         sh.envs(env.iter().map(|(k, v)| (k, v)));
-        self.signals.restore_in_child(&mut sh);
-        let mut then = sh.spawn().map_err(|e| {
-            Failure::new(exit::START, format!("cannot start `sh -c` for --then: {e}"))
-        })?;
-        let wait_err = |e: io::Error| Failure::system("waiting for --then CMD failed", e);
-        let mut watching = self.child.exit_status().map_err(wait_err)?.is_none();
-        loop {
-            if let Some(status) = then.try_wait().map_err(wait_err)? {
-                return Ok(status);
-            }
-            if watching {
-                if let Some(s) = self.child.exit_status().map_err(wait_err)? {
-                    watching = false;
-                    self.term.message(format_args!(
-                        "{} (pid {}) {} while --then CMD was still running",
-                        self.launch.name,
-                        self.pid(),
-                        describe_exit(s)
-                    ));
-                }
-            }
-            if let Event::Signal {
-                signal,
-                from_terminal: false,
-            } = self.signals.wait(None, None).map_err(wait_err)?
-            {
-                let _ = kill(Pid::from_raw(then.id() as libc::pid_t), signal);
+        let tty = foreground_tty();
+        if tty {
+            // SAFETY: runs in the forked child before exec, before the
+            // signal reset below: sigprocmask and tcsetpgrp (an ioctl) on
+            // integers, no allocation, no lock. SIGTTOU is blocked so that
+            // a process of a background group may take the terminal.
+            unsafe {
+                sh.pre_exec(|| {
+                    let mut set = nix::sys::signal::SigSet::empty();
+                    set.add(Signal::SIGTTOU);
+                    set.thread_block()?;
+                    libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
+                    Ok(())
+                });
             }
         }
+        Signals::reset_in_child(&mut sh);
+        let parent = nix::unistd::getpid();
+        // SAFETY: as in `start`: prctl and getppid on captured integers.
+        unsafe {
+            sh.pre_exec(move || die_with_parent(parent));
+        }
+        self.watchdog.register_in_child(&mut sh);
+        let mut then = sh.spawn().map_err(|e| {
+            Failure::new(
+                exit::START,
+                format!("cannot start `sh -c` for --then: {}", exit::explain(&e)),
+            )
+        })?;
+        let then_pid = then.id();
+        self.then_pid = Some(then_pid);
+        if tty {
+            // Also here, whichever of the two runs first.
+            set_foreground(then_pid as libc::pid_t);
+        }
+        let cmd_group = Group(Pid::from_raw(then_pid as libc::pid_t));
+        let wait_err = |e: io::Error| Failure::system("waiting for --then CMD failed", e);
+        let mut program_failed = None;
+        // PROGRAM may have ended already, before CMD started: that is seen
+        // (and reaped) here, and handled as an end seen later would be.
+        let mut ended = self.program_status().map_err(wait_err)?;
+        let mut watching = ended.is_none();
+        let mut kill_at = None;
+        let status = loop {
+            if ended.is_none() {
+                let step = self.serving(|s, _| s.wait_program(Some(&mut then), watching, kill_at));
+                match step.map_err(wait_err)? {
+                    Step::CmdEnded(status) => break status,
+                    Step::ProgramExited => {
+                        watching = false;
+                        ended = self
+                            .child()
+                            .map_err(wait_err)?
+                            .exit_status()
+                            .map_err(wait_err)?;
+                    }
+                }
+            }
+            let Some(s) = ended.take() else {
+                continue;
+            };
+            let (name, pid) = (self.launch.name.clone(), self.pid);
+            if s.success() {
+                self.term.message(format_args!(
+                    "{name} (pid {pid}) {} while --then CMD was running",
+                    describe_exit(s)
+                ));
+                continue;
+            }
+            self.term.message(format_args!(
+                "{name} (pid {pid}) {} while --then CMD was running: stopping CMD",
+                describe_exit(s)
+            ));
+            program_failed = Some(s);
+            cmd_group.signal_and_continue(Signal::SIGTERM);
+            kill_at = Some(Instant::now() + self.launch.grace);
+        };
+        self.then_pid = None;
+        if tty {
+            set_foreground(nix::unistd::getpgrp().as_raw());
+        }
+        self.end_group(cmd_group).map_err(wait_err)?;
+        Ok(ThenOutcome {
+            cmd: status,
+            cmd_stopped: program_failed.is_some(),
+            program_failed,
+        })
+    }
+
+    /// Ends what is left of a group whose leader readyfd has reaped:
+    /// SIGTERM and SIGCONT, the grace period, SIGKILL; reaps its members.
+    fn end_group(&mut self, group: Group) -> io::Result<()> {
+        self.reap_strays();
+        if !group.alive() {
+            return Ok(());
+        }
+        group.signal_and_continue(Signal::SIGTERM);
+        let deadline = Instant::now() + self.launch.grace;
+        loop {
+            self.reap_strays();
+            if !group.alive() {
+                return Ok(());
+            }
+            match self.signals.wait(None, Some(deadline))? {
+                Event::Timeout | Event::Signal { .. } => break,
+                Event::Child | Event::Other => {}
+            }
+        }
+        group.signal(Signal::SIGKILL);
+        reap_group_blocking(group);
+        Ok(())
     }
 
     /// Stops PROGRAM and every process of its group: the native `Shutdown`
     /// request first when `ask_first` (and the channel is open), then
-    /// `SIGTERM` to the group, then `SIGKILL`, each step after the grace
-    /// period; then the rest of the group the same way. A signal to readyfd
-    /// meanwhile skips to `SIGKILL`.
+    /// `SIGTERM` (and `SIGCONT`) to the group, then `SIGKILL`, each step
+    /// after the grace period; then the rest of the group the same way, and
+    /// a main pid that left the group. A signal to readyfd meanwhile skips
+    /// to `SIGKILL`.
     ///
     /// # Errors
     /// When waiting fails.
@@ -477,12 +838,19 @@ impl<'a> Supervisor<'a> {
             (false, Some(_)) => StopVia::Sigterm,
             (false, None) => StopVia::AlreadyExited,
         };
-        let mut status = self.child.exit_status()?;
+        self.refresh_main();
+        let mut status = self.child()?.exit_status()?;
         if status.is_none() && ask_first && self.term_sent.is_none() {
-            let acknowledged = self
-                .child
-                .channel()
-                .is_some_and(|ch| ch.closed().is_none() && ch.shutdown(grace).is_ok());
+            // A stopped program (SIGSTOP, Ctrl-Z) could not answer: it is
+            // continued first, as it would be after SIGTERM.
+            if pidfd::parent_and_state(self.pid).is_some_and(|(_, st)| st == 'T' || st == 't') {
+                self.group.signal(Signal::SIGCONT);
+            }
+            // Served meanwhile: a child flooding the channel can still
+            // read the request and acknowledge it.
+            let acknowledged = self.serving(|_, ch| {
+                ch.is_some_and(|ch| ch.closed().is_none() && ch.shutdown(grace).is_ok())
+            });
             if acknowledged {
                 via = StopVia::Shutdown;
                 status = self.wait_leader(Some(Instant::now() + grace))?;
@@ -490,8 +858,9 @@ impl<'a> Supervisor<'a> {
         }
         if status.is_none() {
             via = StopVia::Sigterm;
+            let group = self.group;
             let sent = *self.term_sent.get_or_insert_with(|| {
-                self.group.signal(Signal::SIGTERM);
+                group.signal_and_continue(Signal::SIGTERM);
                 Instant::now()
             });
             status = self.wait_leader(Some(sent + grace))?;
@@ -503,11 +872,13 @@ impl<'a> Supervisor<'a> {
                 self.kill_group();
                 match self.wait_leader(None)? {
                     Some(s) => s,
-                    None => self.child.wait()?,
+                    None => self.child()?.wait()?,
                 }
             }
         };
         self.cleanup_group()?;
+        self.stop_main()?;
+        self.end_descendants()?;
         Ok(Stopped {
             status,
             via,
@@ -524,7 +895,7 @@ impl<'a> Supervisor<'a> {
     /// readyfd meanwhile kills the group.
     fn wait_leader(&mut self, deadline: Option<Instant>) -> io::Result<Option<ExitStatus>> {
         loop {
-            if let Some(s) = self.child.exit_status()? {
+            if let Some(s) = self.child()?.exit_status()? {
                 return Ok(Some(s));
             }
             match self.signals.wait(None, deadline)? {
@@ -536,7 +907,8 @@ impl<'a> Supervisor<'a> {
                     ));
                     self.kill_group();
                 }
-                Event::Child | Event::Other => {}
+                Event::Child => self.reap_strays(),
+                Event::Other => {}
             }
         }
     }
@@ -544,17 +916,18 @@ impl<'a> Supervisor<'a> {
     /// After PROGRAM itself has exited: ends the rest of its process group
     /// (SIGTERM unless it had one, the grace period, SIGKILL) and reaps it.
     fn cleanup_group(&mut self) -> io::Result<()> {
-        self.reap_group();
+        self.reap_strays();
         if !self.group.alive() {
             return Ok(());
         }
+        let group = self.group;
         let sent = *self.term_sent.get_or_insert_with(|| {
-            self.group.signal(Signal::SIGTERM);
+            group.signal_and_continue(Signal::SIGTERM);
             Instant::now()
         });
         let deadline = sent + self.launch.grace;
         loop {
-            self.reap_group();
+            self.reap_strays();
             if !self.group.alive() {
                 return Ok(());
             }
@@ -564,61 +937,281 @@ impl<'a> Supervisor<'a> {
             }
         }
         self.kill_group();
-        // Every member is dying now, and those whose parent died are our
-        // children (we are their subreaper): reap until none is left.
-        loop {
-            match waitid(Id::PGid(self.group.0), WaitPidFlag::WEXITED) {
-                Ok(st) => self.note_reaped(st),
-                Err(Errno::EINTR) => {}
-                Err(_) => break,
-            }
-        }
+        reap_group_blocking(self.group);
         Ok(())
     }
 
-    /// Reaps, without waiting, the processes of the group that are our
-    /// children and have exited. Only once PROGRAM itself is reaped: its
-    /// status belongs to the library's handle.
-    fn reap_group(&mut self) {
-        if !matches!(self.child.exit_status(), Ok(Some(_))) {
-            return;
-        }
-        loop {
-            match waitid(
-                Id::PGid(self.group.0),
-                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
-            ) {
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(st) => self.note_reaped(st),
+    /// Stops every process still left that readyfd inherited as their
+    /// subreaper: one that left PROGRAM's or CMD's group (`setsid`) without
+    /// being reported as the main pid becomes readyfd's child once its
+    /// parent has died, and by now every process of the groups has. Each is
+    /// held by a pidfd (opened, then checked to be readyfd's child still, so
+    /// never a recycled pid) and stopped as the groups are: SIGTERM and
+    /// SIGCONT, the grace period, SIGKILL; their own children become
+    /// readyfd's in turn, so this repeats until none is left.
+    fn end_descendants(&mut self) -> io::Result<()> {
+        let me = std::process::id();
+        let watchdog = self.watchdog.pid();
+        // Each round ends a generation; a bound against a fork bomb racing us.
+        for _ in 0..64 {
+            self.reap_strays();
+            let held: Vec<OwnedFd> = pidfd::children()
+                .into_iter()
+                .filter(|&c| Some(c) != watchdog && c != self.pid)
+                .filter_map(|c| {
+                    let fd = pidfd::open(c).ok()?;
+                    pidfd::parent_and_state(c)
+                        .is_some_and(|(parent, state)| parent == me && state != 'Z')
+                        .then_some(fd)
+                })
+                .collect();
+            if held.is_empty() {
+                return Ok(());
+            }
+            for fd in &held {
+                pidfd::signal(fd, Signal::SIGTERM);
+                pidfd::signal(fd, Signal::SIGCONT);
+            }
+            let deadline = Instant::now() + self.launch.grace;
+            let mut kill = false;
+            while let Some(fd) = held.iter().find(|fd| !pidfd::exited(fd)) {
+                if kill {
+                    for fd in &held {
+                        pidfd::signal(fd, Signal::SIGKILL);
+                    }
+                }
+                match self
+                    .signals
+                    .wait(Some(fd.as_fd()), (!kill).then_some(deadline))?
+                {
+                    Event::Timeout | Event::Signal { .. } => kill = true,
+                    Event::Child => self.reap_strays(),
+                    Event::Other => {}
+                }
             }
         }
+        self.reap_strays();
+        Ok(())
     }
 
-    fn note_reaped(&mut self, st: WaitStatus) {
-        match st {
-            WaitStatus::Exited(pid, code) => {
-                self.reaped.push((pid.as_raw() as u32, (code & 0xff) as u8))
+    /// Stops a main pid that left PROGRAM's group (a daemon), as the group
+    /// is stopped: SIGTERM and SIGCONT, the grace period, SIGKILL; through
+    /// its pidfd, so never a recycled pid.
+    fn stop_main(&mut self) -> io::Result<()> {
+        let Some(fd) = self
+            .outside_main()
+            .map(|fd| fd.as_fd().try_clone_to_owned())
+        else {
+            self.reap_strays();
+            return Ok(());
+        };
+        let fd = fd?;
+        pidfd::signal(&fd, Signal::SIGTERM);
+        pidfd::signal(&fd, Signal::SIGCONT);
+        let deadline = Instant::now() + self.launch.grace;
+        let mut kill = false;
+        while !pidfd::exited(&fd) {
+            if kill {
+                pidfd::signal(&fd, Signal::SIGKILL);
             }
-            WaitStatus::Signaled(pid, sig, _) => self
-                .reaped
-                .push((pid.as_raw() as u32, signal_code(sig as i32))),
-            _ => {}
+            match self
+                .signals
+                .wait(Some(fd.as_fd()), (!kill).then_some(deadline))?
+            {
+                Event::Timeout | Event::Signal { .. } => kill = true,
+                Event::Child => self.reap_strays(),
+                Event::Other => {}
+            }
         }
+        self.reap_strays();
+        Ok(())
     }
 }
 
 impl Drop for Supervisor<'_> {
     /// A safety net for early returns and panics: whatever of PROGRAM's
-    /// group still runs is killed, and PROGRAM reaped. The normal paths
+    /// group (and a main pid outside it, and CMD's group) still runs is
+    /// killed, and PROGRAM reaped. The normal paths
     /// ([`stop`](Supervisor::stop), [`attach`](Supervisor::attach)) have
     /// left nothing by then, and this does nothing.
     fn drop(&mut self) {
-        if matches!(self.child.exit_status(), Ok(None)) {
-            self.group.signal(Signal::SIGKILL);
-            let _ = self.child.wait();
+        if let Some(c) = &mut self.child {
+            if matches!(c.exit_status(), Ok(None)) {
+                self.group.signal(Signal::SIGKILL);
+                let _ = c.wait();
+            }
         }
         if self.group.alive() {
             self.group.signal(Signal::SIGKILL);
+        }
+        if let Some(fd) = self.outside_main() {
+            pidfd::signal(fd, Signal::SIGKILL);
+        }
+        if let Some(cmd) = self.then_pid {
+            Group(Pid::from_raw(cmd as libc::pid_t)).signal(Signal::SIGKILL);
+        }
+        self.watchdog.finish();
+    }
+}
+
+/// Reaps every exited child of readyfd except the `owned` pids, whose
+/// status belongs to someone (the library's handle, std's `Child`), and
+/// calls `note` with each pid and status as the shell reports it. Orphans
+/// of PROGRAM's and CMD's groups become readyfd's children (it is their
+/// subreaper), and are reaped here as they end.
+///
+/// It looks with `waitid(P_ALL, WNOWAIT)` first and reaps only that pid,
+/// so that an owned child's status is never taken. When what it sees is an
+/// owned child (whose owner has not reaped it yet), the others may hide
+/// behind it: it then reads this process's zombie children from `/proc`.
+fn reap_strays(owned: &[u32], note: &mut dyn FnMut(u32, u8)) {
+    let mut reap = |pid: u32| -> bool {
+        match waitpid(
+            Pid::from_raw(pid as libc::pid_t),
+            Some(WaitPidFlag::WNOHANG),
+        ) {
+            Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                if let Some(code) = shell_code(st) {
+                    note(pid, code);
+                }
+                true
+            }
+            _ => false,
+        }
+    };
+    loop {
+        let peek = waitid(
+            Id::All,
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        );
+        let pid = match peek {
+            Ok(st) => match st.pid() {
+                Some(p) => p.as_raw() as u32,
+                None => return,
+            },
+            Err(Errno::EINTR) => continue,
+            Err(_) => return,
+        };
+        if owned.contains(&pid) {
+            for z in pidfd::zombie_children() {
+                if !owned.contains(&z) {
+                    reap(z);
+                }
+            }
+            return;
+        }
+        if !reap(pid) {
+            return;
+        }
+    }
+}
+
+/// After SIGKILL to `group`: reaps its members until none is left that is
+/// readyfd's child (those whose parent died become readyfd's children, as
+/// it is their subreaper).
+fn reap_group_blocking(group: Group) {
+    while let Ok(_) | Err(Errno::EINTR) = waitid(Id::PGid(group.0), WaitPidFlag::WEXITED) {}
+}
+
+/// Whether readyfd's stdin is a terminal whose foreground process group is
+/// readyfd's: then `--then` CMD, in a group of its own, is given the
+/// terminal (as a shell gives it to a foreground job), so that it can read
+/// from it and gets Ctrl-C directly, and readyfd takes it back after.
+fn foreground_tty() -> bool {
+    // SAFETY: isatty, tcgetpgrp and getpgrp take integers and touch no
+    // memory of ours.
+    unsafe {
+        libc::isatty(libc::STDIN_FILENO) == 1
+            && libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp()
+    }
+}
+
+/// Makes `pgrp` the terminal's foreground process group, with SIGTTOU
+/// blocked (readyfd may be in a background group by then, and a blocked
+/// SIGTTOU lets it proceed instead of stopping it).
+fn set_foreground(pgrp: libc::pid_t) {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(Signal::SIGTTOU);
+    let Ok(()) = set.thread_block() else { return };
+    // SAFETY: tcsetpgrp is an ioctl on fd 0 with an integer.
+    unsafe { libc::tcsetpgrp(libc::STDIN_FILENO, pgrp) };
+    let _ = set.thread_unblock();
+}
+
+/// The status of an exited or killed process as the shell reports it.
+fn shell_code(st: WaitStatus) -> Option<u8> {
+    match st {
+        WaitStatus::Exited(_, code) => Some((code & 0xff) as u8),
+        WaitStatus::Signaled(_, sig, _) => Some(signal_code(sig as i32)),
+        _ => None,
+    }
+}
+
+/// PROGRAM's status, if it has exited, without reaping it (`WNOWAIT`).
+fn peek_exit(pid: u32) -> io::Result<Option<ExitStatus>> {
+    use std::os::unix::process::ExitStatusExt;
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    loop {
+        return match waitid(Id::Pid(Pid::from_raw(pid as libc::pid_t)), flags) {
+            Ok(WaitStatus::Exited(_, code)) => Ok(Some(ExitStatus::from_raw((code & 0xff) << 8))),
+            Ok(WaitStatus::Signaled(_, sig, core)) => Ok(Some(ExitStatus::from_raw(
+                sig as i32 | if core { 0x80 } else { 0 },
+            ))),
+            Ok(_) => Ok(None),
+            Err(Errno::EINTR) => continue,
+            Err(e) => Err(e.into()),
+        };
+    }
+}
+
+/// Serves the native channel while `stop` is not set: notifications are
+/// read and dropped, requests answered `Unsupported` (PROTOCOL.md: a side
+/// with no handler answers so), and the status text is shown when it
+/// changed: on the progress line on a terminal, as one more JSON line with
+/// `--json` (`{"pid":..,"status":".."}`), at most one per [`TICK`] (a flood
+/// of updates shows the latest, nothing piles up). Wakes every [`TICK`] to
+/// look at `stop`.
+fn serve_channel(ch: &Channel, stop: &AtomicBool, term: &Term, json: bool, name: &str, pid: u32) {
+    let mut shown = ch.last_status();
+    let mut next_show = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let idle = match ch.recv_timeout(TICK) {
+            Ok(Some(Incoming::Request(r))) => {
+                let _ = r.reject(
+                    RemoteErrorKind::Unsupported,
+                    "readyfd run serves no requests",
+                );
+                false
+            }
+            Ok(Some(_)) => false,
+            Ok(None) => true,
+            Err(_) => true,
+        };
+        let now = Instant::now();
+        if !idle && now < next_show {
+            continue;
+        }
+        let status = ch.last_status();
+        if status != shown {
+            next_show = now + TICK;
+            if let Some(text) = &status {
+                if json {
+                    let line = serde_json::json!({ "pid": pid, "status": text });
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                } else {
+                    term.progress(&format!(
+                        "readyfd: {name} (pid {pid}) is ready; status {}",
+                        quoted(text)
+                    ));
+                }
+            }
+            shown = status;
+        }
+        if ch.closed().is_some() && idle {
+            // Gone, and every last status shown.
+            return;
         }
     }
 }
@@ -693,6 +1286,11 @@ fn spawn_failure(e: SpawnError, launch: &Launch) -> Failure {
                     "permission denied. Is it executable (chmod +x), and not a directory?"
                         .to_string()
                 }
+                _ if source.raw_os_error() == Some(libc::EMFILE)
+                    || source.raw_os_error() == Some(libc::ENFILE) =>
+                {
+                    return Failure::system(&format!("cannot start {program}"), source);
+                }
                 _ => source.to_string(),
             };
             Failure::new(exit::START, format!("cannot start {program}: {why}"))
@@ -701,6 +1299,27 @@ fn spawn_failure(e: SpawnError, launch: &Launch) -> Failure {
             exit::USAGE,
             format!("--fd {fd}: fds 0-2 are stdin, stdout and stderr; choose 3 or above"),
         ),
+        SpawnError::Channel(source) => Failure::system(
+            &format!("cannot create the readiness channel for {}", launch.name),
+            source,
+        ),
+        SpawnError::Watch { pid, source } => {
+            if source.raw_os_error() == Some(libc::ENOSYS) {
+                Failure::new(
+                    exit::SYSTEM,
+                    format!(
+                        "cannot watch {} (pid {pid}): this kernel has no pidfd_open; \
+                         readyfd needs Linux 5.3 or later",
+                        launch.name
+                    ),
+                )
+            } else {
+                Failure::system(
+                    &format!("cannot watch {} (pid {pid}, stopped)", launch.name),
+                    source,
+                )
+            }
+        }
         other => Failure::new(
             exit::SYSTEM,
             format!("cannot start {}: {other}", launch.name),

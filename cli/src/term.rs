@@ -51,7 +51,7 @@ impl Term {
             let _ = err.write_all(CLEAR_LINE.as_bytes());
             st.shown = false;
         }
-        let _ = writeln!(err, "readyfd: {text}");
+        let _ = writeln!(err, "readyfd: {}", one_line(&text.to_string()));
     }
 
     /// Replaces the progress line with `line` (cut to the terminal's width,
@@ -61,7 +61,7 @@ impl Term {
             return;
         }
         let width = terminal_width().saturating_sub(1).max(20);
-        let cut: String = line.chars().take(width).collect();
+        let cut: String = one_line(line).chars().take(width).collect();
         let mut st = self.lock();
         if st.off {
             return;
@@ -113,6 +113,25 @@ fn terminal_width() -> usize {
     }
 }
 
+/// `text` as one printable line: control characters (line breaks, escape
+/// sequences, carriage returns) and the bidirectional overrides that can
+/// reorder what a terminal shows are written as `\n`, `\u{1b}`..., so
+/// that text a child sent (a name, an address, a status) can neither start
+/// a line of its own (a forged `readyfd: ...`) nor drive the terminal.
+/// Every line readyfd writes on stderr goes through it.
+pub(crate) fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Text a child sent, made safe to print on a terminal: quoted, with
 /// control characters escaped.
 pub(crate) fn quoted(text: &str) -> String {
@@ -127,5 +146,18 @@ pub(crate) fn human(d: std::time::Duration) -> String {
         format!("{}ms", d.as_millis())
     } else {
         format!("{:.1}ms", d.as_secs_f64() * 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_escapes_what_could_forge_a_line_or_drive_a_terminal() {
+        assert_eq!(one_line("a\nreadyfd: x"), "a\\nreadyfd: x");
+        assert_eq!(one_line("\x1b[2J\r"), "\\u{1b}[2J\\r");
+        assert_eq!(one_line("\u{202e}abc"), "\\u{202e}abc");
+        assert_eq!(one_line("prêt ✓ 準備"), "prêt ✓ 準備");
     }
 }
