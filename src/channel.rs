@@ -14,7 +14,7 @@
 //!
 //! Memory is bounded on both paths: senders wait while more than
 //! [`HIGH_WATER`] bytes are queued for the peer, and reading stops while
-//! [`MAX_INCOMING`] messages wait in [`recv`](Channel::recv)'s queue or our
+//! [`MAX_INCOMING`](crate::MAX_INCOMING) messages wait in [`recv`](Channel::recv)'s queue or our
 //! answers to the peer pile up, which pushes back on a peer that floods.
 
 use std::collections::{HashMap, HashSet};
@@ -34,7 +34,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::core::{
-    ChannelOptions, Core, HIGH_WATER, MAX_INCOMING, ReadEnd, ReadStep, ReadyEvent, ShutdownPolicy,
+    ChannelOptions, Core, HIGH_WATER, ReadEnd, ReadStep, ReadyEvent, ShutdownPolicy,
     decode_response,
 };
 use crate::error::{ChannelError, CloseReason};
@@ -135,6 +135,8 @@ pub(crate) struct Inner {
     cond: Condvar,
     policy: ShutdownPolicy,
     max_frame: u32,
+    /// What the peer may make us hold.
+    limits: ChannelOptions,
 }
 
 impl Inner {
@@ -196,7 +198,7 @@ impl Inner {
     fn may_read(&self, st: &State) -> bool {
         matches!(st.core.read, ReadEnd::Open)
             && !st.stop
-            && st.core.peer.incoming.len() < MAX_INCOMING
+            && !self.limits.queue_full(&st.core.peer.incoming)
             && st.pending_out() < HIGH_WATER + self.max_frame as usize
     }
 
@@ -438,7 +440,7 @@ impl Inner {
 /// has not, the I/O thread writes the rest, so frames never interleave and
 /// no thread blocks in `send` while reads are held up. Memory is bounded
 /// both ways: senders wait while more than [`HIGH_WATER`] bytes are queued,
-/// and reading pauses while [`MAX_INCOMING`] messages wait to be taken.
+/// and reading pauses while [`MAX_INCOMING`](crate::MAX_INCOMING) messages wait to be taken.
 ///
 /// `Channel` is `Send + Sync`: share it between threads by reference or in
 /// an `Arc`. Dropping it says `Goodbye` to the peer, closes the socket and
@@ -499,6 +501,7 @@ impl Channel {
             cond: Condvar::new(),
             policy: opts.shutdown,
             max_frame: opts.session.max_frame,
+            limits: opts,
         });
         // Send our Hello now: it costs nothing and lets a peer that waits
         // for it proceed.
@@ -724,8 +727,9 @@ impl Channel {
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Incoming>, ChannelError> {
         let inner = &self.inner;
         let next = inner.wait_for(deadline, |st| {
-            if let Some(m) = st.core.peer.incoming.pop_front() {
-                if st.core.peer.incoming.len() + 1 == MAX_INCOMING {
+            let was_full = inner.limits.queue_full(&st.core.peer.incoming);
+            if let Some(m) = st.core.peer.incoming.pop() {
+                if was_full {
                     // Reading may have stopped on a full queue: resume it.
                     inner.sync_interest(st);
                 }
@@ -772,7 +776,7 @@ impl Drop for Channel {
         // the peer's callers get a clear error. Each one also holds the
         // channel's state alive: leaving them queued would keep the socket,
         // eventfd and pidfd open for good.
-        let unconsumed = std::mem::take(&mut self.inner.lock().core.peer.incoming);
+        let unconsumed = self.inner.lock().core.peer.incoming.take();
         drop(unconsumed);
         self.close();
         {
@@ -799,7 +803,7 @@ impl Drop for Channel {
         }
         // Whatever arrived meanwhile: dropped outside the lock (dropping an
         // IncomingRequest takes it).
-        let late = std::mem::take(&mut self.inner.lock().core.peer.incoming);
+        let late = self.inner.lock().core.peer.incoming.take();
         drop(late);
     }
 }

@@ -27,16 +27,24 @@ use crate::verdict::{ReadyVia, Seen};
 /// Bytes queued for the peer beyond which senders wait.
 pub const HIGH_WATER: usize = 4 * 1024 * 1024;
 
-/// Incoming requests and notifications queued for [`Channel::recv`] beyond
+/// Incoming requests and notifications queued for [`Channel::recv`](crate::Channel::recv) beyond
 /// which the channel stops reading from the peer until some are taken.
 ///
 /// This is back-pressure against a peer that floods, and it has a
 /// consequence to know: while the queue is full nothing more is read, so an
 /// answer to one of our own requests that arrives behind the backlog is not
 /// seen either. A side that receives requests or notifications must keep
-/// calling [`Channel::recv`] (on a thread of its own if need be) while it
+/// calling [`Channel::recv`](crate::Channel::recv) (on a thread of its own if need be) while it
 /// also makes requests.
 pub const MAX_INCOMING: usize = 1024;
+
+/// Bytes of request and notification bodies queued for [`Channel::recv`](crate::Channel::recv)
+/// beyond which the channel stops reading, as [`MAX_INCOMING`] does for
+/// their number: what a flooding peer can make this side hold. Twice the
+/// default largest frame, so that one largest message always fits.
+///
+/// [`Channel::recv`](crate::Channel::recv): crate::Channel::recv
+pub const MAX_INCOMING_BYTES: usize = 2 * readyfd_proto::DEFAULT_MAX_FRAME as usize;
 
 /// What a child does when its parent sends `Shutdown`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,13 +59,82 @@ pub enum ShutdownPolicy {
     Deliver,
 }
 
-/// Options of a [`Channel`].
-#[derive(Debug, Clone, Copy, Default)]
+/// Options of a [`Channel`](crate::Channel).
+#[derive(Debug, Clone, Copy)]
 pub struct ChannelOptions {
     /// Limits enforced on the peer.
     pub session: SessionConfig,
     /// What a child does on `Shutdown` (ignored by parents).
     pub shutdown: ShutdownPolicy,
+    /// How many of the peer's requests and notifications may wait to be
+    /// taken before reading pauses (default [`MAX_INCOMING`]).
+    pub max_incoming: usize,
+    /// How many bytes of their bodies may wait to be taken before reading
+    /// pauses (default [`MAX_INCOMING_BYTES`]).
+    pub max_incoming_bytes: usize,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> Self {
+        ChannelOptions {
+            session: SessionConfig::default(),
+            shutdown: ShutdownPolicy::default(),
+            max_incoming: MAX_INCOMING,
+            max_incoming_bytes: MAX_INCOMING_BYTES,
+        }
+    }
+}
+
+impl ChannelOptions {
+    /// Whether `queue` holds as much as these options let a peer make us
+    /// hold (reading then pauses until the application takes some).
+    pub(crate) fn queue_full(&self, queue: &IncomingQueue) -> bool {
+        queue.len() >= self.max_incoming.max(1) || queue.bytes >= self.max_incoming_bytes.max(1)
+    }
+}
+
+/// The peer's requests and notifications waiting for `recv`, with the
+/// bytes their bodies hold.
+#[derive(Default)]
+pub(crate) struct IncomingQueue {
+    queue: VecDeque<Incoming>,
+    bytes: usize,
+}
+
+impl IncomingQueue {
+    /// What one message counts for: its body and a fixed share for the
+    /// rest.
+    fn weight(m: &Incoming) -> usize {
+        const OVERHEAD: usize = 64;
+        OVERHEAD
+            + match m {
+                Incoming::Request(r) => r.bytes().len(),
+                Incoming::Notify(n) => n.bytes().len(),
+                _ => 0,
+            }
+    }
+
+    pub(crate) fn push(&mut self, m: Incoming) {
+        self.bytes += Self::weight(&m);
+        self.queue.push_back(m);
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<Incoming> {
+        let m = self.queue.pop_front()?;
+        self.bytes -= Self::weight(&m);
+        Some(m)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Empties the queue (dropping a request answers it: do it outside
+    /// the channel's lock).
+    pub(crate) fn take(&mut self) -> VecDeque<Incoming> {
+        self.bytes = 0;
+        std::mem::take(&mut self.queue)
+    }
 }
 
 /// What the I/O thread saw of the read side.
@@ -389,7 +466,7 @@ pub(crate) fn decode_response<T: DeserializeOwned>(body: ResponseBody) -> Result
 #[derive(Default)]
 pub(crate) struct PeerView {
     /// Requests and notifications for `recv`.
-    pub(crate) incoming: VecDeque<Incoming>,
+    pub(crate) incoming: IncomingQueue,
     /// The peer's `Hello`.
     pub(crate) hello: Option<Hello>,
     /// The peer's `Goodbye`.
@@ -424,21 +501,16 @@ impl PeerView {
                 }
                 Routed::Status(s) => self.last_status = Some(s),
                 Routed::RaiseSigterm => self.raise_sigterm = true,
-                Routed::Shutdown { id, grace } => {
-                    self.incoming
-                        .push_back(Incoming::Shutdown(ShutdownRequest::new(
-                            id,
-                            grace,
-                            answer(),
-                        )))
-                }
+                Routed::Shutdown { id, grace } => self.incoming.push(Incoming::Shutdown(
+                    ShutdownRequest::new(id, grace, answer()),
+                )),
                 Routed::Request { id, body } => self
                     .incoming
-                    .push_back(Incoming::Request(IncomingRequest::new(id, body, answer()))),
+                    .push(Incoming::Request(IncomingRequest::new(id, body, answer()))),
                 Routed::Response { id, body } => response(id, body),
                 Routed::Notify(body) => self
                     .incoming
-                    .push_back(Incoming::Notify(Notification::new(body))),
+                    .push(Incoming::Notify(Notification::new(body))),
                 Routed::Goodbye(g) => self.goodbye = Some(g),
             }
         }
@@ -538,4 +610,39 @@ pub(crate) fn say_protocol_error(session: &mut Session, e: &SessionError) {
         GoodbyeReason::ProtocolError
     };
     let _ = session.send_goodbye(reason, &e.to_string());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(len: usize) -> Incoming {
+        Incoming::Notify(Notification::new(Bytes::from(vec![7u8; len])))
+    }
+
+    #[test]
+    fn the_incoming_queue_is_bounded_in_bytes_as_well_as_in_messages() {
+        let opts = ChannelOptions {
+            max_incoming: 10,
+            max_incoming_bytes: 3000,
+            ..ChannelOptions::default()
+        };
+        let mut q = IncomingQueue::default();
+        q.push(note(1000));
+        q.push(note(1000));
+        assert!(!opts.queue_full(&q));
+        q.push(note(1000));
+        // 3 bodies of 1000 bytes and their overhead: over 3000 bytes.
+        assert!(opts.queue_full(&q));
+        assert!(q.pop().is_some());
+        assert!(!opts.queue_full(&q));
+        // Small messages hit the count first.
+        let mut q = IncomingQueue::default();
+        for _ in 0..10 {
+            q.push(note(0));
+        }
+        assert!(opts.queue_full(&q));
+        assert_eq!(q.take().len(), 10);
+        assert_eq!((q.len(), q.bytes), (0, 0));
+    }
 }

@@ -36,7 +36,7 @@ pub enum Incoming {
     /// A one-way message.
     Notify(Notification),
     /// The parent asks this child to stop (only with
-    /// [`ShutdownPolicy::Deliver`]).
+    /// [`ShutdownPolicy::Deliver`](crate::ShutdownPolicy::Deliver)).
     Shutdown(ShutdownRequest),
 }
 

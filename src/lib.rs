@@ -92,7 +92,7 @@ mod verdict;
 
 pub use channel::Channel;
 pub use child::Parent;
-pub use core::{ChannelOptions, HIGH_WATER, MAX_INCOMING, ShutdownPolicy};
+pub use core::{ChannelOptions, HIGH_WATER, MAX_INCOMING, MAX_INCOMING_BYTES, ShutdownPolicy};
 pub use error::{
     ChannelError, CloseReason, EnvError, ProtocolError, ReadyError, SpawnError, describe_exit,
 };

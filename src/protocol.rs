@@ -77,7 +77,7 @@ pub const CHILD_READY_FD_ENV: &str = "CHILD_READY_FD";
 pub const NOTIFY_SOCKET_ENV: &str = "NOTIFY_SOCKET";
 
 /// The variables through which a parent offers a readiness protocol, in
-/// the order [`notify_ready`] looks at them. A program that starts other
+/// the order [`notify_ready`](crate::notify_ready) looks at them. A program that starts other
 /// programs should keep them out of their environment, so that a
 /// grandchild does not take its parent's channel for its own:
 ///

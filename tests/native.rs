@@ -607,3 +607,32 @@ fn a_timed_out_request_leaves_the_channel_working() {
         child.stop(Duration::from_secs(10)).unwrap()
     ));
 }
+
+/// A byte bound on what the peer may make us hold pauses reading (here,
+/// about a dozen small notifications at a time) without losing or
+/// reordering anything: 3000 notifications arrive in order while our own
+/// request's answer waits behind them.
+#[test]
+fn a_byte_bound_on_the_incoming_queue_loses_nothing() {
+    let opts = readyfd::ChannelOptions {
+        max_incoming_bytes: 1000,
+        ..Default::default()
+    };
+    let mut child = ReadyCommand::new(helper("ready"))
+        .channel_options(opts)
+        .spawn()
+        .unwrap();
+    child.wait_ready(BOUND).unwrap();
+    let ch = child.channel().unwrap();
+    std::thread::scope(|s| {
+        let asked = s.spawn(|| ch.request::<_, u32>(&TestReq::Notify(3000)));
+        for want in 0..3000u32 {
+            match ch.recv_timeout(BOUND).unwrap() {
+                Some(Incoming::Notify(n)) => assert_eq!(n.decode::<u32>().unwrap(), want),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(asked.join().unwrap().unwrap(), 3000);
+    });
+    child.stop(BOUND).unwrap();
+}

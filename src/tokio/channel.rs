@@ -31,7 +31,7 @@
 //!
 //! Memory is bounded as in the blocking channel: senders wait while more
 //! than [`HIGH_WATER`] bytes are queued for the peer, and the I/O task stops
-//! reading while [`MAX_INCOMING`] messages wait in the `recv` queue or our
+//! reading while [`MAX_INCOMING`](crate::MAX_INCOMING) messages wait in the `recv` queue or our
 //! answers to the peer pile up, which pushes back on a peer that floods.
 
 use std::collections::HashMap;
@@ -54,8 +54,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::core::{
-    ChannelOptions, Core, HIGH_WATER, MAX_INCOMING, ReadEnd, ReadStep, ShutdownPolicy,
-    decode_response,
+    ChannelOptions, Core, HIGH_WATER, ReadEnd, ReadStep, ShutdownPolicy, decode_response,
 };
 use crate::error::{ChannelError, CloseReason};
 use crate::incoming::{Answer as AnswerPeer, Incoming};
@@ -140,6 +139,8 @@ pub(crate) struct Inner {
     space: Notify,
     policy: ShutdownPolicy,
     max_frame: u32,
+    /// What the peer may make us hold.
+    limits: ChannelOptions,
 }
 
 impl Inner {
@@ -284,6 +285,7 @@ impl Channel {
             space: Notify::new(),
             policy: opts.shutdown,
             max_frame: opts.session.max_frame,
+            limits: opts,
         });
         // Send our Hello now: it costs nothing and lets a peer that waits
         // for it proceed.
@@ -554,7 +556,7 @@ impl Channel {
     /// empty.
     pub fn try_recv(&self) -> Result<Option<Incoming>, ChannelError> {
         let mut st = self.inner.lock();
-        if let Some(m) = st.core.peer.incoming.pop_front() {
+        if let Some(m) = st.core.peer.incoming.pop() {
             if st.read_paused {
                 // The I/O task stopped reading: it may resume now.
                 st.wake_task();
@@ -726,7 +728,7 @@ impl IoTask {
                 st.task = Some(cx.waker().clone());
             }
             let reading = matches!(st.core.read, ReadEnd::Open)
-                && st.core.peer.incoming.len() < MAX_INCOMING
+                && !self.inner.limits.queue_full(&st.core.peer.incoming)
                 && st.pending_out() < HIGH_WATER + self.inner.max_frame as usize;
             st.read_paused = !reading && matches!(st.core.read, ReadEnd::Open);
             (st.io_writes, reading, st.dropped)
@@ -809,7 +811,8 @@ impl IoTask {
 
     fn may_read(&self) -> bool {
         let st = self.inner.lock();
-        matches!(st.core.read, ReadEnd::Open) && st.core.peer.incoming.len() < MAX_INCOMING
+        matches!(st.core.read, ReadEnd::Open)
+            && !self.inner.limits.queue_full(&st.core.peer.incoming)
     }
 
     /// One read, handed to the session. Returns whether the socket has
@@ -916,7 +919,7 @@ impl IoTask {
             st.core.read = ReadEnd::Failed(CloseReason::Io(io::ErrorKind::Other, why.to_string()));
         }
         st.fail_pending();
-        let queued = std::mem::take(&mut st.core.peer.incoming);
+        let queued = st.core.peer.incoming.take();
         drop(st);
         drop(queued);
         self.notify_all();

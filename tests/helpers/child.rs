@@ -611,8 +611,7 @@ mod verdict_roles {
             }
             // Status updates as fast as they go, never ready; on the pipe
             // (which has no status), text without a newline. The native
-            // ones are written by hand, 64 KiB at a time, so that the
-            // socket stays full.
+            // ones are written by hand, 64 KiB at a time.
             "v-flood" => {
                 if std::env::var_os("CHILD_READY_FD").is_some() {
                     let mut f = std::fs::File::from(inherited_fd().unwrap());
@@ -629,9 +628,12 @@ mod verdict_roles {
                     let mut hello = Vec::new();
                     let _ = s.poll_transmit(&mut hello);
                     f.write_all(&hello).unwrap();
+                    // Tiny frames: each costs the reader a decode, so the
+                    // reader, not the writer, is the slower side, and the
+                    // socket stays full.
                     let mut chunk = Vec::new();
                     while chunk.len() < 64 * 1024 {
-                        s.send_status(&"y".repeat(1000)).unwrap();
+                        s.send_status("y").unwrap();
                         let _ = s.poll_transmit(&mut chunk);
                     }
                     while f.write_all(&chunk).is_ok() {}
