@@ -119,10 +119,10 @@ impl State {
 pub(crate) struct Inner {
     sock: OwnedFd,
     /// Wakes the I/O thread (to stop).
-    wake: OwnedFd,
+    wake: sys::Waker,
     /// Wakes the caller that reads the socket, when something other than
     /// input ends its wait (a local close, a failed write, the child's exit).
-    reader_wake: OwnedFd,
+    reader_wake: sys::Waker,
     /// The I/O thread's epoll: `wake`, the pidfd, and the socket as
     /// [`Inner::sync_interest`] registers it.
     epoll: Epoll,
@@ -189,7 +189,7 @@ impl Inner {
     fn wake_waiters(&self, st: &State) {
         self.notify(st);
         if st.reader == Reader::Caller {
-            sys::eventfd_wake(self.reader_wake.as_fd());
+            self.reader_wake.wake();
         }
     }
 
@@ -342,7 +342,7 @@ impl Inner {
                 Ok(_) => {
                     readable = true;
                     if fds[1].revents().is_some_and(|r| !r.is_empty()) {
-                        sys::eventfd_drain(self.reader_wake.as_fd());
+                        self.reader_wake.drain();
                     }
                 }
                 Err(e) => {
@@ -472,8 +472,8 @@ impl Channel {
         opts: ChannelOptions,
     ) -> io::Result<Channel> {
         sys::set_nonblocking(sock.as_fd(), true)?;
-        let wake = sys::eventfd()?;
-        let reader_wake = sys::eventfd()?;
+        let wake = sys::Waker::new()?;
+        let reader_wake = sys::Waker::new()?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TAG_WAKE))?;
         if let Some(p) = &pidfd {
@@ -797,7 +797,7 @@ impl Drop for Channel {
             std::os::fd::AsRawFd::as_raw_fd(&self.inner.sock),
             nix::sys::socket::Shutdown::Both,
         );
-        sys::eventfd_wake(self.inner.wake.as_fd());
+        self.inner.wake.wake();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -864,7 +864,7 @@ fn io_loop(inner: &Arc<Inner>) {
             }
         }
         if wake {
-            sys::eventfd_drain(inner.wake.as_fd());
+            inner.wake.drain();
         }
         if sock.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
             let st = inner.lock();

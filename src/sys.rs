@@ -1,9 +1,14 @@
-//! Thin, fd-owning wrappers over the system calls readyfd needs. Every fd
-//! is created close-on-exec and wrapped in an [`OwnedFd`] at once, so every
+//! Thin, fd-owning wrappers over the system calls readyfd needs: sockets,
+//! pipes, pidfds, the eventfd [`Waker`], `poll`, `recvmsg` with its control
+//! messages, `mkdtemp`, and the `/proc/<pid>/stat` parser. Every fd is
+//! created close-on-exec and wrapped in an [`OwnedFd`] at once, so every
 //! error path closes it.
 
+use std::ffi::c_int;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::mem::size_of;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -42,23 +47,42 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// An eventfd used to wake a thread blocked in `poll`.
-pub(crate) fn eventfd() -> io::Result<OwnedFd> {
-    use nix::sys::eventfd::{EfdFlags, EventFd};
-    let e = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
-    Ok(OwnedFd::from(e))
+/// An eventfd that wakes a thread blocked in `poll` on it (mio's `Waker`):
+/// any number of [`wake`](Self::wake)s before a [`drain`](Self::drain)
+/// make one wake-up.
+#[derive(Debug)]
+pub(crate) struct Waker {
+    fd: OwnedFd,
 }
 
-/// Adds one to an eventfd (never blocks: a full counter is already a wake-up).
-pub(crate) fn eventfd_wake(fd: BorrowedFd<'_>) {
-    let one = 1u64.to_ne_bytes();
-    let _ = nix::unistd::write(fd, &one);
+impl Waker {
+    /// A new eventfd, close-on-exec and non-blocking.
+    pub(crate) fn new() -> io::Result<Waker> {
+        use nix::sys::eventfd::{EfdFlags, EventFd};
+        let e = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        Ok(Waker {
+            fd: OwnedFd::from(e),
+        })
+    }
+
+    /// Makes the fd readable. Never blocks: a full counter is already a
+    /// wake-up.
+    pub(crate) fn wake(&self) {
+        let one = 1u64.to_ne_bytes();
+        let _ = nix::unistd::write(&self.fd, &one);
+    }
+
+    /// Makes the fd unreadable again, until the next [`wake`](Self::wake).
+    pub(crate) fn drain(&self) {
+        let mut b = [0u8; 8];
+        let _ = nix::unistd::read(self.fd.as_fd(), &mut b);
+    }
 }
 
-/// Resets an eventfd.
-pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
-    let mut b = [0u8; 8];
-    let _ = nix::unistd::read(fd, &mut b);
+impl AsFd for Waker {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 /// Sets or clears `O_NONBLOCK`.
@@ -400,11 +424,190 @@ pub(crate) fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
+/// The fds one datagram can carry (the kernel's `SCM_MAX_FD`): the control
+/// buffer of [`recv_datagram`] holds that many, so a well-formed datagram is
+/// never truncated.
+const MAX_FDS_PER_DATAGRAM: usize = 253;
+
+// SAFETY (for the `unsafe` in the constant): CMSG_SPACE is arithmetic on
+// its argument.
+const CTRL_LEN: usize = unsafe {
+    (libc::CMSG_SPACE(size_of::<libc::ucred>() as u32)
+        + libc::CMSG_SPACE((MAX_FDS_PER_DATAGRAM * size_of::<c_int>()) as u32)) as usize
+};
+
+/// Control-message space, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+struct CtrlBuf([u8; CTRL_LEN]);
+
+/// A sender's `SCM_CREDENTIALS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Credentials {
+    /// The sender's pid (as the kernel translated it to our namespace).
+    pub(crate) pid: i32,
+    /// The sender's uid.
+    pub(crate) uid: u32,
+}
+
+/// One datagram's metadata, as [`recv_datagram`] read it; its payload is in
+/// the caller's buffer.
+#[derive(Debug)]
+pub(crate) struct Received {
+    /// The datagram's full length, also when it was larger than the buffer.
+    pub(crate) len: usize,
+    /// Whether the payload or the control data was truncated.
+    pub(crate) truncated: bool,
+    /// The sender's credentials, when they came along (`SO_PASSCRED`).
+    pub(crate) creds: Option<Credentials>,
+    /// The fds that came along, now owned (close-on-exec).
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+/// One `recvmsg` without blocking: `Ok(None)` when the queue is empty.
+/// Received fds are owned at once (and close-on-exec), also when the
+/// control data was truncated. Retries on EINTR.
+pub(crate) fn recv_datagram(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<Received>> {
+    let mut ctrl = CtrlBuf([0; CTRL_LEN]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is a plain C struct for which all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctrl.0.as_mut_ptr().cast();
+    msg.msg_controllen = CTRL_LEN as _;
+    let flags = libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC | libc::MSG_TRUNC;
+    let n = loop {
+        // SAFETY: `msg` points at `iov` (into `buf`) and `ctrl`, both live
+        // and writable for the lengths given; the kernel writes within them.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(None),
+            _ => return Err(e),
+        }
+    };
+    let mut creds = None;
+    let mut fds = Vec::new();
+    // SAFETY: `msg` was filled by recvmsg; its msg_controllen now covers
+    // only complete control messages the kernel wrote into `ctrl`.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: non-null headers from CMSG_FIRSTHDR/CMSG_NXTHDR lie
+        // within `ctrl`, which is aligned for cmsghdr.
+        let hdr = unsafe { &*cmsg };
+        // SAFETY: CMSG_DATA points just past the header, inside `ctrl`.
+        let data = unsafe { libc::CMSG_DATA(cmsg) };
+        let data_len = (hdr.cmsg_len as usize).saturating_sub(data as usize - cmsg as usize);
+        match (hdr.cmsg_level, hdr.cmsg_type) {
+            (libc::SOL_SOCKET, libc::SCM_RIGHTS) => {
+                for i in 0..data_len / size_of::<c_int>() {
+                    // SAFETY: the kernel wrote `data_len` bytes of fd numbers
+                    // there; read_unaligned copes with any alignment.
+                    let fd = unsafe { std::ptr::read_unaligned(data.cast::<c_int>().add(i)) };
+                    // SAFETY: the kernel just installed this fd for us;
+                    // nothing else owns it.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+            (libc::SOL_SOCKET, libc::SCM_CREDENTIALS) if data_len >= size_of::<libc::ucred>() => {
+                // SAFETY: a complete ucred is there, as just checked.
+                let c = unsafe { std::ptr::read_unaligned(data.cast::<libc::ucred>()) };
+                creds = Some(Credentials {
+                    pid: c.pid,
+                    uid: c.uid,
+                });
+            }
+            _ => {}
+        }
+        // SAFETY: `cmsg` is a header within `msg`'s control buffer.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    let truncated = msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+    Ok(Some(Received {
+        len: n,
+        truncated,
+        creds,
+        fds,
+    }))
+}
+
+/// `mkdtemp(3)`: a new directory, mode 0700, named after `template` with
+/// its trailing `XXXXXX` replaced by random characters, created
+/// exclusively (an existing name is never reused).
+pub(crate) fn mkdtemp(template: &Path) -> io::Result<PathBuf> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut buf = std::ffi::CString::new(template.as_os_str().as_bytes())?.into_bytes_with_nul();
+    // SAFETY: `buf` is a writable NUL-terminated string; mkdtemp rewrites
+    // its last six characters in place and touches nothing else.
+    if unsafe { libc::mkdtemp(buf.as_mut_ptr().cast()) }.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    buf.pop();
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(buf)))
+}
+
+/// Our effective uid.
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::os::fd::AsFd;
-
     use super::*;
+
+    #[test]
+    fn a_waker_wakes_until_drained() {
+        let waker = Waker::new().unwrap();
+        let readable = |w: &Waker| {
+            !wait_fd(w.as_fd(), PollFlags::POLLIN, Some(Instant::now()))
+                .unwrap()
+                .is_empty()
+        };
+        assert!(!readable(&waker));
+        waker.wake();
+        waker.wake();
+        assert!(readable(&waker));
+        waker.drain();
+        assert!(!readable(&waker));
+    }
+
+    #[test]
+    fn recv_datagram_owns_the_fds_and_reports_the_full_length() {
+        use nix::sys::socket::{ControlMessage, sendmsg, setsockopt, sockopt};
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        setsockopt(&ours, sockopt::PassCred, &true).unwrap();
+        let mut buf = [0u8; 4];
+        assert!(recv_datagram(ours.as_fd(), &mut buf).unwrap().is_none());
+        let (r, w) = pipe().unwrap();
+        let raw = [r.as_raw_fd(), w.as_raw_fd()];
+        let iov = [std::io::IoSlice::new(b"READY=1")];
+        let cmsg = [ControlMessage::ScmRights(&raw)];
+        sendmsg::<()>(theirs.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).unwrap();
+        let got = recv_datagram(ours.as_fd(), &mut buf).unwrap().unwrap();
+        assert_eq!((got.len, got.truncated), (7, true));
+        assert_eq!(&buf, b"READ");
+        assert_eq!(got.creds.map(|c| c.pid as u32), Some(std::process::id()));
+        assert_eq!(got.creds.map(|c| c.uid), Some(euid()));
+        assert_eq!(got.fds.len(), 2);
+        for fd in &got.fds {
+            let flags = fcntl(fd, FcntlArg::F_GETFD).unwrap();
+            assert_ne!(flags & libc::FD_CLOEXEC, 0);
+        }
+    }
 
     #[test]
     fn stat_lines_parse_whatever_the_command_name() {
