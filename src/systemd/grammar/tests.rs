@@ -371,3 +371,91 @@ fn endpoints_round_trip() {
     };
     assert_eq!(format_endpoint(&bad), None);
 }
+
+/// Keys the generated datagrams are made of, so that random lines often
+/// mean something.
+const KEYS: &[&str] = &[
+    "READY=1",
+    "RELOADING=1",
+    "STOPPING=1",
+    "STATUS=",
+    "MAINPID=",
+    "ERRNO=",
+    "BUSERROR=",
+    "EXTEND_TIMEOUT_USEC=",
+    "WATCHDOG=",
+    "WATCHDOG_USEC=",
+    "MONOTONIC_USEC=",
+    "FDNAME=",
+    "FDSTOREREMOVE=1",
+    "X_READYFD_ADDRESS=",
+    "BARRIER=1",
+];
+
+fn line() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    (proptest::sample::select(KEYS), "[ -~]{0,12}").prop_map(|(k, v)| {
+        if k.ends_with('=') {
+            format!("{k}{v}")
+        } else {
+            k.to_string()
+        }
+    })
+}
+
+proptest::proptest! {
+    /// Whatever bytes come, nothing panics and every datagram but a lone
+    /// barrier is counted once, as accepted or as ignored.
+    #[test]
+    fn any_datagram_is_counted_once(
+        payload in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        from in proptest::sample::select(&[CHILD, 101, 200, 300][..]),
+    ) {
+        let mut f = Feed::new();
+        let _ = f.received(&payload, datagram(from, UID, payload.len(), Vec::new()));
+        let s = f.core.state();
+        let body = payload.strip_suffix(&[0]).unwrap_or(&payload);
+        let mut lines = body.split(|&b| b == b'\n' || b == b'\r').filter(|l| !l.is_empty());
+        let barrier = !body.contains(&0)
+            && lines.next() == Some(&b"BARRIER=1"[..])
+            && lines.next().is_none();
+        proptest::prop_assert_eq!(s.accepted + s.ignored, u64::from(!barrier));
+    }
+
+    /// `\n`, `\r\n`, `\r`, blank lines and a final newline all split the
+    /// same lines: the state after a datagram does not depend on them.
+    #[test]
+    fn line_endings_do_not_matter(
+        lines in proptest::collection::vec(line(), 0..8),
+        sep in proptest::sample::select(&["\r\n", "\r", "\n\n"][..]),
+        last in proptest::sample::select(&["", "\n", "\r\n"][..]),
+    ) {
+        let mut plain = Feed::new();
+        let mut other = Feed { now: plain.now, ..Feed::new() };
+        let a = plain.send(CHILD, &lines.join("\n"));
+        let b = other.send(CHILD, &format!("{}{last}", lines.join(sep)));
+        proptest::prop_assert_eq!(plain.core.state(), other.core.state());
+        proptest::prop_assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        proptest::prop_assert_eq!(plain.core.extended_until(), other.core.extended_until());
+    }
+
+    /// Against a reference: the status is the first `STATUS=` of the latest
+    /// datagram that has a UTF-8 one, `None` when that one is empty.
+    #[test]
+    fn status_follows_the_reference(
+        datagrams in proptest::collection::vec(proptest::collection::vec(line(), 0..4), 0..6),
+    ) {
+        let mut f = Feed::new();
+        let mut expected = None;
+        for lines in &datagrams {
+            f.send(CHILD, &lines.join("\n"));
+            if lines.len() == 1 && lines[0] == "BARRIER=1" {
+                continue;
+            }
+            if let Some(s) = lines.iter().find_map(|l| l.strip_prefix("STATUS=")) {
+                expected = (!s.is_empty()).then(|| s.to_string());
+            }
+        }
+        proptest::prop_assert_eq!(&f.core.state().status, &expected);
+    }
+}
