@@ -68,12 +68,60 @@
 //! ```
 //!
 //! # Async (tokio)
-//! With the cargo feature `tokio`, the [`tokio` module](crate::tokio)
+// The link resolves only with the feature: without it, the docs name the
+// module in plain text (they are built both ways in CI).
+#![cfg_attr(
+    feature = "tokio",
+    doc = "With the cargo feature `tokio`, the [`tokio` module](crate::tokio)"
+)]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "With the cargo feature `tokio` (not enabled in this build), the `tokio` module"
+)]
 //! offers the same spawning, waiting and channel as futures, with one small
 //! I/O task per channel instead of a thread, and cancel-safe requests from
 //! any number of tasks over one channel.
+//!
+//! # Platform
+//! Linux only, 5.3 or later: readyfd watches children through pidfds, waits
+//! with epoll, hands descriptors over with `SCM_RIGHTS` and checks senders
+//! with `SO_PEERCRED`, and makes itself a child subreaper in the command.
+//! On any other system the crate does not build, and says so in one
+//! `compile_error!` instead of a page of unresolved names. The wire protocol,
+//! [`readyfd-proto`](proto), is plain Rust and builds anywhere.
+//!
+//! The minimum Rust version is 1.85 (edition 2024 and bincode 2), declared
+//! in `Cargo.toml` as `rust-version` but not tested: CI builds and tests
+//! with the current stable toolchain, and checks only that clippy's
+//! `incompatible_msrv` lint finds no newer std API and that no dependency
+//! in `Cargo.lock` declares a newer `rust-version`.
+//!
+//! # Dependencies, and the bincode advisory
+//! serde, bytes, thiserror and nix; tokio with the `tokio` feature. Frames
+//! are encoded with bincode 2.0.1 (pinned, in `readyfd-proto` only), which
+//! is unmaintained: advisory
+//! [RUSTSEC-2025-0141](https://rustsec.org/advisories/RUSTSEC-2025-0141).
+//! The advisory reports the end of maintenance, not a vulnerability. readyfd
+//! keeps bincode because a frozen encoder suits a wire format that is
+//! specified on its own (`PROTOCOL.md`, with test vectors), decodes every
+//! frame under a byte budget, fuzzes the decoders, and confines bincode to
+//! one file, so it can be replaced by an encoder that writes the same bytes
+//! without a change to the protocol. `deny.toml` acknowledges the advisory
+//! with this reason, so `cargo deny check` passes while it stands.
+//!
+//! The `readyfd` command is a separate crate: `cargo install readyfd-cli`.
+//! This crate has no binary to install (`cargo install readyfd` says so).
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![warn(unreachable_pub)]
+// docs.rs builds with `--cfg docsrs` (Cargo.toml) on nightly: items behind
+// a feature show a badge naming it.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "readyfd supports Linux only (5.3 or later: it needs pidfds, epoll and SO_PEERCRED); \
+     this target is not Linux. The protocol crate, readyfd-proto, builds anywhere."
+);
 
 mod channel;
 mod child;
@@ -87,6 +135,7 @@ mod spawn;
 mod sys;
 pub mod systemd;
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
 mod verdict;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use readyfd::Protocol;
 
-use crate::exit::TABLE;
+use crate::exit::{NOTIFY_TABLE, TABLE};
 
 /// Start a program, wait until it says it is ready, use it, stop it.
 #[derive(Debug, Parser)]
@@ -28,11 +28,26 @@ pub(crate) enum Command {
     )]
     Run(RunArgs),
     /// Tell the parent that this program is ready (for shell scripts).
-    #[command(long_about = NOTIFY_ABOUT, after_long_help = TABLE)]
+    #[command(long_about = NOTIFY_ABOUT, after_help = NOTIFY_TABLE)]
     Notify(NotifyArgs),
     /// Start a bundled example server, wait for it, use it, stop it.
     #[command(long_about = DEMO_ABOUT)]
     Demo,
+    /// Print a shell completion script for bash, zsh or fish.
+    #[command(long_about = COMPLETIONS_ABOUT)]
+    Completions {
+        /// The shell: bash, zsh or fish.
+        #[arg(value_name = "SHELL", value_parser = parse_shell)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page readyfd(1), or readyfd-COMMAND(1), in roff.
+    #[command(long_about = MAN_ABOUT)]
+    Man {
+        /// The subcommand whose page to print (run, notify, demo,
+        /// completions, man); readyfd(1) without.
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
     /// The example server `readyfd demo` starts (binds 127.0.0.1:0, answers
     /// HTTP GET, reports Ready with its address).
     #[command(name = "__demo-server", hide = true)]
@@ -124,6 +139,23 @@ stop it over the same channel, and show what happened and how long readiness
 took. Nothing to install, no port to choose: the server binds 127.0.0.1:0 and
 tells readyfd the port it got.";
 
+const COMPLETIONS_ABOUT: &str = "\
+Print a completion script for SHELL on stdout, generated from readyfd's own
+command-line definition, so it always matches this binary:
+
+  readyfd completions bash > ~/.local/share/bash-completion/completions/readyfd
+  readyfd completions zsh  > \"${fpath[1]}/_readyfd\"
+  readyfd completions fish > ~/.config/fish/completions/readyfd.fish";
+
+const MAN_ABOUT: &str = "\
+Print the man page readyfd(1) on stdout, in roff, generated from readyfd's own
+command-line definition (options, subcommands, exit status); with COMMAND, the
+page of that subcommand, readyfd-COMMAND(1), which readyfd(1) refers to:
+
+  dir=~/.local/share/man/man1
+  readyfd man > $dir/readyfd.1
+  for c in run notify demo completions man; do readyfd man $c > $dir/readyfd-$c.1; done";
+
 /// `readyfd run`.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -139,7 +171,13 @@ pub(crate) struct RunArgs {
     /// How long PROGRAM may take to become ready (500ms, 30s, 2m; a bare
     /// number is seconds; anything beyond 100 years is forever). It is
     /// stopped after that.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(
+        short = 't',
+        long,
+        value_name = "DURATION",
+        default_value = "60s",
+        value_parser = parse_duration
+    )]
     pub(crate) timeout: Duration,
 
     /// How long PROGRAM gets to exit at each step of stopping it (Shutdown,
@@ -172,8 +210,10 @@ pub(crate) struct RunArgs {
 #[derive(Debug, Args)]
 pub(crate) struct NotifyArgs {
     /// An address the program can be reached at: `127.0.0.1:8080`,
-    /// `http=127.0.0.1:8080`, `unix:/run/app.sock`, any text. NAME is
-    /// letters, digits, `_`, `-` and `.`; repeat for several.
+    /// `http=127.0.0.1:8080`, `tcp:HOST:PORT`, `udp:HOST:PORT`,
+    /// `unix:/run/app.sock`, `/run/app.sock`, `@abstract`, any other text
+    /// (kept whole, such as the D-Bus address `unix:path=/x,guid=1`). NAME
+    /// is letters, digits, `_`, `-` and `.`; repeat for several.
     #[arg(long = "addr", value_name = "[NAME=]ADDR")]
     pub(crate) addrs: Vec<String>,
 
@@ -183,7 +223,7 @@ pub(crate) struct NotifyArgs {
 
     /// The pid of the program's main process (default: the process that ran
     /// `readyfd notify`, i.e. the script).
-    #[arg(long, value_name = "PID")]
+    #[arg(long, value_name = "PID", value_parser = parse_pid)]
     pub(crate) pid: Option<u32>,
 }
 
@@ -201,10 +241,69 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
             .map(Duration::from_secs)
             .map_err(|e| format!("{e} (at most {} seconds)", u64::MAX))?
     } else {
-        humantime::parse_duration(s)
-            .map_err(|e| format!("{e} (write a duration with a unit, such as 500ms, 30s or 2m)"))?
+        humantime::parse_duration(s).map_err(|e| duration_error(s, &e))?
     };
     Ok(d.min(FOREVER))
+}
+
+/// humantime's terse errors ("expected number at 0") as sentences.
+fn duration_error(s: &str, e: &humantime::DurationError) -> String {
+    use humantime::DurationError as E;
+    const HINT: &str = "write a number and a unit, such as 500ms, 30s, 2m or 1h 30m";
+    let at = |pos: usize| {
+        s.get(pos..)
+            .and_then(|rest| rest.chars().next())
+            .map_or_else(String::new, |c| format!(" ({c:?})"))
+    };
+    match e {
+        E::Empty => format!("the duration is empty: {HINT}"),
+        E::NumberExpected(pos) => format!(
+            "{s:?} is not a duration: a number was expected at character {}{}; {HINT}",
+            pos + 1,
+            at(*pos)
+        ),
+        E::InvalidCharacter(pos) => format!(
+            "{s:?} is not a duration: character {}{} is not part of one; {HINT}",
+            pos + 1,
+            at(*pos)
+        ),
+        E::UnknownUnit { unit, .. } if unit.is_empty() => {
+            format!("{s:?} has no unit: {HINT}")
+        }
+        E::UnknownUnit { unit, .. } => format!(
+            "{s:?}: {unit:?} is not a unit of time (ns, us, ms, s, m, h, d, w, M, y); {HINT}"
+        ),
+        E::NumberOverflow => format!("{s:?} is too long a duration to count; {HINT}"),
+    }
+}
+
+/// A pid to report: a positive number (0 names no process).
+fn parse_pid(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(0) => Err(
+            "0 is not a process id: give the pid of the program's main process, or leave out \
+             --pid to report the script that ran readyfd notify"
+                .to_string(),
+        ),
+        Ok(pid) if pid <= i32::MAX as u32 => Ok(pid),
+        _ => Err(format!(
+            "{s:?} is not a process id (a positive number, at most {})",
+            i32::MAX
+        )),
+    }
+}
+
+/// `bash`, `zsh` or `fish`: the shells whose completions readyfd prints.
+fn parse_shell(s: &str) -> Result<clap_complete::Shell, String> {
+    use clap_complete::Shell;
+    match s {
+        "bash" => Ok(Shell::Bash),
+        "zsh" => Ok(Shell::Zsh),
+        "fish" => Ok(Shell::Fish),
+        _ => Err(format!(
+            "{s:?} is not a shell readyfd completes: bash, zsh or fish"
+        )),
+    }
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
@@ -222,6 +321,14 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("soon").unwrap_err().contains("30s"));
+        let e = parse_duration("ms").unwrap_err();
+        assert!(e.contains("a number was expected at character 1"), "{e}");
+        assert!(!e.contains("expected number at 0"), "{e}");
+        assert!(
+            parse_duration("5 parsecs")
+                .unwrap_err()
+                .contains("\"parsecs\" is not a unit")
+        );
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-1s").is_err());
         assert_eq!(parse_duration("18446744073709551615"), Ok(FOREVER));

@@ -61,6 +61,19 @@ Exit status:
            native Goodbye (ProtocolError, VersionMismatch)
   78       notify: no readiness protocol offered in the environment";
 
+/// The exit-code table of `readyfd notify --help`: only the codes notify
+/// itself exits with.
+pub(crate) const NOTIFY_TABLE: &str = "\
+Exit status:
+  0        the parent was told that this program is ready
+  64       usage error: bad option, an --addr without an address, --pid 0
+  74       the parent offered a channel, but the notification could not be
+           delivered (the parent has gone, readiness was reported already,
+           or the parent speaks another version of the native protocol)
+  78       no readiness protocol offered in the environment (none of
+           READYFD, CHILD_READY_FD and NOTIFY_SOCKET is set): a script that
+           may run on its own can ignore it (readyfd notify ... || true)";
+
 /// A failure: the message printed after `readyfd: ` on stderr, and the
 /// exit code.
 #[derive(Debug)]

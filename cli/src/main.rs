@@ -9,7 +9,9 @@
 //!   ready, reports its addresses, then either stays attached (forwarding
 //!   signals) or runs `--then CMD` and stops PROGRAM afterwards;
 //! - `readyfd notify` is the child side for shell scripts;
-//! - `readyfd demo` shows the whole cycle with a bundled example server.
+//! - `readyfd demo` shows the whole cycle with a bundled example server;
+//! - `readyfd completions SHELL` and `readyfd man` print shell completions
+//!   and the man page, generated from the clap definition.
 //!
 //! The command lives in its own crate so that users of the library never
 //! build its dependencies (clap, serde_json, humantime).
@@ -19,6 +21,7 @@
 mod args;
 mod demo;
 mod exit;
+mod generated;
 mod notify;
 mod pidfd;
 mod report;
@@ -57,6 +60,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Notify(args) => notify::notify(args),
         Command::Demo => demo::demo(),
+        Command::Completions { shell } => generated::completions(shell),
+        Command::Man { command } => generated::man(command.as_deref()),
         Command::DemoServer => demo::demo_server(),
         Command::Watchdog { grace_ms } => watchdog::watchdog_main(&grace_ms),
     };

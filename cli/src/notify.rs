@@ -26,7 +26,11 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{
     AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr, sendmsg, socket,
 };
-use readyfd::{Address, NOTIFY_SOCKET_ENV, Notified, NotifyError, Ready, notify_ready};
+use readyfd::proto::{PROTOCOL_VERSION, SessionError};
+use readyfd::{
+    Address, Channel, CloseReason, GoodbyeReason, NOTIFY_SOCKET_ENV, Notified, NotifyError, Ready,
+    notify_ready,
+};
 
 use crate::args::NotifyArgs;
 use crate::exit::{self, Failure};
@@ -54,10 +58,7 @@ pub(crate) fn notify(args: NotifyArgs) -> Result<u8, Failure> {
                 format!("--addr {a:?}: no address (write [NAME=]ADDR, e.g. http=127.0.0.1:8080)"),
             ));
         }
-        let address: Address = match address.parse() {
-            Ok(a) => a,
-            Err(never) => match never {},
-        };
+        let address = parse_address(address);
         ready = ready.address(name, address);
     }
     if let Some(s) = args.status {
@@ -81,6 +82,7 @@ pub(crate) fn notify(args: NotifyArgs) -> Result<u8, Failure> {
                 format!("notify: READY=1 was sent, but BARRIER=1 failed: {e}"),
             )),
         },
+        Ok(Notified::Native(parent)) => check_peer_version(parent.channel()),
         Ok(_) => Ok(0),
         Err(NotifyError::NotOffered) => Err(Failure::new(
             exit::NOT_OFFERED,
@@ -158,6 +160,60 @@ fn barrier(timeout: Duration) -> io::Result<bool> {
     }
 }
 
+/// How long notify waits for the native parent's answer to a `Ping`, which
+/// proves that the parent read our `Hello` and `Ready` in its own version.
+const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After `Ready` on the native channel: pings the parent, so that its
+/// `Hello` has surely arrived (it comes first on the stream), and fails
+/// when the parent speaks another protocol version, which means it did not
+/// take our `Ready`. A parent that has closed the channel since, or does
+/// not answer in time, had it delivered all the same.
+fn check_peer_version(ch: &Channel) -> Result<u8, Failure> {
+    let _ = ch.ping(PEER_TIMEOUT);
+    let theirs = match (ch.peer(), ch.closed()) {
+        (Some(h), _) if h.version != PROTOCOL_VERSION => Some(h.version),
+        (_, Some(CloseReason::Protocol(SessionError::VersionMismatch { theirs, .. }))) => {
+            Some(theirs)
+        }
+        (_, Some(CloseReason::Goodbye(g))) if g.reason == GoodbyeReason::VersionMismatch => Some(0),
+        _ => None,
+    };
+    match theirs {
+        None => Ok(0),
+        Some(v) => Err(Failure::new(
+            exit::NOTIFY_FAILED,
+            format!(
+                "notify: the parent speaks {} of the readyfd protocol and this readyfd notify speaks \
+                 version {PROTOCOL_VERSION}, so it did not take the readiness: use a readyfd \
+                 notify from the same release as the parent",
+                if v == 0 {
+                    "another version".to_string()
+                } else {
+                    format!("version {v}")
+                }
+            ),
+        )),
+    }
+}
+
+/// An `--addr` value as an [`Address`]: `tcp:`, `udp:` and `unix:` prefixes,
+/// a bare socket address (TCP), an absolute path or `@name` (Unix), other
+/// text as it is. A D-Bus address (`unix:path=/x,guid=1`,
+/// `unix:abstract=...`) is text too, kept whole, as PROTOCOL.md §11 has
+/// it for the pipe: `unix:` followed by `key=value` pairs is not a path.
+fn parse_address(s: &str) -> Address {
+    if let Some(rest) = s.strip_prefix("unix:") {
+        if !rest.starts_with('/') && !rest.starts_with('@') && rest.contains('=') {
+            return Address::Text(s.to_string());
+        }
+    }
+    match s.parse() {
+        Ok(a) => a,
+        Err(never) => match never {},
+    }
+}
+
 /// `http=127.0.0.1:80` -> (`http`, `127.0.0.1:80`); `127.0.0.1:80` and
 /// `unix:path=/run/bus,guid=1` (no NAME before the first `=`) -> (``, all).
 /// NAME is ASCII letters, digits, `_`, `-` and `.`.
@@ -190,5 +246,19 @@ mod tests {
         assert_eq!(split_addr("db.primary=/run/pg"), ("db.primary", "/run/pg"));
         assert_eq!(split_addr("=x"), ("", "=x"));
         assert_eq!(split_addr("a="), ("a", ""));
+    }
+
+    #[test]
+    fn dbus_addresses_stay_whole() {
+        let (name, addr) = split_addr("bus=unix:path=/x,guid=1");
+        assert_eq!(name, "bus");
+        assert_eq!(
+            parse_address(addr),
+            Address::Text("unix:path=/x,guid=1".into())
+        );
+        assert_eq!(
+            parse_address("unix:/run/a=b.sock"),
+            Address::Unix("/run/a=b.sock".into())
+        );
     }
 }

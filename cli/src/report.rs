@@ -84,9 +84,15 @@ pub(crate) fn then_env(r: &Readiness) -> Vec<(String, String)> {
     env
 }
 
+/// The version of the `--json` lines' format, their first field
+/// (`"format":1`). It changes only when a field is removed or changes
+/// meaning; fields may be added within a version (the README's promise).
+pub(crate) const JSON_FORMAT: u32 = 1;
+
 /// The `--json` line's object.
 #[derive(Debug, Serialize)]
 struct JsonReady<'a> {
+    format: u32,
     pid: u32,
     main_pid: u32,
     protocol: &'static str,
@@ -110,14 +116,15 @@ impl Serialize for Addresses<'_> {
     }
 }
 
-/// One JSON object, one line: `{"pid":..,"main_pid":..,"protocol":"native",
+/// One JSON object, one line: `{"format":1,"pid":..,"main_pid":..,"protocol":"native",
 /// "addresses":{"http":"127.0.0.1:8080"},"address":"127.0.0.1:8080",
 /// "status":"serving","ready_ms":12.5}`. `address` is the first address
-/// (`null` without any), `status` the status text (`null` without one),
+/// (`null` without any), `status` the last status text (`null` without one),
 /// `ready_ms` the time from start to readiness in milliseconds.
 pub(crate) fn json_line(r: &Readiness, protocol: Protocol) -> String {
     let entries = entries(&r.ready);
     let line = JsonReady {
+        format: JSON_FORMAT,
         pid: r.spawned_pid,
         main_pid: r.ready.pid,
         protocol: protocol.name(),

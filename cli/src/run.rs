@@ -31,7 +31,12 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     let name = launch.name.clone();
     let protocol = launch.protocol;
     let mut sup = Supervisor::start(launch, &signals, &term)?;
-    let readiness = sup.wait_ready()?;
+    let mut readiness = sup.wait_ready()?;
+    // `Status` then `Ready` without a status: the status is still the last
+    // one PROGRAM sent, as the README says.
+    if readiness.ready.status.is_none() {
+        readiness.ready.status = sup.last_status();
+    }
     if args.json {
         let mut out = std::io::stdout().lock();
         // A reader that went away is not our failure: PROGRAM still runs.

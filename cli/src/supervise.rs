@@ -258,6 +258,12 @@ impl<'a> Supervisor<'a> {
         })
     }
 
+    /// The last status text PROGRAM sent (native, systemd), whether with
+    /// `Ready` or before it.
+    pub(crate) fn last_status(&self) -> Option<String> {
+        self.child.as_ref().and_then(|c| c.last_status())
+    }
+
     /// The pid of PROGRAM (and id of its process group).
     pub(crate) fn pid(&self) -> u32 {
         self.pid
@@ -1168,7 +1174,7 @@ fn peek_exit(pid: u32) -> io::Result<Option<ExitStatus>> {
 /// read and dropped, requests answered `Unsupported` (PROTOCOL.md: a side
 /// with no handler answers so), and the status text is shown when it
 /// changed: on the progress line on a terminal, as one more JSON line with
-/// `--json` (`{"pid":..,"status":".."}`), at most one per [`TICK`] (a flood
+/// `--json` (`{"format":1,"pid":..,"status":".."}`), at most one per [`TICK`] (a flood
 /// of updates shows the latest, nothing piles up). Wakes every [`TICK`] to
 /// look at `stop`.
 fn serve_channel(ch: &Channel, stop: &AtomicBool, term: &Term, json: bool, name: &str, pid: u32) {
@@ -1196,7 +1202,11 @@ fn serve_channel(ch: &Channel, stop: &AtomicBool, term: &Term, json: bool, name:
             next_show = now + TICK;
             if let Some(text) = &status {
                 if json {
-                    let line = serde_json::json!({ "pid": pid, "status": text });
+                    let line = serde_json::json!({
+                        "format": crate::report::JSON_FORMAT,
+                        "pid": pid,
+                        "status": text,
+                    });
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "{line}");
                     let _ = out.flush();

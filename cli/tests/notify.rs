@@ -180,3 +180,40 @@ fn empty_address_is_a_usage_error() {
     let f = run(&mut readyfd(["notify", "--addr", "http="]));
     assert_eq!(f.code, Some(64), "{f:?}");
 }
+
+#[test]
+fn dbus_address_stays_whole() {
+    // PROTOCOL.md §11: `unix:path=...,guid=...` is a D-Bus address, text,
+    // not the Unix path `path=/x,guid=1`.
+    let mut r = script_under(
+        "native",
+        "--addr bus=unix:path=/x,guid=1 --addr unix:/run/b.sock",
+    );
+    let j = r.json();
+    assert_eq!(
+        j["addresses"],
+        serde_json::json!({"bus": "unix:path=/x,guid=1", "1": "/run/b.sock"})
+    );
+    r.close_stdin();
+    assert_eq!(r.finish().code, Some(0));
+}
+
+#[test]
+fn parent_of_another_protocol_version_is_refused() {
+    // A native parent in Python whose Hello says version 2: notify must not
+    // report success to a parent that cannot take its Ready.
+    let parent = "import os, socket, struct, subprocess, sys\n\
+                  p, c = socket.socketpair()\n\
+                  hello = b'RDFD' + struct.pack('<HIII', 2, os.getpid(), 0, 16 << 20)\n\
+                  p.sendall(struct.pack('<IB', len(hello), 1) + hello)\n\
+                  env = dict(os.environ, READYFD=str(c.fileno()))\n\
+                  k = subprocess.Popen(sys.argv[1:], pass_fds=(c.fileno(),), env=env)\n\
+                  c.close()\n\
+                  sys.exit(k.wait())\n";
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", parent, READYFD, "notify", "--status", "up"]);
+    cmd.env_remove("CHILD_READY_FD").env_remove("NOTIFY_SOCKET");
+    let f = run(&mut cmd);
+    assert_eq!(f.code, Some(74), "{f:?}");
+    assert!(f.stderr.contains("version 2"), "{}", f.stderr);
+}

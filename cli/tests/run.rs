@@ -719,3 +719,47 @@ fn progress_line_only_on_a_terminal() {
     assert!(!f.stderr.contains("waiting for"), "{:?}", f.stderr);
     assert!(!f.stderr.contains('\x1b'), "{:?}", f.stderr);
 }
+
+#[test]
+fn json_lines_carry_their_format_version() {
+    let mut r = Running::start(&mut readyfd(
+        ["run", "--json", "--"]
+            .into_iter()
+            .map(String::from)
+            .chain(notify_then_read("--addr http=127.0.0.1:9")),
+    ));
+    let j: Value = r.json();
+    assert_eq!(j["format"], 1, "{j}");
+    r.close_stdin();
+    assert_eq!(r.finish().code, Some(0));
+}
+
+#[test]
+fn status_then_ready_without_status_reports_the_last_status() {
+    // A native child in Python (PROTOCOL.md §10): Hello, Status "warming
+    // up", then Ready with no status; it exits once the parent has sent
+    // something after its Hello (the Shutdown after --then).
+    let script = "import os, struct, sys\n\
+                  fd = int(os.environ['READYFD'])\n\
+                  def frame(kind, payload):\n\
+                  \x20   return struct.pack('<IB', len(payload), kind) + payload\n\
+                  def string(s):\n\
+                  \x20   b = s.encode()\n\
+                  \x20   return struct.pack('<Q', len(b)) + b\n\
+                  hello = b'RDFD' + struct.pack('<HIII', 1, os.getpid(), 1, 16 << 20)\n\
+                  os.write(fd, frame(1, hello) + frame(6, string('warming up'))\n\
+                  \x20        + frame(2, struct.pack('<IQ', os.getpid(), 0) + b'\\x00'))\n\
+                  got = b''\n\
+                  while len(got) <= 23:\n\
+                  \x20   d = os.read(fd, 4096)\n\
+                  \x20   if not d:\n\
+                  \x20       break\n\
+                  \x20   got += d\n\
+                  sys.exit(0)\n";
+    let f = run(&mut readyfd([
+        "run", "--json", "--then", "true", "--", "python3", "-c", script,
+    ]));
+    assert_eq!(f.code, Some(0), "{f:?}");
+    let j: Value = serde_json::from_str(&f.stdout[0]).unwrap();
+    assert_eq!(j["status"], "warming up", "{j}");
+}
