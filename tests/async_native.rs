@@ -1,63 +1,23 @@
 #![cfg(feature = "tokio")]
 //! The async API (`readyfd::tokio`) with real child processes
-//! (`tests/helpers/child.rs`): the cases of `tests/native.rs`, driven from
+//! (`tests/helpers/child`): the cases of `tests/native.rs`, driven from
 //! tokio, against blocking children and against the async child role.
 
+mod common;
+
 use std::os::unix::process::ExitStatusExt;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use readyfd::tokio::{Incoming, ReadyChild, ReadyCommand};
+use readyfd::tokio::{Incoming, ReadyCommand};
 use readyfd::{
-    Address, ChannelError, CloseReason, OnTimeout, ProtocolError, ReadyError, ReadyVia,
-    RemoteErrorKind,
+    Address, ChannelError, CloseReason, OnTimeout, ReadyError, ReadyVia, RemoteErrorKind,
 };
-use readyfd_proto::{DecodeError, FrameError, SessionError};
-use serde::{Deserialize, Serialize};
-use tokio::process::Command;
 
-/// A bound against hangs, not a synchronisation: generous on purpose.
-const BOUND: Duration = Duration::from_secs(60);
-
-/// The application protocol of the blocking helper roles (`serve`).
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-enum TestReq {
-    Echo(String),
-    Add(u64, u64),
-    AskParent,
-    Notify(u32),
-    Fail,
-}
-
-/// The application protocol of the `async-child` role.
-#[derive(Debug, Serialize, Deserialize)]
-enum AsyncReq {
-    Echo(String),
-    AskParent,
-    Notify(u32),
-    Hold { n: usize, value: u64 },
-    Fail,
-    PauseUntilStdin,
-}
-
-fn helper(role: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-child"));
-    cmd.arg(role);
-    cmd
-}
-
-fn spawn(role: &str) -> ReadyChild {
-    ReadyCommand::new(helper(role))
-        .spawn()
-        .expect("spawn helper")
-}
-
-/// `stop` ends a child that keeps the default shutdown policy with its own
-/// SIGTERM; one that handles Shutdown itself exits 0.
-fn stopped_cleanly(status: ExitStatus) -> bool {
-    status.success() || status.signal() == Some(15)
-}
+use common::aio::spawn;
+use common::hostile;
+use common::{AsyncReq, BOUND, TestReq, helper, stopped_cleanly};
 
 #[tokio::test]
 async fn ready_with_several_addresses_then_stop() {
@@ -286,68 +246,13 @@ async fn a_wrapper_that_exits_zero_hands_readiness_to_its_descendant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_children_get_typed_errors() {
-    type Check = fn(&ProtocolError) -> bool;
-    let cases: [(&str, Check); 5] = [
-        ("oversize", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(SessionError::Frame(FrameError::TooLarge {
-                    len: 0xffff_ffff,
-                    ..
-                }))
-            )
-        }),
-        ("garbage", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(
-                    SessionError::Frame(FrameError::TooLarge { .. })
-                        | SessionError::Decode(_)
-                        | SessionError::HelloExpected(_)
-                )
-            )
-        }),
-        ("badmagic", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(SessionError::Decode(DecodeError::BadMagic(_)))
-            )
-        }),
-        ("version", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(SessionError::VersionMismatch { ours: 1, theirs: 9 })
-            )
-        }),
-        ("truncated", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(SessionError::Frame(FrameError::Truncated { .. }))
-            )
-        }),
-    ];
-    for (kind, check) in cases {
+    for (kind, check) in hostile::CASES {
         let mut cmd = helper("hostile");
         cmd.arg(kind);
         let mut child = ReadyCommand::new(cmd).spawn().unwrap();
-        match child.wait_ready(BOUND).await {
-            Err(ReadyError::Protocol { source, .. }) => {
-                assert!(check(&source), "{kind}: {source:?}");
-                if kind == "version" {
-                    let msg = source.to_string();
-                    assert!(
-                        msg.contains("version 1") && msg.contains("version 9"),
-                        "{msg}"
-                    );
-                }
-            }
-            other => panic!("{kind}: {other:?}"),
-        }
-        // The channel is closed with the same reason.
-        assert!(matches!(
-            child.channel().unwrap().closed(),
-            Some(CloseReason::Protocol(_))
-        ));
+        let ready = child.wait_ready(BOUND).await.map(|r| r.via);
+        let closed = child.channel().unwrap().closed();
+        hostile::assert_rejected(kind, check, ready, closed);
         child.kill().await.unwrap();
     }
 }

@@ -1,47 +1,19 @@
-//! The native protocol with real child processes (`tests/helpers/child.rs`).
+//! The native protocol with real child processes (`tests/helpers/child`).
+
+mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use readyfd::{
-    Address, ChannelError, CloseReason, Incoming, OnTimeout, ProtocolError, ReadyCommand,
-    ReadyError, ReadyVia,
+    Address, ChannelError, CloseReason, Incoming, OnTimeout, ReadyCommand, ReadyError, ReadyVia,
 };
-use readyfd_proto::{DecodeError, FrameError, RemoteErrorKind, SessionError};
-use serde::{Deserialize, Serialize};
+use readyfd_proto::RemoteErrorKind;
 
-/// A bound against hangs, not a synchronisation: generous on purpose.
-const BOUND: Duration = Duration::from_secs(60);
-
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-enum TestReq {
-    Echo(String),
-    Add(u64, u64),
-    AskParent,
-    Notify(u32),
-    Fail,
-}
-
-fn helper(role: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-child"));
-    cmd.arg(role);
-    cmd
-}
-
-fn spawn(role: &str) -> readyfd::ReadyChild {
-    ReadyCommand::new(helper(role))
-        .spawn()
-        .expect("spawn helper")
-}
-
-/// `stop` ends a child that keeps the default shutdown policy with its own
-/// SIGTERM; one that handles Shutdown itself exits 0.
-fn stopped_cleanly(status: std::process::ExitStatus) -> bool {
-    use std::os::unix::process::ExitStatusExt;
-    status.success() || status.signal() == Some(15)
-}
+use common::hostile;
+use common::{BOUND, TestReq, helper, spawn, stopped_cleanly};
 
 #[test]
 fn ready_with_several_addresses() {
@@ -310,58 +282,13 @@ fn a_wrapper_that_exits_zero_hands_readiness_to_its_descendant() {
 
 #[test]
 fn hostile_children_get_typed_errors() {
-    type Check = fn(&ProtocolError) -> bool;
-    let cases: [(&str, Check); 5] = [
-        ("oversize", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(SessionError::Frame(FrameError::TooLarge {
-                    len: 0xffff_ffff,
-                    ..
-                }))
-            )
-        }),
-        ("garbage", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(
-                    SessionError::Frame(FrameError::TooLarge { .. })
-                        | SessionError::Decode(_)
-                        | SessionError::HelloExpected(_)
-                )
-            )
-        }),
-        ("badmagic", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(SessionError::Decode(DecodeError::BadMagic(_)))
-            )
-        }),
-        ("version", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(SessionError::VersionMismatch { ours: 1, theirs: 9 })
-            )
-        }),
-        ("truncated", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(SessionError::Frame(FrameError::Truncated { .. }))
-            )
-        }),
-    ];
-    for (kind, check) in cases {
+    for (kind, check) in hostile::CASES {
         let mut cmd = helper("hostile");
         cmd.arg(kind);
         let mut child = ReadyCommand::new(cmd).spawn().unwrap();
-        match child.wait_ready(BOUND) {
-            Err(ReadyError::Protocol { source, .. }) => {
-                assert!(check(&source), "{kind}: {source:?}");
-                let msg = source.to_string();
-                assert!(!msg.is_empty());
-            }
-            other => panic!("{kind}: {other:?}"),
-        }
+        let ready = child.wait_ready(BOUND).map(|r| r.via);
+        let closed = child.channel().unwrap().closed();
+        hostile::assert_rejected(kind, check, ready, closed);
         child.kill().unwrap();
     }
 }

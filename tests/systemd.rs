@@ -3,6 +3,8 @@
 //! `sd_notify` sends (byte for byte, with fds and barriers), the real
 //! `systemd-notify` (Debian package `systemd`), and our own child side.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
@@ -10,64 +12,12 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use readyfd::{Address, Protocol, ReadyChild, ReadyCommand, ReadyError, ReadyVia};
+use readyfd::{Address, Protocol, ReadyChild, ReadyError, ReadyVia};
 
-/// A bound against hangs, not a synchronisation: generous on purpose.
-const BOUND: Duration = Duration::from_secs(60);
+use common::{BOUND, COMPAT, finish, sd_py as py, spawn_with_stdin};
 
-/// What libsystemd's client side does, in Python: `notify(msg, fds)` is
-/// `sd_pid_notify_with_fds` (a fresh datagram socket, `sendmsg` to the
-/// path or the abstract `@name`, fds in `SCM_RIGHTS`); `barrier()` is
-/// `sd_notify_barrier` (send `BARRIER=1` with a pipe's write end, wait for
-/// the pipe to hang up; exit 7 if it never does).
-const PRELUDE: &str = r#"
-import array, os, select, signal, socket, sys
-def notify(msg, fds=()):
-    addr = os.environ["NOTIFY_SOCKET"]
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-    s.sendmsg([msg], anc, 0, addr)
-    s.close()
-def hangs_up(r):
-    p = select.poll()
-    p.register(r, 0)
-    return bool(p.poll(60000))
-def barrier():
-    r, w = os.pipe()
-    notify(b"BARRIER=1", [w])
-    os.close(w)
-    if not hangs_up(r):
-        sys.exit(7)
-    os.close(r)
-"#;
-
-fn py(script: &str) -> Command {
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c").arg(format!("{PRELUDE}\n{script}"));
-    cmd
-}
-
-/// Spawns `cmd` over the systemd protocol with stdin piped (children that
-/// stay alive block on it; dropping it lets them exit).
 fn spawn(cmd: Command) -> ReadyChild {
-    ReadyCommand::new(cmd)
-        .protocol(Protocol::Systemd)
-        .command_mut_with(|c| {
-            c.stdin(Stdio::piped());
-        })
-        .spawn()
-        .expect("spawn")
-}
-
-fn finish(mut child: ReadyChild) {
-    drop(child.child_mut().stdin.take());
-    let status = child
-        .wait_timeout(BOUND)
-        .unwrap()
-        .expect("the child exits when stdin closes");
-    assert!(status.success(), "{status:?}");
+    spawn_with_stdin(cmd, Protocol::Systemd)
 }
 
 #[test]
@@ -513,7 +463,7 @@ sys.stdin.read()
 
 #[test]
 fn extend_timeout_usec_extends_the_deadline() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-compat"));
+    let mut cmd = Command::new(COMPAT);
     cmd.arg("systemd-extend").stdout(Stdio::piped());
     let mut child = spawn(cmd);
     // The request is queued before the wait starts, so the wait's own
@@ -577,7 +527,7 @@ while True:
 
 #[test]
 fn our_child_side_under_our_systemd_parent() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-compat"));
+    let mut cmd = Command::new(COMPAT);
     cmd.arg("serve");
     let mut child = spawn(cmd);
     let r = child.wait_ready(BOUND).unwrap().clone();
@@ -602,7 +552,7 @@ fn our_child_side_under_our_systemd_parent() {
 
 #[test]
 fn a_status_before_ready_through_the_notifier() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-compat"));
+    let mut cmd = Command::new(COMPAT);
     cmd.arg("status-then-ready");
     let mut child = spawn(cmd);
     let r = child.wait_ready(BOUND).unwrap().clone();
