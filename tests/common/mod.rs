@@ -9,6 +9,10 @@
 #[cfg(feature = "tokio")]
 pub mod aio;
 pub mod hostile;
+pub mod protocol;
+
+#[allow(unused_imports)] // each test binary uses a part
+pub use protocol::{AsyncReq, TestReq};
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -16,7 +20,6 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use readyfd::{Protocol, ReadyChild, ReadyCommand};
-use serde::{Deserialize, Serialize};
 
 /// A bound against hangs, not a synchronisation: generous on purpose.
 pub const BOUND: Duration = Duration::from_secs(60);
@@ -27,29 +30,6 @@ pub const CHILD: &str = env!("CARGO_BIN_EXE_readyfd-test-child");
 /// The helper child of the pipe and systemd protocols
 /// (`tests/helpers/compat.rs`).
 pub const COMPAT: &str = env!("CARGO_BIN_EXE_readyfd-test-compat");
-
-/// The application protocol of the blocking helper roles (`serve`).
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub enum TestReq {
-    Echo(String),
-    Add(u64, u64),
-    /// Ask the parent for its `Secret` request in return, and report it.
-    AskParent,
-    /// Send `n` notifications, then answer.
-    Notify(u32),
-    Fail,
-}
-
-/// The application protocol of the `async-child` role.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum AsyncReq {
-    Echo(String),
-    AskParent,
-    Notify(u32),
-    Hold { n: usize, value: u64 },
-    Fail,
-    PauseUntilStdin,
-}
 
 /// `readyfd-test-child ROLE`, not spawned yet.
 pub fn helper(role: &str) -> Command {
