@@ -8,14 +8,13 @@ mod common;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use readyfd::tokio::{Incoming, ReadyCommand};
-use readyfd::{
-    Address, ChannelError, CloseReason, OnTimeout, ReadyError, ReadyVia, RemoteErrorKind,
-};
+use readyfd::{Address, ChannelError, CloseReason, ReadyVia, RemoteErrorKind};
 
 use common::aio::spawn;
+use common::before_ready::{self, After};
 use common::hostile;
 use common::{AsyncReq, BOUND, TestReq, helper, stopped_cleanly};
 
@@ -147,80 +146,27 @@ async fn parent_hands_configuration_before_ready() {
     child.stop(BOUND).await.unwrap();
 }
 
+/// The table of `common::before_ready`, with the tokio driver.
 #[tokio::test]
-async fn exit_before_ready_is_reported_at_once_with_the_status() {
-    let t0 = Instant::now();
-    let mut child = spawn("exit");
-    let err = child.wait_ready(BOUND).await.unwrap_err();
-    match &err {
-        ReadyError::Exited {
-            status,
-            last_status,
-            ..
-        } => {
-            assert_eq!(status.code(), Some(3));
-            assert_eq!(last_status.as_deref(), Some("loading"));
-        }
-        other => panic!("{other:?}"),
+async fn children_that_end_or_hang_before_ready() {
+    for case in before_ready::cases() {
+        let mut cmd = helper(case.role);
+        cmd.args(case.args);
+        let mut child = ReadyCommand::new(cmd)
+            .on_timeout(case.on_timeout)
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        let first = child.wait_ready(case.timeout).await.map(|r| r.via);
+        let took = t0.elapsed();
+        let second = match case.after {
+            After::AlreadyFailed => Some(child.wait_ready(BOUND).await.map(|r| r.via)),
+            _ => None,
+        };
+        let exited = child.exit_status().unwrap().is_some();
+        case.assert_seen(first, took, second, exited);
+        let _ = child.kill().await;
     }
-    // Seen when it happened, not at the bound.
-    assert!(t0.elapsed() < BOUND / 2, "{:?}", t0.elapsed());
-    let msg = err.to_string();
-    assert!(
-        msg.contains("exited with status 3 before it was ready"),
-        "{msg}"
-    );
-    assert!(matches!(
-        child.wait_ready(BOUND).await,
-        Err(ReadyError::AlreadyFailed { .. })
-    ));
-
-    let mut cmd = helper("exit");
-    cmd.arg("0");
-    let mut child = ReadyCommand::new(cmd).spawn().unwrap();
-    match child.wait_ready(BOUND).await {
-        Err(ReadyError::Exited { status, .. }) => assert_eq!(status.code(), Some(0)),
-        other => panic!("{other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn death_by_signal_before_ready() {
-    let t0 = Instant::now();
-    let mut child = spawn("signal");
-    match child.wait_ready(BOUND).await {
-        Err(ReadyError::Exited { status, .. }) => assert_eq!(status.signal(), Some(9)),
-        other => panic!("{other:?}"),
-    }
-    assert!(t0.elapsed() < BOUND / 2, "{:?}", t0.elapsed());
-}
-
-#[tokio::test]
-async fn a_hanging_child_times_out_and_is_killed_or_left() {
-    let mut child = spawn("hang");
-    match child.wait_ready(Duration::from_millis(300)).await {
-        Err(ReadyError::Timeout {
-            killed,
-            last_status,
-            ..
-        }) => {
-            assert!(killed);
-            assert_eq!(last_status.as_deref(), Some("still loading"));
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(child.exit_status().unwrap().is_some(), "killed and reaped");
-
-    let mut child = ReadyCommand::new(helper("hang"))
-        .on_timeout(OnTimeout::Leave)
-        .spawn()
-        .unwrap();
-    match child.wait_ready(Duration::from_millis(100)).await {
-        Err(ReadyError::Timeout { killed, .. }) => assert!(!killed),
-        other => panic!("{other:?}"),
-    }
-    assert!(child.exit_status().unwrap().is_none(), "still running");
-    child.kill().await.unwrap();
 }
 
 #[tokio::test]

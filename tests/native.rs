@@ -5,13 +5,12 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use readyfd::{
-    Address, ChannelError, CloseReason, Incoming, OnTimeout, ReadyCommand, ReadyError, ReadyVia,
-};
+use readyfd::{Address, ChannelError, CloseReason, Incoming, ReadyCommand, ReadyVia};
 use readyfd_proto::RemoteErrorKind;
 
+use common::before_ready::{self, After};
 use common::hostile;
 use common::{BOUND, TestReq, helper, spawn, stopped_cleanly};
 
@@ -161,86 +160,27 @@ fn parent_hands_configuration_before_ready() {
     child.stop(Duration::from_secs(10)).unwrap();
 }
 
+/// The table of `common::before_ready`, with the blocking driver.
 #[test]
-fn exit_before_ready_reports_the_status() {
-    let mut child = spawn("exit");
-    let err = child.wait_ready(BOUND).unwrap_err();
-    match &err {
-        ReadyError::Exited {
-            status,
-            last_status,
-            ..
-        } => {
-            assert_eq!(status.code(), Some(3));
-            assert_eq!(last_status.as_deref(), Some("loading"));
-        }
-        other => panic!("{other:?}"),
+fn children_that_end_or_hang_before_ready() {
+    for case in before_ready::cases() {
+        let mut cmd = helper(case.role);
+        cmd.args(case.args);
+        let mut child = ReadyCommand::new(cmd)
+            .on_timeout(case.on_timeout)
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        let first = child.wait_ready(case.timeout).map(|r| r.via);
+        let took = t0.elapsed();
+        let second = match case.after {
+            After::AlreadyFailed => Some(child.wait_ready(BOUND).map(|r| r.via)),
+            _ => None,
+        };
+        let exited = child.exit_status().unwrap().is_some();
+        case.assert_seen(first, took, second, exited);
+        let _ = child.kill();
     }
-    let msg = err.to_string();
-    assert!(
-        msg.contains("exited with status 3 before it was ready"),
-        "{msg}"
-    );
-    // A second wait does not pretend.
-    assert!(matches!(
-        child.wait_ready(BOUND),
-        Err(ReadyError::AlreadyFailed { .. })
-    ));
-}
-
-#[test]
-fn exit_zero_before_ready_is_not_ready() {
-    let mut cmd = helper("exit");
-    cmd.arg("0");
-    let mut child = ReadyCommand::new(cmd).spawn().unwrap();
-    match child.wait_ready(BOUND) {
-        Err(ReadyError::Exited { status, .. }) => assert_eq!(status.code(), Some(0)),
-        other => panic!("{other:?}"),
-    }
-}
-
-#[test]
-fn death_by_signal_before_ready() {
-    let mut child = spawn("signal");
-    match child.wait_ready(BOUND) {
-        Err(ReadyError::Exited { status, .. }) => {
-            use std::os::unix::process::ExitStatusExt;
-            assert_eq!(status.signal(), Some(9));
-        }
-        other => panic!("{other:?}"),
-    }
-}
-
-#[test]
-fn a_hanging_child_times_out_and_is_killed() {
-    let mut child = spawn("hang");
-    match child.wait_ready(Duration::from_millis(300)) {
-        Err(ReadyError::Timeout {
-            killed,
-            last_status,
-            ..
-        }) => {
-            assert!(killed);
-            assert_eq!(last_status.as_deref(), Some("still loading"));
-        }
-        other => panic!("{other:?}"),
-    }
-    // Killed and reaped.
-    assert!(child.exit_status().unwrap().is_some());
-}
-
-#[test]
-fn a_hanging_child_can_be_left_running() {
-    let mut child = ReadyCommand::new(helper("hang"))
-        .on_timeout(OnTimeout::Leave)
-        .spawn()
-        .unwrap();
-    match child.wait_ready(Duration::from_millis(100)) {
-        Err(ReadyError::Timeout { killed, .. }) => assert!(!killed),
-        other => panic!("{other:?}"),
-    }
-    assert!(child.exit_status().unwrap().is_none(), "still running");
-    child.kill().unwrap();
 }
 
 #[test]

@@ -20,6 +20,19 @@ fn spawn(cmd: Command) -> ReadyChild {
     spawn_with_stdin(cmd, Protocol::Systemd)
 }
 
+/// Waits for `child`'s verdict, which must be a failure: its pid, errno
+/// and message.
+fn failure(child: &mut ReadyChild) -> (u32, Option<i32>, String) {
+    match child.wait_ready(BOUND) {
+        Err(ReadyError::Failed {
+            pid,
+            errno,
+            message,
+        }) => (pid, errno, message),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn sd_notify_datagrams_with_status_and_mainpid() {
     // Several datagrams, with and without the final newline.
@@ -204,23 +217,15 @@ fn stopping_before_ready_is_a_failure_with_the_errno() {
 notify(b"STATUS=cannot bind\nERRNO=98\nSTOPPING=1\n")
 sys.stdin.read()
 "#));
-    match child.wait_ready(BOUND) {
-        Err(ReadyError::Failed {
-            errno,
-            message,
-            pid,
-        }) => {
-            assert_eq!(pid, child.id());
-            assert_eq!(errno, Some(98));
-            assert!(
-                message.contains("STOPPING=1")
-                    && message.contains("cannot bind")
-                    && message.contains("ERRNO=98"),
-                "{message}"
-            );
-        }
-        other => panic!("{other:?}"),
-    }
+    let (pid, errno, message) = failure(&mut child);
+    assert_eq!(pid, child.id());
+    assert_eq!(errno, Some(98));
+    assert!(
+        message.contains("STOPPING=1")
+            && message.contains("cannot bind")
+            && message.contains("ERRNO=98"),
+        "{message}"
+    );
     finish(child);
 }
 
@@ -230,16 +235,12 @@ fn an_errno_and_an_exit_is_a_failure_with_the_errno() {
 notify(b"ERRNO=ENOENT\nSTATUS=config missing")
 sys.exit(1)
 "#));
-    match child.wait_ready(BOUND) {
-        Err(ReadyError::Failed { errno, message, .. }) => {
-            assert_eq!(errno, Some(2));
-            assert!(
-                message.contains("exited") && message.contains("config missing"),
-                "{message}"
-            );
-        }
-        other => panic!("{other:?}"),
-    }
+    let (_, errno, message) = failure(&mut child);
+    assert_eq!(errno, Some(2));
+    assert!(
+        message.contains("exited") && message.contains("config missing"),
+        "{message}"
+    );
     assert_eq!(child.wait().unwrap().code(), Some(1));
 }
 
@@ -269,12 +270,8 @@ sys.stdin.read()
 #[test]
 fn watchdog_trigger_before_ready_is_a_failure() {
     let mut child = spawn(py("notify(b\"WATCHDOG=trigger\")\nsys.stdin.read()"));
-    match child.wait_ready(BOUND) {
-        Err(ReadyError::Failed { message, .. }) => {
-            assert!(message.contains("WATCHDOG=trigger"), "{message}")
-        }
-        other => panic!("{other:?}"),
-    }
+    let (_, _, message) = failure(&mut child);
+    assert!(message.contains("WATCHDOG=trigger"), "{message}");
     finish(child);
 }
 
@@ -452,12 +449,8 @@ if pid == 0:
     os._exit(0)
 sys.stdin.read()
 "#));
-    match child.wait_ready(BOUND) {
-        Err(ReadyError::Failed { message, .. }) => {
-            assert!(message.contains("MAINPID"), "{message}")
-        }
-        other => panic!("{other:?}"),
-    }
+    let (_, _, message) = failure(&mut child);
+    assert!(message.contains("MAINPID"), "{message}");
     finish(child);
 }
 

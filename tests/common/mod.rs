@@ -8,6 +8,7 @@
 
 #[cfg(feature = "tokio")]
 pub mod aio;
+pub mod before_ready;
 pub mod hostile;
 pub mod protocol;
 
