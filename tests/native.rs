@@ -12,7 +12,7 @@ use readyfd_proto::RemoteErrorKind;
 
 use common::before_ready::{self, After};
 use common::hostile;
-use common::{BOUND, TestReq, helper, spawn, stopped_cleanly};
+use common::{BOUND, TestReq, first_line, helper, spawn, stopped_cleanly};
 
 #[test]
 fn ready_with_several_addresses() {
@@ -345,10 +345,7 @@ fn a_flooding_child_meets_back_pressure() {
         })
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.child_mut().stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(child.child_mut().stdout.take().unwrap());
     let sent: u64 = line.trim().strip_prefix("sent ").unwrap().parse().unwrap();
     // Queue (1024 frames of 1029 bytes), one read chunk, socket buffers.
     let bound = (readyfd::MAX_INCOMING as u64) * 1029 + (64 << 10) + (4 << 20);

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -15,7 +15,7 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use readyfd::{Address, ReadyCommand, ReadyVia};
 
-use common::{BOUND, COMPAT, compat, place_fds, python3};
+use common::{BOUND, COMPAT, compat, first_line, place_fds, python3};
 
 /// The article's parent, in Rust: a pipe, the write end at `fd` in the
 /// child (`ExtraFiles`), `CHILD_READY_FD=<fd>`, the parent's write end
@@ -52,10 +52,7 @@ fn read_all_with_deadline(r: OwnedFd, deadline: Instant) -> String {
 }
 
 fn report_of(addr: &str) -> String {
-    let mut line = String::new();
-    BufReader::new(std::net::TcpStream::connect(addr).unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(std::net::TcpStream::connect(addr).unwrap());
     line.trim().to_string()
 }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -14,7 +14,7 @@ use readyfd::{
     ReadyVia,
 };
 
-use common::{BOUND, finish, pipe_py as py, pipe_wrapper, python3, spawn_with_stdin};
+use common::{BOUND, finish, first_line, pipe_py as py, pipe_wrapper, python3, spawn_with_stdin};
 
 fn spawn(cmd: Command) -> ReadyChild {
     spawn_with_stdin(cmd, Protocol::Pipe)
@@ -124,10 +124,7 @@ fn a_child_that_writes_without_end_sees_epipe() {
         child.wait_ready(BOUND),
         Err(ReadyError::Protocol { .. })
     ));
-    let mut line = String::new();
-    BufReader::new(child.child_mut().stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(child.child_mut().stdout.take().unwrap());
     assert_eq!(
         line.trim(),
         "epipe",
@@ -224,10 +221,7 @@ fn our_child_side_under_our_pipe_parent() {
         let Some(Address::Tcp(addr)) = r.ready.get("") else {
             panic!("{:?}", r.ready)
         };
-        let mut line = String::new();
-        BufReader::new(std::net::TcpStream::connect(addr).unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let line = first_line(std::net::TcpStream::connect(addr).unwrap());
         assert_eq!(
             line.trim(),
             format!(

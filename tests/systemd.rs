@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::ExitStatusExt;
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use readyfd::{Address, Protocol, ReadyChild, ReadyError, ReadyVia};
 
-use common::{BOUND, COMPAT, finish, sd_py as py, spawn_with_stdin};
+use common::{BOUND, COMPAT, finish, first_line, sd_py as py, spawn_with_stdin};
 
 fn spawn(cmd: Command) -> ReadyChild {
     spawn_with_stdin(cmd, Protocol::Systemd)
@@ -79,10 +79,7 @@ fn the_real_systemd_notify_is_understood() {
     assert_eq!(r.ready.status.as_deref(), Some("up"));
     assert_eq!(r.ready.pid, child.id());
     // Its barrier was released: it returned, and successfully.
-    let mut line = String::new();
-    BufReader::new(child.child_mut().stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(child.child_mut().stdout.take().unwrap());
     assert_eq!(line.trim(), "notified");
     finish(child);
 }
@@ -322,10 +319,7 @@ sys.stdin.read()
 "#);
     cmd.stdout(Stdio::piped());
     let mut child = spawn(cmd);
-    let mut path = String::new();
-    BufReader::new(child.child_mut().stdout.take().unwrap())
-        .read_line(&mut path)
-        .unwrap();
+    let path = first_line(child.child_mut().stdout.take().unwrap());
     let path = std::path::PathBuf::from(path.trim());
     let dir = path.parent().unwrap().to_path_buf();
     let meta = std::fs::metadata(&dir).unwrap();
@@ -374,10 +368,7 @@ sys.stdin.read()
     let mut child = spawn(cmd);
     let r = child.wait_ready(BOUND).unwrap().clone();
     assert_eq!(r.ready.status.as_deref(), Some("starting to serve"));
-    let mut line = String::new();
-    BufReader::new(child.child_mut().stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(child.child_mut().stdout.take().unwrap());
     assert_eq!(line.trim(), "done");
     assert_eq!(child.last_status().as_deref(), Some("serving 99"));
     let stored = child.take_stored_fds();
@@ -393,10 +384,7 @@ fn the_socket_directory_is_removed_on_drop() {
     let mut cmd = py("print(os.environ[\"NOTIFY_SOCKET\"], flush=True)\nsys.stdin.read()");
     cmd.stdout(Stdio::piped());
     let mut child = spawn(cmd);
-    let mut path = String::new();
-    BufReader::new(child.child_mut().stdout.take().unwrap())
-        .read_line(&mut path)
-        .unwrap();
+    let path = first_line(child.child_mut().stdout.take().unwrap());
     let dir = std::path::PathBuf::from(path.trim())
         .parent()
         .unwrap()
@@ -462,10 +450,7 @@ fn extend_timeout_usec_extends_the_deadline() {
     // The request is queued before the wait starts, so the wait's own
     // timeout is shorter than the child's delay whatever the machine's
     // speed.
-    let mut line = String::new();
-    BufReader::new(child.child_mut().stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(child.child_mut().stdout.take().unwrap());
     assert_eq!(line.trim(), "extending");
     let timeout = Duration::from_millis(300);
     let r = child.wait_ready(timeout).unwrap().clone();
@@ -495,10 +480,7 @@ while True:
 "#);
     cmd.stdout(Stdio::piped());
     let mut child = spawn(cmd);
-    let mut line = String::new();
-    BufReader::new(child.child_mut().stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(child.child_mut().stdout.take().unwrap());
     assert_eq!(line.trim(), "flooding");
     match child.wait_ready(Duration::from_millis(300)) {
         Err(ReadyError::Timeout {
@@ -530,10 +512,7 @@ fn our_child_side_under_our_systemd_parent() {
     let Some(Address::Tcp(addr)) = r.ready.get("http") else {
         panic!("the address travels as X_READYFD_ADDRESS: {:?}", r.ready)
     };
-    let mut line = String::new();
-    BufReader::new(std::net::TcpStream::connect(addr).unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(std::net::TcpStream::connect(addr).unwrap());
     assert!(
         line.starts_with(
             "protocol=systemd fd=none READYFD=unset CHILD_READY_FD=unset NOTIFY_SOCKET=/"

@@ -262,3 +262,11 @@ pub fn place_fds(cmd: &mut Command, placed: &[(RawFd, RawFd)]) {
         });
     }
 }
+
+/// The first line `r` gives (a child's stdout, a server's greeting),
+/// without its newline.
+pub fn first_line(r: impl std::io::Read) -> String {
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(r), &mut line).unwrap();
+    line.trim_end_matches('\n').to_string()
+}
