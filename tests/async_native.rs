@@ -150,9 +150,7 @@ async fn parent_hands_configuration_before_ready() {
 #[tokio::test]
 async fn children_that_end_or_hang_before_ready() {
     for case in before_ready::cases() {
-        let mut cmd = helper(case.role);
-        cmd.args(case.args);
-        let mut child = ReadyCommand::new(cmd)
+        let mut child = ReadyCommand::new(case.command())
             .on_timeout(case.on_timeout)
             .spawn()
             .unwrap();

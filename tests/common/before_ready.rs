@@ -43,6 +43,13 @@ impl Case {
         format!("{} {}", self.role, self.args.join(" "))
     }
 
+    /// The child's command, not spawned yet.
+    pub fn command(&self) -> std::process::Command {
+        let mut cmd = super::helper(self.role);
+        cmd.args(self.args);
+        cmd
+    }
+
     /// Checks what a driver saw: the first wait's result and how long it
     /// took, a second wait's result (made only for
     /// [`After::AlreadyFailed`]), and whether the child had exited then.
