@@ -1007,7 +1007,14 @@ mod tests {
             let (tx, rx) = std::sync::mpsc::channel();
             let ch = &ch;
             s.spawn(move || tx.send(ch.ping(BOUND * 2)));
+            // Bounded: a ping that never becomes the reader fails here, not
+            // by hanging the test run.
+            let deadline = std::time::Instant::now() + BOUND;
             while !reader_is(ch, Reader::Caller) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the ping never became the reader"
+                );
                 std::thread::yield_now();
             }
             ch.close();

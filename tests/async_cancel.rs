@@ -7,6 +7,8 @@
 //! at a time, in order: so "the answer arrived but was not taken yet" can
 //! be produced on purpose, by completing a later request first.
 
+mod common;
+
 use std::future::Future;
 use std::pin::pin;
 use std::process::Stdio;
@@ -15,41 +17,10 @@ use std::task::Poll;
 use std::time::Duration;
 
 use readyfd::ChannelError;
-use readyfd::tokio::{Channel, Incoming, ReadyChild, ReadyCommand};
-use serde::{Deserialize, Serialize};
-use tokio::process::Command;
+use readyfd::tokio::{Channel, Incoming, ReadyCommand};
 
-/// A bound against hangs, not a synchronisation: generous on purpose.
-const BOUND: Duration = Duration::from_secs(60);
-
-/// The application protocol of the blocking helper roles (`serve`).
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-enum TestReq {
-    Echo(String),
-    Add(u64, u64),
-    AskParent,
-    Notify(u32),
-    Fail,
-}
-
-/// The application protocol of the `async-child` role.
-#[derive(Debug, Serialize, Deserialize)]
-enum AsyncReq {
-    Echo(String),
-    AskParent,
-    Notify(u32),
-    Hold { n: usize, value: u64 },
-    Fail,
-    PauseUntilStdin,
-}
-
-async fn ready_child() -> ReadyChild {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-child"));
-    cmd.arg("ready");
-    let mut child = ReadyCommand::new(cmd).spawn().expect("spawn helper");
-    child.wait_ready(BOUND).await.expect("ready");
-    child
-}
+use common::aio::ready_child;
+use common::{AsyncReq, BOUND, TestReq, helper};
 
 /// Polls `fut` exactly once, then gives it back (still pending, or done).
 async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Option<F::Output> {
@@ -142,7 +113,7 @@ async fn cancel_one(ch: &Channel, i: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_cancelled_requests_leave_the_channel_sound() {
-    let mut child = ready_child().await;
+    let mut child = ready_child("ready").await;
     let ch = Arc::clone(child.channel().unwrap());
     for i in 0..1000u64 {
         cancel_one(&ch, i).await;
@@ -160,7 +131,7 @@ async fn a_thousand_cancelled_requests_leave_the_channel_sound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancellations_from_many_tasks_do_not_cross_answers() {
-    let mut child = ready_child().await;
+    let mut child = ready_child("ready").await;
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..16u64 {
         let ch = Arc::clone(child.channel().unwrap());
@@ -182,7 +153,7 @@ async fn cancellations_from_many_tasks_do_not_cross_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recv_dropped_in_select_loses_nothing() {
-    let mut child = ready_child().await;
+    let mut child = ready_child("ready").await;
     let ch = Arc::clone(child.channel().unwrap());
     // The child sends 500 notifications, then answers.
     let asked = tokio::spawn({
@@ -215,8 +186,8 @@ async fn recv_dropped_in_select_loses_nothing() {
 async fn cancelled_while_waiting_for_room_sends_nothing() {
     // The async child answers `PauseUntilStdin`, then stops reading until
     // a line arrives on its stdin.
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-child"));
-    cmd.arg("async-child").stdin(Stdio::piped());
+    let mut cmd = helper("async-child");
+    cmd.stdin(Stdio::piped());
     let mut child = ReadyCommand::new(cmd).spawn().unwrap();
     child.wait_ready(BOUND).await.unwrap();
     let stdin = child.child_mut().stdin.take().unwrap();
@@ -286,7 +257,7 @@ async fn cancelled_while_waiting_for_room_sends_nothing() {
 
 #[tokio::test]
 async fn closing_fails_waiting_requests_with_local() {
-    let mut child = ready_child().await;
+    let mut child = ready_child("ready").await;
     let ch = Arc::clone(child.channel().unwrap());
     let asking = tokio::spawn({
         let ch = Arc::clone(&ch);

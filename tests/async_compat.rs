@@ -4,64 +4,17 @@
 //! Python programs that speak the protocols the way existing programs do)
 //! and our own child side (`readyfd-test-compat`).
 
+mod common;
+
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use readyfd::tokio::{ReadyChild, ReadyCommand};
 use readyfd::{Address, PIPE_TEXT_LIMIT, Protocol, ProtocolError, ReadyError, ReadyVia};
 use tokio::process::Command;
 
-/// A bound against hangs, not a synchronisation: generous on purpose.
-const BOUND: Duration = Duration::from_secs(60);
-
-/// What libsystemd's `sd_notify` does, in Python (as in `tests/systemd.rs`).
-const SD_PRELUDE: &str = r#"
-import os, signal, socket, sys
-def notify(msg):
-    addr = os.environ["NOTIFY_SOCKET"]
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-    s.sendto(msg, addr)
-    s.close()
-"#;
-
-fn pipe_py(script: &str) -> Command {
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c").arg(format!(
-        "import os, sys, signal\nfd = int(os.environ['CHILD_READY_FD'])\n{script}"
-    ));
-    cmd
-}
-
-fn sd_py(script: &str) -> Command {
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c").arg(format!("{SD_PRELUDE}\n{script}"));
-    cmd
-}
-
-/// Spawns `cmd` over `protocol` with stdin piped (children that stay alive
-/// block on it; dropping it lets them exit).
-fn spawn(cmd: Command, protocol: Protocol) -> ReadyChild {
-    ReadyCommand::new(cmd)
-        .protocol(protocol)
-        .command_mut_with(|c| {
-            c.stdin(Stdio::piped());
-        })
-        .spawn()
-        .expect("spawn")
-}
-
-async fn finish(mut child: ReadyChild) {
-    drop(child.child_mut().stdin.take());
-    let status = child
-        .wait_timeout(BOUND)
-        .await
-        .unwrap()
-        .expect("the child exits when stdin closes");
-    assert!(status.success(), "{status:?}");
-}
+use common::aio::{finish, spawn_with_stdin as spawn};
+use common::{BOUND, COMPAT, pipe_py, pipe_wrapper, sd_py};
 
 // ---- pipe -------------------------------------------------------------------
 
@@ -155,28 +108,9 @@ async fn pipe_silent_child_times_out_and_is_killed() {
 
 #[tokio::test]
 async fn pipe_wrapper_that_exits_zero_hands_over_to_its_descendant() {
-    // `sh -c 'server &'` (as in `tests/pipe.rs`): the shell exits 0 at
-    // once; the server writes its newline only after the shell is gone.
-    // fd 4 carries our stdin to it.
-    let grandchild = r#"
-import os, select, sys
-try:
-    shell = os.pidfd_open(int(sys.argv[1]))
-    if not select.select([shell], [], [], 60)[0]:
-        sys.exit(9)
-except ProcessLookupError:
-    pass
-os.write(3, b"%d\n" % os.getpid())
-os.read(4, 1)
-"#;
-    let mut cmd = Command::new("sh");
-    cmd.args([
-        "-c",
-        "exec 4<&0; python3 -c \"$1\" $$ & exit 0",
-        "sh",
-        grandchild,
-    ]);
-    let mut child = spawn(cmd, Protocol::Pipe);
+    // `sh -c 'server &'`: the shell exits 0 at once; the server writes its
+    // newline only after the shell is gone.
+    let mut child = spawn(pipe_wrapper(), Protocol::Pipe);
     let r = child.wait_ready(BOUND).await.unwrap().clone();
     assert_eq!(r.via, ReadyVia::Newline);
     let Some(Address::Text(pid)) = r.ready.get("") else {
@@ -196,7 +130,7 @@ os.read(4, 1)
 
 #[tokio::test]
 async fn systemd_extend_timeout_usec_extends_the_deadline() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-compat"));
+    let mut cmd = Command::new(COMPAT);
     cmd.arg("systemd-extend").stdout(Stdio::piped());
     let mut child = spawn(cmd, Protocol::Systemd);
     // The request is queued before the wait starts, so the wait's own
@@ -309,7 +243,7 @@ async fn systemd_silent_child_times_out_and_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_child_side_under_every_async_parent() {
     for protocol in [Protocol::Native, Protocol::Pipe, Protocol::Systemd] {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-compat"));
+        let mut cmd = Command::new(COMPAT);
         cmd.arg("serve");
         let mut child = spawn(cmd, protocol);
         let r = child.wait_ready(BOUND).await.unwrap().clone();

@@ -5,13 +5,17 @@
 //! its own test binary, so that no other test starts threads or opens fds
 //! meanwhile.
 
-use std::os::unix::process::ExitStatusExt;
-use std::time::Duration;
+mod common;
+
+use std::time::{Duration, Instant};
 
 use readyfd::ReadyVia;
-use readyfd::tokio::{ReadyChild, ReadyCommand};
+use readyfd::tokio::ReadyChild;
 use tokio::process::Command;
 use tokio::task::JoinSet;
+
+use common::aio::spawn;
+use common::{open_fds, stopped_cleanly};
 
 const CHILDREN: usize = 500;
 
@@ -28,28 +32,23 @@ fn threads() -> usize {
     line["Threads:".len()..].trim().parse().unwrap()
 }
 
-fn open_fds() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-/// A dropped channel's I/O task has been woken and finishes (closing the
-/// socket) when it next runs: on this single-thread runtime, yielding lets
-/// every woken task run first.
-async fn settle() {
-    for _ in 0..10 {
+/// Waits until the process's fds are `expected` again, or `BOUND` has
+/// passed, and returns what they are then. A dropped channel's I/O task
+/// closes its socket when it next runs: on this single-thread runtime it
+/// runs while this task yields.
+async fn fds_return_to(expected: &[String]) -> Vec<String> {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let now = open_fds();
+        if now == expected || Instant::now() >= deadline {
+            return now;
+        }
         tokio::task::yield_now().await;
     }
 }
 
 async fn spawn_ready() -> ReadyChild {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-child"));
-    cmd.arg("ready");
-    let mut child = ReadyCommand::new(cmd).spawn().expect("spawn helper");
+    let mut child = spawn("ready");
     let pid = child.id();
     let r = child.wait_ready(BOUND).await.expect("ready");
     assert_eq!(r.via, ReadyVia::Message);
@@ -59,19 +58,19 @@ async fn spawn_ready() -> ReadyChild {
 
 async fn stop(mut child: ReadyChild) {
     let status = child.stop(BOUND).await.expect("stop");
-    assert!(
-        status.success() || status.signal() == Some(15),
-        "{status:?}"
-    );
+    assert!(stopped_cleanly(status), "{status:?}");
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn five_hundred_children_at_once_on_one_thread() {
-    // Warm up whatever tokio and the process open lazily (the signal and
-    // process drivers), then take the baseline.
-    stop(spawn_ready().await).await;
-    settle().await;
+    // Warm up what tokio opens lazily (the signal and process drivers) with
+    // a plain child, then take the baseline; one readyfd child must leave
+    // it as it was.
+    let status = Command::new("true").status().await.expect("spawn true");
+    assert!(status.success());
     let fds_before = open_fds();
+    stop(spawn_ready().await).await;
+    assert_eq!(fds_return_to(&fds_before).await, fds_before, "one child");
     let threads_before = threads();
 
     let all = async {
@@ -101,6 +100,5 @@ async fn five_hundred_children_at_once_on_one_thread() {
         "{threads_during} threads with {CHILDREN} children alive, {threads_before} before"
     );
     eprintln!("threads: {threads_before} before, {threads_during} with {CHILDREN} children alive");
-    settle().await;
-    assert_eq!(open_fds(), fds_before);
+    assert_eq!(fds_return_to(&fds_before).await, fds_before);
 }

@@ -1,63 +1,22 @@
 #![cfg(feature = "tokio")]
 //! The async API (`readyfd::tokio`) with real child processes
-//! (`tests/helpers/child.rs`): the cases of `tests/native.rs`, driven from
+//! (`tests/helpers/child`): the cases of `tests/native.rs`, driven from
 //! tokio, against blocking children and against the async child role.
 
+mod common;
+
 use std::os::unix::process::ExitStatusExt;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use readyfd::tokio::{Incoming, ReadyChild, ReadyCommand};
-use readyfd::{
-    Address, ChannelError, CloseReason, OnTimeout, ProtocolError, ReadyError, ReadyVia,
-    RemoteErrorKind,
-};
-use readyfd_proto::{DecodeError, FrameError, SessionError};
-use serde::{Deserialize, Serialize};
-use tokio::process::Command;
+use readyfd::tokio::{Incoming, ReadyCommand};
+use readyfd::{Address, ChannelError, CloseReason, ReadyVia, RemoteErrorKind};
 
-/// A bound against hangs, not a synchronisation: generous on purpose.
-const BOUND: Duration = Duration::from_secs(60);
-
-/// The application protocol of the blocking helper roles (`serve`).
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-enum TestReq {
-    Echo(String),
-    Add(u64, u64),
-    AskParent,
-    Notify(u32),
-    Fail,
-}
-
-/// The application protocol of the `async-child` role.
-#[derive(Debug, Serialize, Deserialize)]
-enum AsyncReq {
-    Echo(String),
-    AskParent,
-    Notify(u32),
-    Hold { n: usize, value: u64 },
-    Fail,
-    PauseUntilStdin,
-}
-
-fn helper(role: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-child"));
-    cmd.arg(role);
-    cmd
-}
-
-fn spawn(role: &str) -> ReadyChild {
-    ReadyCommand::new(helper(role))
-        .spawn()
-        .expect("spawn helper")
-}
-
-/// `stop` ends a child that keeps the default shutdown policy with its own
-/// SIGTERM; one that handles Shutdown itself exits 0.
-fn stopped_cleanly(status: ExitStatus) -> bool {
-    status.success() || status.signal() == Some(15)
-}
+use common::aio::spawn;
+use common::before_ready::{self, After};
+use common::hostile;
+use common::{AsyncReq, BOUND, TestReq, helper, stopped_cleanly};
 
 #[tokio::test]
 async fn ready_with_several_addresses_then_stop() {
@@ -187,80 +146,25 @@ async fn parent_hands_configuration_before_ready() {
     child.stop(BOUND).await.unwrap();
 }
 
+/// The table of `common::before_ready`, with the tokio driver.
 #[tokio::test]
-async fn exit_before_ready_is_reported_at_once_with_the_status() {
-    let t0 = Instant::now();
-    let mut child = spawn("exit");
-    let err = child.wait_ready(BOUND).await.unwrap_err();
-    match &err {
-        ReadyError::Exited {
-            status,
-            last_status,
-            ..
-        } => {
-            assert_eq!(status.code(), Some(3));
-            assert_eq!(last_status.as_deref(), Some("loading"));
-        }
-        other => panic!("{other:?}"),
+async fn children_that_end_or_hang_before_ready() {
+    for case in before_ready::cases() {
+        let mut child = ReadyCommand::new(case.command())
+            .on_timeout(case.on_timeout)
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        let first = child.wait_ready(case.timeout).await.map(|r| r.via);
+        let took = t0.elapsed();
+        let second = match case.after {
+            After::AlreadyFailed => Some(child.wait_ready(BOUND).await.map(|r| r.via)),
+            _ => None,
+        };
+        let exited = child.exit_status().unwrap().is_some();
+        case.assert_seen(first, took, second, exited);
+        let _ = child.kill().await;
     }
-    // Seen when it happened, not at the bound.
-    assert!(t0.elapsed() < BOUND / 2, "{:?}", t0.elapsed());
-    let msg = err.to_string();
-    assert!(
-        msg.contains("exited with status 3 before it was ready"),
-        "{msg}"
-    );
-    assert!(matches!(
-        child.wait_ready(BOUND).await,
-        Err(ReadyError::AlreadyFailed { .. })
-    ));
-
-    let mut cmd = helper("exit");
-    cmd.arg("0");
-    let mut child = ReadyCommand::new(cmd).spawn().unwrap();
-    match child.wait_ready(BOUND).await {
-        Err(ReadyError::Exited { status, .. }) => assert_eq!(status.code(), Some(0)),
-        other => panic!("{other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn death_by_signal_before_ready() {
-    let t0 = Instant::now();
-    let mut child = spawn("signal");
-    match child.wait_ready(BOUND).await {
-        Err(ReadyError::Exited { status, .. }) => assert_eq!(status.signal(), Some(9)),
-        other => panic!("{other:?}"),
-    }
-    assert!(t0.elapsed() < BOUND / 2, "{:?}", t0.elapsed());
-}
-
-#[tokio::test]
-async fn a_hanging_child_times_out_and_is_killed_or_left() {
-    let mut child = spawn("hang");
-    match child.wait_ready(Duration::from_millis(300)).await {
-        Err(ReadyError::Timeout {
-            killed,
-            last_status,
-            ..
-        }) => {
-            assert!(killed);
-            assert_eq!(last_status.as_deref(), Some("still loading"));
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(child.exit_status().unwrap().is_some(), "killed and reaped");
-
-    let mut child = ReadyCommand::new(helper("hang"))
-        .on_timeout(OnTimeout::Leave)
-        .spawn()
-        .unwrap();
-    match child.wait_ready(Duration::from_millis(100)).await {
-        Err(ReadyError::Timeout { killed, .. }) => assert!(!killed),
-        other => panic!("{other:?}"),
-    }
-    assert!(child.exit_status().unwrap().is_none(), "still running");
-    child.kill().await.unwrap();
 }
 
 #[tokio::test]
@@ -286,68 +190,13 @@ async fn a_wrapper_that_exits_zero_hands_readiness_to_its_descendant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_children_get_typed_errors() {
-    type Check = fn(&ProtocolError) -> bool;
-    let cases: [(&str, Check); 5] = [
-        ("oversize", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(SessionError::Frame(FrameError::TooLarge {
-                    len: 0xffff_ffff,
-                    ..
-                }))
-            )
-        }),
-        ("garbage", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(
-                    SessionError::Frame(FrameError::TooLarge { .. })
-                        | SessionError::Decode(_)
-                        | SessionError::HelloExpected(_)
-                )
-            )
-        }),
-        ("badmagic", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(SessionError::Decode(DecodeError::BadMagic(_)))
-            )
-        }),
-        ("version", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(SessionError::VersionMismatch { ours: 1, theirs: 9 })
-            )
-        }),
-        ("truncated", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(SessionError::Frame(FrameError::Truncated { .. }))
-            )
-        }),
-    ];
-    for (kind, check) in cases {
+    for (kind, check) in hostile::CASES {
         let mut cmd = helper("hostile");
         cmd.arg(kind);
         let mut child = ReadyCommand::new(cmd).spawn().unwrap();
-        match child.wait_ready(BOUND).await {
-            Err(ReadyError::Protocol { source, .. }) => {
-                assert!(check(&source), "{kind}: {source:?}");
-                if kind == "version" {
-                    let msg = source.to_string();
-                    assert!(
-                        msg.contains("version 1") && msg.contains("version 9"),
-                        "{msg}"
-                    );
-                }
-            }
-            other => panic!("{kind}: {other:?}"),
-        }
-        // The channel is closed with the same reason.
-        assert!(matches!(
-            child.channel().unwrap().closed(),
-            Some(CloseReason::Protocol(_))
-        ));
+        let ready = child.wait_ready(BOUND).await.map(|r| r.via);
+        let closed = child.channel().unwrap().closed();
+        hostile::assert_rejected(kind, check, ready, closed);
         child.kill().await.unwrap();
     }
 }

@@ -1,33 +1,20 @@
 //! The child side's reading of `READYFD`: absent, malformed, closed, not a
 //! socket, the wrong kind of socket, and the good case.
 
+mod common;
+
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
+
+use common::{helper, place_fds};
 
 fn env_check(value: Option<&str>, fd3: Option<std::os::fd::OwnedFd>) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-child"));
-    cmd.arg("env-check").env_remove("READYFD");
+    let mut cmd = helper("env-check");
+    cmd.env_remove("READYFD");
     if let Some(v) = value {
         cmd.env("READYFD", v);
     }
     if let Some(fd) = &fd3 {
-        let raw = fd.as_raw_fd();
-        // SAFETY: dup2/fcntl only: allocation-free and async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || {
-                // dup2 onto the same number would keep close-on-exec.
-                let r = if raw == 3 {
-                    nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
-                } else {
-                    nix::libc::dup2(raw, 3)
-                };
-                if r < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        place_fds(&mut cmd, &[(fd.as_raw_fd(), 3)]);
     }
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{out:?}");

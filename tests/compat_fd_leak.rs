@@ -2,25 +2,17 @@
 //! and no thread behind in the parent. Alone in its own test
 //! binary, so that no other test opens fds or starts threads meanwhile.
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+mod common;
+
+use std::process::Stdio;
 
 use readyfd::{Protocol, ReadyCommand};
 
-const BOUND: Duration = Duration::from_secs(60);
-
-fn entries(dir: &str) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
+use common::{BOUND, compat, entries};
 
 fn cycle(protocol: Protocol) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-compat"));
-    cmd.arg("serve").stdin(Stdio::piped());
+    let mut cmd = compat("serve");
+    cmd.stdin(Stdio::piped());
     let mut child = ReadyCommand::new(cmd).protocol(protocol).spawn().unwrap();
     child.wait_ready(BOUND).unwrap();
     // Stored fds, if any, are the caller's; none are sent here.

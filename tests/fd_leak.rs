@@ -3,12 +3,11 @@
 //! binary of their own, run one at a time, so that no other test opens fds
 //! meanwhile.
 
-use std::process::Command;
-use std::time::Duration;
+mod common;
 
 use readyfd::ReadyCommand;
 
-const BOUND: Duration = Duration::from_secs(60);
+use common::{BOUND, helper, spawn, stopped_cleanly};
 
 /// The tests of this binary count the process's fds: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -42,16 +41,10 @@ fn assert_no_new_fds(before: &[String]) {
 }
 
 fn cycle() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-child"));
-    cmd.arg("ready");
-    let mut c = ReadyCommand::new(cmd).spawn().unwrap();
+    let mut c = spawn("ready");
     c.wait_ready(BOUND).unwrap();
     let status = c.stop(BOUND).unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    assert!(
-        status.success() || status.signal() == Some(15),
-        "{status:?}"
-    );
+    assert!(stopped_cleanly(status), "{status:?}");
 }
 
 #[test]
@@ -74,8 +67,8 @@ fn dropping_a_channel_with_unconsumed_requests_frees_everything() {
     // Nobody takes it. Dropping the handle must answer it and close every fd
     // of the channel, although the queued request refers to the channel.
     let before = open_fds();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-child"));
-    cmd.arg("ask-raw").stdout(std::process::Stdio::piped());
+    let mut cmd = helper("ask-raw");
+    cmd.stdout(std::process::Stdio::piped());
     let mut c = ReadyCommand::new(cmd).spawn().unwrap();
     c.wait_ready(BOUND).unwrap();
     let mut out = c.child_mut().stdout.take().unwrap();

@@ -1,47 +1,18 @@
-//! The native protocol with real child processes (`tests/helpers/child.rs`).
+//! The native protocol with real child processes (`tests/helpers/child`).
+
+mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use readyfd::{
-    Address, ChannelError, CloseReason, Incoming, OnTimeout, ProtocolError, ReadyCommand,
-    ReadyError, ReadyVia,
-};
-use readyfd_proto::{DecodeError, FrameError, RemoteErrorKind, SessionError};
-use serde::{Deserialize, Serialize};
+use readyfd::{Address, ChannelError, CloseReason, Incoming, ReadyCommand, ReadyVia};
+use readyfd_proto::RemoteErrorKind;
 
-/// A bound against hangs, not a synchronisation: generous on purpose.
-const BOUND: Duration = Duration::from_secs(60);
-
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-enum TestReq {
-    Echo(String),
-    Add(u64, u64),
-    AskParent,
-    Notify(u32),
-    Fail,
-}
-
-fn helper(role: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-child"));
-    cmd.arg(role);
-    cmd
-}
-
-fn spawn(role: &str) -> readyfd::ReadyChild {
-    ReadyCommand::new(helper(role))
-        .spawn()
-        .expect("spawn helper")
-}
-
-/// `stop` ends a child that keeps the default shutdown policy with its own
-/// SIGTERM; one that handles Shutdown itself exits 0.
-fn stopped_cleanly(status: std::process::ExitStatus) -> bool {
-    use std::os::unix::process::ExitStatusExt;
-    status.success() || status.signal() == Some(15)
-}
+use common::before_ready::{self, After};
+use common::hostile;
+use common::{BOUND, TestReq, first_line, helper, spawn, stopped_cleanly};
 
 #[test]
 fn ready_with_several_addresses() {
@@ -189,86 +160,25 @@ fn parent_hands_configuration_before_ready() {
     child.stop(Duration::from_secs(10)).unwrap();
 }
 
+/// The table of `common::before_ready`, with the blocking driver.
 #[test]
-fn exit_before_ready_reports_the_status() {
-    let mut child = spawn("exit");
-    let err = child.wait_ready(BOUND).unwrap_err();
-    match &err {
-        ReadyError::Exited {
-            status,
-            last_status,
-            ..
-        } => {
-            assert_eq!(status.code(), Some(3));
-            assert_eq!(last_status.as_deref(), Some("loading"));
-        }
-        other => panic!("{other:?}"),
+fn children_that_end_or_hang_before_ready() {
+    for case in before_ready::cases() {
+        let mut child = ReadyCommand::new(case.command())
+            .on_timeout(case.on_timeout)
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        let first = child.wait_ready(case.timeout).map(|r| r.via);
+        let took = t0.elapsed();
+        let second = match case.after {
+            After::AlreadyFailed => Some(child.wait_ready(BOUND).map(|r| r.via)),
+            _ => None,
+        };
+        let exited = child.exit_status().unwrap().is_some();
+        case.assert_seen(first, took, second, exited);
+        let _ = child.kill();
     }
-    let msg = err.to_string();
-    assert!(
-        msg.contains("exited with status 3 before it was ready"),
-        "{msg}"
-    );
-    // A second wait does not pretend.
-    assert!(matches!(
-        child.wait_ready(BOUND),
-        Err(ReadyError::AlreadyFailed { .. })
-    ));
-}
-
-#[test]
-fn exit_zero_before_ready_is_not_ready() {
-    let mut cmd = helper("exit");
-    cmd.arg("0");
-    let mut child = ReadyCommand::new(cmd).spawn().unwrap();
-    match child.wait_ready(BOUND) {
-        Err(ReadyError::Exited { status, .. }) => assert_eq!(status.code(), Some(0)),
-        other => panic!("{other:?}"),
-    }
-}
-
-#[test]
-fn death_by_signal_before_ready() {
-    let mut child = spawn("signal");
-    match child.wait_ready(BOUND) {
-        Err(ReadyError::Exited { status, .. }) => {
-            use std::os::unix::process::ExitStatusExt;
-            assert_eq!(status.signal(), Some(9));
-        }
-        other => panic!("{other:?}"),
-    }
-}
-
-#[test]
-fn a_hanging_child_times_out_and_is_killed() {
-    let mut child = spawn("hang");
-    match child.wait_ready(Duration::from_millis(300)) {
-        Err(ReadyError::Timeout {
-            killed,
-            last_status,
-            ..
-        }) => {
-            assert!(killed);
-            assert_eq!(last_status.as_deref(), Some("still loading"));
-        }
-        other => panic!("{other:?}"),
-    }
-    // Killed and reaped.
-    assert!(child.exit_status().unwrap().is_some());
-}
-
-#[test]
-fn a_hanging_child_can_be_left_running() {
-    let mut child = ReadyCommand::new(helper("hang"))
-        .on_timeout(OnTimeout::Leave)
-        .spawn()
-        .unwrap();
-    match child.wait_ready(Duration::from_millis(100)) {
-        Err(ReadyError::Timeout { killed, .. }) => assert!(!killed),
-        other => panic!("{other:?}"),
-    }
-    assert!(child.exit_status().unwrap().is_none(), "still running");
-    child.kill().unwrap();
 }
 
 #[test]
@@ -310,58 +220,13 @@ fn a_wrapper_that_exits_zero_hands_readiness_to_its_descendant() {
 
 #[test]
 fn hostile_children_get_typed_errors() {
-    type Check = fn(&ProtocolError) -> bool;
-    let cases: [(&str, Check); 5] = [
-        ("oversize", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(SessionError::Frame(FrameError::TooLarge {
-                    len: 0xffff_ffff,
-                    ..
-                }))
-            )
-        }),
-        ("garbage", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(
-                    SessionError::Frame(FrameError::TooLarge { .. })
-                        | SessionError::Decode(_)
-                        | SessionError::HelloExpected(_)
-                )
-            )
-        }),
-        ("badmagic", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(SessionError::Decode(DecodeError::BadMagic(_)))
-            )
-        }),
-        ("version", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(SessionError::VersionMismatch { ours: 1, theirs: 9 })
-            )
-        }),
-        ("truncated", |e| {
-            matches!(
-                e,
-                ProtocolError::Session(SessionError::Frame(FrameError::Truncated { .. }))
-            )
-        }),
-    ];
-    for (kind, check) in cases {
+    for (kind, check) in hostile::CASES {
         let mut cmd = helper("hostile");
         cmd.arg(kind);
         let mut child = ReadyCommand::new(cmd).spawn().unwrap();
-        match child.wait_ready(BOUND) {
-            Err(ReadyError::Protocol { source, .. }) => {
-                assert!(check(&source), "{kind}: {source:?}");
-                let msg = source.to_string();
-                assert!(!msg.is_empty());
-            }
-            other => panic!("{kind}: {other:?}"),
-        }
+        let ready = child.wait_ready(BOUND).map(|r| r.via);
+        let closed = child.channel().unwrap().closed();
+        hostile::assert_rejected(kind, check, ready, closed);
         child.kill().unwrap();
     }
 }
@@ -478,10 +343,7 @@ fn a_flooding_child_meets_back_pressure() {
         })
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.child_mut().stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(child.child_mut().stdout.take().unwrap());
     let sent: u64 = line.trim().strip_prefix("sent ").unwrap().parse().unwrap();
     // Queue (1024 frames of 1029 bytes), one read chunk, socket buffers.
     let bound = (readyfd::MAX_INCOMING as u64) * 1029 + (64 << 10) + (4 << 20);

@@ -4,26 +4,18 @@
 //! sd_notify receiver; and by readyfd's native parent. The child is
 //! `tests/helpers/compat.rs`.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use readyfd::{Address, ReadyCommand, ReadyVia};
 
-/// A bound against hangs, not a synchronisation: generous on purpose.
-const BOUND: Duration = Duration::from_secs(60);
-
-const COMPAT: &str = env!("CARGO_BIN_EXE_readyfd-test-compat");
-
-fn compat(role: &str) -> Command {
-    let mut cmd = Command::new(COMPAT);
-    cmd.arg(role);
-    cmd
-}
+use common::{BOUND, COMPAT, compat, first_line, place_fds, python3};
 
 /// The article's parent, in Rust: a pipe, the write end at `fd` in the
 /// child (`ExtraFiles`), `CHILD_READY_FD=<fd>`, the parent's write end
@@ -33,21 +25,7 @@ fn article_parent(mut cmd: Command, fd: RawFd) -> (Child, String) {
     let w_raw = w.as_raw_fd();
     cmd.env("CHILD_READY_FD", fd.to_string())
         .stdin(Stdio::piped());
-    // SAFETY: only dup2/fcntl on integers between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let rc = if w_raw == fd {
-                nix::libc::fcntl(fd, nix::libc::F_SETFD, 0)
-            } else {
-                nix::libc::dup2(w_raw, fd)
-            };
-            if rc < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        });
-    }
+    place_fds(&mut cmd, &[(w_raw, fd)]);
     let child = cmd.spawn().unwrap();
     drop(cmd);
     drop(w); // "Close the write end of the pipe in the parent"
@@ -74,10 +52,7 @@ fn read_all_with_deadline(r: OwnedFd, deadline: Instant) -> String {
 }
 
 fn report_of(addr: &str) -> String {
-    let mut line = String::new();
-    BufReader::new(std::net::TcpStream::connect(addr).unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(std::net::TcpStream::connect(addr).unwrap());
     line.trim().to_string()
 }
 
@@ -131,10 +106,7 @@ with socket.create_connection((host, int(port))) as s:
 child.stdin.close()
 sys.exit(child.wait())
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, COMPAT])
-        .output()
-        .unwrap();
+    let out = python3().args(["-c", script, COMPAT]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let line = String::from_utf8(out.stdout).unwrap();
     let fd = line
@@ -176,7 +148,7 @@ child.stdin.close()
 sys.exit(child.wait())
 "#;
     for kind in ["path", "abstract"] {
-        let out = Command::new("python3")
+        let out = python3()
             .args(["-c", script, COMPAT, kind])
             .output()
             .unwrap();
@@ -227,23 +199,7 @@ fn report(env: &[(&str, String)], extra: &[(&OwnedFd, RawFd)]) -> String {
         cmd.env(k, v);
     }
     let placed: Vec<(RawFd, RawFd)> = extra.iter().map(|(fd, at)| (fd.as_raw_fd(), *at)).collect();
-    // SAFETY: only dup2/fcntl on integers between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            for &(src, dst) in &placed {
-                // dup2 onto the same number would leave close-on-exec set.
-                let rc = if src == dst {
-                    nix::libc::fcntl(dst, nix::libc::F_SETFD, 0)
-                } else {
-                    nix::libc::dup2(src, dst)
-                };
-                if rc < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
+    place_fds(&mut cmd, &placed);
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{out:?}");
     String::from_utf8(out.stdout).unwrap().trim().to_string()

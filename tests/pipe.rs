@@ -2,7 +2,9 @@
 //! against real children: small Python programs written the way existing
 //! programs speak the protocol, and our own child side.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -12,38 +14,10 @@ use readyfd::{
     ReadyVia,
 };
 
-/// A bound against hangs, not a synchronisation: generous on purpose.
-const BOUND: Duration = Duration::from_secs(60);
+use common::{BOUND, finish, first_line, pipe_py as py, pipe_wrapper, python3, spawn_with_stdin};
 
-/// `python3 -c SCRIPT ARGS...` with `fd` = `int(os.environ["CHILD_READY_FD"])`
-/// defined first.
-fn py(script: &str) -> Command {
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c").arg(format!(
-        "import os, sys, signal\nfd = int(os.environ['CHILD_READY_FD'])\n{script}"
-    ));
-    cmd
-}
-
-/// Spawns `cmd` over the pipe protocol with stdin piped (children that
-/// stay alive block on it; dropping it lets them exit).
 fn spawn(cmd: Command) -> ReadyChild {
-    ReadyCommand::new(cmd)
-        .protocol(Protocol::Pipe)
-        .command_mut_with(|c| {
-            c.stdin(Stdio::piped());
-        })
-        .spawn()
-        .expect("spawn")
-}
-
-fn finish(mut child: ReadyChild) {
-    drop(child.child_mut().stdin.take());
-    let status = child
-        .wait_timeout(BOUND)
-        .unwrap()
-        .expect("the child exits when stdin closes");
-    assert!(status.success(), "{status:?}");
+    spawn_with_stdin(cmd, Protocol::Pipe)
 }
 
 #[test]
@@ -150,10 +124,7 @@ fn a_child_that_writes_without_end_sees_epipe() {
         child.wait_ready(BOUND),
         Err(ReadyError::Protocol { .. })
     ));
-    let mut line = String::new();
-    BufReader::new(child.child_mut().stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(child.child_mut().stdout.take().unwrap());
     assert_eq!(
         line.trim(),
         "epipe",
@@ -213,7 +184,7 @@ fn a_silent_child_times_out_and_is_killed() {
 fn another_fd_number_and_a_program_that_takes_it_on_argv() {
     // The fd number is configurable; a program that wants it on its
     // command line gets it there (the CLI substitutes a placeholder).
-    let mut cmd = Command::new("python3");
+    let mut cmd = python3();
     cmd.args([
         "-c",
         "import os, sys\nfd = int(sys.argv[1])\nos.write(fd, ('argv=%s env=%s\\n' % (sys.argv[1], os.environ['CHILD_READY_FD'])).encode())\nsys.stdin.read()",
@@ -250,10 +221,7 @@ fn our_child_side_under_our_pipe_parent() {
         let Some(Address::Tcp(addr)) = r.ready.get("") else {
             panic!("{:?}", r.ready)
         };
-        let mut line = String::new();
-        BufReader::new(std::net::TcpStream::connect(addr).unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let line = first_line(std::net::TcpStream::connect(addr).unwrap());
         assert_eq!(
             line.trim(),
             format!(
@@ -268,28 +236,8 @@ fn our_child_side_under_our_pipe_parent() {
 #[test]
 fn a_wrapper_that_exits_zero_hands_the_pipe_to_its_descendant() {
     // `sh -c 'server &'`: the shell exits 0 at once; the server, which
-    // inherited the pipe, writes its newline only after the shell is gone
-    // (it waits on a pidfd of the shell, or finds it reaped already). fd 4
-    // carries our stdin to it.
-    let grandchild = r#"
-import os, select, sys
-try:
-    shell = os.pidfd_open(int(sys.argv[1]))
-    if not select.select([shell], [], [], 60)[0]:
-        sys.exit(9)
-except ProcessLookupError:
-    pass
-os.write(3, b"%d\n" % os.getpid())
-os.read(4, 1)
-"#;
-    let mut cmd = Command::new("sh");
-    cmd.args([
-        "-c",
-        "exec 4<&0; python3 -c \"$1\" $$ & exit 0",
-        "sh",
-        grandchild,
-    ]);
-    let mut child = spawn(cmd);
+    // inherited the pipe, writes its newline only after the shell is gone.
+    let mut child = spawn(pipe_wrapper());
     let r = child.wait_ready(BOUND).unwrap().clone();
     assert_eq!(r.via, ReadyVia::Newline);
     let Some(Address::Text(pid)) = r.ready.get("") else {

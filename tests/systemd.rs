@@ -3,71 +3,34 @@
 //! `sd_notify` sends (byte for byte, with fds and barriers), the real
 //! `systemd-notify` (Debian package `systemd`), and our own child side.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use readyfd::{Address, Protocol, ReadyChild, ReadyCommand, ReadyError, ReadyVia};
+use readyfd::{Address, Protocol, ReadyChild, ReadyError, ReadyVia};
 
-/// A bound against hangs, not a synchronisation: generous on purpose.
-const BOUND: Duration = Duration::from_secs(60);
+use common::{BOUND, COMPAT, finish, first_line, sd_py as py, spawn_with_stdin};
 
-/// What libsystemd's client side does, in Python: `notify(msg, fds)` is
-/// `sd_pid_notify_with_fds` (a fresh datagram socket, `sendmsg` to the
-/// path or the abstract `@name`, fds in `SCM_RIGHTS`); `barrier()` is
-/// `sd_notify_barrier` (send `BARRIER=1` with a pipe's write end, wait for
-/// the pipe to hang up; exit 7 if it never does).
-const PRELUDE: &str = r#"
-import array, os, select, signal, socket, sys
-def notify(msg, fds=()):
-    addr = os.environ["NOTIFY_SOCKET"]
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-    s.sendmsg([msg], anc, 0, addr)
-    s.close()
-def hangs_up(r):
-    p = select.poll()
-    p.register(r, 0)
-    return bool(p.poll(60000))
-def barrier():
-    r, w = os.pipe()
-    notify(b"BARRIER=1", [w])
-    os.close(w)
-    if not hangs_up(r):
-        sys.exit(7)
-    os.close(r)
-"#;
-
-fn py(script: &str) -> Command {
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c").arg(format!("{PRELUDE}\n{script}"));
-    cmd
-}
-
-/// Spawns `cmd` over the systemd protocol with stdin piped (children that
-/// stay alive block on it; dropping it lets them exit).
 fn spawn(cmd: Command) -> ReadyChild {
-    ReadyCommand::new(cmd)
-        .protocol(Protocol::Systemd)
-        .command_mut_with(|c| {
-            c.stdin(Stdio::piped());
-        })
-        .spawn()
-        .expect("spawn")
+    spawn_with_stdin(cmd, Protocol::Systemd)
 }
 
-fn finish(mut child: ReadyChild) {
-    drop(child.child_mut().stdin.take());
-    let status = child
-        .wait_timeout(BOUND)
-        .unwrap()
-        .expect("the child exits when stdin closes");
-    assert!(status.success(), "{status:?}");
+/// Waits for `child`'s verdict, which must be a failure: its pid, errno
+/// and message.
+fn failure(child: &mut ReadyChild) -> (u32, Option<i32>, String) {
+    match child.wait_ready(BOUND) {
+        Err(ReadyError::Failed {
+            pid,
+            errno,
+            message,
+        }) => (pid, errno, message),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -116,10 +79,7 @@ fn the_real_systemd_notify_is_understood() {
     assert_eq!(r.ready.status.as_deref(), Some("up"));
     assert_eq!(r.ready.pid, child.id());
     // Its barrier was released: it returned, and successfully.
-    let mut line = String::new();
-    BufReader::new(child.child_mut().stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(child.child_mut().stdout.take().unwrap());
     assert_eq!(line.trim(), "notified");
     finish(child);
 }
@@ -254,23 +214,15 @@ fn stopping_before_ready_is_a_failure_with_the_errno() {
 notify(b"STATUS=cannot bind\nERRNO=98\nSTOPPING=1\n")
 sys.stdin.read()
 "#));
-    match child.wait_ready(BOUND) {
-        Err(ReadyError::Failed {
-            errno,
-            message,
-            pid,
-        }) => {
-            assert_eq!(pid, child.id());
-            assert_eq!(errno, Some(98));
-            assert!(
-                message.contains("STOPPING=1")
-                    && message.contains("cannot bind")
-                    && message.contains("ERRNO=98"),
-                "{message}"
-            );
-        }
-        other => panic!("{other:?}"),
-    }
+    let (pid, errno, message) = failure(&mut child);
+    assert_eq!(pid, child.id());
+    assert_eq!(errno, Some(98));
+    assert!(
+        message.contains("STOPPING=1")
+            && message.contains("cannot bind")
+            && message.contains("ERRNO=98"),
+        "{message}"
+    );
     finish(child);
 }
 
@@ -280,16 +232,12 @@ fn an_errno_and_an_exit_is_a_failure_with_the_errno() {
 notify(b"ERRNO=ENOENT\nSTATUS=config missing")
 sys.exit(1)
 "#));
-    match child.wait_ready(BOUND) {
-        Err(ReadyError::Failed { errno, message, .. }) => {
-            assert_eq!(errno, Some(2));
-            assert!(
-                message.contains("exited") && message.contains("config missing"),
-                "{message}"
-            );
-        }
-        other => panic!("{other:?}"),
-    }
+    let (_, errno, message) = failure(&mut child);
+    assert_eq!(errno, Some(2));
+    assert!(
+        message.contains("exited") && message.contains("config missing"),
+        "{message}"
+    );
     assert_eq!(child.wait().unwrap().code(), Some(1));
 }
 
@@ -319,12 +267,8 @@ sys.stdin.read()
 #[test]
 fn watchdog_trigger_before_ready_is_a_failure() {
     let mut child = spawn(py("notify(b\"WATCHDOG=trigger\")\nsys.stdin.read()"));
-    match child.wait_ready(BOUND) {
-        Err(ReadyError::Failed { message, .. }) => {
-            assert!(message.contains("WATCHDOG=trigger"), "{message}")
-        }
-        other => panic!("{other:?}"),
-    }
+    let (_, _, message) = failure(&mut child);
+    assert!(message.contains("WATCHDOG=trigger"), "{message}");
     finish(child);
 }
 
@@ -375,10 +319,7 @@ sys.stdin.read()
 "#);
     cmd.stdout(Stdio::piped());
     let mut child = spawn(cmd);
-    let mut path = String::new();
-    BufReader::new(child.child_mut().stdout.take().unwrap())
-        .read_line(&mut path)
-        .unwrap();
+    let path = first_line(child.child_mut().stdout.take().unwrap());
     let path = std::path::PathBuf::from(path.trim());
     let dir = path.parent().unwrap().to_path_buf();
     let meta = std::fs::metadata(&dir).unwrap();
@@ -427,10 +368,7 @@ sys.stdin.read()
     let mut child = spawn(cmd);
     let r = child.wait_ready(BOUND).unwrap().clone();
     assert_eq!(r.ready.status.as_deref(), Some("starting to serve"));
-    let mut line = String::new();
-    BufReader::new(child.child_mut().stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(child.child_mut().stdout.take().unwrap());
     assert_eq!(line.trim(), "done");
     assert_eq!(child.last_status().as_deref(), Some("serving 99"));
     let stored = child.take_stored_fds();
@@ -446,10 +384,7 @@ fn the_socket_directory_is_removed_on_drop() {
     let mut cmd = py("print(os.environ[\"NOTIFY_SOCKET\"], flush=True)\nsys.stdin.read()");
     cmd.stdout(Stdio::piped());
     let mut child = spawn(cmd);
-    let mut path = String::new();
-    BufReader::new(child.child_mut().stdout.take().unwrap())
-        .read_line(&mut path)
-        .unwrap();
+    let path = first_line(child.child_mut().stdout.take().unwrap());
     let dir = std::path::PathBuf::from(path.trim())
         .parent()
         .unwrap()
@@ -502,27 +437,20 @@ if pid == 0:
     os._exit(0)
 sys.stdin.read()
 "#));
-    match child.wait_ready(BOUND) {
-        Err(ReadyError::Failed { message, .. }) => {
-            assert!(message.contains("MAINPID"), "{message}")
-        }
-        other => panic!("{other:?}"),
-    }
+    let (_, _, message) = failure(&mut child);
+    assert!(message.contains("MAINPID"), "{message}");
     finish(child);
 }
 
 #[test]
 fn extend_timeout_usec_extends_the_deadline() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-compat"));
+    let mut cmd = Command::new(COMPAT);
     cmd.arg("systemd-extend").stdout(Stdio::piped());
     let mut child = spawn(cmd);
     // The request is queued before the wait starts, so the wait's own
     // timeout is shorter than the child's delay whatever the machine's
     // speed.
-    let mut line = String::new();
-    BufReader::new(child.child_mut().stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(child.child_mut().stdout.take().unwrap());
     assert_eq!(line.trim(), "extending");
     let timeout = Duration::from_millis(300);
     let r = child.wait_ready(timeout).unwrap().clone();
@@ -552,10 +480,7 @@ while True:
 "#);
     cmd.stdout(Stdio::piped());
     let mut child = spawn(cmd);
-    let mut line = String::new();
-    BufReader::new(child.child_mut().stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(child.child_mut().stdout.take().unwrap());
     assert_eq!(line.trim(), "flooding");
     match child.wait_ready(Duration::from_millis(300)) {
         Err(ReadyError::Timeout {
@@ -577,7 +502,7 @@ while True:
 
 #[test]
 fn our_child_side_under_our_systemd_parent() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-compat"));
+    let mut cmd = Command::new(COMPAT);
     cmd.arg("serve");
     let mut child = spawn(cmd);
     let r = child.wait_ready(BOUND).unwrap().clone();
@@ -587,10 +512,7 @@ fn our_child_side_under_our_systemd_parent() {
     let Some(Address::Tcp(addr)) = r.ready.get("http") else {
         panic!("the address travels as X_READYFD_ADDRESS: {:?}", r.ready)
     };
-    let mut line = String::new();
-    BufReader::new(std::net::TcpStream::connect(addr).unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(std::net::TcpStream::connect(addr).unwrap());
     assert!(
         line.starts_with(
             "protocol=systemd fd=none READYFD=unset CHILD_READY_FD=unset NOTIFY_SOCKET=/"
@@ -602,7 +524,7 @@ fn our_child_side_under_our_systemd_parent() {
 
 #[test]
 fn a_status_before_ready_through_the_notifier() {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_readyfd-test-compat"));
+    let mut cmd = Command::new(COMPAT);
     cmd.arg("status-then-ready");
     let mut child = spawn(cmd);
     let r = child.wait_ready(BOUND).unwrap().clone();

@@ -2,13 +2,13 @@
 //! flat. Alone in its own test binary, so that no other test allocates
 //! (or panics and symbolises a backtrace) in this process meanwhile.
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+mod common;
+
+use std::process::Stdio;
 
 use readyfd::{Protocol, ReadyCommand};
 
-/// A bound against hangs, not a synchronisation: generous on purpose.
-const BOUND: Duration = Duration::from_secs(60);
+use common::{BOUND, python3};
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -30,7 +30,7 @@ s.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
 sys.stdin.read()
 "#
     );
-    let mut cmd = Command::new("python3");
+    let mut cmd = python3();
     cmd.args(["-c", &script]).stdin(Stdio::piped());
     let mut child = ReadyCommand::new(cmd)
         .protocol(Protocol::Systemd)

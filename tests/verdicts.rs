@@ -4,28 +4,27 @@
 //! threads, an exhausted fd table, no `/proc`, a leader that is a zombie
 //! while its process lives, a flood.
 //!
-//! The children are the `v-*` roles of `tests/helpers/child.rs`: each does
+//! The children are the `v-*` roles of `tests/helpers/child`: each does
 //! the same thing whichever protocol its parent offered.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, ExitStatus, Stdio};
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use readyfd::{OnTimeout, Protocol, ProtocolError, ReadyCommand, ReadyError, ReadyVia};
 
-/// A bound against hangs, not a synchronisation: generous on purpose.
-const BOUND: Duration = Duration::from_secs(60);
+use common::{BOUND, CHILD, current_thread, ended, exit_code, kill_group, pidfd};
+
 /// The timeout of the cases whose verdict is a timeout: what is tested is
 /// that the deadline holds (against a flood), so it is short.
 const SHORT: Duration = Duration::from_millis(400);
 /// How late a short deadline may be and still count as held, on a loaded
 /// 2-core machine: a bound, far below the seconds a flood used to add.
 const LATE: Duration = Duration::from_secs(4);
-
-const EXE: &str = env!("CARGO_BIN_EXE_readyfd-test-child");
 
 /// A verdict, as the tests compare it.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,12 +38,6 @@ enum Verdict {
     Flood,
     Timeout,
     Other(String),
-}
-
-fn exit_code(status: ExitStatus) -> i32 {
-    status
-        .code()
-        .unwrap_or_else(|| -status.signal().unwrap_or(0))
 }
 
 fn verdict(r: Result<ReadyVia, ReadyError>) -> Verdict {
@@ -123,7 +116,7 @@ fn table() -> Vec<Case> {
 }
 
 fn command(case: &Case) -> Command {
-    let mut cmd = Command::new(EXE);
+    let mut cmd = Command::new(CHILD);
     cmd.arg(case.role).args(case.args);
     // The child's descendants are stopped with it (a wrapper's server).
     cmd.process_group(0).stderr(Stdio::null());
@@ -138,14 +131,6 @@ fn timeout_of(case: &Case) -> Duration {
     }
 }
 
-/// Ends what a case started: its whole process group.
-fn clean_up(pgid: u32) {
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pgid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-}
-
 fn judge_blocking(case: &Case) -> (Verdict, Duration) {
     let mut child = ReadyCommand::new(command(case))
         .protocol(case.protocol)
@@ -154,7 +139,7 @@ fn judge_blocking(case: &Case) -> (Verdict, Duration) {
     let t0 = Instant::now();
     let v = verdict(child.wait_ready(timeout_of(case)).map(|r| r.via));
     let took = t0.elapsed();
-    clean_up(child.id());
+    kill_group(child.id());
     let _ = child.kill();
     (v, took)
 }
@@ -167,7 +152,7 @@ async fn judge_tokio(case: &Case) -> (Verdict, Duration) {
     let t0 = Instant::now();
     let v = verdict(child.wait_ready(timeout_of(case)).await.map(|r| r.via));
     let took = t0.elapsed();
-    clean_up(child.id());
+    kill_group(child.id());
     let _ = child.kill().await;
     (v, took)
 }
@@ -258,7 +243,7 @@ fn no_false_ready_from_1000_concurrent_spawns_blocking() {
                     } else {
                         Protocol::Pipe
                     };
-                    let mut cmd = Command::new(EXE);
+                    let mut cmd = Command::new(CHILD);
                     cmd.args(["v-exit", "0"]);
                     let mut child = ReadyCommand::new(cmd).protocol(protocol).spawn().unwrap();
                     match child.wait_ready(BOUND).map(|r| r.via) {
@@ -300,7 +285,7 @@ fn no_false_ready_from_1000_concurrent_spawns_tokio() {
                 } else {
                     Protocol::Pipe
                 };
-                let mut cmd = Command::new(EXE);
+                let mut cmd = Command::new(CHILD);
                 cmd.args(["v-exit", "0"]);
                 let mut child = readyfd::tokio::ReadyCommand::new(cmd)
                     .protocol(protocol)
@@ -329,7 +314,7 @@ fn no_false_ready_from_1000_concurrent_spawns_tokio() {
 /// came back full).
 #[test]
 fn request_timeout_holds_under_a_flood() {
-    let mut cmd = Command::new(EXE);
+    let mut cmd = Command::new(CHILD);
     cmd.arg("v-flood");
     let mut child = ReadyCommand::new(cmd).spawn().unwrap();
     let ch = child.channel().unwrap();
@@ -343,12 +328,9 @@ fn request_timeout_holds_under_a_flood() {
 
 #[test]
 fn request_timeout_holds_under_a_flood_tokio() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     rt.block_on(async {
-        let mut cmd = Command::new(EXE);
+        let mut cmd = Command::new(CHILD);
         cmd.arg("v-flood");
         let mut child = readyfd::tokio::ReadyCommand::new(cmd).spawn().unwrap();
         let ch = Arc::clone(child.channel().unwrap());
@@ -364,7 +346,7 @@ fn request_timeout_holds_under_a_flood_tokio() {
 /// Runs `judge ARGS` (a parent in a process of its own) and returns its
 /// one-line verdict.
 fn judge(args: &[&str]) -> String {
-    let out = Command::new(EXE)
+    let out = Command::new(CHILD)
         .arg("judge")
         .args(args)
         .stderr(Stdio::inherit())
@@ -381,9 +363,9 @@ fn judge(args: &[&str]) -> String {
 fn a_full_fd_table_does_not_change_the_verdict() {
     for protocol in ["native", "pipe"] {
         for driver in ["blocking", "tokio"] {
-            let seen = judge(&[protocol, driver, EXE, "nofile", "v-close"]);
+            let seen = judge(&[protocol, driver, CHILD, "nofile", "v-close"]);
             assert_eq!(seen, "ready Closed", "{protocol} {driver}");
-            let seen = judge(&[protocol, driver, EXE, "nofile", "v-exit", "3"]);
+            let seen = judge(&[protocol, driver, CHILD, "nofile", "v-exit", "3"]);
             assert_eq!(seen, "exited exit status: 3", "{protocol} {driver}");
         }
     }
@@ -405,7 +387,7 @@ fn judge_without_proc(args: &[&str]) -> Option<String> {
             "sh",
             "-c",
             &script,
-            EXE,
+            CHILD,
         ])
         .stderr(Stdio::piped())
         .output();
@@ -432,17 +414,17 @@ fn judge_without_proc(args: &[&str]) -> Option<String> {
 fn without_proc_the_verdict_is_a_clear_error_never_a_wrong_one() {
     for driver in ["blocking", "tokio"] {
         for protocol in ["native", "pipe"] {
-            let Some(seen) = judge_without_proc(&[protocol, driver, EXE, "v-close"]) else {
+            let Some(seen) = judge_without_proc(&[protocol, driver, CHILD, "v-close"]) else {
                 return;
             };
             assert!(
                 seen.starts_with("error") && seen.contains("/proc"),
                 "{protocol} {driver}: {seen}"
             );
-            let seen = judge_without_proc(&[protocol, driver, EXE, "v-exit", "3"]).unwrap();
+            let seen = judge_without_proc(&[protocol, driver, CHILD, "v-exit", "3"]).unwrap();
             assert_eq!(seen, "exited exit status: 3", "{protocol} {driver}");
         }
-        let seen = judge_without_proc(&["systemd", driver, EXE, "v-wrapper-mainpid"]).unwrap();
+        let seen = judge_without_proc(&["systemd", driver, CHILD, "v-wrapper-mainpid"]).unwrap();
         assert!(
             !seen.starts_with("ready") && seen.contains("/proc"),
             "systemd {driver}: {seen}"
@@ -457,7 +439,7 @@ fn without_proc_the_verdict_is_a_clear_error_never_a_wrong_one() {
 #[test]
 fn a_wait_that_times_out_while_reaping_kills_the_child() {
     for protocol in [Protocol::Native, Protocol::Pipe] {
-        let mut cmd = Command::new(EXE);
+        let mut cmd = Command::new(CHILD);
         cmd.arg("v-pthread-exit");
         let mut child = ReadyCommand::new(cmd).protocol(protocol).spawn().unwrap();
         let r = child.wait_ready(Duration::from_secs(1));
@@ -478,7 +460,7 @@ fn a_wait_that_times_out_while_reaping_kills_the_child() {
 #[test]
 fn a_wait_that_timed_out_while_reaping_resumes() {
     for protocol in [Protocol::Native, Protocol::Pipe] {
-        let mut cmd = Command::new(EXE);
+        let mut cmd = Command::new(CHILD);
         cmd.arg("v-pthread-exit");
         let mut child = ReadyCommand::new(cmd)
             .protocol(protocol)
@@ -499,13 +481,10 @@ fn a_wait_that_timed_out_while_reaping_resumes() {
 
 #[test]
 fn a_cancelled_tokio_wait_while_reaping_resumes() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     rt.block_on(async {
         for protocol in [Protocol::Native, Protocol::Pipe] {
-            let mut cmd = Command::new(EXE);
+            let mut cmd = Command::new(CHILD);
             cmd.arg("v-pthread-exit");
             let mut child = readyfd::tokio::ReadyCommand::new(cmd)
                 .protocol(protocol)
@@ -523,35 +502,12 @@ fn a_cancelled_tokio_wait_while_reaping_resumes() {
     });
 }
 
-/// Waits for the process behind `pidfd` (not necessarily our child) to
-/// end; whether it did within the bound.
-fn ended(pidfd: &OwnedFd) -> bool {
-    let mut fds = [nix::poll::PollFd::new(
-        pidfd.as_fd(),
-        nix::poll::PollFlags::POLLIN,
-    )];
-    nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10_000u16)).unwrap() == 1
-}
-
-fn pidfd(pid: u32) -> OwnedFd {
-    use std::os::fd::FromRawFd;
-    // SAFETY: pidfd_open takes integers and returns a new fd or -1.
-    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as i32, 0) };
-    assert!(
-        fd >= 0,
-        "pidfd_open({pid}): {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: the kernel just gave us this fd.
-    unsafe { OwnedFd::from_raw_fd(fd as i32) }
-}
-
 /// `stop` stops what readiness came from: after a wrapper (`sh -c 'server
 /// &'`), the server that said `Ready`, although the spawned process is
 /// long gone.
 #[test]
 fn stop_after_a_wrapper_stops_the_server() {
-    let mut cmd = Command::new(EXE);
+    let mut cmd = Command::new(CHILD);
     cmd.arg("v-wrapper");
     let mut child = ReadyCommand::new(cmd).spawn().unwrap();
     let server = child.wait_ready(BOUND).unwrap().ready.pid;
@@ -563,12 +519,9 @@ fn stop_after_a_wrapper_stops_the_server() {
 
 #[test]
 fn stop_after_a_wrapper_stops_the_server_tokio() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     rt.block_on(async {
-        let mut cmd = Command::new(EXE);
+        let mut cmd = Command::new(CHILD);
         cmd.arg("v-wrapper");
         let mut child = readyfd::tokio::ReadyCommand::new(cmd).spawn().unwrap();
         let server = child.wait_ready(BOUND).await.unwrap().ready.pid;
@@ -584,7 +537,10 @@ fn stop_after_a_wrapper_stops_the_server_tokio() {
 /// program is "not found", not garbage on the channel.
 #[test]
 fn every_fd_number_reports_a_missing_program() {
-    let out = Command::new(EXE).args(["judge-fd-sweep"]).output().unwrap();
+    let out = Command::new(CHILD)
+        .args(["judge-fd-sweep"])
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 14, "{text}");
@@ -597,19 +553,16 @@ fn every_fd_number_reports_a_missing_program() {
 /// both drivers.
 #[test]
 fn wait_leaves_stdin_open() {
-    let mut cmd = Command::new(EXE);
+    let mut cmd = Command::new(CHILD);
     cmd.args(["v-exit", "0"]).stdin(Stdio::piped());
     let mut child = ReadyCommand::new(cmd).spawn().unwrap();
     let status = child.wait().unwrap();
     assert!(status.success());
     assert!(child.child_mut().stdin.is_some(), "wait closed stdin");
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     rt.block_on(async {
-        let mut cmd = Command::new(EXE);
+        let mut cmd = Command::new(CHILD);
         cmd.args(["v-exit", "0"]).stdin(Stdio::piped());
         let mut child = readyfd::tokio::ReadyCommand::new(cmd).spawn().unwrap();
         assert!(child.wait().await.unwrap().success());

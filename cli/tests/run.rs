@@ -11,6 +11,20 @@ use common::{READYFD, Running, gone, pid_in, readyfd, run};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
+/// Panics with a clear message when `python3`, which some children and the
+/// pty driver are written in, is not on PATH (Debian: `apt install python3`).
+fn needs_python3() {
+    let found = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("")
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "this test needs python3 on PATH (Debian: apt install python3)"
+    );
+}
+
 /// A shell child that says ready with `readyfd notify ARGS`, then waits for
 /// a line on stdin (which the test controls) before exiting.
 fn notify_then_read(notify_args: &str) -> Vec<String> {
@@ -124,6 +138,7 @@ fn pipe_shell_child_writes_its_address_to_fd_3() {
 
 #[test]
 fn pipe_python_child_writes_without_newline_and_closes() {
+    needs_python3();
     // Debian Code Search's -addrfd: the address, no newline, close.
     let script = "import os, signal\n\
                   fd = int(os.environ['CHILD_READY_FD'])\n\
@@ -149,6 +164,7 @@ fn pipe_python_child_writes_without_newline_and_closes() {
 
 #[test]
 fn systemd_python_child_sends_ready_to_notify_socket() {
+    needs_python3();
     let script = "import os, signal, socket\n\
                   a = os.environ['NOTIFY_SOCKET']\n\
                   a = '\\0' + a[1:] if a.startswith('@') else a\n\
@@ -579,6 +595,7 @@ fn exit_before_ready_is_69() {
 
 #[test]
 fn reported_failure_is_69() {
+    needs_python3();
     let script = "import os, signal, socket\n\
                   s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
                   s.sendto(b'STATUS=port in use\\nERRNO=98\\nSTOPPING=1', os.environ['NOTIFY_SOCKET'])\n\
@@ -660,6 +677,7 @@ fn interrupted_while_waiting_is_128_plus_n_and_the_program_is_stopped() {
 
 #[test]
 fn failing_system_call_is_71() {
+    needs_python3();
     // Room for four fds: 0-2 and readyfd's signalfd, none for the channel's
     // socket pair. python3 closes every inherited fd above 2 first.
     let limit = "import resource, subprocess, sys\n\
@@ -676,11 +694,15 @@ fn failing_system_call_is_71() {
 
 #[test]
 fn progress_line_only_on_a_terminal() {
-    let slow = "sleep 1.3 # sleep-ok: plays a slow server\n\"$READYFD_BIN\" notify --status up";
-    // On a terminal (a pty made by python3): drawn, then erased.
+    needs_python3();
+    // On a terminal (a pty made by python3): drawn, then erased. The server
+    // is ready only once the driver has seen the progress line on the pty
+    // (it then writes a line to the server's stdin): no race against the
+    // one-second threshold.
+    let on_line = "read line; \"$READYFD_BIN\" notify --status up";
     let driver = "import os, pty, subprocess, sys\n\
                   m, s = pty.openpty()\n\
-                  p = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=s)\n\
+                  p = subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=s)\n\
                   os.close(s)\n\
                   out = b''\n\
                   while True:\n\
@@ -691,19 +713,30 @@ fn progress_line_only_on_a_terminal() {
                   \x20   if not d:\n\
                   \x20       break\n\
                   \x20   out += d\n\
+                  \x20   if p.stdin and b'waiting for' in out:\n\
+                  \x20       p.stdin.write(b'go\\n')\n\
+                  \x20       p.stdin.close()\n\
+                  \x20       p.stdin = None\n\
                   p.wait()\n\
                   sys.stdout.write(out.decode('utf-8', 'replace'))\n\
                   sys.exit(p.returncode)\n";
     let mut tty = std::process::Command::new("python3");
     tty.args([
-        "-c", driver, READYFD, "run", "--then", "true", "--", "sh", "-c", slow,
+        "-c", driver, READYFD, "run", "--then", "true", "--", "sh", "-c", on_line,
     ])
     .env("READYFD_BIN", READYFD);
     let f = run(&mut tty);
     assert_eq!(f.code, Some(0), "{f:?}");
     let screen = f.stdout.join("\n");
+    // The first line is drawn once a second has passed: "1.0s" unless the
+    // machine stalled; the count is checked for its shape.
+    let drawn = screen
+        .split("readyfd: waiting for sh to be ready: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no progress line: {screen:?}"));
+    let secs = drawn.split('s').next().unwrap();
     assert!(
-        screen.contains("readyfd: waiting for sh to be ready: 1."),
+        secs.parse::<f64>().is_ok_and(|s| s >= 1.0) && secs.contains('.'),
         "{screen:?}"
     );
     assert!(screen.contains(", native"), "{screen:?}");
@@ -711,7 +744,10 @@ fn progress_line_only_on_a_terminal() {
         screen.contains("\r\x1b[2Kreadyfd: sh (pid "),
         "erased before the ready line: {screen:?}"
     );
-    // Not on a terminal: nothing of it.
+    // Not on a terminal: nothing of it, though the wait outlasts the
+    // threshold.
+    let slow = "sleep 1.3 # sleep-ok: plays a server slower than the 1 s threshold\n\
+                \"$READYFD_BIN\" notify --status up";
     let f = run(&mut readyfd([
         "run", "--then", "true", "--", "sh", "-c", slow,
     ]));

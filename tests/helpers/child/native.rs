@@ -1,0 +1,194 @@
+//! Roles that speak the native protocol through the blocking API: ready
+//! in several ways, failing before ready, serving requests, and the
+//! process trees (grandchildren, wrappers) around a channel.
+
+use std::io::Write;
+use std::time::Duration;
+
+use readyfd::{Incoming, Parent, Ready, RemoteErrorKind};
+
+use crate::protocol::TestReq;
+use crate::{parent, park_forever, raw_fd3, unknown_role};
+
+pub(crate) fn run(role: &str, args: &[String]) {
+    match role {
+        // Ready with several addresses, then serve until the parent goes.
+        // `ready-deliver` handles Shutdown itself and exits 0.
+        "ready" | "ready-deliver" => {
+            let p = if role == "ready" {
+                parent()
+            } else {
+                let opts = readyfd::ChannelOptions {
+                    shutdown: readyfd::ShutdownPolicy::Deliver,
+                    ..Default::default()
+                };
+                // SAFETY: first thing in main, no other thread is running yet.
+                unsafe { Parent::from_env_with(opts) }.unwrap().unwrap()
+            };
+            let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let ready = Ready::new(std::process::id())
+                .address("http", tcp.local_addr().unwrap())
+                .address("admin", readyfd::Address::Unix("/run/test.sock".into()))
+                .address("", readyfd::Address::Text("hello".into()))
+                .status("serving");
+            p.ready(&ready).unwrap();
+            serve(&p);
+        }
+        // Ask the parent for configuration before being ready; put the
+        // answer in the status.
+        "config-first" => {
+            let p = parent();
+            let cfg: String = p.request(&"config").unwrap();
+            p.ready(&Ready::new(std::process::id()).status(cfg))
+                .unwrap();
+            serve(&p);
+        }
+        // Send status lines, then exit with the given code before ready.
+        "exit" => {
+            let p = parent();
+            p.status("loading").unwrap();
+            let code: i32 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3);
+            std::process::exit(code);
+        }
+        // Die by a signal before ready.
+        "signal" => {
+            let _p = parent();
+            nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL)
+                .unwrap();
+            park_forever();
+        }
+        // Never ready.
+        "hang" => {
+            let p = parent();
+            p.status("still loading").unwrap();
+            park_forever();
+        }
+        // The minimal signal: close the fd without a word, stay alive.
+        "close" => {
+            drop(raw_fd3());
+            park_forever();
+        }
+        // Close the fd without a word, then exit as soon as told (stdin EOF).
+        "close-then-wait-stdin" => {
+            drop(raw_fd3());
+            let mut s = String::new();
+            let _ = std::io::stdin().read_line(&mut s);
+        }
+        // Spawn a grandchild that reports what it inherited, and put its
+        // report in the Ready status.
+        "grandchild" => {
+            let fd = std::env::var("READYFD").unwrap();
+            let p = parent();
+            let own = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+            let exe = std::env::current_exe().unwrap();
+            let out = std::process::Command::new(exe)
+                .arg("inspect")
+                .output()
+                .unwrap();
+            let report = String::from_utf8(out.stdout).unwrap();
+            let status = format!("{}|{}", own.display(), report);
+            p.ready(&Ready::new(std::process::id()).status(status))
+                .unwrap();
+            serve(&p);
+        }
+        // Print our open fds and whether READYFD is set.
+        "inspect" => {
+            let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let target = std::fs::read_link(e.path())
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default();
+                    format!("{}={}", e.file_name().to_string_lossy(), target)
+                })
+                .collect();
+            fds.sort();
+            let env = std::env::var("READYFD").unwrap_or_else(|_| "unset".into());
+            print!("fds={} READYFD={}", fds.join(","), env);
+        }
+        // Ready, then exit as soon as the parent goes away (the recipe).
+        "watch-parent" => {
+            let p = parent();
+            p.ready(&Ready::new(std::process::id())).unwrap();
+            while p.recv().is_ok() {}
+            println!("parent gone");
+            std::process::exit(0);
+        }
+        // Spawn a `watch-parent` grandchild through readyfd, report its pid
+        // on stdout, then wait to be killed.
+        "middle" => {
+            let exe = std::env::current_exe().unwrap();
+            let mut cmd = std::process::Command::new(exe);
+            cmd.arg("watch-parent");
+            let mut gc = readyfd::ReadyCommand::new(cmd).spawn().unwrap();
+            gc.wait_ready(Duration::from_secs(60)).unwrap();
+            println!("grandchild {}", gc.id());
+            std::io::stdout().flush().unwrap();
+            park_forever();
+        }
+        // Ready through a wrapper that exits 0 while a descendant keeps the
+        // channel: `sh -c 'readyfd-test-child ready &'` in miniature.
+        "fork-ready" => {
+            let exe = std::env::current_exe().unwrap();
+            std::process::Command::new(exe)
+                .arg("ready")
+                .spawn()
+                .unwrap();
+            std::process::exit(0);
+        }
+        // Report what Parent::from_env makes of the environment we got.
+        "env-check" => {
+            // SAFETY: first thing in main, no other thread is running yet.
+            match unsafe { Parent::from_env() } {
+                Ok(Some(_)) => print!("ok READYFD={:?}", std::env::var("READYFD").ok()),
+                Ok(None) => print!("none"),
+                Err(e) => print!("error: {e}"),
+            }
+        }
+        // Benchmarks: serve requests until the parent closes.
+        "bench-serve" => {
+            let p = parent();
+            p.ready(&Ready::new(std::process::id())).unwrap();
+            while let Ok(Incoming::Request(req)) = p.recv() {
+                let body: Vec<u8> = req.decode().unwrap();
+                req.respond(&body).unwrap();
+            }
+        }
+        other => unknown_role(other),
+    }
+}
+
+/// Serves [`TestReq`]s until the parent goes; echoes notifications back.
+fn serve(p: &Parent) {
+    while let Ok(inc) = p.recv() {
+        match inc {
+            Incoming::Request(req) => match req.decode::<TestReq>() {
+                Ok(TestReq::Echo(s)) => drop(req.respond(&s)),
+                Ok(TestReq::Add(a, b)) => drop(req.respond(&(a + b))),
+                Ok(TestReq::AskParent) => {
+                    let answer: Result<String, _> = p.request(&"secret please");
+                    drop(req.respond(&answer.map_err(|e| e.to_string())));
+                }
+                Ok(TestReq::Notify(n)) => {
+                    for i in 0..n {
+                        p.notify(&i).unwrap();
+                    }
+                    drop(req.respond(&n));
+                }
+                Ok(TestReq::Fail) => drop(req.reject(RemoteErrorKind::Failed, "asked to fail")),
+                Err(e) => drop(req.reject(RemoteErrorKind::BadRequest, e.to_string())),
+            },
+            Incoming::Notify(n) => {
+                // Echo notifications back.
+                let v: u32 = n.decode().unwrap_or(u32::MAX);
+                let _ = p.notify(&v);
+            }
+            Incoming::Shutdown(s) => {
+                drop(s.acknowledge());
+                std::process::exit(0);
+            }
+            _ => {}
+        }
+    }
+}
