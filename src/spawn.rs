@@ -42,6 +42,8 @@ pub struct ReadyCommand {
     fd: RawFd,
     options: ChannelOptions,
     on_timeout: OnTimeout,
+    /// Whether a sender reparented to us counts (systemd only).
+    adopted: bool,
 }
 
 /// Adds [`readyfd`](CommandExt::readyfd) to [`Command`].
@@ -69,6 +71,7 @@ impl ReadyCommand {
             fd: DEFAULT_FD,
             options: ChannelOptions::default(),
             on_timeout: OnTimeout::Kill,
+            adopted: false,
         }
     }
 
@@ -92,8 +95,9 @@ impl ReadyCommand {
             fd,
             options,
             on_timeout,
+            adopted,
         } = self;
-        let prepared = prepare(&mut cmd, protocol, fd)?;
+        let prepared = prepare(&mut cmd, protocol, fd, adopted)?;
         let program = cmd.get_program().to_string_lossy().into_owned();
         let spawned_at = Instant::now();
         let spawn_result = cmd.spawn();
@@ -136,6 +140,7 @@ pub(crate) fn prepare(
     cmd: &mut Command,
     protocol: Protocol,
     fd: RawFd,
+    adopted: bool,
 ) -> Result<Prepared, SpawnError> {
     if fd < 3 && protocol != Protocol::Systemd {
         return Err(SpawnError::ReservedFd(fd));
@@ -157,7 +162,7 @@ pub(crate) fn prepare(
             Prepared::Pipe { waiter, theirs }
         }
         Protocol::Systemd => {
-            let receiver = systemd::NotifyReceiver::new().map_err(SpawnError::Channel)?;
+            let receiver = systemd::NotifyReceiver::new(adopted).map_err(SpawnError::Channel)?;
             cmd.env(NOTIFY_SOCKET_ENV, receiver.path());
             Prepared::Systemd { receiver }
         }
@@ -589,6 +594,19 @@ macro_rules! ready_command_setters {
             #[must_use]
             pub fn channel_options(mut self, options: crate::ChannelOptions) -> Self {
                 self.options = options;
+                self
+            }
+
+            /// Under [`Protocol::Systemd`](crate::Protocol::Systemd), also
+            /// believe a sender whose chain of parents reaches this process
+            /// rather than the child: a daemon that double-forked and was
+            /// reparented to us. Only sound for a parent that is the child
+            /// subreaper of its descendants (`PR_SET_CHILD_SUBREAPER`) and
+            /// has no other children that could notify, as `readyfd run`
+            /// is; default off.
+            #[must_use]
+            pub fn accept_adopted(mut self, accept: bool) -> Self {
+                self.adopted = accept;
                 self
             }
 

@@ -35,7 +35,12 @@
 //! it and the child exited first. That is systemd's own limitation for
 //! datagrams of exited senders (systemd issue #2737), and its remedy works
 //! here too: notify from the main process, announce `MAINPID=` before the
-//! wrapper exits, or wait with `BARRIER=1` (`sd_notify_barrier`).
+//! wrapper exits, or wait with `BARRIER=1` (`sd_notify_barrier`). A parent
+//! that is the child subreaper of its descendants and has no other child
+//! that could notify (as `readyfd run`) can ask, with
+//! [`ReadyCommand::accept_adopted`](crate::ReadyCommand::accept_adopted),
+//! that a sender whose chain reaches the parent itself (an orphan
+//! reparented to it: a daemon that double-forked) count as well.
 //!
 //! # The grammar
 //! As systemd's manager reads it: a datagram of at most 4096 bytes (larger
@@ -131,11 +136,14 @@ pub(crate) struct NotifyReceiver {
 }
 
 impl NotifyReceiver {
-    /// Binds a fresh socket in a fresh private directory.
-    pub(crate) fn new() -> io::Result<NotifyReceiver> {
+    /// Binds a fresh socket in a fresh private directory. With `adopted`,
+    /// a sender reparented to this process counts as the child's
+    /// descendant.
+    pub(crate) fn new(adopted: bool) -> io::Result<NotifyReceiver> {
         let dir = private_dir()?;
         let path = dir.join("notify");
-        let core = Core::new(sys::euid(), std::process::id(), sys::proc_available());
+        let mut core = Core::new(sys::euid(), std::process::id(), sys::proc_available());
+        core.accept_adopted(adopted);
         // Built before the socket, so that its Drop removes the directory
         // on every error path below.
         let mut receiver = NotifyReceiver {
@@ -453,7 +461,7 @@ mod tests {
     #[test]
     fn the_socket_lives_in_a_private_directory_removed_on_drop() {
         use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-        let r = NotifyReceiver::new().unwrap();
+        let r = NotifyReceiver::new(false).unwrap();
         let dir = r.path().parent().unwrap().to_path_buf();
         let meta = std::fs::metadata(&dir).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o700);

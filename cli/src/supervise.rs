@@ -233,9 +233,13 @@ impl<'a> Supervisor<'a> {
             cmd.pre_exec(move || die_with_parent(parent));
         }
         watchdog.register_in_child(&mut cmd);
+        // readyfd is the subreaper of PROGRAM's processes and starts no
+        // other child that could notify before readiness: a daemon
+        // reparented to it descends from PROGRAM.
         let child = ReadyCommand::new(cmd)
             .protocol(launch.protocol)
             .fd(launch.fd)
+            .accept_adopted(true)
             .on_timeout(OnTimeout::Leave)
             .spawn()
             .map_err(|e| spawn_failure(e, &launch))?;

@@ -643,6 +643,40 @@ fn daemon_that_left_the_group_is_followed_and_stopped_attached() {
     assert_eq!(f.code, Some(128 + 15), "the daemon's status: {f:?}");
 }
 
+/// A daemon that double-forked (its parent exited, so it was reparented to
+/// readyfd, PROGRAM's subreaper) before it says `READY=1` is PROGRAM's
+/// descendant all the same: readyfd believes it (it used to refuse it and
+/// time out).
+#[test]
+fn a_daemon_reparented_to_readyfd_is_believed() {
+    let daemon = r#"
+import os, socket, time
+readyfd = os.getppid()
+if os.fork() == 0:
+    if os.fork() == 0:
+        while os.getppid() != readyfd:  # until our parent is gone
+            os.sched_yield()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
+        time.sleep(1000)  # sleep-ok: the daemon runs until stopped
+    os._exit(0)
+os.wait()
+time.sleep(1000)  # sleep-ok: PROGRAM runs until stopped
+"#;
+    let f = run(&mut readyfd(run_args(
+        &[
+            "--protocol",
+            "systemd",
+            "--timeout",
+            "30s",
+            "--then",
+            "true",
+        ],
+        &["python3", "-c", daemon],
+    )));
+    assert_eq!(f.code, Some(0), "{f:?}");
+}
+
 // ---- 7. the wrapper pattern outside native ------------------------------------------------------
 
 #[test]

@@ -113,6 +113,9 @@ pub(crate) struct Core {
     proc_ok: bool,
     /// A `MAINPID=` refused because its descent could not be checked.
     unverified_main: Option<u32>,
+    /// Whether a sender whose parent chain reaches our own pid counts (it
+    /// was reparented to us: see `ReadyCommand::accept_adopted`).
+    adopted: bool,
 }
 
 impl Core {
@@ -131,7 +134,15 @@ impl Core {
             stored: Vec::new(),
             proc_ok,
             unverified_main: None,
+            adopted: false,
         }
+    }
+
+    /// Counts a sender whose parent chain reaches our own pid: a process
+    /// reparented to us, for a parent that is the child subreaper of its
+    /// descendants and has no other children that could notify.
+    pub(crate) fn accept_adopted(&mut self, accept: bool) {
+        self.adopted = accept;
     }
 
     /// Everything recorded so far.
@@ -418,7 +429,11 @@ impl Core {
             if p == spawned || Some(p) == self.state.main_pid {
                 return Some(true);
             }
-            if p <= 1 || p == ours {
+            if p == ours {
+                // Reparented to us (never ourselves).
+                return Some(self.adopted && p != pid);
+            }
+            if p <= 1 {
                 return Some(false);
             }
             match parent_pid(p) {

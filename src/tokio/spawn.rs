@@ -56,6 +56,8 @@ pub struct ReadyCommand {
     fd: RawFd,
     options: ChannelOptions,
     on_timeout: OnTimeout,
+    /// Whether a sender reparented to us counts (systemd only).
+    adopted: bool,
 }
 
 /// Adds [`readyfd`](CommandExt::readyfd) to
@@ -83,6 +85,7 @@ impl ReadyCommand {
             fd: DEFAULT_FD,
             options: ChannelOptions::default(),
             on_timeout: OnTimeout::Kill,
+            adopted: false,
         }
     }
 
@@ -109,13 +112,14 @@ impl ReadyCommand {
             fd,
             options,
             on_timeout,
+            adopted,
         } = self;
         if ::tokio::runtime::Handle::try_current().is_err() {
             panic!(
                 "readyfd::tokio::ReadyCommand::spawn must be called from within a tokio runtime"
             );
         }
-        let prepared = prepare(cmd.as_std_mut(), protocol, fd)?;
+        let prepared = prepare(cmd.as_std_mut(), protocol, fd, adopted)?;
         let program = cmd.as_std().get_program().to_string_lossy().into_owned();
         let spawned_at = Instant::now();
         let spawn_result = cmd.spawn();

@@ -16,6 +16,8 @@ fn tree(pid: u32) -> io::Result<u32> {
         101 => Ok(CHILD),
         102 => Ok(101),
         200 => Ok(1),
+        // An orphan of the child's, reparented to us (we are a subreaper).
+        400 => Ok(US),
         _ => Err(io::ErrorKind::NotFound.into()),
     }
 }
@@ -458,4 +460,19 @@ proptest::proptest! {
         }
         proptest::prop_assert_eq!(&f.core.state().status, &expected);
     }
+}
+
+#[test]
+fn an_orphan_reparented_to_us_counts_only_when_asked() {
+    let mut f = Feed::new();
+    assert!(f.send(400, "READY=1").is_none());
+    assert_eq!(f.core.state().ignored, 1);
+    let mut f = Feed::new();
+    f.core.accept_adopted(true);
+    assert_eq!(ready_pid(f.send(400, "READY=1")), CHILD);
+    // Never our own datagrams, nor a stranger's.
+    let mut f = Feed::new();
+    f.core.accept_adopted(true);
+    assert!(f.send(US, "READY=1").is_none());
+    assert!(f.send(200, "READY=1").is_none());
 }
