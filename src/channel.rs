@@ -14,7 +14,7 @@
 //!
 //! Memory is bounded on both paths: senders wait while more than
 //! [`HIGH_WATER`] bytes are queued for the peer, and reading stops while
-//! [`MAX_INCOMING`](crate::MAX_INCOMING) messages wait in [`recv`](Channel::recv)'s queue or our
+//! [`MAX_INCOMING`](crate::limits::MAX_INCOMING) messages wait in [`recv`](Channel::recv)'s queue or our
 //! answers to the peer pile up, which pushes back on a peer that floods.
 
 use std::collections::{HashMap, HashSet};
@@ -38,7 +38,7 @@ use crate::core::{
     decode_response,
 };
 use crate::error::{ChannelError, CloseReason};
-use crate::incoming::{Answer, Incoming};
+use crate::incoming::{Incoming, Responder};
 use crate::sys;
 use crate::verdict::Seen;
 
@@ -440,7 +440,7 @@ impl Inner {
 /// has not, the I/O thread writes the rest, so frames never interleave and
 /// no thread blocks in `send` while reads are held up. Memory is bounded
 /// both ways: senders wait while more than [`HIGH_WATER`] bytes are queued,
-/// and reading pauses while [`MAX_INCOMING`](crate::MAX_INCOMING) messages wait to be taken.
+/// and reading pauses while [`MAX_INCOMING`](crate::limits::MAX_INCOMING) messages wait to be taken.
 ///
 /// `Channel` is `Send + Sync`: share it between threads by reference or in
 /// an `Arc`. Dropping it says `Goodbye` to the peer, closes the socket and
@@ -815,7 +815,7 @@ fn with_timeout(e: ChannelError, t: Duration) -> ChannelError {
     }
 }
 
-impl Answer for Inner {
+impl Responder for Inner {
     fn answer(
         &self,
         f: &mut dyn FnMut(&mut Session) -> Result<(), SessionError>,
@@ -972,7 +972,7 @@ fn dispatch(inner: &Arc<Inner>, st: &mut State) {
     } = st;
     core.dispatch(
         inner.policy,
-        || Arc::clone(inner) as Arc<dyn Answer>,
+        || Arc::clone(inner) as Arc<dyn Responder>,
         |id, body| {
             if waiting.contains(&id) {
                 responses.insert(id, body);

@@ -21,7 +21,7 @@ use readyfd_proto::{
 use serde::de::DeserializeOwned;
 
 use crate::error::{ChannelError, CloseReason, ProtocolError};
-use crate::incoming::{Answer, Incoming, IncomingRequest, Notification, ShutdownRequest};
+use crate::incoming::{Incoming, IncomingRequest, Notification, Responder, ShutdownRequest};
 use crate::verdict::{ReadyVia, Seen};
 
 /// Bytes queued for the peer beyond which senders wait.
@@ -283,7 +283,7 @@ impl Core {
     pub(crate) fn dispatch(
         &mut self,
         policy: ShutdownPolicy,
-        answer: impl Fn() -> Arc<dyn Answer>,
+        answer: impl Fn() -> Arc<dyn Responder>,
         response: impl FnMut(u64, ResponseBody),
     ) {
         self.peer
@@ -487,7 +487,7 @@ impl PeerView {
         &mut self,
         session: &mut Session,
         policy: ShutdownPolicy,
-        answer: impl Fn() -> Arc<dyn Answer>,
+        answer: impl Fn() -> Arc<dyn Responder>,
         mut response: impl FnMut(u64, ResponseBody),
     ) {
         while let Some(routed) = next_routed(session, policy) {

@@ -1,6 +1,6 @@
 //! What the peer sends that the application handles, the same types for
 //! the blocking and the tokio channel: requests (answered through
-//! [`Answer`], which each channel implements), notifications and the
+//! [`Responder`], which each channel implements), notifications and the
 //! parent's `Shutdown`.
 
 use std::fmt;
@@ -18,7 +18,7 @@ use crate::error::ChannelError;
 /// The channel side that writes the answers of [`IncomingRequest`] and
 /// [`ShutdownRequest`]: the blocking channel and the async one each
 /// implement it, so both hand out the same request types.
-pub(crate) trait Answer: Send + Sync {
+pub(crate) trait Responder: Send + Sync {
     /// Queues what `f` adds to the session and writes it, without waiting
     /// for the peer.
     fn answer(
@@ -48,7 +48,7 @@ pub enum Incoming {
 pub struct IncomingRequest {
     id: u64,
     body: Bytes,
-    answer: Option<Arc<dyn Answer>>,
+    answer: Option<Arc<dyn Responder>>,
 }
 
 impl fmt::Debug for IncomingRequest {
@@ -61,7 +61,7 @@ impl fmt::Debug for IncomingRequest {
 }
 
 impl IncomingRequest {
-    pub(crate) fn new(id: u64, body: Bytes, answer: Arc<dyn Answer>) -> IncomingRequest {
+    pub(crate) fn new(id: u64, body: Bytes, answer: Arc<dyn Responder>) -> IncomingRequest {
         IncomingRequest {
             id,
             body,
@@ -136,7 +136,7 @@ impl Drop for IncomingRequest {
 }
 
 fn answer_error(
-    answer: &dyn Answer,
+    answer: &dyn Responder,
     id: u64,
     kind: RemoteErrorKind,
     message: String,
@@ -178,7 +178,7 @@ impl Notification {
 pub struct ShutdownRequest {
     id: u64,
     grace: Option<Duration>,
-    answer: Option<Arc<dyn Answer>>,
+    answer: Option<Arc<dyn Responder>>,
 }
 
 impl fmt::Debug for ShutdownRequest {
@@ -193,7 +193,7 @@ impl ShutdownRequest {
     pub(crate) fn new(
         id: u64,
         grace: Option<Duration>,
-        answer: Arc<dyn Answer>,
+        answer: Arc<dyn Responder>,
     ) -> ShutdownRequest {
         ShutdownRequest {
             id,

@@ -141,19 +141,27 @@ mod verdict;
 
 pub use channel::Channel;
 pub use child::Parent;
-pub use core::{ChannelOptions, HIGH_WATER, MAX_INCOMING, MAX_INCOMING_BYTES, ShutdownPolicy};
+pub use core::{ChannelOptions, ShutdownPolicy};
 pub use error::{
     ChannelError, CloseReason, EnvError, ProtocolError, ReadyError, SpawnError, describe_exit,
 };
 pub use incoming::{Incoming, IncomingRequest, Notification, ShutdownRequest};
 pub use notify::{Notified, Notifier, NotifyError, notify_ready};
-pub use pipe::PIPE_TEXT_LIMIT;
 pub use protocol::{
     CHILD_READY_FD_ENV, DEFAULT_FD, NOTIFY_SOCKET_ENV, Protocol, READINESS_ENV_VARS, READYFD_ENV,
     offered_protocol,
 };
 pub use spawn::{CommandExt, ReadyChild, ReadyCommand, spawn};
-pub use systemd::{FDSTORE_MAX, NOTIFY_DATAGRAM_MAX, NotifyState, StoredFd};
+pub use systemd::{NotifyState, StoredFd};
+
+/// The bounds readyfd keeps on what a peer can make it hold, and its other
+/// tuning constants, in one place (the wire's own are in
+/// [`proto::limits`]).
+pub mod limits {
+    pub use crate::core::{HIGH_WATER, MAX_INCOMING, MAX_INCOMING_BYTES};
+    pub use crate::pipe::PIPE_TEXT_LIMIT;
+    pub use crate::systemd::{FDSTORE_MAX, NOTIFY_DATAGRAM_MAX};
+}
 
 pub use readyfd_proto as proto;
 pub use verdict::{OnTimeout, Readiness, ReadyVia};

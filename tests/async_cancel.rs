@@ -212,7 +212,10 @@ async fn cancelled_while_waiting_for_room_sends_nothing() {
             Err(_) => break,
         }
     }
-    assert!(sent as usize * body.len() >= readyfd::HIGH_WATER, "{sent}");
+    assert!(
+        sent as usize * body.len() >= readyfd::limits::HIGH_WATER,
+        "{sent}"
+    );
     // Cancel sends while they wait for room, at their first poll and
     // later. Had the request been sent, the child would emit a
     // notification for it; had a notification been sent, it would be

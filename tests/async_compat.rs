@@ -10,7 +10,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use readyfd::{Address, PIPE_TEXT_LIMIT, Protocol, ProtocolError, ReadyError, ReadyVia};
+use readyfd::limits::PIPE_TEXT_LIMIT;
+use readyfd::{Address, Protocol, ProtocolError, ReadyError, ReadyVia};
 use tokio::process::Command;
 
 use common::aio::{finish, spawn_with_stdin as spawn};

@@ -346,11 +346,11 @@ fn a_flooding_child_meets_back_pressure() {
     let line = first_line(child.child_mut().stdout.take().unwrap());
     let sent: u64 = line.trim().strip_prefix("sent ").unwrap().parse().unwrap();
     // Queue (1024 frames of 1029 bytes), one read chunk, socket buffers.
-    let bound = (readyfd::MAX_INCOMING as u64) * 1029 + (64 << 10) + (4 << 20);
+    let bound = (readyfd::limits::MAX_INCOMING as u64) * 1029 + (64 << 10) + (4 << 20);
     assert!(sent < bound, "the parent kept reading: {sent} bytes");
     // What was queued is intact and in order.
     let ch = child.channel().unwrap();
-    for _ in 0..readyfd::MAX_INCOMING {
+    for _ in 0..readyfd::limits::MAX_INCOMING {
         match ch.recv_timeout(BOUND).unwrap().unwrap() {
             Incoming::Notify(n) => assert_eq!(n.bytes(), &[0xab; 1024][..]),
             other => panic!("{other:?}"),

@@ -9,10 +9,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use readyfd::{
-    Address, PIPE_TEXT_LIMIT, Protocol, ProtocolError, ReadyChild, ReadyCommand, ReadyError,
-    ReadyVia,
-};
+use readyfd::limits::PIPE_TEXT_LIMIT;
+use readyfd::{Address, Protocol, ProtocolError, ReadyChild, ReadyCommand, ReadyError, ReadyVia};
 
 use common::{BOUND, finish, first_line, pipe_py as py, pipe_wrapper, python3, spawn_with_stdin};
 

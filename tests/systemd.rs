@@ -188,7 +188,7 @@ sys.stdin.read()
     let stored = child.take_stored_fds();
     assert_eq!(
         stored.len(),
-        readyfd::FDSTORE_MAX,
+        readyfd::limits::FDSTORE_MAX,
         "bounded: the rest were closed"
     );
     let names: Vec<&str> = stored.iter().map(|s| s.name.as_str()).collect();

@@ -31,7 +31,7 @@
 //!
 //! Memory is bounded as in the blocking channel: senders wait while more
 //! than [`HIGH_WATER`] bytes are queued for the peer, and the I/O task stops
-//! reading while [`MAX_INCOMING`](crate::MAX_INCOMING) messages wait in the `recv` queue or our
+//! reading while [`MAX_INCOMING`](crate::limits::MAX_INCOMING) messages wait in the `recv` queue or our
 //! answers to the peer pile up, which pushes back on a peer that floods.
 
 use std::collections::HashMap;
@@ -57,7 +57,7 @@ use crate::core::{
     ChannelOptions, Core, HIGH_WATER, ReadEnd, ReadStep, ShutdownPolicy, decode_response,
 };
 use crate::error::{ChannelError, CloseReason};
-use crate::incoming::{Answer as AnswerPeer, Incoming};
+use crate::incoming::{Incoming, Responder};
 use crate::sys;
 use crate::verdict::Seen;
 
@@ -507,7 +507,7 @@ impl Channel {
                 Ok((id, rx))
             })
             .await?;
-        let answer = Answer {
+        let answer = AnswerFuture {
             inner: &self.inner,
             id,
             rx,
@@ -616,14 +616,14 @@ impl Drop for Channel {
 
 /// The answer to one request: a one-shot receiver, and the registration
 /// that dropping it undoes.
-struct Answer<'a> {
+struct AnswerFuture<'a> {
     inner: &'a Inner,
     id: u64,
     rx: oneshot::Receiver<Reply>,
     done: bool,
 }
 
-impl Future for Answer<'_> {
+impl Future for AnswerFuture<'_> {
     type Output = Result<ResponseBody, ChannelError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -649,7 +649,7 @@ impl Future for Answer<'_> {
     }
 }
 
-impl Drop for Answer<'_> {
+impl Drop for AnswerFuture<'_> {
     fn drop(&mut self) {
         if self.done {
             return;
@@ -666,7 +666,7 @@ impl Drop for Answer<'_> {
 
 // The peer's requests are the blocking API's types: they answer through
 // this channel's `send_now`.
-impl AnswerPeer for Inner {
+impl Responder for Inner {
     fn answer(
         &self,
         f: &mut dyn FnMut(&mut Session) -> Result<(), SessionError>,
@@ -944,7 +944,7 @@ fn dispatch(inner: &Arc<Inner>, st: &mut State) {
     let State { core, pending, .. } = st;
     core.dispatch(
         inner.policy,
-        || Arc::clone(inner) as Arc<dyn AnswerPeer>,
+        || Arc::clone(inner) as Arc<dyn Responder>,
         |id, body| {
             // No sender: the request was abandoned (its future dropped).
             if let Some(tx) = pending.remove(&id) {
