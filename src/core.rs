@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use readyfd_proto::codec::decode_body;
 use readyfd_proto::{
     GoodbyeReason, Hello, Message, Ready, RemoteError, RemoteErrorKind, RequestBody, ResponseBody,
     Role, Session, SessionConfig, SessionError,
@@ -21,7 +20,9 @@ use readyfd_proto::{
 use serde::de::DeserializeOwned;
 
 use crate::error::{ChannelError, CloseReason, ProtocolError};
-use crate::incoming::{Incoming, IncomingRequest, Notification, Responder, ShutdownRequest};
+use crate::incoming::{
+    Incoming, IncomingRequest, Notification, Responder, ShutdownRequest, decode_as,
+};
 use crate::verdict::{ReadyVia, Seen};
 
 /// Bytes queued for the peer beyond which senders wait.
@@ -455,10 +456,7 @@ pub(crate) fn decode_response<T: DeserializeOwned>(body: ResponseBody) -> Result
         ResponseBody::Error(e) => return Err(ChannelError::Remote(e)),
         _ => Bytes::new(),
     };
-    decode_body(&bytes).map_err(|source| ChannelError::Decode {
-        type_name: std::any::type_name::<T>(),
-        source,
-    })
+    decode_as(&bytes)
 }
 
 /// What both drivers keep of what the peer sent, filled by

@@ -85,10 +85,7 @@ impl IncomingRequest {
     /// [`ChannelError::Decode`] when it is not a `T`. Answer such a request
     /// with [`reject`](Self::reject) and [`RemoteErrorKind::BadRequest`].
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ChannelError> {
-        decode_body(&self.body).map_err(|source| ChannelError::Decode {
-            type_name: std::any::type_name::<T>(),
-            source,
-        })
+        decode_as(&self.body)
     }
 
     /// Answers with `body`.
@@ -167,10 +164,7 @@ impl Notification {
     /// # Errors
     /// [`ChannelError::Decode`] when it is not a `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ChannelError> {
-        decode_body(&self.body).map_err(|source| ChannelError::Decode {
-            type_name: std::any::type_name::<T>(),
-            source,
-        })
+        decode_as(&self.body)
     }
 }
 
@@ -225,4 +219,12 @@ impl Drop for ShutdownRequest {
             let _ = answer.answer(&mut |s| s.send_response(id, ResponseBody::Ok));
         }
     }
+}
+
+/// Decodes an application body as `T`, naming `T` in the error.
+pub(crate) fn decode_as<T: DeserializeOwned>(body: &[u8]) -> Result<T, ChannelError> {
+    decode_body(body).map_err(|source| ChannelError::Decode {
+        type_name: std::any::type_name::<T>(),
+        source,
+    })
 }

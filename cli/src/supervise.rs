@@ -978,29 +978,37 @@ impl<'a> Supervisor<'a> {
             if held.is_empty() {
                 return Ok(());
             }
-            for fd in &held {
-                pidfd::signal(fd, Signal::SIGTERM);
-                pidfd::signal(fd, Signal::SIGCONT);
-            }
-            let deadline = Instant::now() + self.launch.grace;
-            let mut kill = false;
-            while let Some(fd) = held.iter().find(|fd| !pidfd::exited(fd)) {
-                if kill {
-                    for fd in &held {
-                        pidfd::signal(fd, Signal::SIGKILL);
-                    }
-                }
-                match self
-                    .signals
-                    .wait(Some(fd.as_fd()), (!kill).then_some(deadline))?
-                {
-                    Event::Timeout | Event::Signal { .. } => kill = true,
-                    Event::Child => self.reap_strays(),
-                    Event::Other => {}
-                }
-            }
+            self.stop_held(&held)?;
         }
         self.reap_strays();
+        Ok(())
+    }
+
+    /// Stops the processes behind `held` (pidfds, so never a recycled pid)
+    /// as the groups are stopped: SIGTERM and SIGCONT, the grace period,
+    /// SIGKILL; reaping strays meanwhile.
+    fn stop_held(&mut self, held: &[OwnedFd]) -> io::Result<()> {
+        for fd in held {
+            pidfd::signal(fd, Signal::SIGTERM);
+            pidfd::signal(fd, Signal::SIGCONT);
+        }
+        let deadline = Instant::now() + self.launch.grace;
+        let mut kill = false;
+        while let Some(fd) = held.iter().find(|fd| !pidfd::exited(fd)) {
+            if kill {
+                for fd in held {
+                    pidfd::signal(fd, Signal::SIGKILL);
+                }
+            }
+            match self
+                .signals
+                .wait(Some(fd.as_fd()), (!kill).then_some(deadline))?
+            {
+                Event::Timeout | Event::Signal { .. } => kill = true,
+                Event::Child => self.reap_strays(),
+                Event::Other => {}
+            }
+        }
         Ok(())
     }
 
@@ -1015,24 +1023,7 @@ impl<'a> Supervisor<'a> {
             self.reap_strays();
             return Ok(());
         };
-        let fd = fd?;
-        pidfd::signal(&fd, Signal::SIGTERM);
-        pidfd::signal(&fd, Signal::SIGCONT);
-        let deadline = Instant::now() + self.launch.grace;
-        let mut kill = false;
-        while !pidfd::exited(&fd) {
-            if kill {
-                pidfd::signal(&fd, Signal::SIGKILL);
-            }
-            match self
-                .signals
-                .wait(Some(fd.as_fd()), (!kill).then_some(deadline))?
-            {
-                Event::Timeout | Event::Signal { .. } => kill = true,
-                Event::Child => self.reap_strays(),
-                Event::Other => {}
-            }
-        }
+        self.stop_held(&[fd?])?;
         self.reap_strays();
         Ok(())
     }
