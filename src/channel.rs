@@ -323,13 +323,15 @@ impl Inner {
                     if !self.may_read(&st) {
                         return None;
                     }
-                    if step != ReadStep::Data {
-                        break;
-                    }
-                    // A peer that keeps the socket full must not hold the
-                    // deadline off: look at it between reads too.
+                    // A peer that keeps the socket busy must not hold the
+                    // deadline off: look at it after every read (a `poll`
+                    // with a passed deadline still reports a readable
+                    // socket, so the poll alone does not end the wait).
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return None;
+                    }
+                    if step != ReadStep::Data {
+                        break;
                     }
                 }
             }

@@ -343,6 +343,26 @@ fn request_timeout_holds_under_a_flood_tokio() {
     });
 }
 
+/// The same against a trickle: one tiny frame per write, so that every
+/// read is short and the socket is readable again at once (a `poll` past
+/// its deadline still reports it readable: the deadline must be looked at
+/// after every read, not only in the poll).
+#[test]
+fn request_timeout_holds_under_a_trickle() {
+    let mut cmd = Command::new(CHILD);
+    cmd.arg("v-trickle");
+    let mut child = ReadyCommand::new(cmd).spawn().unwrap();
+    let ch = child.channel().unwrap();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let r = ch.request_timeout::<_, String>(&"anything", SHORT);
+        let took = t0.elapsed();
+        assert!(matches!(r, Err(readyfd::ChannelError::Timeout(_))), "{r:?}");
+        assert!(took < SHORT + LATE, "the deadline held only after {took:?}");
+    }
+    child.kill().unwrap();
+}
+
 /// Runs `judge ARGS` (a parent in a process of its own) and returns its
 /// one-line verdict.
 fn judge(args: &[&str]) -> String {

@@ -122,6 +122,22 @@ pub(crate) fn child(role: &str, args: &[String]) {
             while n.status(&text).is_ok() {}
             park_forever();
         }
+        // Native: one tiny status frame per write, without end: the reader
+        // finds a little, reads it (a short read), and finds a little more.
+        "v-trickle" => {
+            use readyfd::proto::{Role, Session, SessionConfig};
+            let mut f = std::fs::File::from(inherited_fd().unwrap());
+            let mut s = Session::new(Role::Child, std::process::id(), SessionConfig::default());
+            s.send_hello();
+            let mut frame = Vec::new();
+            let _ = s.poll_transmit(&mut frame);
+            f.write_all(&frame).unwrap();
+            frame.clear();
+            s.send_status("y").unwrap();
+            let _ = s.poll_transmit(&mut frame);
+            while f.write_all(&frame).is_ok() {}
+            park_forever();
+        }
         // A wrapper: starts `v-ready` in the background and exits 0.
         "v-wrapper" => {
             spawn_self("v-ready");
