@@ -109,18 +109,18 @@ fn measure(body_len: usize, rounds: usize, per_caller: usize) {
     };
     let multi_child = spawn_async(&multi);
     let single_child = spawn_async(&single);
-    let mch = Arc::clone(multi_child.channel().unwrap());
-    let sch = Arc::clone(single_child.channel().unwrap());
+    let mch = Arc::new(multi_child.channel().unwrap());
+    let sch = Arc::new(single_child.channel().unwrap());
 
     // Warm up all three.
-    blocking_round(bch, 20, &body);
+    blocking_round(&bch, 20, &body);
     async_round(&multi, &mch, 20, &abody);
     async_round(&single, &sch, 20, &abody);
 
     let (mut a, mut s, mut b) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         a.push(async_round(&multi, &mch, per_caller, &abody));
-        b.push(blocking_round(bch, per_caller, &body));
+        b.push(blocking_round(&bch, per_caller, &body));
         s.push(async_round(&single, &sch, per_caller, &abody));
     }
     let (a, s, b) = (median(a), median(s), median(b));

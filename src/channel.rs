@@ -444,12 +444,44 @@ impl Inner {
 /// both ways: senders wait while more than [`HIGH_WATER`] bytes are queued,
 /// and reading pauses while [`MAX_INCOMING`](crate::limits::MAX_INCOMING) messages wait to be taken.
 ///
-/// `Channel` is `Send + Sync`: share it between threads by reference or in
-/// an `Arc`. Dropping it says `Goodbye` to the peer, closes the socket and
-/// stops its I/O thread.
+/// `Channel` is `Send + Sync`, and cloning it is cheap: a clone is a
+/// *handle* on the same channel, to move into a thread that serves
+/// [`recv`](Self::recv) while the owner waits for `Ready` or does other
+/// work. Only the original (the one [`ReadyChild`](crate::ReadyChild) or
+/// [`Parent`](crate::Parent) holds) owns the channel: dropping it says
+/// `Goodbye` to the peer, closes the socket and stops its I/O thread, and
+/// from then on every handle's calls fail with [`ChannelError::Closed`] (a
+/// thread blocked in [`recv`](Self::recv) returns it at once, so a serving
+/// loop `while let Ok(m) = ch.recv() { .. }` ends without polling).
+/// Dropping a handle does nothing; [`close`](Self::close) on a handle
+/// closes the channel for everyone.
 pub struct Channel {
     inner: Arc<Inner>,
+    /// The I/O thread: `Some` in the owner only.
     thread: Option<JoinHandle<()>>,
+    /// Whether this is the owner (dropping it closes the channel), not a
+    /// handle made by `clone`.
+    owner: bool,
+}
+
+impl Clone for Channel {
+    /// A handle on the same channel: it does not keep the channel open (see
+    /// [`Channel`]).
+    fn clone(&self) -> Self {
+        Channel {
+            inner: Arc::clone(&self.inner),
+            thread: None,
+            owner: false,
+        }
+    }
+}
+
+impl Channel {
+    /// Whether this is the owning `Channel` rather than a handle made by
+    /// [`clone`](Clone::clone): dropping the owner closes the channel.
+    pub fn is_owner(&self) -> bool {
+        self.owner
+    }
 }
 
 impl fmt::Debug for Channel {
@@ -530,6 +562,7 @@ impl Channel {
         Ok(Channel {
             inner,
             thread: Some(thread),
+            owner: true,
         })
     }
 
@@ -774,6 +807,10 @@ impl Channel {
 
 impl Drop for Channel {
     fn drop(&mut self) {
+        if !self.owner {
+            // A handle: the owner decides when the channel ends.
+            return;
+        }
         // Requests nobody took are answered `Dropped` before our Goodbye, so
         // the peer's callers get a clear error. Each one also holds the
         // channel's state alive: leaving them queued would keep the socket,

@@ -149,7 +149,9 @@ macro_rules! parent_api {
                 })
             }
 
-            /// The channel.
+            /// The channel. Clone it for a handle to move into a thread or
+            /// task (cheap; the handle does not keep the channel open: the
+            /// `Parent` owns it, see [`Channel`]).
             pub fn channel(&self) -> &Channel {
                 &self.channel
             }

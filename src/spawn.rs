@@ -283,12 +283,16 @@ impl ReadyChild {
         self.protocol
     }
 
-    /// The native channel, for requests both ways (native protocol only).
-    /// It is usable at once, also before readiness: a parent can hand its
-    /// child configuration or a secret this way.
-    pub fn channel(&self) -> Option<&Channel> {
+    /// A handle on the native channel, for requests both ways (native
+    /// protocol only). It is usable at once, also before readiness: move it
+    /// into a thread that serves the child's requests (configuration,
+    /// secrets) while [`wait_ready`](Self::wait_ready) runs. The handle is
+    /// a cheap clone that does not keep the channel open: [`stop`](Self::stop)
+    /// and dropping the `ReadyChild` close it, and a thread blocked in
+    /// [`Channel::recv`] then returns [`ChannelError::Closed`](crate::ChannelError::Closed).
+    pub fn channel(&self) -> Option<Channel> {
         match &self.waiter {
-            Waiter::Native(c) => Some(c),
+            Waiter::Native(c) => Some(c.clone()),
             _ => None,
         }
     }

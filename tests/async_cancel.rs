@@ -12,7 +12,6 @@ mod common;
 use std::future::Future;
 use std::pin::pin;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -114,7 +113,7 @@ async fn cancel_one(ch: &Channel, i: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_cancelled_requests_leave_the_channel_sound() {
     let mut child = ready_child("ready").await;
-    let ch = Arc::clone(child.channel().unwrap());
+    let ch = child.channel().unwrap();
     for i in 0..1000u64 {
         cancel_one(&ch, i).await;
         // The next request gets its own answer, not a cancelled one's.
@@ -134,7 +133,7 @@ async fn cancellations_from_many_tasks_do_not_cross_answers() {
     let mut child = ready_child("ready").await;
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..16u64 {
-        let ch = Arc::clone(child.channel().unwrap());
+        let ch = child.channel().unwrap();
         tasks.spawn(async move {
             for i in 0..100u64 {
                 cancel_one(&ch, t * 1000 + i).await;
@@ -147,17 +146,17 @@ async fn cancellations_from_many_tasks_do_not_cross_answers() {
     }
     let ch = child.channel().unwrap();
     assert!(ch.closed().is_none());
-    assert_eq!(pending_count(ch), 0);
+    assert_eq!(pending_count(&ch), 0);
     child.stop(BOUND).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recv_dropped_in_select_loses_nothing() {
     let mut child = ready_child("ready").await;
-    let ch = Arc::clone(child.channel().unwrap());
+    let ch = child.channel().unwrap();
     // The child sends 500 notifications, then answers.
     let asked = tokio::spawn({
-        let ch = Arc::clone(&ch);
+        let ch = ch.clone();
         async move { ch.request::<_, u32>(&TestReq::Notify(500)).await }
     });
     let mut got = Vec::new();
@@ -192,7 +191,7 @@ async fn cancelled_while_waiting_for_room_sends_nothing() {
     child.wait_ready(BOUND).await.unwrap();
     let stdin = child.child_mut().stdin.take().unwrap();
     let stdin = stdin.into_owned_fd().unwrap();
-    let ch = Arc::clone(child.channel().unwrap());
+    let ch = child.channel().unwrap();
     ch.request::<_, ()>(&AsyncReq::PauseUntilStdin)
         .await
         .unwrap();
@@ -231,7 +230,7 @@ async fn cancelled_while_waiting_for_room_sends_nothing() {
     // (A pipe takes three bytes without blocking.)
     nix::unistd::write(&stdin, b"go\n").unwrap();
     let end = tokio::spawn({
-        let ch = Arc::clone(&ch);
+        let ch = ch.clone();
         async move { ch.request::<_, String>(&AsyncReq::Echo("end".into())).await }
     });
     let mut echoed = 0u64;
@@ -261,9 +260,9 @@ async fn cancelled_while_waiting_for_room_sends_nothing() {
 #[tokio::test]
 async fn closing_fails_waiting_requests_with_local() {
     let mut child = ready_child("ready").await;
-    let ch = Arc::clone(child.channel().unwrap());
+    let ch = child.channel().unwrap();
     let asking = tokio::spawn({
-        let ch = Arc::clone(&ch);
+        let ch = ch.clone();
         async move {
             ch.request::<_, Result<String, String>>(&TestReq::AskParent)
                 .await

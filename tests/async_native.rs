@@ -7,7 +7,6 @@ mod common;
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Instant;
 
 use readyfd::tokio::{Incoming, ReadyCommand};
@@ -54,14 +53,14 @@ async fn ready_with_several_addresses_then_stop() {
 async fn requests_both_ways_and_notifications() {
     let mut child = spawn("ready");
     child.wait_ready(BOUND).await.unwrap();
-    let ch = Arc::clone(child.channel().unwrap());
+    let ch = child.channel().unwrap();
     let echoed: String = ch.request(&TestReq::Echo("héllo".into())).await.unwrap();
     assert_eq!(echoed, "héllo");
     let sum: u64 = ch.request(&TestReq::Add(40, 2)).await.unwrap();
     assert_eq!(sum, 42);
     // The child asks us back while we wait for its answer.
     let asking = tokio::spawn({
-        let ch = Arc::clone(&ch);
+        let ch = ch.clone();
         async move {
             ch.request::<_, Result<String, String>>(&TestReq::AskParent)
                 .await
@@ -113,7 +112,7 @@ async fn many_tasks_over_one_channel_get_their_own_answers() {
     child.wait_ready(BOUND).await.unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..64u64 {
-        let ch = Arc::clone(child.channel().unwrap());
+        let ch = child.channel().unwrap();
         tasks.spawn(async move {
             for i in 0..50u64 {
                 let sum: u64 = ch.request(&TestReq::Add(t * 1000, i)).await.unwrap();
@@ -205,11 +204,11 @@ async fn hostile_children_get_typed_errors() {
 async fn pending_requests_fail_when_the_peer_dies() {
     let mut child = spawn("ready");
     child.wait_ready(BOUND).await.unwrap();
-    let ch = Arc::clone(child.channel().unwrap());
+    let ch = child.channel().unwrap();
     // Ask for something the child never answers: it asks us back and we
     // never reply; then it dies.
     let waiter = tokio::spawn({
-        let ch = Arc::clone(&ch);
+        let ch = ch.clone();
         async move {
             ch.request::<_, Result<String, String>>(&TestReq::AskParent)
                 .await
@@ -240,14 +239,14 @@ async fn async_child_requests_both_ways() {
     assert_eq!(r.ready.pid, child.id());
     assert!(matches!(r.ready.get("http"), Some(Address::Tcp(_))));
     assert_eq!(r.ready.status.as_deref(), Some("serving async"));
-    let ch = Arc::clone(child.channel().unwrap());
+    let ch = child.channel().unwrap();
     assert_eq!(ch.peer().unwrap().pid, child.id());
 
     let s: String = ch.request(&AsyncReq::Echo("ü".into())).await.unwrap();
     assert_eq!(s, "ü");
     // The async child asks back while serving our request.
     let asking = tokio::spawn({
-        let ch = Arc::clone(&ch);
+        let ch = ch.clone();
         async move {
             ch.request::<_, Result<String, String>>(&AsyncReq::AskParent)
                 .await
@@ -263,7 +262,7 @@ async fn async_child_requests_both_ways() {
     assert_eq!(asking.await.unwrap().unwrap(), Ok("open sesame".into()));
     // An incoming request dropped unanswered is answered `Dropped`.
     let asking = tokio::spawn({
-        let ch = Arc::clone(&ch);
+        let ch = ch.clone();
         async move {
             ch.request::<_, Result<String, String>>(&AsyncReq::AskParent)
                 .await
@@ -303,7 +302,7 @@ async fn answers_out_of_order_reach_their_own_requests() {
     for round in 0..20u64 {
         let mut tasks = tokio::task::JoinSet::new();
         for k in 0..8u64 {
-            let ch = Arc::clone(child.channel().unwrap());
+            let ch = child.channel().unwrap();
             let value = round * 100 + k;
             tasks.spawn(async move {
                 let got: u64 = ch.request(&AsyncReq::Hold { n: 8, value }).await.unwrap();
@@ -358,7 +357,7 @@ fn a_channel_whose_runtime_shut_down_fails_instead_of_hanging() {
         child.wait_ready(BOUND).await.unwrap();
         child
     });
-    let ch = Arc::clone(child.channel().unwrap());
+    let ch = child.channel().unwrap();
     drop(first);
     let second = tokio::runtime::Builder::new_current_thread()
         .enable_all()

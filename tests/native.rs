@@ -101,7 +101,7 @@ fn requests_both_ways_and_notifications() {
 fn requests_from_many_threads_interleave_correctly() {
     let mut child = spawn("ready");
     child.wait_ready(BOUND).unwrap();
-    let ch = child.channel().unwrap();
+    let ch = &child.channel().unwrap();
     std::thread::scope(|s| {
         for t in 0..8u64 {
             s.spawn(move || {
@@ -126,7 +126,7 @@ fn large_messages_from_many_threads_cross_full_socket_buffers() {
     // partial write and a handover to the I/O thread, on both sides.
     let mut child = spawn("ready");
     child.wait_ready(BOUND).unwrap();
-    let ch = child.channel().unwrap();
+    let ch = &child.channel().unwrap();
     std::thread::scope(|s| {
         for t in 0..4u8 {
             s.spawn(move || {

@@ -333,7 +333,7 @@ fn request_timeout_holds_under_a_flood_tokio() {
         let mut cmd = Command::new(CHILD);
         cmd.arg("v-flood");
         let mut child = readyfd::tokio::ReadyCommand::new(cmd).spawn().unwrap();
-        let ch = Arc::clone(child.channel().unwrap());
+        let ch = child.channel().unwrap();
         let t0 = Instant::now();
         let r = ch.request_timeout::<_, String>(&"anything", SHORT).await;
         let took = t0.elapsed();

@@ -329,8 +329,9 @@ impl<'a> Supervisor<'a> {
         let stop = AtomicBool::new(false);
         let (term, json, pid) = (self.term, self.launch.json, self.pid);
         let name = self.launch.name.clone();
+        let handle = child.channel();
         let r = std::thread::scope(|s| {
-            let ch = child.channel();
+            let ch = handle.as_ref();
             if let Some(ch) = ch {
                 let stop = &stop;
                 let name = &name;

@@ -216,17 +216,47 @@ impl Inner {
 /// One end of a native readyfd channel, async. See the
 /// [module docs](crate::tokio).
 ///
-/// `Channel` is `Send + Sync`: share it between tasks in an `Arc`. Every
-/// method takes `&self`, and any number of tasks may have requests in
-/// flight at once; each gets its own answer. Dropping the channel says
-/// `Goodbye` to the peer; its I/O task writes what is still queued (for at
-/// most two seconds), then closes the socket and ends.
+/// `Channel` is `Send + Sync`, and cloning it is cheap: a clone is a
+/// *handle* on the same channel, to move into a task that serves
+/// [`recv`](Self::recv) while the owner awaits `Ready`. Every method takes
+/// `&self`, and any number of tasks may have requests in flight at once;
+/// each gets its own answer. Only the original (the one
+/// [`ReadyChild`](crate::tokio::ReadyChild) or
+/// [`Parent`](crate::tokio::Parent) holds) owns the channel: dropping it
+/// says `Goodbye` to the peer, and its I/O task writes what is still queued
+/// (for at most two seconds), then closes the socket and ends; from then on
+/// every handle's calls fail with [`ChannelError::Closed`], so a serving
+/// loop over [`recv`](Self::recv) ends by itself. Dropping a handle does
+/// nothing; [`close`](Self::close) on a handle closes the channel for
+/// everyone. This is the blocking [`crate::Channel`]'s rule too.
 ///
 /// The channel's I/O task runs on the tokio runtime the channel was created
 /// in; the methods may be called from any runtime (or from
 /// `Runtime::block_on`) as long as that one runs.
 pub struct Channel {
     inner: Arc<Inner>,
+    /// Whether this is the owner (dropping it closes the channel), not a
+    /// handle made by `clone`.
+    owner: bool,
+}
+
+impl Clone for Channel {
+    /// A handle on the same channel: it does not keep the channel open (see
+    /// [`Channel`]).
+    fn clone(&self) -> Self {
+        Channel {
+            inner: Arc::clone(&self.inner),
+            owner: false,
+        }
+    }
+}
+
+impl Channel {
+    /// Whether this is the owning `Channel` rather than a handle made by
+    /// [`clone`](Clone::clone): dropping the owner closes the channel.
+    pub fn is_owner(&self) -> bool {
+        self.owner
+    }
 }
 
 impl fmt::Debug for Channel {
@@ -300,7 +330,7 @@ impl Channel {
             sigterm_at: None,
             drain_until: None,
         });
-        Ok(Channel { inner })
+        Ok(Channel { inner, owner: true })
     }
 
     /// The peer's `Hello` (its pid and protocol version), once it arrived.
@@ -607,6 +637,10 @@ impl Channel {
 
 impl Drop for Channel {
     fn drop(&mut self) {
+        if !self.owner {
+            // A handle: the owner decides when the channel ends.
+            return;
+        }
         self.close();
         let mut st = self.inner.lock();
         st.dropped = true;

@@ -4,6 +4,9 @@
 
 #[cfg(feature = "tokio")]
 mod async_roles;
+#[allow(dead_code)] // the child uses the types, not the parent's loop
+#[path = "../../../examples/bootstrap/serve.rs"]
+mod bootstrap;
 mod hostile;
 mod native;
 #[cfg_attr(not(feature = "tokio"), allow(dead_code))]

@@ -34,6 +34,19 @@ pub(crate) fn run(role: &str, args: &[String]) {
             p.ready(&ready).unwrap();
             serve(&p);
         }
+        // The `bootstrap` example's child: ask for the configuration and a
+        // secret (the example's `Ask`) before being ready; put both in the
+        // status.
+        "bootstrap" => {
+            use crate::bootstrap::{Ask, Config};
+            let p = parent();
+            let config: Config = p.request(&Ask::Config).unwrap();
+            let secret: String = p.request(&Ask::Secret("db-password".into())).unwrap();
+            let status = format!("{} {} {secret}", config.listen, config.workers);
+            p.ready(&Ready::new(std::process::id()).status(status))
+                .unwrap();
+            serve(&p);
+        }
         // Ask the parent for configuration before being ready; put the
         // answer in the status.
         "config-first" => {
