@@ -156,7 +156,7 @@ pub use spawn::{CommandExt, ReadyChild, ReadyCommand, spawn};
 pub use systemd::{FDSTORE_MAX, NOTIFY_DATAGRAM_MAX, NotifyState, StoredFd};
 
 pub use readyfd_proto as proto;
-pub use verdict::{OnTimeout, Readiness, ReadyVia};
+pub use verdict::{OnTimeout, Readiness, ReadyVia, StopVia, Stopped};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

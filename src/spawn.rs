@@ -17,7 +17,9 @@ use crate::core::ChannelOptions;
 use crate::error::{ReadyError, SpawnError};
 use crate::protocol::{CHILD_READY_FD_ENV, DEFAULT_FD, NOTIFY_SOCKET_ENV, Protocol, READYFD_ENV};
 use crate::sys::{self, ProcStat};
-use crate::verdict::{Next, OnTimeout, Readiness, ReadyVia, UNDECIDED_GRACE, Verdict};
+use crate::verdict::{
+    Next, OnTimeout, Readiness, ReadyVia, StopVia, Stopped, UNDECIDED_GRACE, Verdict,
+};
 use crate::{pipe, systemd};
 
 /// A [`Command`] to be spawned with a readiness channel.
@@ -507,28 +509,36 @@ impl ReadyChild {
     /// wrapper (`sh -c 'server &'`), the process that said `Ready` is
     /// stopped too, through a pidfd taken at readiness (so a reused pid is
     /// never signalled), although the spawned process is long gone.
-    /// Returns how the spawned process ended.
+    /// Returns what ended it ([`StopVia::Shutdown`] for a child that
+    /// acknowledged `Shutdown` and exited in time, even by raising
+    /// `SIGTERM` on itself) and the spawned process's status.
     ///
     /// # Errors
     /// When signalling or reaping fails.
-    pub fn stop(&mut self, grace: Duration) -> io::Result<ExitStatus> {
+    pub fn stop(&mut self, grace: Duration) -> io::Result<Stopped> {
+        if let Some(s) = self.child.try_wait()? {
+            if self.main_exited(Some(Instant::now()))? {
+                return Ok(Stopped::new(StopVia::AlreadyExited, s));
+            }
+        }
         if let Waiter::Native(ch) = &self.waiter {
             if ch.closed().is_none() && ch.shutdown(grace).is_ok() {
                 if let Some(s) = self.wait_all(Some(sys::deadline_after(grace)))? {
-                    return Ok(s);
+                    return Ok(Stopped::new(StopVia::Shutdown, s));
                 }
             }
         }
         if let Some(s) = self.wait_all(Some(Instant::now()))? {
-            return Ok(s);
+            return Ok(Stopped::new(StopVia::AlreadyExited, s));
         }
         self.signal_all(Signal::SIGTERM)?;
         self.signal_all(Signal::SIGCONT)?;
         if let Some(s) = self.wait_all(Some(sys::deadline_after(grace)))? {
-            return Ok(s);
+            return Ok(Stopped::new(StopVia::Sigterm, s));
         }
         self.signal_all(Signal::SIGKILL)?;
-        Ok(self.wait_all(None)?.expect("no deadline"))
+        let status = self.wait_all(None)?.expect("no deadline");
+        Ok(Stopped::new(StopVia::Sigkill, status))
     }
 
     /// Signals the spawned process and the one readiness came from.
@@ -545,11 +555,15 @@ impl ReadyChild {
         let Some(status) = self.wait_deadline(deadline)? else {
             return Ok(None);
         };
+        Ok(self.main_exited(deadline)?.then_some(status))
+    }
+
+    /// Whether the process readiness came from (if not the spawned one)
+    /// has exited by `deadline`.
+    fn main_exited(&self, deadline: Option<Instant>) -> io::Result<bool> {
         match &self.main {
-            Some(main) if sys::wait_fd(main.as_fd(), PollFlags::POLLIN, deadline)?.is_empty() => {
-                Ok(None)
-            }
-            _ => Ok(Some(status)),
+            Some(main) => Ok(!sys::wait_fd(main.as_fd(), PollFlags::POLLIN, deadline)?.is_empty()),
+            None => Ok(true),
         }
     }
 }

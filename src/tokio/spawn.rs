@@ -28,7 +28,9 @@ use crate::protocol::{DEFAULT_FD, Protocol};
 use crate::spawn::{Prepared, prepare};
 use crate::sys::{self, ProcStat};
 use crate::systemd::{NotifyReceiver, NotifyState, StoredFd};
-use crate::verdict::{Next, OnTimeout, Readiness, ReadyVia, Seen, UNDECIDED_GRACE, Verdict};
+use crate::verdict::{
+    Next, OnTimeout, Readiness, ReadyVia, Seen, StopVia, Stopped, UNDECIDED_GRACE, Verdict,
+};
 
 /// A [`tokio::process::Command`](::tokio::process::Command) to be spawned
 /// with a readiness channel: the async counterpart of
@@ -511,11 +513,17 @@ impl ReadyChild {
     /// [`crate::ReadyChild::stop`]: a native `Shutdown` request first (the
     /// child has `grace` to exit), then `SIGTERM` (and `SIGCONT`) and
     /// another `grace`, then `SIGKILL`; after a wrapper, the process that
-    /// said `Ready` too. Returns how the spawned process ended.
+    /// said `Ready` too. Returns what ended it and the spawned process's
+    /// status, as there.
     ///
     /// # Errors
     /// When signalling or reaping fails.
-    pub async fn stop(&mut self, grace: Duration) -> io::Result<ExitStatus> {
+    pub async fn stop(&mut self, grace: Duration) -> io::Result<Stopped> {
+        if let Some(s) = self.child.try_wait()? {
+            if self.wait_all(Some(Instant::now())).await?.is_some() {
+                return Ok(Stopped::new(StopVia::AlreadyExited, s));
+            }
+        }
         if let Waiter::Native(ch) = &self.waiter {
             let ch = Arc::clone(ch);
             if ch.closed().is_none() && ch.shutdown(grace).await.is_ok() {
@@ -523,21 +531,22 @@ impl ReadyChild {
                     .wait_all(Some(Instant::from_std(sys::deadline_after(grace))))
                     .await?
                 {
-                    return Ok(s);
+                    return Ok(Stopped::new(StopVia::Shutdown, s));
                 }
             }
         }
         if let Some(s) = self.wait_all(Some(Instant::now())).await? {
-            return Ok(s);
+            return Ok(Stopped::new(StopVia::AlreadyExited, s));
         }
         self.signal_all(Signal::SIGTERM)?;
         self.signal_all(Signal::SIGCONT)?;
         let deadline = Instant::from_std(sys::deadline_after(grace));
         if let Some(s) = self.wait_all(Some(deadline)).await? {
-            return Ok(s);
+            return Ok(Stopped::new(StopVia::Sigterm, s));
         }
         self.signal_all(Signal::SIGKILL)?;
-        Ok(self.wait_all(None).await?.expect("no deadline"))
+        let status = self.wait_all(None).await?.expect("no deadline");
+        Ok(Stopped::new(StopVia::Sigkill, status))
     }
 
     /// Signals the spawned process and the one readiness came from.
