@@ -74,3 +74,20 @@ fn parent_death_signal_reaches_the_child_of_a_killed_parent() {
         assert!(gone, "{driver}: the server outlived its killed parent");
     }
 }
+
+#[test]
+fn stop_with_process_group_ends_what_the_child_started() {
+    let mut cmd = helper("drop-server");
+    cmd.arg("bg");
+    let mut child = readyfd::ReadyCommand::new(cmd)
+        .process_group(true)
+        .spawn()
+        .unwrap();
+    let r = child.wait_ready(common::BOUND).unwrap();
+    let bg: u32 = r.ready.status.as_deref().unwrap().parse().unwrap();
+    let bg_fd = pidfd(bg);
+    let stopped = child.stop(std::time::Duration::from_secs(5)).unwrap();
+    let bg_gone = ended(&bg_fd);
+    kill_group(child.id());
+    assert!(bg_gone, "the background helper outlived stop: {stopped:?}");
+}
