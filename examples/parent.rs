@@ -69,7 +69,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // Shut it down: Shutdown over the channel, signals only if ignored.
-    let status = child.stop(Duration::from_secs(5))?;
-    println!("server stopped: {}", readyfd::describe_exit(status));
+    let stopped = child.stop(Duration::from_secs(5))?;
+    println!(
+        "server stopped ({:?}): {}",
+        stopped.via,
+        readyfd::describe_exit(stopped.status)
+    );
     Ok(())
 }

@@ -164,7 +164,7 @@ pub mod limits {
 }
 
 pub use readyfd_proto as proto;
-pub use verdict::{OnTimeout, Readiness, ReadyVia};
+pub use verdict::{OnTimeout, Readiness, ReadyVia, StopVia, Stopped};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -17,7 +17,9 @@ use crate::core::ChannelOptions;
 use crate::error::{ReadyError, SpawnError};
 use crate::protocol::{CHILD_READY_FD_ENV, DEFAULT_FD, NOTIFY_SOCKET_ENV, Protocol, READYFD_ENV};
 use crate::sys::{self, ProcStat};
-use crate::verdict::{Next, OnTimeout, Readiness, ReadyVia, UNDECIDED_GRACE, Verdict};
+use crate::verdict::{
+    Next, OnTimeout, Readiness, ReadyVia, StopVia, Stopped, UNDECIDED_GRACE, Verdict,
+};
 use crate::{pipe, systemd};
 
 /// A [`Command`] to be spawned with a readiness channel.
@@ -44,6 +46,12 @@ pub struct ReadyCommand {
     on_timeout: OnTimeout,
     /// Whether a sender reparented to us counts (systemd only).
     adopted: bool,
+    /// Kill (group too) and reap on drop.
+    kill_on_drop: bool,
+    /// The child leads a process group of its own.
+    process_group: bool,
+    /// `PR_SET_PDEATHSIG` for the child.
+    parent_death_signal: Option<i32>,
 }
 
 /// Adds [`readyfd`](CommandExt::readyfd) to [`Command`].
@@ -72,6 +80,9 @@ impl ReadyCommand {
             options: ChannelOptions::default(),
             on_timeout: OnTimeout::Kill,
             adopted: false,
+            kill_on_drop: false,
+            process_group: false,
+            parent_death_signal: None,
         }
     }
 
@@ -96,8 +107,12 @@ impl ReadyCommand {
             options,
             on_timeout,
             adopted,
+            kill_on_drop,
+            process_group,
+            parent_death_signal,
         } = self;
         let prepared = prepare(&mut cmd, protocol, fd, adopted)?;
+        set_up_process(&mut cmd, process_group, parent_death_signal);
         let program = cmd.get_program().to_string_lossy().into_owned();
         let spawned_at = Instant::now();
         let spawn_result = cmd.spawn();
@@ -128,6 +143,8 @@ impl ReadyCommand {
             failed: false,
             verdict: Verdict::new(pid, protocol),
             on_timeout,
+            kill_on_drop,
+            group: process_group,
         })
     }
 }
@@ -195,6 +212,23 @@ pub(crate) fn prepare(
     Ok(prepared)
 }
 
+/// Puts the child in a process group of its own and asks for its parent
+/// death signal, as the builder asked (shared by both `spawn`s).
+pub(crate) fn set_up_process(cmd: &mut Command, group: bool, parent_death_signal: Option<i32>) {
+    if group {
+        cmd.process_group(0);
+    }
+    if let Some(signal) = parent_death_signal {
+        let parent = nix::unistd::getpid().as_raw();
+        // SAFETY: the closure runs in the forked child before exec and
+        // calls only `prctl` and `getppid` on integers it captured by
+        // value: it allocates nothing and takes no lock.
+        unsafe {
+            cmd.pre_exec(move || sys::set_parent_death_signal(signal, parent));
+        }
+    }
+}
+
 /// A protocol's channel, made before the spawn.
 pub(crate) enum Prepared {
     Native {
@@ -251,8 +285,10 @@ enum Waiter {
 
 /// A spawned child with a readiness channel.
 ///
-/// Dropping it does not kill the child (as with [`std::process::Child`]);
-/// use [`stop`](Self::stop) or [`kill`](Self::kill).
+/// Dropping it does not kill the child (as with [`std::process::Child`])
+/// unless the command asked for
+/// [`kill_on_drop`](ReadyCommand::kill_on_drop); use [`stop`](Self::stop)
+/// or [`kill`](Self::kill).
 #[derive(Debug)]
 pub struct ReadyChild {
     child: Child,
@@ -270,6 +306,22 @@ pub struct ReadyChild {
     failed: bool,
     verdict: Verdict,
     on_timeout: OnTimeout,
+    kill_on_drop: bool,
+    /// The child leads a process group of its own (pgid = pid).
+    group: bool,
+}
+
+impl Drop for ReadyChild {
+    /// With [`kill_on_drop`](ReadyCommand::kill_on_drop): kills the child
+    /// (and its group, and the process readiness came from) with `SIGKILL`
+    /// and reaps it, also while a panic unwinds.
+    fn drop(&mut self) {
+        if !self.kill_on_drop {
+            return;
+        }
+        let _ = self.signal_all(Signal::SIGKILL);
+        let _ = self.kill();
+    }
 }
 
 impl ReadyChild {
@@ -482,22 +534,32 @@ impl ReadyChild {
         self.child.try_wait()
     }
 
-    /// Sends `signal` to the child (nothing when it was already reaped).
+    /// Sends `signal` to the child (nothing when it was already reaped),
+    /// and with [`process_group`](ReadyCommand::process_group) to what is
+    /// left of its group.
     ///
     /// # Errors
     /// When `kill` fails.
     pub fn signal(&mut self, signal: Signal) -> io::Result<()> {
+        if self.group {
+            sys::signal_group(self.pid, signal as i32)?;
+        }
         if self.child.try_wait()?.is_some() {
             return Ok(());
         }
         kill(Pid::from_raw(self.pid as i32), signal).map_err(io::Error::from)
     }
 
-    /// Kills the child with `SIGKILL` and reaps it.
+    /// Kills the child (and with
+    /// [`process_group`](ReadyCommand::process_group) its group) with
+    /// `SIGKILL` and reaps it.
     ///
     /// # Errors
     /// When `kill` or `waitpid` fails.
     pub fn kill(&mut self) -> io::Result<ExitStatus> {
+        if self.group {
+            sys::signal_group(self.pid, Signal::SIGKILL as i32)?;
+        }
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);
         }
@@ -511,28 +573,48 @@ impl ReadyChild {
     /// wrapper (`sh -c 'server &'`), the process that said `Ready` is
     /// stopped too, through a pidfd taken at readiness (so a reused pid is
     /// never signalled), although the spawned process is long gone.
-    /// Returns how the spawned process ended.
+    /// Returns what ended it ([`StopVia::Shutdown`] for a child that
+    /// acknowledged `Shutdown` and exited in time, even by raising
+    /// `SIGTERM` on itself) and the spawned process's status.
+    ///
+    /// With [`process_group`](ReadyCommand::process_group), the signals go
+    /// to the whole group, and whatever of the group is still running
+    /// once the child has exited is killed with `SIGKILL`.
     ///
     /// # Errors
     /// When signalling or reaping fails.
-    pub fn stop(&mut self, grace: Duration) -> io::Result<ExitStatus> {
+    pub fn stop(&mut self, grace: Duration) -> io::Result<Stopped> {
+        let stopped = self.stop_leader(grace)?;
+        if self.group {
+            sys::signal_group(self.pid, Signal::SIGKILL as i32)?;
+        }
+        Ok(stopped)
+    }
+
+    fn stop_leader(&mut self, grace: Duration) -> io::Result<Stopped> {
+        if let Some(s) = self.child.try_wait()? {
+            if self.main_exited(Some(Instant::now()))? {
+                return Ok(Stopped::new(StopVia::AlreadyExited, s));
+            }
+        }
         if let Waiter::Native(ch) = &self.waiter {
             if ch.closed().is_none() && ch.shutdown(grace).is_ok() {
                 if let Some(s) = self.wait_all(Some(sys::deadline_after(grace)))? {
-                    return Ok(s);
+                    return Ok(Stopped::new(StopVia::Shutdown, s));
                 }
             }
         }
         if let Some(s) = self.wait_all(Some(Instant::now()))? {
-            return Ok(s);
+            return Ok(Stopped::new(StopVia::AlreadyExited, s));
         }
         self.signal_all(Signal::SIGTERM)?;
         self.signal_all(Signal::SIGCONT)?;
         if let Some(s) = self.wait_all(Some(sys::deadline_after(grace)))? {
-            return Ok(s);
+            return Ok(Stopped::new(StopVia::Sigterm, s));
         }
         self.signal_all(Signal::SIGKILL)?;
-        Ok(self.wait_all(None)?.expect("no deadline"))
+        let status = self.wait_all(None)?.expect("no deadline");
+        Ok(Stopped::new(StopVia::Sigkill, status))
     }
 
     /// Signals the spawned process and the one readiness came from.
@@ -549,11 +631,15 @@ impl ReadyChild {
         let Some(status) = self.wait_deadline(deadline)? else {
             return Ok(None);
         };
+        Ok(self.main_exited(deadline)?.then_some(status))
+    }
+
+    /// Whether the process readiness came from (if not the spawned one)
+    /// has exited by `deadline`.
+    fn main_exited(&self, deadline: Option<Instant>) -> io::Result<bool> {
         match &self.main {
-            Some(main) if sys::wait_fd(main.as_fd(), PollFlags::POLLIN, deadline)?.is_empty() => {
-                Ok(None)
-            }
-            _ => Ok(Some(status)),
+            Some(main) => Ok(!sys::wait_fd(main.as_fd(), PollFlags::POLLIN, deadline)?.is_empty()),
+            None => Ok(true),
         }
     }
 }
@@ -611,6 +697,51 @@ macro_rules! ready_command_setters {
             #[must_use]
             pub fn accept_adopted(mut self, accept: bool) -> Self {
                 self.adopted = accept;
+                self
+            }
+
+            /// Kill the child with `SIGKILL` when its `ReadyChild` is
+            /// dropped, also while a panic unwinds, with its process group
+            /// under [`process_group`](Self::process_group) and the process
+            /// readiness came from after a wrapper; the blocking API reaps
+            /// it there, tokio's in the background. Default off: dropping
+            /// leaves the child running.
+            #[must_use]
+            pub fn kill_on_drop(mut self, kill: bool) -> Self {
+                self.kill_on_drop = kill;
+                self
+            }
+
+            /// Start the child as the leader of a process group of its own
+            /// (`setpgid(0, 0)`), so that what it starts in the background
+            /// belongs to it: `signal`, `kill`, `stop` and a
+            /// [`kill_on_drop`](Self::kill_on_drop) then signal the whole
+            /// group as well as the child. It also takes the child out of
+            /// the terminal's foreground group: Ctrl-C no longer reaches it
+            /// directly. Default off.
+            #[must_use]
+            pub fn process_group(mut self, group: bool) -> Self {
+                self.process_group = group;
+                self
+            }
+
+            /// Ask the kernel to send the child `signal` (a number such as
+            /// `libc::SIGTERM`) when its parent dies, even by `SIGKILL`
+            /// (`PR_SET_PDEATHSIG`, Linux). The request is made in the
+            /// child before exec, which then checks that the parent is
+            /// still there: if it died first, the child exits at once.
+            ///
+            /// The signal comes when the *thread* that spawned the child
+            /// exits, not the whole process: spawn from a thread that lives
+            /// as long as the child should (the main thread, or a runtime
+            /// worker that is not retired). It is cleared when the child
+            /// execs a set-uid or set-gid program. An invalid number makes
+            /// [`spawn`](Self::spawn) fail with
+            /// [`SpawnError::Start`](crate::SpawnError::Start). Default: no
+            /// signal.
+            #[must_use]
+            pub fn parent_death_signal(mut self, signal: i32) -> Self {
+                self.parent_death_signal = Some(signal);
                 self
             }
 

@@ -404,6 +404,36 @@ pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()>
     Ok(())
 }
 
+/// `killpg(2)`: signals the process group `pgid`. A group with no
+/// process left is not an error.
+pub(crate) fn signal_group(pgid: u32, signal: i32) -> io::Result<()> {
+    // SAFETY: killpg takes two integers and touches no memory of ours.
+    if unsafe { libc::killpg(pgid as libc::pid_t, signal) } < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Runs in the forked child before exec, and allocates nothing: asks for
+/// `signal` when the thread that forked it exits (`PR_SET_PDEATHSIG`),
+/// then fails with `ESRCH` (so that the spawn fails and the child exits)
+/// when `parent` had already died before the request took effect.
+pub(crate) fn set_parent_death_signal(signal: c_int, parent: libc::pid_t) -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only; it allocates
+    // nothing and is async-signal-safe.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: getppid takes nothing and cannot fail.
+    if unsafe { libc::getppid() } != parent {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
+}
+
 /// Whether the process behind `pidfd` has exited (it is readable then).
 pub(crate) fn pidfd_exited(pidfd: BorrowedFd<'_>) -> bool {
     wait_fd(pidfd, PollFlags::POLLIN, Some(Instant::now())).is_ok_and(|ev| !ev.is_empty())

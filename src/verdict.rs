@@ -100,6 +100,55 @@ impl Readiness {
 }
 
 /// What a protocol's waiter saw.
+/// What ended a child that [`ReadyChild::stop`](crate::ReadyChild::stop)
+/// stopped (both APIs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StopVia {
+    /// It had exited before `stop` was called.
+    AlreadyExited,
+    /// It acknowledged the native `Shutdown` request and exited within the
+    /// grace period, whatever its status: a child whose
+    /// [`ShutdownPolicy`](crate::ShutdownPolicy) raises `SIGTERM` on
+    /// itself shows "killed by signal 15" and still stopped cleanly.
+    Shutdown,
+    /// It exited within the grace period after `SIGTERM` (and `SIGCONT`).
+    Sigterm,
+    /// It had to be killed with `SIGKILL`.
+    Sigkill,
+}
+
+/// How [`ReadyChild::stop`](crate::ReadyChild::stop) ended the child: what
+/// ended it and the spawned process's exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stopped {
+    /// What ended it.
+    pub via: StopVia,
+    /// The exit status of the spawned process.
+    pub status: ExitStatus,
+}
+
+impl Stopped {
+    pub(crate) fn new(via: StopVia, status: ExitStatus) -> Self {
+        Stopped { via, status }
+    }
+}
+
+/// `acknowledged Shutdown, then was killed by signal 15 (SIGTERM)`, and so
+/// on: how it was stopped, then how it ended.
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = match self.via {
+            StopVia::AlreadyExited => "had already ended",
+            StopVia::Shutdown => "acknowledged Shutdown",
+            StopVia::Sigterm => "was sent SIGTERM",
+            StopVia::Sigkill => "had to be killed (SIGKILL)",
+        };
+        write!(f, "{how}, then {}", crate::describe_exit(self.status))
+    }
+}
+
 #[derive(Debug)]
 pub(crate) enum Seen {
     /// An explicit readiness message: ready, whenever it is read.

@@ -57,7 +57,7 @@ async fn spawn_ready() -> ReadyChild {
 }
 
 async fn stop(mut child: ReadyChild) {
-    let status = child.stop(BOUND).await.expect("stop");
+    let status = child.stop(BOUND).await.expect("stop").status;
     assert!(stopped_cleanly(status), "{status:?}");
 }
 

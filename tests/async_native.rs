@@ -33,7 +33,11 @@ async fn ready_with_several_addresses_then_stop() {
     assert_eq!(child.last_status().as_deref(), Some("serving"));
     // A second wait returns the same readiness.
     assert_eq!(child.wait_ready(BOUND).await.unwrap(), &r);
-    let status = child.stop(BOUND).await.unwrap();
+    let stopped = child.stop(BOUND).await.unwrap();
+    // Acknowledged Shutdown, then its default policy raised SIGTERM: a
+    // clean stop, which the status alone would not tell.
+    assert_eq!(stopped.via, readyfd::StopVia::Shutdown, "{stopped:?}");
+    let status = stopped.status;
     assert_eq!(
         status.signal(),
         Some(15),
@@ -42,7 +46,7 @@ async fn ready_with_several_addresses_then_stop() {
 
     let mut child = spawn("ready-deliver");
     child.wait_ready(BOUND).await.unwrap();
-    let status = child.stop(BOUND).await.unwrap();
+    let status = child.stop(BOUND).await.unwrap().status;
     assert!(
         status.success(),
         "Shutdown delivered, acknowledged, exit 0: {status:?}"
@@ -103,7 +107,7 @@ async fn requests_both_ways_and_notifications() {
         other => panic!("{other:?}"),
     }
     ch.ping(BOUND).await.unwrap();
-    assert!(stopped_cleanly(child.stop(BOUND).await.unwrap()));
+    assert!(stopped_cleanly(child.stop(BOUND).await.unwrap().status));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +131,7 @@ async fn many_tasks_over_one_channel_get_their_own_answers() {
     while let Some(r) = tasks.join_next().await {
         r.unwrap();
     }
-    assert!(stopped_cleanly(child.stop(BOUND).await.unwrap()));
+    assert!(stopped_cleanly(child.stop(BOUND).await.unwrap().status));
 }
 
 #[tokio::test]
@@ -285,7 +289,7 @@ async fn async_child_requests_both_ways() {
         other => panic!("{other:?}"),
     }
     ch.ping(BOUND).await.unwrap();
-    let status = child.stop(BOUND).await.unwrap();
+    let status = child.stop(BOUND).await.unwrap().status;
     assert_eq!(
         status.signal(),
         Some(15),
@@ -322,7 +326,7 @@ async fn async_child_delivers_shutdown_and_exits_zero() {
     cmd.arg("deliver");
     let mut child = ReadyCommand::new(cmd).spawn().unwrap();
     child.wait_ready(BOUND).await.unwrap();
-    let status = child.stop(BOUND).await.unwrap();
+    let status = child.stop(BOUND).await.unwrap().status;
     assert!(status.success(), "{status:?}");
 }
 

@@ -38,7 +38,7 @@ fn a_thread_serves_config_and_secret_while_wait_ready_runs() {
     let server = std::thread::spawn(move || bootstrap::serve(&ch, &config(), secret));
     let r = child.wait_ready(BOUND).unwrap();
     assert_eq!(r.ready.status.as_deref(), Some("127.0.0.1:8080 4 hunter2"));
-    assert!(stopped_cleanly(child.stop(BOUND).unwrap()));
+    assert!(stopped_cleanly(child.stop(BOUND).unwrap().status));
     // `stop` closed the channel: the serving loop ended by itself.
     assert_eq!(server.join().unwrap(), 2);
 }
@@ -75,7 +75,7 @@ fn dropping_a_handle_leaves_the_channel_open() {
     assert!(!handle.is_owner());
     drop(handle);
     child.channel().unwrap().ping(BOUND).unwrap();
-    assert!(stopped_cleanly(child.stop(BOUND).unwrap()));
+    assert!(stopped_cleanly(child.stop(BOUND).unwrap().status));
 }
 
 #[test]
@@ -91,7 +91,7 @@ fn a_request_the_loop_cannot_serve_is_refused_not_left_waiting() {
     let ch = child.channel().unwrap();
     let answer: Result<String, String> = ch.request(&common::TestReq::AskParent).unwrap();
     assert!(answer.is_err(), "{answer:?}");
-    assert!(stopped_cleanly(child.stop(BOUND).unwrap()));
+    assert!(stopped_cleanly(child.stop(BOUND).unwrap().status));
     assert_eq!(server.join().unwrap(), 1);
 }
 
@@ -112,7 +112,7 @@ async fn a_task_serves_the_childs_request_while_wait_ready_runs() {
     });
     let r = child.wait_ready(BOUND).await.unwrap();
     assert_eq!(r.ready.status.as_deref(), Some("mode=fast"));
-    assert!(stopped_cleanly(child.stop(BOUND).await.unwrap()));
+    assert!(stopped_cleanly(child.stop(BOUND).await.unwrap().status));
     assert_eq!(server.await.unwrap(), 1);
 }
 

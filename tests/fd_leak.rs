@@ -43,7 +43,7 @@ fn assert_no_new_fds(before: &[String]) {
 fn cycle() {
     let mut c = spawn("ready");
     c.wait_ready(BOUND).unwrap();
-    let status = c.stop(BOUND).unwrap();
+    let status = c.stop(BOUND).unwrap().status;
     assert!(stopped_cleanly(status), "{status:?}");
 }
 

@@ -35,7 +35,11 @@ fn ready_with_several_addresses() {
     assert_eq!(r.ready.get(""), Some(&Address::Text("hello".into())));
     assert_eq!(r.ready.status.as_deref(), Some("serving"));
     assert_eq!(child.last_status().as_deref(), Some("serving"));
-    let status = child.stop(Duration::from_secs(10)).unwrap();
+    let stopped = child.stop(Duration::from_secs(10)).unwrap();
+    // Acknowledged Shutdown, then its default policy raised SIGTERM: a
+    // clean stop, which the status alone would not tell.
+    assert_eq!(stopped.via, readyfd::StopVia::Shutdown, "{stopped:?}");
+    let status = stopped.status;
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         status.signal(),
@@ -44,7 +48,7 @@ fn ready_with_several_addresses() {
     );
     let mut child = spawn("ready-deliver");
     child.wait_ready(BOUND).unwrap();
-    let status = child.stop(Duration::from_secs(10)).unwrap();
+    let status = child.stop(Duration::from_secs(10)).unwrap().status;
     assert!(
         status.success(),
         "Shutdown delivered, acknowledged, exit 0: {status:?}"
@@ -93,7 +97,7 @@ fn requests_both_ways_and_notifications() {
     }
     ch.ping(BOUND).unwrap();
     assert!(stopped_cleanly(
-        child.stop(Duration::from_secs(10)).unwrap()
+        child.stop(Duration::from_secs(10)).unwrap().status
     ));
 }
 
@@ -116,7 +120,7 @@ fn requests_from_many_threads_interleave_correctly() {
         }
     });
     assert!(stopped_cleanly(
-        child.stop(Duration::from_secs(10)).unwrap()
+        child.stop(Duration::from_secs(10)).unwrap().status
     ));
 }
 
@@ -140,7 +144,7 @@ fn large_messages_from_many_threads_cross_full_socket_buffers() {
         }
     });
     assert!(stopped_cleanly(
-        child.stop(Duration::from_secs(10)).unwrap()
+        child.stop(Duration::from_secs(10)).unwrap().status
     ));
 }
 
@@ -405,7 +409,7 @@ fn waiters_of_every_kind_share_one_socket() {
         assert_eq!(receiver.join().unwrap(), (1..=ROUNDS).sum::<u32>() * 2);
     });
     assert!(stopped_cleanly(
-        child.stop(Duration::from_secs(10)).unwrap()
+        child.stop(Duration::from_secs(10)).unwrap().status
     ));
 }
 
@@ -466,7 +470,7 @@ fn a_timed_out_request_leaves_the_channel_working() {
     let sum: u64 = ch.request(&TestReq::Add(2, 3)).unwrap();
     assert_eq!(sum, 5);
     assert!(stopped_cleanly(
-        child.stop(Duration::from_secs(10)).unwrap()
+        child.stop(Duration::from_secs(10)).unwrap().status
     ));
 }
 

@@ -25,10 +25,12 @@ use crate::core::ChannelOptions;
 use crate::error::{ReadyError, SpawnError};
 use crate::pipe::PipeWaiter;
 use crate::protocol::{DEFAULT_FD, Protocol};
-use crate::spawn::{Prepared, prepare};
+use crate::spawn::{Prepared, prepare, set_up_process};
 use crate::sys::{self, ProcStat};
 use crate::systemd::{NotifyReceiver, NotifyState, StoredFd};
-use crate::verdict::{Next, OnTimeout, Readiness, ReadyVia, Seen, UNDECIDED_GRACE, Verdict};
+use crate::verdict::{
+    Next, OnTimeout, Readiness, ReadyVia, Seen, StopVia, Stopped, UNDECIDED_GRACE, Verdict,
+};
 
 /// A [`tokio::process::Command`](::tokio::process::Command) to be spawned
 /// with a readiness channel: the async counterpart of
@@ -58,6 +60,12 @@ pub struct ReadyCommand {
     on_timeout: OnTimeout,
     /// Whether a sender reparented to us counts (systemd only).
     adopted: bool,
+    /// Kill (group too) on drop.
+    kill_on_drop: bool,
+    /// The child leads a process group of its own.
+    process_group: bool,
+    /// `PR_SET_PDEATHSIG` for the child.
+    parent_death_signal: Option<i32>,
 }
 
 /// Adds [`readyfd`](CommandExt::readyfd) to
@@ -86,6 +94,9 @@ impl ReadyCommand {
             options: ChannelOptions::default(),
             on_timeout: OnTimeout::Kill,
             adopted: false,
+            kill_on_drop: false,
+            process_group: false,
+            parent_death_signal: None,
         }
     }
 
@@ -113,6 +124,9 @@ impl ReadyCommand {
             options,
             on_timeout,
             adopted,
+            kill_on_drop,
+            process_group,
+            parent_death_signal,
         } = self;
         if ::tokio::runtime::Handle::try_current().is_err() {
             panic!(
@@ -120,6 +134,10 @@ impl ReadyCommand {
             );
         }
         let prepared = prepare(cmd.as_std_mut(), protocol, fd, adopted)?;
+        set_up_process(cmd.as_std_mut(), process_group, parent_death_signal);
+        if kill_on_drop {
+            cmd.kill_on_drop(true);
+        }
         let program = cmd.as_std().get_program().to_string_lossy().into_owned();
         let spawned_at = Instant::now();
         let spawn_result = cmd.spawn();
@@ -161,6 +179,8 @@ impl ReadyCommand {
             failed: false,
             verdict: Verdict::new(pid, protocol),
             on_timeout,
+            kill_on_drop,
+            group: process_group,
         })
     }
 }
@@ -223,8 +243,8 @@ enum Waiter {
 /// [`crate::ReadyChild`].
 ///
 /// Dropping it does not kill the child unless the command asked for
-/// [`kill_on_drop`](::tokio::process::Command::kill_on_drop); tokio reaps
-/// it in the background once it exits. Use [`stop`](Self::stop) or
+/// [`kill_on_drop`](ReadyCommand::kill_on_drop) (or tokio's own, which
+/// kills the child only); tokio reaps it in the background once it exits. Use [`stop`](Self::stop) or
 /// [`kill`](Self::kill).
 #[derive(Debug)]
 pub struct ReadyChild {
@@ -243,6 +263,20 @@ pub struct ReadyChild {
     failed: bool,
     verdict: Verdict,
     on_timeout: OnTimeout,
+    kill_on_drop: bool,
+    /// The child leads a process group of its own (pgid = pid).
+    group: bool,
+}
+
+impl Drop for ReadyChild {
+    /// With [`kill_on_drop`](ReadyCommand::kill_on_drop): kills the
+    /// child's group and the process readiness came from with `SIGKILL`;
+    /// tokio's `Child` then kills the child and reaps it in the background.
+    fn drop(&mut self) {
+        if self.kill_on_drop {
+            let _ = self.signal_all(Signal::SIGKILL);
+        }
+    }
 }
 
 impl ReadyChild {
@@ -487,22 +521,32 @@ impl ReadyChild {
         }
     }
 
-    /// Sends `signal` to the child (nothing when it was already reaped).
+    /// Sends `signal` to the child (nothing when it was already reaped),
+    /// and with [`process_group`](ReadyCommand::process_group) to what is
+    /// left of its group.
     ///
     /// # Errors
     /// When `kill` fails.
     pub fn signal(&mut self, signal: Signal) -> io::Result<()> {
+        if self.group {
+            sys::signal_group(self.pid, signal as i32)?;
+        }
         if self.child.try_wait()?.is_some() {
             return Ok(());
         }
         kill(Pid::from_raw(self.pid as i32), signal).map_err(io::Error::from)
     }
 
-    /// Kills the child with `SIGKILL` and reaps it.
+    /// Kills the child (and with
+    /// [`process_group`](ReadyCommand::process_group) its group) with
+    /// `SIGKILL` and reaps it.
     ///
     /// # Errors
     /// When `kill` or `waitpid` fails.
     pub async fn kill(&mut self) -> io::Result<ExitStatus> {
+        if self.group {
+            sys::signal_group(self.pid, Signal::SIGKILL as i32)?;
+        }
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);
         }
@@ -514,11 +558,27 @@ impl ReadyChild {
     /// [`crate::ReadyChild::stop`]: a native `Shutdown` request first (the
     /// child has `grace` to exit), then `SIGTERM` (and `SIGCONT`) and
     /// another `grace`, then `SIGKILL`; after a wrapper, the process that
-    /// said `Ready` too. Returns how the spawned process ended.
+    /// said `Ready` too. Returns what ended it and the spawned process's
+    /// status, as there; with
+    /// [`process_group`](ReadyCommand::process_group), it covers the group
+    /// as there.
     ///
     /// # Errors
     /// When signalling or reaping fails.
-    pub async fn stop(&mut self, grace: Duration) -> io::Result<ExitStatus> {
+    pub async fn stop(&mut self, grace: Duration) -> io::Result<Stopped> {
+        let stopped = self.stop_leader(grace).await?;
+        if self.group {
+            sys::signal_group(self.pid, Signal::SIGKILL as i32)?;
+        }
+        Ok(stopped)
+    }
+
+    async fn stop_leader(&mut self, grace: Duration) -> io::Result<Stopped> {
+        if let Some(s) = self.child.try_wait()? {
+            if self.wait_all(Some(Instant::now())).await?.is_some() {
+                return Ok(Stopped::new(StopVia::AlreadyExited, s));
+            }
+        }
         if let Waiter::Native(ch) = &self.waiter {
             let ch = Arc::clone(ch);
             if ch.closed().is_none() && ch.shutdown(grace).await.is_ok() {
@@ -526,21 +586,22 @@ impl ReadyChild {
                     .wait_all(Some(Instant::from_std(sys::deadline_after(grace))))
                     .await?
                 {
-                    return Ok(s);
+                    return Ok(Stopped::new(StopVia::Shutdown, s));
                 }
             }
         }
         if let Some(s) = self.wait_all(Some(Instant::now())).await? {
-            return Ok(s);
+            return Ok(Stopped::new(StopVia::AlreadyExited, s));
         }
         self.signal_all(Signal::SIGTERM)?;
         self.signal_all(Signal::SIGCONT)?;
         let deadline = Instant::from_std(sys::deadline_after(grace));
         if let Some(s) = self.wait_all(Some(deadline)).await? {
-            return Ok(s);
+            return Ok(Stopped::new(StopVia::Sigterm, s));
         }
         self.signal_all(Signal::SIGKILL)?;
-        Ok(self.wait_all(None).await?.expect("no deadline"))
+        let status = self.wait_all(None).await?.expect("no deadline");
+        Ok(Stopped::new(StopVia::Sigkill, status))
     }
 
     /// Signals the spawned process and the one readiness came from.

@@ -7,6 +7,7 @@ mod async_roles;
 #[allow(dead_code)] // the child uses the types, not the parent's loop
 #[path = "../../../examples/bootstrap/serve.rs"]
 mod bootstrap;
+mod drop_roles;
 mod hostile;
 mod native;
 #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
@@ -26,6 +27,7 @@ fn main() {
         "hostile" | "flood-raw" | "ask-raw" => hostile::run(role, &args),
         r if r.starts_with("v-") => verdict::child(r, &args),
         r if r.starts_with("judge") => verdict::judge(r, &args),
+        r if r.starts_with("drop-") || r == "pdeath-parent" => drop_roles::run(r, &args),
         #[cfg(feature = "tokio")]
         r if r.starts_with("async-") => async_roles::run(r, &args),
         _ => native::run(role, &args),
