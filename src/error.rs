@@ -28,10 +28,10 @@ pub enum SpawnError {
         limit: u64,
     },
     /// Creating the socket pair, pipe or notify socket failed.
-    #[error("cannot create the readiness channel: {0}")]
+    #[error("cannot create the readiness channel")]
     Channel(#[source] io::Error),
     /// The program could not be started.
-    #[error("cannot start {program}: {source}")]
+    #[error("cannot start {program}")]
     Start {
         /// The program as given.
         program: String,
@@ -40,7 +40,7 @@ pub enum SpawnError {
         source: io::Error,
     },
     /// The child started but could not be watched (`pidfd_open` failed).
-    #[error("cannot watch child {pid}: {source}{}", watch_hint(.source))]
+    #[error("cannot watch child {pid}{}", watch_hint(.source))]
     Watch {
         /// The child's pid.
         pid: u32,
@@ -89,7 +89,7 @@ pub enum ReadyError {
         last_status: Option<String>,
     },
     /// The child broke the readiness protocol.
-    #[error("child {pid} broke the readiness protocol: {source}")]
+    #[error("child {pid} broke the readiness protocol")]
     Protocol {
         /// The child's pid.
         pid: u32,
@@ -127,7 +127,7 @@ pub enum ReadyError {
         pid: u32,
     },
     /// An operating-system call failed while waiting.
-    #[error("waiting for readiness failed: {0}")]
+    #[error("waiting for readiness failed")]
     Io(#[from] io::Error),
 }
 
@@ -176,8 +176,19 @@ impl std::fmt::Display for CloseReason {
             }
             CloseReason::PeerClosed => f.write_str("the peer closed the channel or exited"),
             CloseReason::Local => f.write_str("this side closed the channel"),
-            CloseReason::Protocol(e) => write!(f, "protocol error: {e}"),
-            CloseReason::Io(_, m) => write!(f, "i/o error: {m}"),
+            // The session error is the source, not part of the message.
+            CloseReason::Protocol(_) => f.write_str("the peer broke the protocol"),
+            CloseReason::Io(_, m) => write!(f, "a system call on the channel failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for CloseReason {
+    /// The protocol violation, for [`CloseReason::Protocol`].
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CloseReason::Protocol(e) => Some(e),
+            _ => None,
         }
     }
 }
@@ -187,8 +198,8 @@ impl std::fmt::Display for CloseReason {
 #[non_exhaustive]
 pub enum ChannelError {
     /// The channel is closed; pending and later requests fail with this.
-    #[error("channel closed: {0}")]
-    Closed(CloseReason),
+    #[error("the channel is closed")]
+    Closed(#[source] CloseReason),
     /// The peer answered the request with an error.
     #[error("the peer failed the request: {0}")]
     Remote(RemoteError),
@@ -197,7 +208,7 @@ pub enum ChannelError {
     #[error(transparent)]
     Encode(#[from] EncodeError),
     /// A body did not decode as the expected type.
-    #[error("cannot decode the peer's message as {type_name}: {source}")]
+    #[error("cannot decode the peer's message as {type_name}")]
     Decode {
         /// The type it was decoded as.
         type_name: &'static str,
@@ -213,8 +224,8 @@ pub enum ChannelError {
     #[error("not allowed: {0}")]
     NotAllowed(&'static str),
     /// A system call failed.
-    #[error("i/o error: {0}")]
-    Io(Arc<io::Error>),
+    #[error("a system call on the channel failed")]
+    Io(#[source] Arc<io::Error>),
 }
 
 impl From<SessionError> for ChannelError {
@@ -325,5 +336,208 @@ pub(crate) fn humanize(d: Duration) -> String {
         format!("{:.1}s", d.as_secs_f64())
     } else {
         format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+    use std::os::unix::process::ExitStatusExt;
+
+    use readyfd_proto::{FrameError, GoodbyeReason, RemoteErrorKind};
+
+    use super::*;
+
+    fn io() -> io::Error {
+        io::Error::from_raw_os_error(nix::libc::EMFILE)
+    }
+
+    /// Every variant that can be built here, with whether it has an
+    /// underlying cause.
+    fn every_error() -> Vec<(Box<dyn Error + 'static>, bool)> {
+        let goodbye = Goodbye {
+            reason: GoodbyeReason::ShuttingDown,
+            message: "bye".into(),
+        };
+        let session = SessionError::Frame(FrameError::Truncated { have: 1, need: 9 });
+        let close = [
+            CloseReason::Goodbye(goodbye),
+            CloseReason::PeerClosed,
+            CloseReason::Local,
+            CloseReason::Protocol(session.clone()),
+        ];
+        let mut all: Vec<(Box<dyn Error>, bool)> = vec![
+            (Box::new(SpawnError::ReservedFd(2)), false),
+            (
+                Box::new(SpawnError::FdAboveLimit { fd: 9, limit: 8 }),
+                false,
+            ),
+            (Box::new(SpawnError::Channel(io())), true),
+            (
+                Box::new(SpawnError::Start {
+                    program: "app".into(),
+                    source: io::Error::from(io::ErrorKind::NotFound),
+                }),
+                true,
+            ),
+            (
+                Box::new(SpawnError::Watch {
+                    pid: 5,
+                    source: io(),
+                }),
+                true,
+            ),
+            (
+                Box::new(ReadyError::Exited {
+                    pid: 5,
+                    status: ExitStatus::from_raw(3 << 8),
+                    last_status: Some("loading".into()),
+                }),
+                false,
+            ),
+            (
+                Box::new(ReadyError::Timeout {
+                    pid: 5,
+                    waited: Duration::from_secs(2),
+                    killed: true,
+                    last_status: None,
+                }),
+                false,
+            ),
+            (
+                Box::new(ReadyError::Protocol {
+                    pid: 5,
+                    source: ProtocolError::Session(session.clone()),
+                }),
+                true,
+            ),
+            (
+                Box::new(ReadyError::Protocol {
+                    pid: 5,
+                    source: ProtocolError::PipeFlood { limit: 4096 },
+                }),
+                true,
+            ),
+            (
+                Box::new(ReadyError::Failed {
+                    pid: 5,
+                    errno: Some(2),
+                    message: "no config".into(),
+                }),
+                false,
+            ),
+            (
+                Box::new(ReadyError::Undecidable {
+                    pid: 5,
+                    why: "no /proc".into(),
+                }),
+                false,
+            ),
+            (Box::new(ReadyError::AlreadyFailed { pid: 5 }), false),
+            (Box::new(ReadyError::Io(io())), true),
+            (Box::new(ProtocolError::Other("odd".into())), false),
+            (
+                Box::new(ChannelError::Remote(RemoteError {
+                    kind: RemoteErrorKind::Failed,
+                    message: "nope".into(),
+                })),
+                false,
+            ),
+            (
+                Box::new(ChannelError::Encode(EncodeError::TooLarge {
+                    len: Some(9),
+                    max: 8,
+                })),
+                false,
+            ),
+            (
+                Box::new(ChannelError::Decode {
+                    type_name: "u32",
+                    source: DecodeError::UnknownKind(9),
+                }),
+                true,
+            ),
+            (
+                Box::new(ChannelError::Timeout(Duration::from_millis(5))),
+                false,
+            ),
+            (Box::new(ChannelError::NotAllowed("twice")), false),
+            (Box::new(ChannelError::Io(Arc::new(io()))), true),
+            (
+                Box::new(EnvError::Malformed {
+                    var: "READYFD",
+                    value: "x".into(),
+                }),
+                false,
+            ),
+            (
+                Box::new(EnvError::BadFd {
+                    var: "READYFD",
+                    fd: 9,
+                    why: "is closed",
+                }),
+                false,
+            ),
+        ];
+        for c in close {
+            let protocol = matches!(c, CloseReason::Protocol(_));
+            all.push((Box::new(c.clone()), protocol));
+            all.push((Box::new(ChannelError::Closed(c)), true));
+        }
+        all.push((
+            Box::new(CloseReason::Io(io::ErrorKind::Other, "bad fd".into())),
+            false,
+        ));
+        all
+    }
+
+    /// What anyhow and eyre print: each error, then each source after it.
+    /// A message that repeats its source's text prints it twice.
+    #[test]
+    fn no_error_repeats_its_source_and_every_cause_is_a_source() {
+        for (e, has_cause) in every_error() {
+            let text = e.to_string();
+            assert!(!text.is_empty(), "{e:?} has no message");
+            // Lowercase, unless it starts with a variable's name (READYFD=).
+            let first: String = text
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                first.chars().next().is_some_and(char::is_lowercase)
+                    || (first.len() > 1 && first == first.to_uppercase()),
+                "{text:?} does not start lowercase"
+            );
+            assert_eq!(e.source().is_some(), has_cause, "{e:?}: source()");
+            let mut outer = text;
+            let mut next = e.source();
+            while let Some(cause) = next {
+                let inner = cause.to_string();
+                assert!(
+                    !outer.contains(&inner),
+                    "{outer:?} repeats its source {inner:?}: anyhow prints it twice"
+                );
+                outer = inner;
+                next = cause.source();
+            }
+        }
+    }
+
+    /// The io::Error conversions keep the whole chain below them.
+    #[test]
+    fn io_error_conversions_keep_the_cause() {
+        let e = io::Error::from(SpawnError::Start {
+            program: "app".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        });
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        let inner = e.get_ref().and_then(|e| e.source()).map(|s| s.to_string());
+        assert_eq!(
+            inner,
+            Some(io::Error::from(io::ErrorKind::NotFound).to_string())
+        );
+        let e = io::Error::from(ChannelError::Io(Arc::new(io())));
+        assert_eq!(e.raw_os_error(), None);
+        assert!(e.get_ref().and_then(|e| e.source()).is_some());
     }
 }

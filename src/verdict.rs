@@ -97,6 +97,15 @@ impl Readiness {
     pub fn pid_mismatch(&self) -> Option<u32> {
         (self.ready.pid != self.spawned_pid).then_some(self.ready.pid)
     }
+
+    /// The TCP or UDP socket address the child announced as `name`, by
+    /// value, so a borrowed `Readiness` (what
+    /// [`wait_ready`](crate::ReadyChild::wait_ready) returns) needs no
+    /// clone: `None` when there is no such name, or it names a Unix path
+    /// or text (use [`Ready::get`] for those).
+    pub fn socket_addr(&self, name: &str) -> Option<std::net::SocketAddr> {
+        self.ready.socket_addr(name)
+    }
 }
 
 /// What a protocol's waiter saw.

@@ -240,12 +240,19 @@ fn version_mismatch_names_both_versions() {
     let mut cmd = helper("hostile");
     cmd.arg("version");
     let mut child = ReadyCommand::new(cmd).spawn().unwrap();
-    let msg = child.wait_ready(BOUND).unwrap_err().to_string();
+    let err = child.wait_ready(BOUND).unwrap_err();
+    child.kill().unwrap();
+    // The versions are in the cause, as anyhow prints the chain.
+    let mut msg = err.to_string();
+    let mut next = std::error::Error::source(&err);
+    while let Some(cause) = next {
+        msg = format!("{msg}: {cause}");
+        next = cause.source();
+    }
     assert!(
         msg.contains("version 1") && msg.contains("version 9"),
         "{msg}"
     );
-    child.kill().unwrap();
 }
 
 #[test]

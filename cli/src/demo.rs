@@ -146,8 +146,12 @@ pub(crate) fn demo_server() -> Result<u8, Failure> {
     };
     // SAFETY: the first thing this process does: no other thread runs, and
     // nothing has touched the inherited fd.
-    let parent = unsafe { Parent::from_env_with(options) }
-        .map_err(|e| Failure::new(exit::NOTIFY_FAILED, format!("demo server: {e}")))?;
+    let parent = unsafe { Parent::from_env_with(options) }.map_err(|e| {
+        Failure::new(
+            exit::NOTIFY_FAILED,
+            format!("demo server: {}", exit::chain(&e)),
+        )
+    })?;
     let listener = TcpListener::bind("127.0.0.1:0")
         .map_err(|e| Failure::system("demo server: cannot bind 127.0.0.1:0", e))?;
     let addr = listener
@@ -166,7 +170,7 @@ pub(crate) fn demo_server() -> Result<u8, Failure> {
             Err(e) => {
                 return Err(Failure::new(
                     exit::NOTIFY_FAILED,
-                    format!("demo server: {e}"),
+                    format!("demo server: {}", exit::chain(&e)),
                 ));
             }
         }
@@ -177,9 +181,12 @@ pub(crate) fn demo_server() -> Result<u8, Failure> {
         .name("demo-http".into())
         .spawn(move || serve(&listener))
         .map_err(|e| Failure::system("demo server: cannot start a thread", e))?;
-    parent
-        .ready(&ready)
-        .map_err(|e| Failure::new(exit::NOTIFY_FAILED, format!("demo server: {e}")))?;
+    parent.ready(&ready).map_err(|e| {
+        Failure::new(
+            exit::NOTIFY_FAILED,
+            format!("demo server: {}", exit::chain(&e)),
+        )
+    })?;
     loop {
         match parent.recv() {
             // Dropping the request acknowledges it; the parent then waits

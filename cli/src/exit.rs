@@ -147,3 +147,54 @@ pub(crate) fn open_files_limit() -> Option<(u64, u64)> {
     let r = unsafe { nix::libc::getrlimit(nix::libc::RLIMIT_NOFILE, &mut lim) };
     (r == 0).then_some((lim.rlim_cur, lim.rlim_max))
 }
+
+/// `e` and its causes, as `anyhow` prints them on one line: each
+/// [`source`](std::error::Error::source) after a `": "`. A cause whose text
+/// the message already holds (an error that still repeats its source) is
+/// not printed twice.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain;
+    use std::fmt;
+
+    /// An error that says `prefix`, optionally followed by its cause.
+    #[derive(Debug)]
+    struct Wrap(&'static str, bool, std::io::Error);
+
+    impl fmt::Display for Wrap {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            if self.1 {
+                write!(f, "{}: {}", self.0, self.2)
+            } else {
+                f.write_str(self.0)
+            }
+        }
+    }
+
+    impl std::error::Error for Wrap {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.2)
+        }
+    }
+
+    #[test]
+    fn chain_prints_each_cause_once() {
+        let io = || std::io::Error::other("disk on fire");
+        assert_eq!(chain(&Wrap("outer", false, io())), "outer: disk on fire");
+        assert_eq!(chain(&Wrap("repeats", true, io())), "repeats: disk on fire");
+    }
+}

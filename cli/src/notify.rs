@@ -94,11 +94,15 @@ pub(crate) fn notify(args: NotifyArgs) -> Result<u8, Failure> {
         Err(e @ NotifyError::Channel(_)) => Err(Failure::new(
             exit::NOTIFY_FAILED,
             format!(
-                "notify: {e}. The parent has gone, or readiness was reported already: call \
-                 readyfd notify once."
+                "notify: {}. The parent has gone, or readiness was reported already: call \
+                 readyfd notify once.",
+                exit::chain(&e)
             ),
         )),
-        Err(e) => Err(Failure::new(exit::NOTIFY_FAILED, format!("notify: {e}"))),
+        Err(e) => Err(Failure::new(
+            exit::NOTIFY_FAILED,
+            format!("notify: {}", exit::chain(&e)),
+        )),
     }
 }
 

@@ -580,7 +580,10 @@ impl<'a> Supervisor<'a> {
             ),
             other => Failure::new(
                 exit::INTERNAL,
-                format!("waiting for {name} to be ready failed: {other}; stopped it: {how}"),
+                format!(
+                    "waiting for {name} to be ready failed: {}; stopped it: {how}",
+                    exit::chain(&other)
+                ),
             ),
         }
     }
@@ -1328,7 +1331,7 @@ fn spawn_failure(e: SpawnError, launch: &Launch) -> Failure {
         }
         other => Failure::new(
             exit::SYSTEM,
-            format!("cannot start {}: {other}", launch.name),
+            format!("cannot start {}: {}", launch.name, exit::chain(&other)),
         ),
     }
 }

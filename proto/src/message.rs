@@ -179,6 +179,24 @@ impl FromStr for Address {
     }
 }
 
+impl Address {
+    /// The socket address of a TCP or UDP address, by value; `None` for a
+    /// Unix path or text.
+    ///
+    /// ```
+    /// use readyfd_proto::Address;
+    /// let a: Address = "127.0.0.1:8080".parse().unwrap();
+    /// assert_eq!(a.as_socket_addr().map(|a| a.port()), Some(8080));
+    /// assert_eq!(Address::Unix("/run/app.sock".into()).as_socket_addr(), None);
+    /// ```
+    pub fn as_socket_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Address::Tcp(a) | Address::Udp(a) => Some(*a),
+            Address::Unix(_) | Address::Text(_) => None,
+        }
+    }
+}
+
 impl From<SocketAddr> for Address {
     /// A TCP address.
     fn from(a: SocketAddr) -> Self {
@@ -200,7 +218,10 @@ pub struct Endpoint {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ready {
     /// The pid the child claims as its main process (a wrapper such as
-    /// `sh -c` may report another pid than the one spawned).
+    /// `sh -c` may report another pid than the one spawned). `0`, as
+    /// [`Ready::default`] leaves it, means "not said": this crate does no
+    /// system calls, so the sending side fills in its own pid before it
+    /// encodes (see [`Ready::with_sender_pid`]).
     pub pid: u32,
     /// Where the child can be reached, in the child's order.
     #[serde(deserialize_with = "deserialize_endpoints")]
@@ -242,6 +263,37 @@ impl Ready {
             .iter()
             .find(|e| e.name == name)
             .map(|e| &e.address)
+    }
+
+    /// The TCP or UDP socket address named `name`, by value: `None` when
+    /// there is no such name, or it names a Unix path or text.
+    ///
+    /// ```
+    /// use readyfd_proto::Ready;
+    /// let ready = Ready::new(4122).address("http", std::net::SocketAddr::from(([127, 0, 0, 1], 8080)));
+    /// assert_eq!(ready.socket_addr("http").map(|a| a.port()), Some(8080));
+    /// assert_eq!(ready.socket_addr("grpc"), None);
+    /// ```
+    pub fn socket_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.get(name).and_then(Address::as_socket_addr)
+    }
+
+    /// This `Ready` with `pid` as its pid when it names none (pid `0`, as
+    /// [`Ready::default`] leaves it); a pid already set is kept. The
+    /// sending side calls it with its own pid, so that a child that
+    /// said nothing is reported as itself, never as pid 0.
+    ///
+    /// ```
+    /// use readyfd_proto::Ready;
+    /// assert_eq!(Ready::default().with_sender_pid(4122).pid, 4122);
+    /// assert_eq!(Ready::new(7).with_sender_pid(4122).pid, 7);
+    /// ```
+    #[must_use]
+    pub fn with_sender_pid(mut self, pid: u32) -> Self {
+        if self.pid == 0 {
+            self.pid = pid;
+        }
+        self
     }
 }
 
