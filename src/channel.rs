@@ -619,7 +619,9 @@ impl Channel {
     /// [`ChannelError::NotAllowed`] from a parent or a second time;
     /// [`ChannelError::Closed`] when the parent has gone.
     pub fn ready(&self, ready: &Ready) -> Result<(), ChannelError> {
-        self.send(None, |st| st.core.session.send_ready(ready))
+        // A pid of 0 means "this process".
+        let ready = ready.clone().with_sender_pid(std::process::id());
+        self.send(None, |st| st.core.session.send_ready(&ready))
     }
 
     /// Child: sends a status line (shown by `readyfd run` while it waits, and

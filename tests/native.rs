@@ -509,3 +509,15 @@ fn a_byte_bound_on_the_incoming_queue_loses_nothing() {
     });
     child.stop(BOUND).unwrap();
 }
+
+/// `Ready::default()` says pid 0, "this process": the child's library
+/// sends its own pid (it used to send 0, and `readyfd run --json` showed
+/// `"main_pid": 0`).
+#[test]
+fn a_default_ready_names_the_child_itself() {
+    let mut child = spawn("ready-default");
+    let r = child.wait_ready(BOUND).unwrap().clone();
+    assert_eq!(r.ready.pid, child.id());
+    assert_eq!(r.pid_mismatch(), None);
+    child.stop(BOUND).unwrap();
+}

@@ -402,7 +402,9 @@ impl Channel {
     /// [`ChannelError::NotAllowed`] from a parent or a second time;
     /// [`ChannelError::Closed`] when the parent has gone.
     pub async fn ready(&self, ready: &Ready) -> Result<(), ChannelError> {
-        self.send_with(|st| Ok(st.core.session.send_ready(ready)?))
+        // A pid of 0 means "this process".
+        let ready = ready.clone().with_sender_pid(std::process::id());
+        self.send_with(|st| Ok(st.core.session.send_ready(&ready)?))
             .await
     }
 

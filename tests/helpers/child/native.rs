@@ -56,6 +56,12 @@ pub(crate) fn run(role: &str, args: &[String]) {
                 .unwrap();
             serve(&p);
         }
+        // `Ready::default()`: pid 0, which the library fills in.
+        "ready-default" => {
+            let p = parent();
+            p.ready(&Ready::default()).unwrap();
+            serve(&p);
+        }
         // Send status lines, then exit with the given code before ready.
         "exit" => {
             let p = parent();
