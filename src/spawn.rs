@@ -119,9 +119,10 @@ impl ReadyCommand {
         // The command holds the pre_exec hook with our fd number: drop it
         // before anything else can reuse that number.
         drop(cmd);
+        let ours = prepared.into_ours();
         let child = spawn_result.map_err(|source| SpawnError::Start { program, source })?;
         let pid = child.id();
-        let (waiter, pidfd) = match finish_spawn(prepared, pid, options) {
+        let (waiter, pidfd) = match finish_spawn(ours, pid, options) {
             Ok(x) => x,
             Err(source) => {
                 let mut child = child;
@@ -244,7 +245,32 @@ pub(crate) enum Prepared {
     },
 }
 
+/// Our side of a protocol's channel, once our copy of the child's end is
+/// closed (shared by the blocking and the async `spawn`).
+pub(crate) enum Ours {
+    Native(OwnedFd),
+    Pipe(pipe::PipeWaiter),
+    Systemd(systemd::NotifyReceiver),
+}
+
 impl Prepared {
+    /// Closes our copy of the child's end and keeps our side. Call it as
+    /// soon as the child runs (or failed to start): until then the child's
+    /// close cannot be seen as the end of the channel.
+    pub(crate) fn into_ours(self) -> Ours {
+        match self {
+            Prepared::Native { ours, theirs } => {
+                drop(theirs);
+                Ours::Native(ours)
+            }
+            Prepared::Pipe { waiter, theirs } => {
+                drop(theirs);
+                Ours::Pipe(waiter)
+            }
+            Prepared::Systemd { receiver } => Ours::Systemd(receiver),
+        }
+    }
+
     fn child_end_mut(&mut self) -> Option<&mut OwnedFd> {
         match self {
             Prepared::Native { theirs, .. } | Prepared::Pipe { theirs, .. } => Some(theirs),
@@ -253,25 +279,16 @@ impl Prepared {
     }
 }
 
-/// Closes our copy of the child's end (by dropping it) and sets up the
-/// watching side.
-fn finish_spawn(
-    prepared: Prepared,
-    pid: u32,
-    options: ChannelOptions,
-) -> io::Result<(Waiter, OwnedFd)> {
+/// Sets up the watching side of a spawned child.
+fn finish_spawn(ours: Ours, pid: u32, options: ChannelOptions) -> io::Result<(Waiter, OwnedFd)> {
     let pidfd = sys::pidfd_open(pid)?;
-    let waiter = match prepared {
-        Prepared::Native { ours, theirs } => {
-            drop(theirs);
+    let waiter = match ours {
+        Ours::Native(sock) => {
             let watch = pidfd.try_clone()?;
-            Waiter::Native(Channel::start(ours, Role::Parent, Some(watch), options)?)
+            Waiter::Native(Channel::start(sock, Role::Parent, Some(watch), options)?)
         }
-        Prepared::Pipe { waiter, theirs } => {
-            drop(theirs);
-            Waiter::Pipe(waiter)
-        }
-        Prepared::Systemd { receiver } => Waiter::Systemd(receiver),
+        Ours::Pipe(waiter) => Waiter::Pipe(waiter),
+        Ours::Systemd(receiver) => Waiter::Systemd(receiver),
     };
     Ok((waiter, pidfd))
 }

@@ -25,7 +25,7 @@ use crate::core::ChannelOptions;
 use crate::error::{ReadyError, SpawnError};
 use crate::pipe::PipeWaiter;
 use crate::protocol::{DEFAULT_FD, Protocol};
-use crate::spawn::{Prepared, prepare, set_up_process};
+use crate::spawn::{Ours, prepare, set_up_process};
 use crate::sys::{self, ProcStat};
 use crate::systemd::{NotifyReceiver, NotifyState, StoredFd};
 use crate::verdict::{
@@ -145,17 +145,7 @@ impl ReadyCommand {
         // copy of the child's end must go before anything else can inherit
         // it or the child's close can be missed.
         drop(cmd);
-        let ours = match prepared {
-            Prepared::Native { ours, theirs } => {
-                drop(theirs);
-                Ours::Native(ours)
-            }
-            Prepared::Pipe { waiter, theirs } => {
-                drop(theirs);
-                Ours::Pipe(waiter)
-            }
-            Prepared::Systemd { receiver } => Ours::Systemd(receiver),
-        };
+        let ours = prepared.into_ours();
         let mut child = spawn_result.map_err(|source| SpawnError::Start { program, source })?;
         let pid = child.id().expect("a child that was just spawned has a pid");
         let (waiter, pidfd) = match watch(ours, pid, options) {
@@ -183,13 +173,6 @@ impl ReadyCommand {
             group: process_group,
         })
     }
-}
-
-/// Our side of a protocol's channel, once the child's end is closed.
-enum Ours {
-    Native(OwnedFd),
-    Pipe(PipeWaiter),
-    Systemd(NotifyReceiver),
 }
 
 /// Sets up the watching side: the child's pidfd, and the native channel
