@@ -316,7 +316,7 @@ fn no_false_ready_from_1000_concurrent_spawns_tokio() {
 fn request_timeout_holds_under_a_flood() {
     let mut cmd = Command::new(CHILD);
     cmd.arg("v-flood");
-    let mut child = ReadyCommand::new(cmd).spawn().unwrap();
+    let mut child = ReadyCommand::new(cmd).kill_on_drop(true).spawn().unwrap();
     let ch = child.channel().unwrap();
     let t0 = Instant::now();
     let r = ch.request_timeout::<_, String>(&"anything", SHORT);
@@ -332,7 +332,10 @@ fn request_timeout_holds_under_a_flood_tokio() {
     rt.block_on(async {
         let mut cmd = Command::new(CHILD);
         cmd.arg("v-flood");
-        let mut child = readyfd::tokio::ReadyCommand::new(cmd).spawn().unwrap();
+        let mut child = readyfd::tokio::ReadyCommand::new(cmd)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
         let ch = child.channel().unwrap();
         let t0 = Instant::now();
         let r = ch.request_timeout::<_, String>(&"anything", SHORT).await;
@@ -351,7 +354,7 @@ fn request_timeout_holds_under_a_flood_tokio() {
 fn request_timeout_holds_under_a_trickle() {
     let mut cmd = Command::new(CHILD);
     cmd.arg("v-trickle");
-    let mut child = ReadyCommand::new(cmd).spawn().unwrap();
+    let mut child = ReadyCommand::new(cmd).kill_on_drop(true).spawn().unwrap();
     let ch = child.channel().unwrap();
     for _ in 0..5 {
         let t0 = Instant::now();
