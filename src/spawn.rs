@@ -40,18 +40,8 @@ use crate::{pipe, systemd};
 #[derive(Debug)]
 pub struct ReadyCommand {
     cmd: Command,
-    protocol: Protocol,
-    fd: RawFd,
-    options: ChannelOptions,
-    on_timeout: OnTimeout,
-    /// Whether a sender reparented to us counts (systemd only).
-    adopted: bool,
-    /// Kill (group too) and reap on drop.
-    kill_on_drop: bool,
-    /// The child leads a process group of its own.
-    process_group: bool,
-    /// `PR_SET_PDEATHSIG` for the child.
-    parent_death_signal: Option<i32>,
+    /// How to spawn and watch it (shared with the other API's builder).
+    spec: Spec,
 }
 
 /// Adds [`readyfd`](CommandExt::readyfd) to [`Command`].
@@ -75,14 +65,7 @@ impl ReadyCommand {
     pub fn new(cmd: Command) -> Self {
         ReadyCommand {
             cmd,
-            protocol: Protocol::Native,
-            fd: DEFAULT_FD,
-            options: ChannelOptions::default(),
-            on_timeout: OnTimeout::Kill,
-            adopted: false,
-            kill_on_drop: false,
-            process_group: false,
-            parent_death_signal: None,
+            spec: Spec::default(),
         }
     }
 
@@ -100,19 +83,16 @@ impl ReadyCommand {
     /// [`SpawnError::Start`] when the program cannot be started,
     /// [`SpawnError::Watch`] when the child cannot be watched.
     pub fn spawn(self) -> Result<ReadyChild, SpawnError> {
-        let ReadyCommand {
-            mut cmd,
+        let ReadyCommand { mut cmd, spec } = self;
+        let Spec {
             protocol,
-            fd,
             options,
             on_timeout,
-            adopted,
             kill_on_drop,
             process_group,
-            parent_death_signal,
-        } = self;
-        let prepared = prepare(&mut cmd, protocol, fd, adopted)?;
-        set_up_process(&mut cmd, process_group, parent_death_signal);
+            ..
+        } = spec;
+        let prepared = prepare(&mut cmd, &spec)?;
         let program = cmd.get_program().to_string_lossy().into_owned();
         let spawned_at = Instant::now();
         let spawn_result = cmd.spawn();
@@ -154,12 +134,16 @@ impl ReadyCommand {
 /// other protocols' variables removed, this one's set, and the `pre_exec`
 /// hook that places the child's end (shared by the blocking and the async
 /// `spawn`).
-pub(crate) fn prepare(
-    cmd: &mut Command,
-    protocol: Protocol,
-    fd: RawFd,
-    adopted: bool,
-) -> Result<Prepared, SpawnError> {
+pub(crate) fn prepare(cmd: &mut Command, spec: &Spec) -> Result<Prepared, SpawnError> {
+    let Spec {
+        protocol,
+        fd,
+        adopted,
+        process_group,
+        parent_death_signal,
+        ..
+    } = *spec;
+    set_up_process(cmd, process_group, parent_death_signal);
     if fd < 3 && protocol != Protocol::Systemd {
         return Err(SpawnError::ReservedFd(fd));
     }
@@ -243,6 +227,39 @@ pub(crate) enum Prepared {
     Systemd {
         receiver: systemd::NotifyReceiver,
     },
+}
+
+/// What the builder of either API says about how to spawn and watch the
+/// child: everything but the command itself.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Spec {
+    pub(crate) protocol: Protocol,
+    pub(crate) fd: RawFd,
+    pub(crate) options: ChannelOptions,
+    pub(crate) on_timeout: OnTimeout,
+    /// Whether a sender reparented to us counts (systemd only).
+    pub(crate) adopted: bool,
+    /// Kill (group too) and reap on drop.
+    pub(crate) kill_on_drop: bool,
+    /// The child leads a process group of its own.
+    pub(crate) process_group: bool,
+    /// `PR_SET_PDEATHSIG` for the child.
+    pub(crate) parent_death_signal: Option<i32>,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            protocol: Protocol::Native,
+            fd: DEFAULT_FD,
+            options: ChannelOptions::default(),
+            on_timeout: OnTimeout::Kill,
+            adopted: false,
+            kill_on_drop: false,
+            process_group: false,
+            parent_death_signal: None,
+        }
+    }
 }
 
 /// Our side of a protocol's channel, once our copy of the child's end is
@@ -684,7 +701,7 @@ macro_rules! ready_command_setters {
             /// The protocol to offer (default [`Protocol::Native`](crate::Protocol::Native)).
             #[must_use]
             pub fn protocol(mut self, protocol: crate::Protocol) -> Self {
-                self.protocol = protocol;
+                self.spec.protocol = protocol;
                 self
             }
 
@@ -693,14 +710,14 @@ macro_rules! ready_command_setters {
             /// limit (`ulimit -n`).
             #[must_use]
             pub fn fd(mut self, fd: std::os::fd::RawFd) -> Self {
-                self.fd = fd;
+                self.spec.fd = fd;
                 self
             }
 
             /// Options of the native channel.
             #[must_use]
             pub fn channel_options(mut self, options: crate::ChannelOptions) -> Self {
-                self.options = options;
+                self.spec.options = options;
                 self
             }
 
@@ -713,7 +730,7 @@ macro_rules! ready_command_setters {
             /// is; default off.
             #[must_use]
             pub fn accept_adopted(mut self, accept: bool) -> Self {
-                self.adopted = accept;
+                self.spec.adopted = accept;
                 self
             }
 
@@ -725,7 +742,7 @@ macro_rules! ready_command_setters {
             /// leaves the child running.
             #[must_use]
             pub fn kill_on_drop(mut self, kill: bool) -> Self {
-                self.kill_on_drop = kill;
+                self.spec.kill_on_drop = kill;
                 self
             }
 
@@ -738,7 +755,7 @@ macro_rules! ready_command_setters {
             /// directly. Default off.
             #[must_use]
             pub fn process_group(mut self, group: bool) -> Self {
-                self.process_group = group;
+                self.spec.process_group = group;
                 self
             }
 
@@ -758,7 +775,7 @@ macro_rules! ready_command_setters {
             /// signal.
             #[must_use]
             pub fn parent_death_signal(mut self, signal: i32) -> Self {
-                self.parent_death_signal = Some(signal);
+                self.spec.parent_death_signal = Some(signal);
                 self
             }
 
@@ -766,7 +783,7 @@ macro_rules! ready_command_setters {
             /// [`OnTimeout::Kill`](crate::OnTimeout::Kill)).
             #[must_use]
             pub fn on_timeout(mut self, on_timeout: crate::OnTimeout) -> Self {
-                self.on_timeout = on_timeout;
+                self.spec.on_timeout = on_timeout;
                 self
             }
 

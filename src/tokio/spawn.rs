@@ -24,8 +24,8 @@ use super::channel::Channel;
 use crate::core::ChannelOptions;
 use crate::error::{ReadyError, SpawnError};
 use crate::pipe::PipeWaiter;
-use crate::protocol::{DEFAULT_FD, Protocol};
-use crate::spawn::{Ours, prepare, set_up_process};
+use crate::protocol::Protocol;
+use crate::spawn::{Ours, Spec, prepare};
 use crate::sys::{self, ProcStat};
 use crate::systemd::{NotifyReceiver, NotifyState, StoredFd};
 use crate::verdict::{
@@ -54,18 +54,8 @@ use crate::verdict::{
 #[derive(Debug)]
 pub struct ReadyCommand {
     cmd: Command,
-    protocol: Protocol,
-    fd: RawFd,
-    options: ChannelOptions,
-    on_timeout: OnTimeout,
-    /// Whether a sender reparented to us counts (systemd only).
-    adopted: bool,
-    /// Kill (group too) on drop.
-    kill_on_drop: bool,
-    /// The child leads a process group of its own.
-    process_group: bool,
-    /// `PR_SET_PDEATHSIG` for the child.
-    parent_death_signal: Option<i32>,
+    /// How to spawn and watch it (shared with the blocking builder).
+    spec: Spec,
 }
 
 /// Adds [`readyfd`](CommandExt::readyfd) to
@@ -89,14 +79,7 @@ impl ReadyCommand {
     pub fn new(cmd: impl Into<Command>) -> Self {
         ReadyCommand {
             cmd: cmd.into(),
-            protocol: Protocol::Native,
-            fd: DEFAULT_FD,
-            options: ChannelOptions::default(),
-            on_timeout: OnTimeout::Kill,
-            adopted: false,
-            kill_on_drop: false,
-            process_group: false,
-            parent_death_signal: None,
+            spec: Spec::default(),
         }
     }
 
@@ -117,24 +100,21 @@ impl ReadyCommand {
     /// # Panics
     /// Outside a tokio runtime, or in one without I/O and time enabled.
     pub fn spawn(self) -> Result<ReadyChild, SpawnError> {
-        let ReadyCommand {
-            mut cmd,
+        let ReadyCommand { mut cmd, spec } = self;
+        let Spec {
             protocol,
-            fd,
             options,
             on_timeout,
-            adopted,
             kill_on_drop,
             process_group,
-            parent_death_signal,
-        } = self;
+            ..
+        } = spec;
         if ::tokio::runtime::Handle::try_current().is_err() {
             panic!(
                 "readyfd::tokio::ReadyCommand::spawn must be called from within a tokio runtime"
             );
         }
-        let prepared = prepare(cmd.as_std_mut(), protocol, fd, adopted)?;
-        set_up_process(cmd.as_std_mut(), process_group, parent_death_signal);
+        let prepared = prepare(cmd.as_std_mut(), &spec)?;
         if kill_on_drop {
             cmd.kill_on_drop(true);
         }
