@@ -488,6 +488,20 @@ mod tests {
             Box::new(CloseReason::Io(io::ErrorKind::Other, "bad fd".into())),
             false,
         ));
+        // The child side's errors, which live in notify.rs.
+        all.push((
+            Box::new(crate::NotifyError::Channel(ChannelError::Closed(
+                CloseReason::PeerClosed,
+            ))),
+            true,
+        ));
+        all.push((
+            Box::new(crate::NotifyError::Io {
+                protocol: crate::Protocol::Pipe,
+                source: io::Error::from(io::ErrorKind::BrokenPipe),
+            }),
+            true,
+        ));
         all
     }
 

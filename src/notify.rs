@@ -55,12 +55,10 @@ pub enum NotifyError {
     },
     /// The native channel refused the message (the parent has gone, or
     /// `Ready` was already sent).
-    #[error("cannot tell the readyfd parent: {0}")]
+    #[error("cannot tell the readyfd parent")]
     Channel(#[from] ChannelError),
     /// Writing to the pipe or sending the datagram failed.
-    #[error(
-        "cannot notify the parent over the {protocol} protocol: {source} (has the parent gone?)"
-    )]
+    #[error("cannot notify the parent over the {protocol} protocol (has the parent gone?)")]
     Io {
         /// The protocol spoken.
         protocol: Protocol,
@@ -83,9 +81,11 @@ impl From<NotifyError> for io::Error {
     }
 }
 
-/// What [`notify_ready`] told the parent through.
+/// What [`notify_ready`] told the parent through. Dropping a
+/// [`Notified::Native`] closes the channel: keep it.
 #[derive(Debug)]
 #[non_exhaustive]
+#[must_use = "dropping a native Notified closes the channel to the parent"]
 pub enum Notified {
     /// The native channel. Keep it: it carries requests both ways, and
     /// dropping it closes the channel.

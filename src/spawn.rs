@@ -524,13 +524,25 @@ impl ReadyChild {
     }
 
     /// The exit status if the child has exited (reaping it), without
-    /// waiting. After a [`ReadyVia::Closed`] readiness, this is the cheap
+    /// waiting, as [`Child::try_wait`]. After a [`ReadyVia::Closed`] readiness, this is the cheap
     /// way to ask whether the child died right after closing.
     ///
     /// # Errors
     /// When `waitpid` fails.
-    pub fn exit_status(&mut self) -> io::Result<Option<ExitStatus>> {
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         self.child.try_wait()
+    }
+
+    /// The former name of [`try_wait`](Self::try_wait).
+    ///
+    /// # Errors
+    /// As [`try_wait`](Self::try_wait).
+    #[deprecated(
+        since = "0.1.0",
+        note = "use try_wait, as std::process::Child names it"
+    )]
+    pub fn exit_status(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.try_wait()
     }
 
     /// Waits for the child to exit, for at most `timeout`; `Ok(None)` when

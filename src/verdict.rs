@@ -64,7 +64,7 @@ pub enum ReadyVia {
     /// descriptors while still alive (a Python child that raises closes its
     /// socket during interpreter shutdown, before it exits 1) looks exactly
     /// like one that is ready. A parent that relies on it can ask
-    /// [`ReadyChild::exit_status`](crate::ReadyChild::exit_status) (or
+    /// [`ReadyChild::try_wait`](crate::ReadyChild::try_wait) (or
     /// `wait_timeout`) whether the child died right after; `readyfd run`
     /// reports such a death as a failure of the run.
     Closed,

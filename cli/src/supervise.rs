@@ -284,7 +284,7 @@ impl<'a> Supervisor<'a> {
     /// library's handle reaps it.
     fn program_status(&mut self) -> io::Result<Option<ExitStatus>> {
         match (&mut self.child, self.reaped) {
-            (Some(c), _) => c.exit_status(),
+            (Some(c), _) => c.try_wait(),
             (None, Some(s)) => Ok(Some(s)),
             (None, None) => peek_exit(self.pid),
         }
@@ -325,7 +325,7 @@ impl<'a> Supervisor<'a> {
         };
         // Reaped already (by the library, while waiting for readiness):
         // then there is nothing to look at with WNOWAIT.
-        self.reaped = child.exit_status().ok().flatten();
+        self.reaped = child.try_wait().ok().flatten();
         let stop = AtomicBool::new(false);
         let (term, json, pid) = (self.term, self.launch.json, self.pid);
         let name = self.launch.name.clone();
@@ -451,7 +451,7 @@ impl<'a> Supervisor<'a> {
             Ok(Ok(readiness)) => {
                 self.wrapper_before_ready = self
                     .child()
-                    .and_then(|c| c.exit_status())
+                    .and_then(|c| c.try_wait())
                     .is_ok_and(|s| s.is_some_and(|s| s.success()));
                 self.adopt_main(readiness.ready.pid);
                 Ok(readiness)
@@ -666,7 +666,7 @@ impl<'a> Supervisor<'a> {
     pub(crate) fn attach(&mut self) -> io::Result<u8> {
         let status = loop {
             self.serving(|s, _| s.wait_program(None, true, None))?;
-            if let Some(st) = self.child()?.exit_status()? {
+            if let Some(st) = self.child()?.try_wait()? {
                 break st;
             }
         };
@@ -774,7 +774,7 @@ impl<'a> Supervisor<'a> {
                         ended = self
                             .child()
                             .map_err(wait_err)?
-                            .exit_status()
+                            .try_wait()
                             .map_err(wait_err)?;
                     }
                 }
@@ -853,7 +853,7 @@ impl<'a> Supervisor<'a> {
             (false, None) => StopVia::AlreadyExited,
         };
         self.refresh_main();
-        let mut status = self.child()?.exit_status()?;
+        let mut status = self.child()?.try_wait()?;
         if status.is_none() && ask_first && self.term_sent.is_none() {
             // A stopped program (SIGSTOP, Ctrl-Z) could not answer: it is
             // continued first, as it would be after SIGTERM.
@@ -909,7 +909,7 @@ impl<'a> Supervisor<'a> {
     /// readyfd meanwhile kills the group.
     fn wait_leader(&mut self, deadline: Option<Instant>) -> io::Result<Option<ExitStatus>> {
         loop {
-            if let Some(s) = self.child()?.exit_status()? {
+            if let Some(s) = self.child()?.try_wait()? {
                 return Ok(Some(s));
             }
             match self.signals.wait(None, deadline)? {
@@ -1041,7 +1041,7 @@ impl Drop for Supervisor<'_> {
     /// left nothing by then, and this does nothing.
     fn drop(&mut self) {
         if let Some(c) = &mut self.child {
-            if matches!(c.exit_status(), Ok(None)) {
+            if matches!(c.try_wait(), Ok(None)) {
                 self.group.signal(Signal::SIGKILL);
                 let _ = c.wait();
             }
