@@ -99,7 +99,6 @@ impl PipeWaiter {
         deadline: Instant,
         watch_exit: bool,
     ) -> Seen {
-        let ignore_exit = !watch_exit;
         loop {
             if let Some(seen) = self.step(pid, false) {
                 return seen;
@@ -111,17 +110,17 @@ impl PipeWaiter {
                 PollFd::new(read, PollFlags::POLLIN),
                 PollFd::new(pidfd, PollFlags::POLLIN),
             ];
-            let watched = if ignore_exit {
-                &mut fds[..1]
-            } else {
+            let watched = if watch_exit {
                 &mut fds[..]
+            } else {
+                &mut fds[..1]
             };
             match sys::poll_until(watched, Some(deadline)) {
                 Err(e) => return Seen::Io(e),
                 Ok(0) => return Seen::Timeout,
                 Ok(_) => {}
             }
-            if !ignore_exit && fds[1].revents().is_some_and(|r| !r.is_empty()) {
+            if watch_exit && fds[1].revents().is_some_and(|r| !r.is_empty()) {
                 // Data first: what the child wrote before it died counts.
                 return self.step(pid, true).unwrap_or(Seen::Exit);
             }

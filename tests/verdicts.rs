@@ -459,12 +459,18 @@ fn without_proc_the_verdict_is_a_clear_error_never_a_wrong_one() {
 /// zombie while other threads live) and then closed the channel: it cannot
 /// be reaped, so the wait times out; the default `OnTimeout::Kill` kills
 /// it, and nothing is left running.
+/// A child whose leader thread exits while another thread closes the
+/// channel (see `v-pthread-exit`).
+fn leader_exits(protocol: Protocol) -> ReadyCommand {
+    let mut cmd = Command::new(CHILD);
+    cmd.arg("v-pthread-exit");
+    ReadyCommand::new(cmd).protocol(protocol)
+}
+
 #[test]
 fn a_wait_that_times_out_while_reaping_kills_the_child() {
     for protocol in [Protocol::Native, Protocol::Pipe] {
-        let mut cmd = Command::new(CHILD);
-        cmd.arg("v-pthread-exit");
-        let mut child = ReadyCommand::new(cmd).protocol(protocol).spawn().unwrap();
+        let mut child = leader_exits(protocol).spawn().unwrap();
         let r = child.wait_ready(Duration::from_secs(1));
         assert!(
             matches!(r, Err(ReadyError::Timeout { killed: true, .. })),
@@ -483,10 +489,7 @@ fn a_wait_that_times_out_while_reaping_kills_the_child() {
 #[test]
 fn a_wait_that_timed_out_while_reaping_resumes() {
     for protocol in [Protocol::Native, Protocol::Pipe] {
-        let mut cmd = Command::new(CHILD);
-        cmd.arg("v-pthread-exit");
-        let mut child = ReadyCommand::new(cmd)
-            .protocol(protocol)
+        let mut child = leader_exits(protocol)
             .on_timeout(OnTimeout::Leave)
             .spawn()
             .unwrap();
