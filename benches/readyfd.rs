@@ -284,8 +284,7 @@ fn fd3() -> std::fs::File {
 }
 
 fn parent_or_exit() -> Parent {
-    // SAFETY: first thing the child does; no other thread runs.
-    match unsafe { Parent::from_env() } {
+    match Parent::from_env() {
         Ok(Some(p)) => p,
         _ => std::process::exit(90),
     }
@@ -315,8 +314,7 @@ fn child_main(role: &str) {
         }
         "notify-ready" => {
             // Whichever protocol the parent offered.
-            // SAFETY: first thing the child does; nothing else owns the fds.
-            let n = unsafe { readyfd::notify_ready(&Ready::new(std::process::id())) };
+            let n = readyfd::notify_ready(&Ready::new(std::process::id()));
             drop(n);
         }
         "latency" => {
@@ -383,8 +381,7 @@ fn child_main(role: &str) {
         "startup" => {
             // A server with `delay` ms of initialisation, then a listener.
             let (port, delay) = (arg(1) as u16, arg(0));
-            // SAFETY: first thing the child does.
-            let parent = unsafe { Parent::from_env() }.ok().flatten();
+            let parent = Parent::from_env().ok().flatten();
             // sleep-ok: this plays the server's own start-up work.
             std::thread::sleep(Duration::from_millis(delay));
             let l = TcpListener::bind(("127.0.0.1", port)).unwrap();

@@ -28,9 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         shutdown: ShutdownPolicy::Deliver,
         ..ChannelOptions::default()
     };
-    // SAFETY: first statement of main: no other thread runs, and nothing
-    // has touched the inherited fd.
-    let parent = unsafe { Parent::from_env_with(options) }?;
+    let parent = Parent::from_env_with(options)?;
 
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;

@@ -38,29 +38,35 @@ impl Parent {
 macro_rules! parent_api {
     ($(#[$panics:meta])*) => {
         impl Parent {
-            /// Takes the channel named by `READYFD` and removes the
-            /// variable, so that grandchildren neither inherit the fd (it
-            /// is made close-on-exec) nor see the variable. `Ok(None)`: not
-            /// spawned by a readyfd parent, which is not an error a server
-            /// must die of.
+            /// Takes the channel the parent passed: the fd `READYFD` names,
+            /// made close-on-exec so that grandchildren do not inherit it.
+            /// `Ok(None)`: not spawned by a readyfd parent, which is not an
+            /// error a server must die of. The environment is left alone
+            /// (so this is safe with other threads running, under a
+            /// multi-thread tokio runtime too); see
+            /// [`from_env_and_unset`](Self::from_env_and_unset) for the
+            /// variant that also removes the variables.
+            ///
+            /// The fd is taken once per process and only if it is the one
+            /// the parent made: it must not be close-on-exec yet (an fd
+            /// that survived `exec` is not; taking it makes it so, and Rust
+            /// opens every other fd close-on-exec), and its identity must
+            /// match `READYFD_INODE` when the parent set it. So a second
+            /// call, or a grandchild that inherited the variables without
+            /// the fd, gets an error and never takes an unrelated fd.
             ///
             /// # Errors
-            /// [`EnvError::Malformed`](crate::EnvError::Malformed) when the
-            /// value is not an fd number,
+            /// [`EnvError::Malformed`](crate::EnvError::Malformed) when a
+            /// value is not an fd number (or an identity),
             /// [`EnvError::BadFd`](crate::EnvError::BadFd) when the fd is
-            /// closed or is not an AF_UNIX stream socket.
-            ///
-            /// # Safety
-            /// Call it early, before other threads run (it changes the
-            /// environment, which is unsound while another thread reads
-            /// it; a multi-thread tokio runtime already runs its workers:
-            /// use [`from_env_readonly`](Self::from_env_readonly) there) and
-            /// before other code may have closed or reused that fd number
-            /// (the fd is taken over).
+            /// closed or is not an AF_UNIX stream socket,
+            /// [`EnvError::NotInherited`](crate::EnvError::NotInherited)
+            /// when it is not the parent's fd,
+            /// [`EnvError::AlreadyTaken`](crate::EnvError::AlreadyTaken)
+            /// when this process took it before.
             $(#[$panics])*
-            pub unsafe fn from_env() -> Result<Option<Parent>, crate::EnvError> {
-                // SAFETY: forwarded to our caller.
-                unsafe { Self::from_env_with(crate::ChannelOptions::default()) }
+            pub fn from_env() -> Result<Option<Parent>, crate::EnvError> {
+                Self::from_env_with(crate::ChannelOptions::default())
             }
 
             /// [`from_env`](Self::from_env) with channel options (for
@@ -68,51 +74,11 @@ macro_rules! parent_api {
             ///
             /// # Errors
             /// As [`from_env`](Self::from_env).
-            ///
-            /// # Safety
-            /// As [`from_env`](Self::from_env).
             $(#[$panics])*
-            pub unsafe fn from_env_with(
+            pub fn from_env_with(
                 options: crate::ChannelOptions,
             ) -> Result<Option<Parent>, crate::EnvError> {
-                // SAFETY: the fd-ownership part is forwarded to our caller.
-                let parent = unsafe { Self::from_env_readonly_with(options)? };
-                // SAFETY: our caller promises no other thread is running.
-                unsafe { std::env::remove_var(crate::READYFD_ENV) };
-                Ok(parent)
-            }
-
-            /// Like [`from_env`](Self::from_env), but leaves the
-            /// environment untouched (the fd is still made close-on-exec).
-            /// For programs that already run threads; they should remove
-            /// `READYFD` from the environment of the commands they spawn.
-            ///
-            /// # Errors
-            /// As [`from_env`](Self::from_env).
-            ///
-            /// # Safety
-            /// Call it before other code may have closed or reused the fd
-            /// number: the fd is taken over.
-            $(#[$panics])*
-            pub unsafe fn from_env_readonly() -> Result<Option<Parent>, crate::EnvError> {
-                // SAFETY: forwarded to our caller.
-                unsafe { Self::from_env_readonly_with(crate::ChannelOptions::default()) }
-            }
-
-            /// [`from_env_readonly`](Self::from_env_readonly) with channel
-            /// options.
-            ///
-            /// # Errors
-            /// As [`from_env`](Self::from_env).
-            ///
-            /// # Safety
-            /// As [`from_env_readonly`](Self::from_env_readonly).
-            $(#[$panics])*
-            pub unsafe fn from_env_readonly_with(
-                options: crate::ChannelOptions,
-            ) -> Result<Option<Parent>, crate::EnvError> {
-                // SAFETY: forwarded to our caller.
-                let Some((fd, owned)) = (unsafe { crate::protocol::take_native()? }) else {
+                let Some((fd, owned)) = crate::protocol::take_native()? else {
                     return Ok(None);
                 };
                 Parent::from_fd_with(owned, options)
@@ -122,6 +88,46 @@ macro_rules! parent_api {
                         fd,
                         why: "could not be used",
                     })
+            }
+
+            /// [`from_env`](Self::from_env), then removes `READYFD` and
+            /// `READYFD_INODE` from the environment, so that the commands
+            /// this process starts do not see them.
+            ///
+            /// # Errors
+            /// As [`from_env`](Self::from_env).
+            ///
+            /// # Safety
+            /// No other thread may read or write the environment meanwhile
+            /// (see [`std::env::remove_var`]): call it at the start of
+            /// `main`, before any thread is started. A multi-thread tokio
+            /// runtime already runs its workers inside `#[tokio::main]`:
+            /// use [`from_env`](Self::from_env) there.
+            $(#[$panics])*
+            pub unsafe fn from_env_and_unset() -> Result<Option<Parent>, crate::EnvError> {
+                // SAFETY: forwarded to our caller.
+                unsafe { Self::from_env_and_unset_with(crate::ChannelOptions::default()) }
+            }
+
+            /// [`from_env_and_unset`](Self::from_env_and_unset) with
+            /// channel options.
+            ///
+            /// # Errors
+            /// As [`from_env`](Self::from_env).
+            ///
+            /// # Safety
+            /// As [`from_env_and_unset`](Self::from_env_and_unset).
+            $(#[$panics])*
+            pub unsafe fn from_env_and_unset_with(
+                options: crate::ChannelOptions,
+            ) -> Result<Option<Parent>, crate::EnvError> {
+                let parent = Self::from_env_with(options)?;
+                for var in [crate::READYFD_ENV, crate::READYFD_INODE_ENV] {
+                    // SAFETY: our caller promises no other thread uses the
+                    // environment meanwhile.
+                    unsafe { std::env::remove_var(var) };
+                }
+                Ok(parent)
             }
 
             /// Starts the channel over an fd the caller already owns (an

@@ -300,6 +300,47 @@ pub enum EnvError {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// The identity the parent put in `READYFD_INODE` (or
+    /// `CHILD_READY_FD_INODE`) is not `<st_dev>:<st_ino>`.
+    #[error("{var}={value:?} is not an fd identity (<st_dev>:<st_ino>, in decimal)")]
+    MalformedIdentity {
+        /// The variable's name.
+        var: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The fd is not the one the parent made: its identity differs from the
+    /// one the parent put in `id_var`. The variables were inherited without
+    /// the fd (a grandchild of the readyfd parent, say), and the fd at that
+    /// number is another one: it is left alone.
+    #[error(
+        "{var}={fd} names fd {fd}, which is not the fd the parent passed ({id_var}={expected}, fd {fd} is {found}): the variables were inherited without the fd, so this process was not offered the channel"
+    )]
+    NotInherited {
+        /// The variable's name.
+        var: &'static str,
+        /// The fd number.
+        fd: RawFd,
+        /// The variable that holds the parent's fd's identity.
+        id_var: &'static str,
+        /// Its value: `<st_dev>:<st_ino>`.
+        expected: String,
+        /// The identity of the fd found at that number.
+        found: String,
+    },
+    /// The fd was already taken by this process (a second `from_env`, say),
+    /// or the number now holds an fd this process opened: it is
+    /// close-on-exec, which an fd inherited across `exec` is not until it is
+    /// taken. Inherited fds are taken once per process.
+    #[error(
+        "{var}={fd} names fd {fd}, which this process has already taken or opened anew (it is close-on-exec): an inherited fd is taken once per process"
+    )]
+    AlreadyTaken {
+        /// The variable's name.
+        var: &'static str,
+        /// The fd number.
+        fd: RawFd,
+    },
 }
 
 /// Plain-words description of an exit status: `exited with status 3`,

@@ -27,8 +27,7 @@
 //! use std::net::TcpListener;
 //! use readyfd::{Parent, Ready};
 //!
-//! // SAFETY: first thing in main, before any thread starts.
-//! let parent = unsafe { Parent::from_env() }?;
+//! let parent = Parent::from_env()?;
 //! let listener = TcpListener::bind("127.0.0.1:0")?;
 //! if let Some(parent) = &parent {
 //!     parent.ready(&Ready::new(std::process::id()).address("http", listener.local_addr()?))?;
@@ -59,8 +58,7 @@
 //!
 //! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
 //! let ready = Ready::new(std::process::id()).address("http", listener.local_addr()?);
-//! // SAFETY: early in main; nothing else uses the inherited fd.
-//! match unsafe { readyfd::notify_ready(&ready) } {
+//! match readyfd::notify_ready(&ready) {
 //!     Ok(_) | Err(NotifyError::NotOffered) => {}
 //!     Err(e) => return Err(e.into()),
 //! }
@@ -148,8 +146,8 @@ pub use error::{
 pub use incoming::{Incoming, IncomingRequest, Notification, ShutdownRequest};
 pub use notify::{Notified, Notifier, NotifyError, notify_ready};
 pub use protocol::{
-    CHILD_READY_FD_ENV, DEFAULT_FD, NOTIFY_SOCKET_ENV, Protocol, READINESS_ENV_VARS, READYFD_ENV,
-    offered_protocol,
+    CHILD_READY_FD_ENV, CHILD_READY_FD_INODE_ENV, DEFAULT_FD, NOTIFY_SOCKET_ENV, Protocol,
+    READINESS_ENV_VARS, READYFD_ENV, READYFD_INODE_ENV, offered_protocol,
 };
 pub use spawn::{CommandExt, ReadyChild, ReadyCommand, spawn};
 pub use systemd::{NotifyState, StoredFd};

@@ -141,30 +141,25 @@ impl Notifier {
     /// Finds the protocol the parent offered (`READYFD`, then
     /// `CHILD_READY_FD`, then `NOTIFY_SOCKET`) and takes over its fd. The
     /// fd is made close-on-exec at once; the environment is not changed.
+    /// The fd is taken once per process, and only if it is the one the
+    /// parent made (see [`Parent::from_env`]).
     ///
     /// # Errors
     /// [`NotifyError::NotOffered`] when no variable is set;
     /// [`NotifyError::Env`] when `READYFD` or `CHILD_READY_FD` is not a
-    /// number or names an fd that is closed or of the wrong kind (the
+    /// number or names an fd that is closed, of the wrong kind (the
     /// native fd must be an AF_UNIX stream socket; the pipe fd a pipe or a
-    /// socket, open for writing); [`NotifyError::BadSocket`] or
-    /// [`NotifyError::Unsupported`] for a `NOTIFY_SOCKET` that is not a
-    /// Unix socket address.
-    ///
-    /// # Safety
-    /// Call it before other code may have closed or reused the fd number
-    /// that `READYFD` or `CHILD_READY_FD` names, and only once: the fd is
-    /// taken over and will be closed by the returned value.
-    pub unsafe fn from_env() -> Result<Notifier, NotifyError> {
-        // SAFETY: forwarded to our caller, who promises the fd is ours.
-        if let Some(parent) = unsafe { Parent::from_env_readonly()? } {
+    /// socket, open for writing), not the parent's, or already taken;
+    /// [`NotifyError::BadSocket`] or [`NotifyError::Unsupported`] for a
+    /// `NOTIFY_SOCKET` that is not a Unix socket address.
+    pub fn from_env() -> Result<Notifier, NotifyError> {
+        if let Some(parent) = Parent::from_env()? {
             return Ok(Notifier {
                 kind: Kind::Native(parent),
             });
         }
         if let Some(fd) = env_fd(CHILD_READY_FD_ENV)? {
-            // SAFETY: forwarded to our caller, who promises the fd is ours.
-            let fd = unsafe { take_pipe_fd(fd)? };
+            let fd = take_pipe_fd(fd)?;
             return Ok(Notifier {
                 kind: Kind::Pipe(PipeEnd(Some(fd))),
             });
@@ -273,8 +268,7 @@ impl Notifier {
 /// let ready = Ready::new(std::process::id())
 ///     .address("http", listener.local_addr()?)
 ///     .status("serving");
-/// // SAFETY: early in main; nothing else uses the inherited fd.
-/// let _keep = match unsafe { readyfd::notify_ready(&ready) } {
+/// let _keep = match readyfd::notify_ready(&ready) {
 ///     Ok(Notified::Native(parent)) => Some(parent), // keep the channel open
 ///     Ok(_) => None,
 ///     Err(NotifyError::NotOffered) => None, // started by hand: fine
@@ -287,13 +281,8 @@ impl Notifier {
 /// # Errors
 /// As [`Notifier::from_env`] and [`Notifier::ready`];
 /// [`NotifyError::NotOffered`] when no protocol is offered.
-///
-/// # Safety
-/// As [`Notifier::from_env`]: call it before other code may have closed or
-/// reused the inherited fd number, and only once.
-pub unsafe fn notify_ready(ready: &Ready) -> Result<Notified, NotifyError> {
-    // SAFETY: forwarded to our caller.
-    unsafe { Notifier::from_env()? }.ready(ready)
+pub fn notify_ready(ready: &Ready) -> Result<Notified, NotifyError> {
+    Notifier::from_env()?.ready(ready)
 }
 
 /// The address in `NOTIFY_SOCKET`: `/path` or `@abstract`.

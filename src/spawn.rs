@@ -171,6 +171,14 @@ pub(crate) fn prepare(cmd: &mut Command, spec: &Spec) -> Result<Prepared, SpawnE
     };
     let mut prepared = prepared;
     if let Some(theirs) = prepared.child_end_mut() {
+        // What the child checks before it takes the fd: so that a process
+        // that inherits the variables without the fd never takes another.
+        let id_var = match protocol {
+            Protocol::Pipe => crate::protocol::CHILD_READY_FD_INODE_ENV,
+            _ => crate::protocol::READYFD_INODE_ENV,
+        };
+        let id = crate::protocol::fd_identity(theirs.as_fd()).map_err(SpawnError::Channel)?;
+        cmd.env(id_var, id);
         // std makes, before the fork, a close-on-exec pipe on which the
         // child reports a failed `exec`; it takes the lowest free numbers,
         // and placing our end over it in the child would send std's report
@@ -814,3 +822,38 @@ macro_rules! ready_command_setters {
     };
 }
 pub(crate) use ready_command_setters;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The child learns the identity of the fd it is given, so that a
+    /// process that inherits the variables without the fd takes nothing.
+    #[test]
+    fn the_child_is_told_its_fds_identity() {
+        for (protocol, var, other) in [
+            (Protocol::Native, "READYFD_INODE", "CHILD_READY_FD_INODE"),
+            (Protocol::Pipe, "CHILD_READY_FD_INODE", "READYFD_INODE"),
+        ] {
+            let mut cmd = Command::new("true");
+            // Inherited from our own parent: must not reach the child.
+            cmd.env(other, "1:2");
+            let spec = Spec {
+                protocol,
+                ..Spec::default()
+            };
+            let mut prepared = prepare(&mut cmd, &spec).unwrap();
+            let theirs = prepared.child_end_mut().unwrap();
+            let want = crate::protocol::fd_identity(theirs.as_fd()).unwrap();
+            let envs: Vec<_> = cmd.get_envs().collect();
+            assert!(
+                envs.contains(&(OsStr::new(var), Some(OsStr::new(&want)))),
+                "{protocol}: {envs:?}"
+            );
+            assert!(
+                envs.contains(&(OsStr::new(other), None)),
+                "{protocol}: {envs:?}"
+            );
+        }
+    }
+}

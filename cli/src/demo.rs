@@ -144,9 +144,7 @@ pub(crate) fn demo_server() -> Result<u8, Failure> {
         shutdown: ShutdownPolicy::Deliver,
         ..ChannelOptions::default()
     };
-    // SAFETY: the first thing this process does: no other thread runs, and
-    // nothing has touched the inherited fd.
-    let parent = unsafe { Parent::from_env_with(options) }.map_err(|e| {
+    let parent = Parent::from_env_with(options).map_err(|e| {
         Failure::new(
             exit::NOTIFY_FAILED,
             format!("demo server: {}", exit::chain(&e)),
@@ -161,8 +159,7 @@ pub(crate) fn demo_server() -> Result<u8, Failure> {
         .address("http", addr)
         .status(format!("serving http://{addr}/"));
     let Some(parent) = parent else {
-        // SAFETY: still the only thread, and the inherited fd is untouched.
-        match unsafe { notify_ready(&ready) } {
+        match notify_ready(&ready) {
             Ok(_) => {}
             Err(NotifyError::NotOffered) => {
                 say!("demo server: listening on http://{addr}/ (Ctrl-C to stop)");

@@ -64,9 +64,7 @@ pub(crate) fn notify(args: NotifyArgs) -> Result<u8, Failure> {
     if let Some(s) = args.status {
         ready = ready.status(s);
     }
-    // SAFETY: readyfd notify does this first, on its only thread, and nothing
-    // else in this process touches the inherited fd.
-    match unsafe { notify_ready(&ready) } {
+    match notify_ready(&ready) {
         Ok(Notified::Systemd) => match barrier(BARRIER_TIMEOUT) {
             Ok(true) => Ok(0),
             Ok(false) => Err(Failure::new(

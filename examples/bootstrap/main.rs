@@ -58,8 +58,7 @@ fn parent() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn child() -> Result<(), Box<dyn std::error::Error>> {
-    // SAFETY: first thing in `main`, before any other thread runs.
-    let parent = unsafe { Parent::from_env()? }.ok_or("not spawned by a readyfd parent")?;
+    let parent = Parent::from_env()?.ok_or("not spawned by a readyfd parent")?;
     let config: Config = parent.request(&Ask::Config)?;
     let password: String = parent.request(&Ask::Secret("db-password".into()))?;
     // A real server would bind `config.listen` and connect with the password.

@@ -47,11 +47,9 @@
 //! use readyfd::Ready;
 //! use readyfd::tokio::{Incoming, Parent};
 //!
-//! #[tokio::main(flavor = "current_thread")]
+//! #[tokio::main] // multi-thread: `from_env` leaves the environment alone
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     // SAFETY: first thing in main; a current_thread runtime runs no
-//!     // other thread.
-//!     let Some(parent) = (unsafe { Parent::from_env() })? else {
+//!     let Some(parent) = Parent::from_env()? else {
 //!         return Ok(()); // not started by readyfd
 //!     };
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -52,8 +52,7 @@ fn main() {
             let ready = Ready::new(std::process::id())
                 .address("http", listener.local_addr().unwrap())
                 .status("serving");
-            // SAFETY: first thing in main; nothing else uses the inherited fd.
-            let notified = match unsafe { readyfd::notify_ready(&ready) } {
+            let notified = match readyfd::notify_ready(&ready) {
                 Ok(n) => n,
                 Err(NotifyError::NotOffered) => {
                     println!("not-offered");
@@ -85,8 +84,7 @@ fn main() {
         "report" => {
             let offered = readyfd::offered_protocol().map_or("none", |p| p.name());
             let ready = Ready::new(std::process::id()).status("reporting");
-            // SAFETY: first thing in main; nothing else uses the inherited fd.
-            match unsafe { readyfd::notify_ready(&ready) } {
+            match readyfd::notify_ready(&ready) {
                 Ok(n) => println!("offered={offered} ok {}", protocol_name(&n)),
                 Err(NotifyError::NotOffered) => println!("offered={offered} not-offered"),
                 Err(e) => println!("offered={offered} error: {e}"),
@@ -95,8 +93,7 @@ fn main() {
         // A status before readiness, through the Notifier, then ready, then
         // wait for stdin to close.
         "status-then-ready" => {
-            // SAFETY: first thing in main; nothing else uses the inherited fd.
-            let notifier = unsafe { Notifier::from_env() }.unwrap();
+            let notifier = Notifier::from_env().unwrap();
             notifier.status("loading\nconfig").unwrap();
             let n = notifier.ready(&Ready::new(0).status("up")).unwrap();
             let mut sink = Vec::new();

@@ -37,9 +37,7 @@ async fn serve(deliver: bool) {
         },
         ..Default::default()
     };
-    // SAFETY: a current_thread runtime runs no other thread, and
-    // nothing else in this process uses the inherited fd.
-    let parent = match unsafe { Parent::from_env_with(options) } {
+    let parent = match Parent::from_env_with(options) {
         Ok(Some(p)) => p,
         Ok(None) => std::process::exit(90),
         Err(e) => {

@@ -43,8 +43,7 @@ fn unknown_role(role: &str) -> ! {
 /// The channel the parent offered; exits 90 if there is none, 91 if it is
 /// unusable.
 fn parent() -> Parent {
-    // SAFETY: the first thing a role does, no other thread is running yet.
-    match unsafe { Parent::from_env() } {
+    match Parent::from_env() {
         Ok(Some(p)) => p,
         Ok(None) => {
             eprintln!("test child: not spawned by readyfd");

@@ -22,8 +22,7 @@ pub(crate) fn run(role: &str, args: &[String]) {
                     shutdown: readyfd::ShutdownPolicy::Deliver,
                     ..Default::default()
                 };
-                // SAFETY: first thing in main, no other thread is running yet.
-                unsafe { Parent::from_env_with(opts) }.unwrap().unwrap()
+                Parent::from_env_with(opts).unwrap().unwrap()
             };
             let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let ready = Ready::new(std::process::id())
@@ -157,10 +156,40 @@ pub(crate) fn run(role: &str, args: &[String]) {
             std::process::exit(0);
         }
         // Report what Parent::from_env makes of the environment we got.
-        "env-check" => {
-            // SAFETY: first thing in main, no other thread is running yet.
-            match unsafe { Parent::from_env() } {
-                Ok(Some(_)) => print!("ok READYFD={:?}", std::env::var("READYFD").ok()),
+        // A second call must not take the fd again.
+        "env-check" => match Parent::from_env() {
+            Ok(Some(_)) => {
+                let again = match Parent::from_env() {
+                    Ok(Some(_)) => "taken twice".to_string(),
+                    Ok(None) => "none".to_string(),
+                    Err(e) => format!("error: {e}"),
+                };
+                print!(
+                    "ok READYFD={:?} again: {again}",
+                    std::env::var("READYFD").ok()
+                )
+            }
+            Ok(None) => print!("none"),
+            Err(e) => print!("error: {e}"),
+        },
+        // The pipe's counterpart of env-check.
+        "pipe-env-check" => {
+            let show = |r: Result<readyfd::Notifier, readyfd::NotifyError>| match r {
+                Ok(n) => format!("ok {}", n.protocol()),
+                Err(e) => format!("error: {e}"),
+            };
+            let first = readyfd::Notifier::from_env();
+            let again = show(readyfd::Notifier::from_env());
+            print!("{} again: {again}", show(first));
+        }
+        // The same after the inherited fd 3 was closed and this process
+        // opened another fd (close-on-exec, as Rust opens them) at 3.
+        "env-check-reopened" => {
+            nix::unistd::close(3).expect("fd 3 is open");
+            let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+            assert_eq!(std::os::fd::AsRawFd::as_raw_fd(&a), 3, "fd 3 reused");
+            match Parent::from_env() {
+                Ok(Some(_)) => print!("took fd 3"),
                 Ok(None) => print!("none"),
                 Err(e) => print!("error: {e}"),
             }

@@ -21,8 +21,7 @@ fn ready() -> Ready {
 }
 
 fn notifier() -> Notifier {
-    // SAFETY: first thing the role does; nothing else uses the fd.
-    unsafe { Notifier::from_env() }.expect("a readiness protocol is offered")
+    Notifier::from_env().expect("a readiness protocol is offered")
 }
 
 /// The inherited native or pipe fd, raw (no protocol spoken).
