@@ -75,7 +75,8 @@ fn a_parent_written_like_the_article_gets_our_address() {
         assert_eq!(
             report_of(addr),
             format!(
-                "protocol=pipe fd={fd}:closed READYFD=unset CHILD_READY_FD={fd} NOTIFY_SOCKET=unset"
+                "protocol=pipe fd={fd}:closed READYFD=unset CHILD_READY_FD={fd} NOTIFY_SOCKET=unset \
+                 READYFD_INODE=unset CHILD_READY_FD_INODE=unset"
             ),
             "the fd is closed (that is what ends ReadAll), the environment untouched"
         );
@@ -179,9 +180,19 @@ fn a_readyfd_native_parent_gets_the_whole_ready_and_keeps_the_channel() {
     let Some(Address::Tcp(addr)) = r.ready.get("http") else {
         panic!("{:?}", r.ready)
     };
+    // The parent named the socket it passed: the child took that one.
+    let report = report_of(&addr.to_string());
+    let (head, inode) = report.split_once(" READYFD_INODE=").unwrap();
     assert_eq!(
-        report_of(&addr.to_string()),
+        head,
         "protocol=native fd=3:open READYFD=3 CHILD_READY_FD=unset NOTIFY_SOCKET=unset"
+    );
+    let (inode, rest) = inode.split_once(' ').unwrap();
+    assert_eq!(rest, "CHILD_READY_FD_INODE=unset");
+    let (dev, ino) = inode.split_once(':').unwrap();
+    assert!(
+        dev.parse::<u64>().is_ok() && ino.parse::<u64>().is_ok(),
+        "{inode}"
     );
     // Notified::Native kept the channel open: it still answers.
     child.channel().unwrap().ping(BOUND).unwrap();

@@ -109,7 +109,7 @@ pub(crate) fn run(role: &str, args: &[String]) {
                 .unwrap();
             serve(&p);
         }
-        // Print our open fds and whether READYFD is set.
+        // Print our open fds, whether READYFD is set and what from_env does.
         "inspect" => {
             let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
                 .unwrap()
@@ -123,7 +123,12 @@ pub(crate) fn run(role: &str, args: &[String]) {
                 .collect();
             fds.sort();
             let env = std::env::var("READYFD").unwrap_or_else(|_| "unset".into());
-            print!("fds={} READYFD={}", fds.join(","), env);
+            let took = match Parent::from_env() {
+                Ok(Some(_)) => "took a channel".to_string(),
+                Ok(None) => "none".to_string(),
+                Err(e) => format!("error: {e}"),
+            };
+            print!("fds={} READYFD={} from_env={took}", fds.join(","), env);
         }
         // Ready, then exit as soon as the parent goes away (the recipe).
         "watch-parent" => {
