@@ -19,6 +19,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use readyfd::{Incoming, Parent, Protocol, Ready, ReadyCommand};
@@ -38,11 +39,27 @@ struct Entry {
     baseline: String,
     baseline_value: f64,
     target: Option<&'static str>,
+    /// The ratio of each repetition (one unless repeated): the reported
+    /// ratio is their median.
+    ratios: Vec<f64>,
+    /// Where the two processes ran, for the small-message measures.
+    placement: Option<&'static str>,
 }
 
 impl Entry {
     fn ratio(&self) -> f64 {
-        self.ours / self.baseline_value
+        median_f64(&self.ratios)
+    }
+
+    fn ratio_min(&self) -> f64 {
+        self.ratios.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+
+    fn ratio_max(&self) -> f64 {
+        self.ratios
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max)
     }
 
     fn met(&self) -> Option<bool> {
@@ -73,21 +90,52 @@ impl Suite {
         baseline_value: f64,
         target: Option<&'static str>,
     ) {
+        self.add_runs(
+            name,
+            unit,
+            &[(ours, baseline_value)],
+            baseline,
+            target,
+            None,
+        );
+    }
+
+    /// One entry from repeated runs, each `(ours, baseline)` measured
+    /// interleaved: the values are the runs' medians, the ratio the median
+    /// of the runs' ratios, with their minimum and maximum.
+    fn add_runs(
+        &mut self,
+        name: impl Into<String>,
+        unit: &'static str,
+        runs: &[(f64, f64)],
+        baseline: impl Into<String>,
+        target: Option<&'static str>,
+        placement: Option<&'static str>,
+    ) {
+        let ours: Vec<f64> = runs.iter().map(|r| r.0).collect();
+        let base: Vec<f64> = runs.iter().map(|r| r.1).collect();
         let e = Entry {
             name: name.into(),
             unit,
-            ours,
+            ours: median_f64(&ours),
             baseline: baseline.into(),
-            baseline_value,
+            baseline_value: median_f64(&base),
             target,
+            ratios: runs.iter().map(|(a, b)| a / b).collect(),
+            placement,
         };
         let verdict = match e.met() {
             Some(true) => "met",
             Some(false) => "MISSED",
             None => "",
         };
+        let spread = if e.ratios.len() > 1 {
+            format!(" ({:.2}-{:.2})", e.ratio_min(), e.ratio_max())
+        } else {
+            String::new()
+        };
         println!(
-            "{:<26} {:>12} {:<6} | {:>12} {:<6} {:<44} | {:>7.3} {:<7} {}",
+            "{:<34} {:>12} {:<6} | {:>12} {:<6} {:<44} | {:>7.3}{} {:<7} {}",
             e.name,
             fmt(e.ours),
             e.unit,
@@ -95,6 +143,7 @@ impl Suite {
             e.unit,
             e.baseline,
             e.ratio(),
+            spread,
             e.target.unwrap_or(""),
             verdict
         );
@@ -113,6 +162,10 @@ impl Suite {
                     "baseline": e.baseline,
                     "baseline_value": e.baseline_value,
                     "ratio": e.ratio(),
+                    "ratio_min": e.ratio_min(),
+                    "ratio_max": e.ratio_max(),
+                    "runs": e.ratios.len(),
+                    "placement": e.placement,
                     "target": e.target,
                 })
             })
@@ -163,6 +216,12 @@ fn machine() -> serde_json::Value {
         "kernel": kernel.trim(),
         "memory_gib": mem / (1024 * 1024),
     })
+}
+
+fn median_f64(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -241,9 +300,95 @@ fn reset_peak_rss() {
 // Children
 // ---------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------
+// Placement: which CPUs the two processes run on
+// ---------------------------------------------------------------------------
+
+/// The CPU the children of [`me`] pin themselves to (`usize::MAX`: none).
+static CHILD_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// The variable that tells a child which CPU to pin itself to.
+const CPU_ENV: &str = "READYFD_BENCH_CPU";
+
+/// Where the parent and its children run for the small-message measures:
+/// whether the two share a CPU decides what a wake-up costs (on one CPU a
+/// wake-up is a context switch; across two it is an inter-processor
+/// interrupt, or nothing if the other side is spinning).
+#[derive(Clone, Copy)]
+struct Placement {
+    name: &'static str,
+    parent: usize,
+    child: usize,
+}
+
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: an all-zero cpu_set_t is the empty set, a valid value for
+    // sched_getaffinity to fill; CPU_ISSET only reads it.
+    unsafe {
+        let mut set: nix::libc::cpu_set_t = std::mem::zeroed();
+        if nix::libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) != 0 {
+            return vec![0];
+        }
+        (0..nix::libc::CPU_SETSIZE as usize)
+            .filter(|&c| nix::libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// Pins the calling thread (and the threads it starts later) to `cpus`.
+fn pin(cpus: &[usize]) {
+    // SAFETY: as in `allowed_cpus`; CPU_SET writes inside the set.
+    unsafe {
+        let mut set: nix::libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            nix::libc::CPU_SET(c, &mut set);
+        }
+        let r = nix::libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
+        assert_eq!(
+            r,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Both on one CPU, and on two different CPUs when there are two.
+fn placements(cpus: &[usize]) -> Vec<Placement> {
+    let mut v = vec![Placement {
+        name: "same_cpu",
+        parent: cpus[0],
+        child: cpus[0],
+    }];
+    if let Some(&other) = cpus.get(1) {
+        v.push(Placement {
+            name: "cross_cpu",
+            parent: cpus[0],
+            child: other,
+        });
+    }
+    v
+}
+
+/// Runs `f` with this thread pinned as `p` says and the children of [`me`]
+/// pinned likewise, then unpins.
+fn placed<T>(p: Placement, all: &[usize], f: impl FnOnce() -> T) -> T {
+    pin(&[p.parent]);
+    CHILD_CPU.store(p.child, Ordering::SeqCst);
+    let out = f();
+    CHILD_CPU.store(usize::MAX, Ordering::SeqCst);
+    pin(all);
+    out
+}
+
 fn me(role: &str) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.env(ROLE_ENV, role);
+    match CHILD_CPU.load(Ordering::SeqCst) {
+        usize::MAX => cmd.env_remove(CPU_ENV),
+        cpu => cmd.env(CPU_ENV, cpu.to_string()),
+    };
     cmd
 }
 
@@ -296,6 +441,9 @@ fn wait_go() {
 }
 
 fn child_main(role: &str) {
+    if let Some(cpu) = std::env::var(CPU_ENV).ok().and_then(|c| c.parse().ok()) {
+        pin(&[cpu]);
+    }
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize| -> u64 {
         args.iter()
@@ -435,9 +583,34 @@ fn child_main(role: &str) {
 // Measures
 // ---------------------------------------------------------------------------
 
-/// 1. From the child's ready call to the parent's return.
+/// How many times each small-message measure is repeated per placement.
+const REPEATS: usize = 3;
+
+/// 1. From the child's ready call to the parent's return, in each
+///    placement.
 fn ready_latency(s: &mut Suite) {
     let samples = if s.quick { 25 } else { 200 };
+    let all = allowed_cpus();
+    for p in placements(&all) {
+        let runs: Vec<(f64, f64)> = (0..REPEATS)
+            .map(|_| {
+                let (a, b) = placed(p, &all, || ready_latency_run(samples));
+                (us(a), us(b))
+            })
+            .collect();
+        s.add_runs(
+            format!("ready_latency_{}", p.name),
+            "us",
+            &runs,
+            "raw socketpair one-way wakeup",
+            Some("<= 1.25"),
+            Some(p.name),
+        );
+    }
+}
+
+/// Medians of `samples` ready latencies, ours and raw, interleaved.
+fn ready_latency_run(samples: usize) -> (Duration, Duration) {
     let ours = || {
         let mut child = ReadyCommand::new({
             let mut c = me("latency");
@@ -478,15 +651,7 @@ fn ready_latency(s: &mut Suite) {
         child.wait().unwrap();
         Duration::from_nanos(t1.saturating_sub(u64::from_le_bytes(b)))
     };
-    let (a, b) = compare(samples, ours, base);
-    s.add(
-        "ready_latency",
-        "us",
-        us(a),
-        "raw socketpair one-way wakeup",
-        us(b),
-        Some("<= 1.25"),
-    );
+    compare(samples, ours, base)
 }
 
 /// 2. Spawn plus wait for a trivial child, per protocol.
@@ -630,8 +795,138 @@ fn poll_vs_ready(s: &mut Suite) {
     );
 }
 
-/// 4. Request/response round trips against a raw ping-pong and peers.
+/// One round-trip run at one size: medians, each interleaved with its
+/// baseline.
+struct RttRun {
+    /// Blocking API and the raw ping-pong measured between its samples.
+    blocking: (Duration, Duration),
+    /// Async API and the raw ping-pong measured between its samples.
+    asynchronous: (Duration, Duration),
+    ipc_channel: Duration,
+    tokio_unix_ipc: Duration,
+}
+
+/// 4a. Large request/response round trips against a raw ping-pong and
+///     peers (the small ones are in `rtt_small`, per placement).
 fn rtt(s: &mut Suite) {
+    for (name, size) in [("64KiB", 65536usize), ("1MiB", 1 << 20)] {
+        let samples = match (s.quick, size) {
+            (true, n) if n >= 1 << 20 => 50,
+            (true, _) => 2000,
+            (false, n) if n >= 1 << 20 => 300,
+            (false, _) => 20_000,
+        };
+        let r = rtt_run(size, samples);
+        let target = if size >= 1 << 20 {
+            Some("<= 1.20")
+        } else {
+            None
+        };
+        s.add(
+            format!("rtt_{name}_blocking"),
+            "us",
+            us(r.blocking.0),
+            "raw socketpair ping-pong, same bytes",
+            us(r.blocking.1),
+            target,
+        );
+        s.add(
+            format!("rtt_{name}_async"),
+            "us",
+            us(r.asynchronous.0),
+            "raw socketpair ping-pong, same bytes",
+            us(r.asynchronous.1),
+            target,
+        );
+        s.add(
+            format!("rtt_{name}_vs_ipc_channel"),
+            "us",
+            us(r.blocking.0),
+            "ipc-channel 0.20, same body",
+            us(r.ipc_channel),
+            Some("< 1.0"),
+        );
+        s.add(
+            format!("rtt_{name}_vs_tokio_unix_ipc"),
+            "us",
+            us(r.blocking.0),
+            "tokio-unix-ipc 0.4, same body",
+            us(r.tokio_unix_ipc),
+            Some("< 1.0"),
+        );
+    }
+}
+
+/// A measure's name suffix, its runs, its baseline and its target.
+type Row = (&'static str, Vec<(f64, f64)>, &'static str, &'static str);
+
+/// 4b. Small round trips (16 B, 1 KiB), blocking and async, against a raw
+///     ping-pong and both peers, in each placement, each run repeated.
+fn rtt_small(s: &mut Suite) {
+    let samples = if s.quick { 2000 } else { 20_000 };
+    let all = allowed_cpus();
+    for p in placements(&all) {
+        for (name, size) in [("16B", 16usize), ("1KiB", 1024)] {
+            let runs: Vec<RttRun> = (0..REPEATS)
+                .map(|_| placed(p, &all, || rtt_run(size, samples)))
+                .collect();
+            let pair = |f: &dyn Fn(&RttRun) -> (Duration, Duration)| -> Vec<(f64, f64)> {
+                runs.iter()
+                    .map(|r| {
+                        let (a, b) = f(r);
+                        (us(a), us(b))
+                    })
+                    .collect()
+            };
+            let raw = "raw socketpair ping-pong, same bytes";
+            let ipc = "ipc-channel 0.20, same body";
+            let uipc = "tokio-unix-ipc 0.4, same body";
+            let rows: [Row; 6] = [
+                ("blocking", pair(&|r| r.blocking), raw, "<= 1.30"),
+                ("async", pair(&|r| r.asynchronous), raw, "<= 1.30"),
+                (
+                    "blocking_vs_ipc_channel",
+                    pair(&|r| (r.blocking.0, r.ipc_channel)),
+                    ipc,
+                    "< 1.0",
+                ),
+                (
+                    "blocking_vs_tokio_unix_ipc",
+                    pair(&|r| (r.blocking.0, r.tokio_unix_ipc)),
+                    uipc,
+                    "< 1.0",
+                ),
+                (
+                    "async_vs_ipc_channel",
+                    pair(&|r| (r.asynchronous.0, r.ipc_channel)),
+                    ipc,
+                    "< 1.0",
+                ),
+                (
+                    "async_vs_tokio_unix_ipc",
+                    pair(&|r| (r.asynchronous.0, r.tokio_unix_ipc)),
+                    uipc,
+                    "< 1.0",
+                ),
+            ];
+            for (what, runs, baseline, target) in rows {
+                s.add_runs(
+                    format!("rtt_{name}_{what}_{}", p.name),
+                    "us",
+                    &runs,
+                    baseline,
+                    Some(target),
+                    Some(p.name),
+                );
+            }
+        }
+    }
+}
+
+/// Round trips of `size`-byte bodies: ours (blocking, then async) each
+/// interleaved with the raw ping-pong, then the two peers. Every child is
+/// started here, so it runs where the current placement says.
+fn rtt_run(size: usize, samples: usize) -> RttRun {
     let mut child = ReadyCommand::new(me("serve")).spawn().unwrap();
     child.wait_ready(BOUND).unwrap();
     let ch = child.channel().unwrap();
@@ -649,178 +944,142 @@ fn rtt(s: &mut Suite) {
         c
     });
     let ach = achild.channel().unwrap().clone();
-    for (name, size) in [
-        ("16B", 16usize),
-        ("1KiB", 1024),
-        ("64KiB", 65536),
-        ("1MiB", 1 << 20),
-    ] {
-        let samples = match (s.quick, size) {
-            (true, n) if n >= 1 << 20 => 50,
-            (true, _) => 2000,
-            (false, n) if n >= 1 << 20 => 300,
-            (false, _) => 20_000,
-        };
-        let body = ByteBuf::from(vec![7u8; size]);
-        // The same bytes as our request frame: header 5, id 8, tag 4,
-        // length 8, body; the answer is 8 bytes shorter but is the same here.
-        let frame = 5 + 8 + 4 + 8 + size;
-        let (ours_fd, theirs) = stream_pair();
-        let mut raw_child = with_fd3(
-            {
-                let mut c = me("raw-echo");
-                c.arg(frame.to_string());
-                c
-            },
-            &theirs,
-        )
-        .spawn()
-        .unwrap();
-        drop(theirs);
-        let mut raw = std::fs::File::from(ours_fd);
-        let out = vec![7u8; frame];
-        let mut back = vec![0u8; frame];
-        for _ in 0..20 {
-            let _: ByteBuf = ch.request(&body).unwrap();
-            raw.write_all(&out).unwrap();
-            raw.read_exact(&mut back).unwrap();
-        }
-        let (a, b) = compare(
-            samples,
-            || {
-                let t = Instant::now();
-                let r: ByteBuf = ch.request(&body).unwrap();
-                let d = t.elapsed();
-                assert_eq!(r.len(), size);
-                d
-            },
-            || {
-                let t = Instant::now();
-                raw.write_all(&out).unwrap();
-                raw.read_exact(&mut back).unwrap();
-                t.elapsed()
-            },
-        );
-        // Inside one running runtime, as an async program makes its
-        // requests (a `block_on` per sample would time entering the runtime
-        // too); the raw exchange in between blocks the runtime's thread,
-        // which has nothing else to do.
-        let (a_async, b_async) = rt.block_on(async {
-            let (mut a, mut b) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
-            for _ in 0..samples {
-                let t = Instant::now();
-                let r: ByteBuf = ach.request(&body).await.unwrap();
-                a.push(t.elapsed());
-                assert_eq!(r.len(), size);
-                let t = Instant::now();
-                raw.write_all(&out).unwrap();
-                raw.read_exact(&mut back).unwrap();
-                b.push(t.elapsed());
-            }
-            (median(a), median(b))
-        });
-        let target = if size <= 1024 { Some("<= 1.30") } else { None };
-        s.add(
-            format!("rtt_{name}_blocking"),
-            "us",
-            us(a),
-            "raw socketpair ping-pong, same bytes",
-            us(b),
-            target,
-        );
-        s.add(
-            format!("rtt_{name}_async"),
-            "us",
-            us(a_async),
-            "raw socketpair ping-pong, same bytes",
-            us(b_async),
-            target,
-        );
-        drop(raw);
-        raw_child.wait().unwrap();
-
-        // Peers: the same round trip over ipc-channel and tokio-unix-ipc.
-        let ours_median = a;
-        let peer = rtt_ipc_channel(size, samples);
-        s.add(
-            format!("rtt_{name}_vs_ipc_channel"),
-            "us",
-            us(ours_median),
-            "ipc-channel 0.20, same body",
-            us(peer),
-            Some("< 1.0"),
-        );
-        let peer = rtt_unix_ipc(size, samples);
-        s.add(
-            format!("rtt_{name}_vs_tokio_unix_ipc"),
-            "us",
-            us(ours_median),
-            "tokio-unix-ipc 0.4, same body",
-            us(peer),
-            Some("< 1.0"),
-        );
+    let body = ByteBuf::from(vec![7u8; size]);
+    // The same bytes as our request frame: header 5, id 8, tag 4,
+    // length 8, body; the answer is 8 bytes shorter but is the same here.
+    let frame = 5 + 8 + 4 + 8 + size;
+    let (ours_fd, theirs) = stream_pair();
+    let mut raw_child = with_fd3(
+        {
+            let mut c = me("raw-echo");
+            c.arg(frame.to_string());
+            c
+        },
+        &theirs,
+    )
+    .spawn()
+    .unwrap();
+    drop(theirs);
+    let mut raw = std::fs::File::from(ours_fd);
+    let out = vec![7u8; frame];
+    let mut back = vec![0u8; frame];
+    let (itx, irx, mut ichild) = ipc_channel_peer();
+    let (utx, urx, mut uchild) = unix_ipc_peer(&rt);
+    let mut raw_trip = || {
+        let t = Instant::now();
+        raw.write_all(&out).unwrap();
+        raw.read_exact(&mut back).unwrap();
+        t.elapsed()
+    };
+    let ipc_trip = || {
+        let t = Instant::now();
+        itx.send(body.clone()).unwrap();
+        let r = irx.recv().unwrap();
+        let d = t.elapsed();
+        assert_eq!(r.len(), size);
+        d
+    };
+    let ours_trip = || {
+        let t = Instant::now();
+        let r: ByteBuf = ch.request(&body).unwrap();
+        let d = t.elapsed();
+        assert_eq!(r.len(), size);
+        d
+    };
+    for _ in 0..20 {
+        ours_trip();
+        raw_trip();
+        ipc_trip();
     }
+    // Blocking: ours, raw and ipc-channel (a blocking API too), sample by
+    // sample, so that machine noise hits all three alike.
+    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..samples {
+        a.push(ours_trip());
+        b.push(raw_trip());
+        c.push(ipc_trip());
+    }
+    let blocking = (median(a), median(b));
+    let ipc_channel = median(c);
+    // Async: ours, raw and tokio-unix-ipc, interleaved the same way inside
+    // one running runtime, as an async program makes its requests (a
+    // `block_on` per sample would time entering the runtime too); the raw
+    // exchange in between blocks the runtime's thread, which has nothing
+    // else to do.
+    let (asynchronous, tokio_unix_ipc) = rt.block_on(async {
+        for _ in 0..20 {
+            let _: ByteBuf = ach.request(&body).await.unwrap();
+            utx.send(body.clone()).await.unwrap();
+            urx.recv().await.unwrap();
+        }
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..samples {
+            let t = Instant::now();
+            let r: ByteBuf = ach.request(&body).await.unwrap();
+            a.push(t.elapsed());
+            assert_eq!(r.len(), size);
+            b.push(raw_trip());
+            let t = Instant::now();
+            utx.send(body.clone()).await.unwrap();
+            let r = urx.recv().await.unwrap();
+            c.push(t.elapsed());
+            assert_eq!(r.len(), size);
+        }
+        ((median(a), median(b)), median(c))
+    });
+    drop(raw);
+    raw_child.wait().unwrap();
     ch.close();
     child.wait().unwrap();
     ach.close();
     rt.block_on(achild.wait()).unwrap();
+    drop((itx, irx));
+    ichild.wait().unwrap();
+    drop((utx, urx));
+    uchild.wait().unwrap();
+    drop(rt);
+    RttRun {
+        blocking,
+        asynchronous,
+        ipc_channel,
+        tokio_unix_ipc,
+    }
 }
 
-fn rtt_ipc_channel(size: usize, samples: usize) -> Duration {
+/// An ipc-channel peer: a child echoing `ByteBuf`s, and our two ends.
+type IpcPeer = (
+    ipc_channel::ipc::IpcSender<ByteBuf>,
+    ipc_channel::ipc::IpcReceiver<ByteBuf>,
+    Child,
+);
+
+fn ipc_channel_peer() -> IpcPeer {
     type Boot = (
         ipc_channel::ipc::IpcSender<ByteBuf>,
         ipc_channel::ipc::IpcReceiver<ByteBuf>,
     );
     let (server, name) = ipc_channel::ipc::IpcOneShotServer::<Boot>::new().unwrap();
-    let mut child = me("ipc-channel").arg(name).spawn().unwrap();
+    let child = me("ipc-channel").arg(name).spawn().unwrap();
     let (_, (tx, rx)) = server.accept().unwrap();
-    let body = ByteBuf::from(vec![7u8; size]);
-    for _ in 0..20 {
-        tx.send(body.clone()).unwrap();
-        rx.recv().unwrap();
-    }
-    let mut v = Vec::with_capacity(samples);
-    for _ in 0..samples {
-        let t = Instant::now();
-        tx.send(body.clone()).unwrap();
-        let r = rx.recv().unwrap();
-        v.push(t.elapsed());
-        assert_eq!(r.len(), size);
-    }
-    drop(tx);
-    child.wait().unwrap();
-    median(v)
+    (tx, rx, child)
 }
 
-fn rtt_unix_ipc(size: usize, samples: usize) -> Duration {
+/// A tokio-unix-ipc peer: a child echoing `ByteBuf`s, and our two ends
+/// (registered with the runtime `rt`).
+type UnixIpcPeer = (
+    tokio_unix_ipc::Sender<ByteBuf>,
+    tokio_unix_ipc::Receiver<ByteBuf>,
+    Child,
+);
+
+fn unix_ipc_peer(rt: &tokio::runtime::Runtime) -> UnixIpcPeer {
     let (ours_fd, theirs) = stream_pair();
-    let mut child = with_fd3(me("unix-ipc"), &theirs).spawn().unwrap();
+    let child = with_fd3(me("unix-ipc"), &theirs).spawn().unwrap();
     drop(theirs);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let d = rt.block_on(async {
-        let std = std::os::unix::net::UnixStream::from(ours_fd);
-        let (tx, rx) = tokio_unix_ipc::channel_from_std::<ByteBuf, ByteBuf>(std).unwrap();
-        let body = ByteBuf::from(vec![7u8; size]);
-        for _ in 0..20 {
-            tx.send(body.clone()).await.unwrap();
-            rx.recv().await.unwrap();
-        }
-        let mut v = Vec::with_capacity(samples);
-        for _ in 0..samples {
-            let t = Instant::now();
-            tx.send(body.clone()).await.unwrap();
-            let r = rx.recv().await.unwrap();
-            v.push(t.elapsed());
-            assert_eq!(r.len(), size);
-        }
-        median(v)
-    });
-    drop(rt);
-    child.wait().unwrap();
-    d
+    let _in_rt = rt.enter();
+    let std = std::os::unix::net::UnixStream::from(ours_fd);
+    let (tx, rx) = tokio_unix_ipc::channel_from_std::<ByteBuf, ByteBuf>(std).unwrap();
+    (tx, rx, child)
 }
 
 /// 5. One-way notifications per second.
@@ -1132,15 +1391,16 @@ fn main() {
         if quick { "quick" } else { "full" }
     );
     println!(
-        "{:<26} {:>19} | {:>64} | ratio   target",
+        "{:<34} {:>19} | {:>64} | ratio   target",
         "measure", "ours", "baseline"
     );
     type Measure = fn(&mut Suite);
-    let measures: [(&str, Measure); 7] = [
+    let measures: [(&str, Measure); 8] = [
         ("ready_latency", ready_latency),
         ("spawn_to_ready", spawn_to_ready),
         ("poll_vs_ready", poll_vs_ready),
-        ("rtt", rtt),
+        ("rtt_large", rtt),
+        ("rtt_small", rtt_small),
         ("notify_throughput", notify_throughput),
         ("scale", scale),
         ("suite", suite_50_servers),
