@@ -761,6 +761,16 @@ impl Channel {
         self.recv_until(Some(sys::deadline_after(timeout)))
     }
 
+    /// Takes the peer's next request or notification if one is queued or
+    /// already readable on the socket, without waiting: `Ok(None)` when
+    /// there is none yet (as the tokio channel's `try_recv`).
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    pub fn try_recv(&self) -> Result<Option<Incoming>, ChannelError> {
+        self.recv_until(Some(Instant::now()))
+    }
+
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Incoming>, ChannelError> {
         let inner = &self.inner;
         let next = inner.wait_for(deadline, |st| {

@@ -39,6 +39,15 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+    /// [`spawn`](crate::ReadyCommand::spawn) was called again on a
+    /// `ReadyCommand` whose command already went to an earlier spawn.
+    #[error(
+        "cannot spawn {program} again from the same ReadyCommand: its command went to the first spawn (build a new ReadyCommand for another child)"
+    )]
+    AlreadySpawned {
+        /// The program.
+        program: String,
+    },
     /// The child started but could not be watched (`pidfd_open` failed).
     #[error("cannot watch child {pid}{}", watch_hint(.source))]
     Watch {
@@ -268,7 +277,9 @@ impl From<ReadyError> for io::Error {
 impl From<SpawnError> for io::Error {
     fn from(e: SpawnError) -> Self {
         let kind = match &e {
-            SpawnError::ReservedFd(_) => io::ErrorKind::InvalidInput,
+            SpawnError::ReservedFd(_) | SpawnError::AlreadySpawned { .. } => {
+                io::ErrorKind::InvalidInput
+            }
             SpawnError::Start { source, .. } => source.kind(),
             _ => io::ErrorKind::Other,
         };

@@ -580,6 +580,22 @@ impl Channel {
         }
     }
 
+    /// [`recv`](Self::recv), giving up after `timeout` with `Ok(None)` (as
+    /// the blocking channel's `recv_timeout`).
+    ///
+    /// # Cancel safety
+    /// As [`recv`](Self::recv): a message is never lost to a timeout or a
+    /// dropped future.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    pub async fn recv_timeout(&self, timeout: Duration) -> Result<Option<Incoming>, ChannelError> {
+        match ::tokio::time::timeout(timeout, self.recv()).await {
+            Ok(r) => r.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Takes the peer's next request or notification if one is queued,
     /// without waiting.
     ///

@@ -99,4 +99,4 @@ mod spawn;
 pub use crate::incoming::{Incoming, IncomingRequest, Notification, ShutdownRequest};
 pub use channel::Channel;
 pub use child::Parent;
-pub use spawn::{CommandExt, ReadyChild, ReadyCommand, spawn};
+pub use spawn::{ReadyChild, ReadyCommand, ReadyCommandExt, spawn};
