@@ -852,8 +852,12 @@ macro_rules! ready_command_setters {
 
             /// Takes the command for the one spawn it is good for, leaving a
             /// bare command of the same program in its place.
-            fn take_for_spawn(&mut self) -> Result<($command, crate::spawn::Spec), crate::SpawnError> {
-                let program = crate::spawn::StdCommand::std(&self.cmd).get_program().to_owned();
+            fn take_for_spawn(
+                &mut self,
+            ) -> Result<($command, crate::spawn::Spec), crate::SpawnError> {
+                let program = crate::spawn::StdCommand::std(&self.cmd)
+                    .get_program()
+                    .to_owned();
                 if self.spawned {
                     return Err(crate::SpawnError::AlreadySpawned {
                         program: program.to_string_lossy().into_owned(),

@@ -413,7 +413,9 @@ pub(crate) fn check_signal(signal: i32) -> io::Result<()> {
     } else {
         Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{signal} is not a signal number: signals are 1 to {max} (libc::SIGTERM is 15)"),
+            format!(
+                "{signal} is not a signal number: signals are 1 to {max} (libc::SIGTERM is 15)"
+            ),
         ))
     }
 }
