@@ -273,7 +273,7 @@ impl Core {
                 Ok(()) => ReadStep::Data,
             },
             Err(e) => {
-                self.read = ReadEnd::Failed(CloseReason::Io(e.kind(), e.to_string()));
+                self.read = ReadEnd::Failed(CloseReason::Io(Arc::new(e)));
                 ReadStep::Ended
             }
         }
@@ -384,7 +384,10 @@ impl ReadyEvent {
             },
             ReadyEvent::Exited => Seen::Exit,
             ReadyEvent::Protocol(e) => Seen::Protocol(ProtocolError::Session(e)),
-            ReadyEvent::Io(CloseReason::Io(kind, msg)) => Seen::Io(io::Error::new(kind, msg)),
+            ReadyEvent::Io(CloseReason::Io(e)) => Seen::Io(match e.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(e.kind(), e),
+            }),
             ReadyEvent::Io(other) => Seen::Io(io::Error::other(other.to_string())),
             ReadyEvent::Timeout => Seen::Timeout,
         }
