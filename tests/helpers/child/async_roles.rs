@@ -29,14 +29,11 @@ pub(crate) fn run(role: &str, args: &[String]) {
 }
 
 async fn serve(deliver: bool) {
-    let options = ChannelOptions {
-        shutdown: if deliver {
-            ShutdownPolicy::Deliver
-        } else {
-            ShutdownPolicy::RaiseSigterm
-        },
-        ..Default::default()
-    };
+    let options = ChannelOptions::new().shutdown(if deliver {
+        ShutdownPolicy::Deliver
+    } else {
+        ShutdownPolicy::RaiseSigterm
+    });
     // SAFETY: a current_thread runtime runs no other thread, and
     // nothing else in this process uses the inherited fd.
     let parent = match unsafe { Parent::from_env_with(options) } {
