@@ -24,10 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     // Take the channel first thing, before any thread exists. We handle
     // Shutdown ourselves instead of the default (act as SIGTERM).
-    let options = ChannelOptions {
-        shutdown: ShutdownPolicy::Deliver,
-        ..ChannelOptions::default()
-    };
+    let options = ChannelOptions::new().shutdown(ShutdownPolicy::Deliver);
     let parent = Parent::from_env_with(options)?;
 
     let listener = TcpListener::bind("127.0.0.1:0")?;

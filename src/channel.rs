@@ -240,7 +240,7 @@ impl Inner {
                 // be driven any more, and everyone waiting must hear it.
                 let e = io::Error::from(e);
                 if matches!(st.core.read, ReadEnd::Open) {
-                    st.core.read = ReadEnd::Failed(CloseReason::Io(e.kind(), e.to_string()));
+                    st.core.read = ReadEnd::Failed(CloseReason::Io(Arc::new(e)));
                 }
                 self.wake_waiters(st);
             }
@@ -350,7 +350,7 @@ impl Inner {
                 Err(e) => {
                     let mut st = self.lock();
                     if matches!(st.core.read, ReadEnd::Open) {
-                        st.core.read = ReadEnd::Failed(CloseReason::Io(e.kind(), e.to_string()));
+                        st.core.read = ReadEnd::Failed(CloseReason::Io(Arc::new(e)));
                     }
                     self.wake_waiters(&st);
                     return check(&mut st);
@@ -412,7 +412,7 @@ impl Inner {
                     return st;
                 }
                 Err(e) => {
-                    st.core.write_failed = Some(CloseReason::Io(e.kind(), e.to_string()));
+                    st.core.write_failed = Some(CloseReason::Io(Arc::new(e)));
                 }
             }
         }
@@ -555,7 +555,8 @@ impl Channel {
                         Ok(()) => "the channel's I/O thread stopped".to_string(),
                         Err(_) => "the channel's I/O thread panicked".to_string(),
                     };
-                    st.core.read = ReadEnd::Failed(CloseReason::Io(io::ErrorKind::Other, why));
+                    st.core.read =
+                        ReadEnd::Failed(CloseReason::Io(Arc::new(io::Error::other(why))));
                 }
                 io.wake_waiters(&st);
             })?;
@@ -759,6 +760,16 @@ impl Channel {
     /// As [`recv`](Self::recv).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Incoming>, ChannelError> {
         self.recv_until(Some(sys::deadline_after(timeout)))
+    }
+
+    /// Takes the peer's next request or notification if one is queued or
+    /// already readable on the socket, without waiting: `Ok(None)` when
+    /// there is none yet (as the tokio channel's `try_recv`).
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    pub fn try_recv(&self) -> Result<Option<Incoming>, ChannelError> {
+        self.recv_until(Some(Instant::now()))
     }
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Incoming>, ChannelError> {

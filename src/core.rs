@@ -61,7 +61,18 @@ pub enum ShutdownPolicy {
 }
 
 /// Options of a [`Channel`](crate::Channel).
+///
+/// Built from [`ChannelOptions::new`] (the defaults) with its setters, so
+/// that options added later break no caller:
+/// ```
+/// use readyfd::{ChannelOptions, ShutdownPolicy};
+/// let options = ChannelOptions::new()
+///     .shutdown(ShutdownPolicy::Deliver)
+///     .max_incoming(64);
+/// assert_eq!(options.max_incoming, 64);
+/// ```
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct ChannelOptions {
     /// Limits enforced on the peer.
     pub session: SessionConfig,
@@ -87,6 +98,41 @@ impl Default for ChannelOptions {
 }
 
 impl ChannelOptions {
+    /// The default options (as [`Default`]).
+    pub fn new() -> Self {
+        ChannelOptions::default()
+    }
+
+    /// Sets the limits enforced on the peer.
+    #[must_use]
+    pub fn session(mut self, session: SessionConfig) -> Self {
+        self.session = session;
+        self
+    }
+
+    /// Sets what a child does on `Shutdown` (ignored by parents).
+    #[must_use]
+    pub fn shutdown(mut self, shutdown: ShutdownPolicy) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// Sets how many of the peer's requests and notifications may wait to
+    /// be taken before reading pauses.
+    #[must_use]
+    pub fn max_incoming(mut self, max: usize) -> Self {
+        self.max_incoming = max;
+        self
+    }
+
+    /// Sets how many bytes of their bodies may wait to be taken before
+    /// reading pauses.
+    #[must_use]
+    pub fn max_incoming_bytes(mut self, max: usize) -> Self {
+        self.max_incoming_bytes = max;
+        self
+    }
+
     /// Whether `queue` holds as much as these options let a peer make us
     /// hold (reading then pauses until the application takes some).
     pub(crate) fn queue_full(&self, queue: &IncomingQueue) -> bool {
@@ -273,7 +319,7 @@ impl Core {
                 Ok(()) => ReadStep::Data,
             },
             Err(e) => {
-                self.read = ReadEnd::Failed(CloseReason::Io(e.kind(), e.to_string()));
+                self.read = ReadEnd::Failed(CloseReason::Io(Arc::new(e)));
                 ReadStep::Ended
             }
         }
@@ -358,10 +404,10 @@ impl ReadyEvent {
     pub(crate) fn into_seen(self, pid: u32, last_status: Option<String>) -> Seen {
         match self {
             ReadyEvent::Ready(r) => Seen::Ready(r, ReadyVia::Message),
-            ReadyEvent::Closed => Seen::End(Ready {
-                pid,
-                addresses: Vec::new(),
-                status: last_status,
+            ReadyEvent::Closed => Seen::End({
+                let mut ready = Ready::new(pid);
+                ready.status = last_status;
+                ready
             }),
             ReadyEvent::Goodbye(g) => match g.reason {
                 GoodbyeReason::ProtocolError | GoodbyeReason::VersionMismatch => {
@@ -384,7 +430,10 @@ impl ReadyEvent {
             },
             ReadyEvent::Exited => Seen::Exit,
             ReadyEvent::Protocol(e) => Seen::Protocol(ProtocolError::Session(e)),
-            ReadyEvent::Io(CloseReason::Io(kind, msg)) => Seen::Io(io::Error::new(kind, msg)),
+            ReadyEvent::Io(CloseReason::Io(e)) => Seen::Io(match e.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(e.kind(), e),
+            }),
             ReadyEvent::Io(other) => Seen::Io(io::Error::other(other.to_string())),
             ReadyEvent::Timeout => Seen::Timeout,
         }

@@ -39,6 +39,15 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+    /// [`spawn`](crate::ReadyCommand::spawn) was called again on a
+    /// `ReadyCommand` whose command already went to an earlier spawn.
+    #[error(
+        "cannot spawn {program} again from the same ReadyCommand: its command went to the first spawn (build a new ReadyCommand for another child)"
+    )]
+    AlreadySpawned {
+        /// The program.
+        program: String,
+    },
     /// The child started but could not be watched (`pidfd_open` failed).
     #[error("cannot watch child {pid}{}", watch_hint(.source))]
     Watch {
@@ -150,7 +159,7 @@ pub enum ProtocolError {
 }
 
 /// Why a channel is closed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum CloseReason {
     /// The peer said `Goodbye`.
@@ -161,9 +170,35 @@ pub enum CloseReason {
     Local,
     /// The peer broke the protocol.
     Protocol(SessionError),
-    /// A socket call failed.
-    Io(io::ErrorKind, String),
+    /// A socket call failed, or the channel's I/O thread or task ended
+    /// (a panic, a runtime shut down): the `io::Error` says which, and is
+    /// the [`source`](std::error::Error::source). In an `Arc`, so that the
+    /// reason stays `Clone` (every waiter gets it).
+    Io(Arc<io::Error>),
 }
+
+/// Two reasons are equal when they are the same case with equal contents;
+/// two [`CloseReason::Io`] when their errors have the same kind, OS error
+/// code and text (an `io::Error` has no equality of its own).
+impl PartialEq for CloseReason {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (CloseReason::Goodbye(a), CloseReason::Goodbye(b)) => a == b,
+            (CloseReason::PeerClosed, CloseReason::PeerClosed)
+            | (CloseReason::Local, CloseReason::Local) => true,
+            (CloseReason::Protocol(a), CloseReason::Protocol(b)) => a == b,
+            (CloseReason::Io(a), CloseReason::Io(b)) => {
+                Arc::ptr_eq(a, b)
+                    || (a.kind() == b.kind()
+                        && a.raw_os_error() == b.raw_os_error()
+                        && a.to_string() == b.to_string())
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for CloseReason {}
 
 impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -178,16 +213,19 @@ impl std::fmt::Display for CloseReason {
             CloseReason::Local => f.write_str("this side closed the channel"),
             // The session error is the source, not part of the message.
             CloseReason::Protocol(_) => f.write_str("the peer broke the protocol"),
-            CloseReason::Io(_, m) => write!(f, "a system call on the channel failed: {m}"),
+            // The io::Error is the source, not part of the message.
+            CloseReason::Io(_) => f.write_str("the channel's I/O failed"),
         }
     }
 }
 
 impl std::error::Error for CloseReason {
-    /// The protocol violation, for [`CloseReason::Protocol`].
+    /// The protocol violation, for [`CloseReason::Protocol`]; the
+    /// `io::Error`, for [`CloseReason::Io`].
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             CloseReason::Protocol(e) => Some(e),
+            CloseReason::Io(e) => Some(&**e),
             _ => None,
         }
     }
@@ -268,7 +306,9 @@ impl From<ReadyError> for io::Error {
 impl From<SpawnError> for io::Error {
     fn from(e: SpawnError) -> Self {
         let kind = match &e {
-            SpawnError::ReservedFd(_) => io::ErrorKind::InvalidInput,
+            SpawnError::ReservedFd(_) | SpawnError::AlreadySpawned { .. } => {
+                io::ErrorKind::InvalidInput
+            }
             SpawnError::Start { source, .. } => source.kind(),
             _ => io::ErrorKind::Other,
         };
@@ -525,10 +565,11 @@ mod tests {
             all.push((Box::new(c.clone()), protocol));
             all.push((Box::new(ChannelError::Closed(c)), true));
         }
-        all.push((
-            Box::new(CloseReason::Io(io::ErrorKind::Other, "bad fd".into())),
-            false,
-        ));
+        // A failed socket call: its io::Error is the source, not text in
+        // the message (it was text only, printed once and lost as a cause).
+        let close_io = || CloseReason::Io(Arc::new(io()));
+        all.push((Box::new(close_io()), true));
+        all.push((Box::new(ChannelError::Closed(close_io())), true));
         // The child side's errors, which live in notify.rs.
         all.push((
             Box::new(crate::NotifyError::Channel(ChannelError::Closed(

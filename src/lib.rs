@@ -149,7 +149,7 @@ pub use protocol::{
     CHILD_READY_FD_ENV, CHILD_READY_FD_INODE_ENV, DEFAULT_FD, NOTIFY_SOCKET_ENV, Protocol,
     READINESS_ENV_VARS, READYFD_ENV, READYFD_INODE_ENV, offered_protocol,
 };
-pub use spawn::{CommandExt, ReadyChild, ReadyCommand, spawn};
+pub use spawn::{ReadyChild, ReadyCommand, ReadyCommandExt, spawn};
 pub use systemd::{NotifyState, StoredFd};
 
 /// The bounds readyfd keeps on what a peer can make it hold, and its other

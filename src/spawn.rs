@@ -8,8 +8,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use readyfd_proto::{Ready, Role};
 
 use crate::channel::Channel;
@@ -24,17 +23,25 @@ use crate::{pipe, systemd};
 
 /// A [`Command`] to be spawned with a readiness channel.
 ///
+/// A builder that chains as [`Command`] does: the setters take and return
+/// `&mut Self`, and [`spawn`](Self::spawn) takes `&mut self`, so both a
+/// one-line chain and a builder kept in a variable work.
+///
 /// # Example
 /// ```no_run
 /// use std::process::Command;
 /// use std::time::Duration;
-/// use readyfd::ReadyCommand;
+/// use readyfd::{Protocol, ReadyCommand, ReadyCommandExt};
 ///
-/// let mut cmd = Command::new("my-server");
-/// cmd.arg("--port=0");
-/// let mut child = ReadyCommand::new(cmd).spawn()?;
+/// // In one chain, std's setters first:
+/// let mut child = Command::new("my-server").arg("--port=0").readyfd().spawn()?;
 /// let ready = child.wait_ready(Duration::from_secs(30))?;
 /// println!("listening on {:?}", ready.ready.get("http"));
+///
+/// // Or step by step:
+/// let mut rc = ReadyCommand::new(Command::new("my-server"));
+/// rc.protocol(Protocol::Native).kill_on_drop(true);
+/// let mut other = rc.spawn()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -42,17 +49,43 @@ pub struct ReadyCommand {
     cmd: Command,
     /// How to spawn and watch it (shared with the other API's builder).
     spec: Spec,
+    /// Set by the first [`spawn`](Self::spawn): the command went to it.
+    spawned: bool,
 }
 
-/// Adds [`readyfd`](CommandExt::readyfd) to [`Command`].
-pub trait CommandExt {
+/// Adds [`readyfd`](ReadyCommandExt::readyfd) to [`Command`], by value
+/// and after std's own setters (`&mut Command`).
+///
+/// Its name differs from [`std::os::unix::process::CommandExt`], so both
+/// can be imported together.
+pub trait ReadyCommandExt {
     /// Wraps the command for spawning with a readiness channel.
+    ///
+    /// On a `&mut Command` (what [`Command::arg`] and the other setters
+    /// return), the configured command is moved into the [`ReadyCommand`]
+    /// and the borrowed one is left as a fresh `Command::new` of the same
+    /// program, with no arguments, environment changes or stdio settings:
+    /// `Command` cannot be cloned, and a spawn adds a `pre_exec` hook that
+    /// belongs to that spawn only.
     fn readyfd(self) -> ReadyCommand;
 }
 
-impl CommandExt for Command {
+impl ReadyCommandExt for Command {
     fn readyfd(self) -> ReadyCommand {
         ReadyCommand::new(self)
+    }
+}
+
+impl ReadyCommandExt for &mut Command {
+    fn readyfd(self) -> ReadyCommand {
+        let program = self.get_program().to_owned();
+        ReadyCommand::new(std::mem::replace(self, Command::new(program)))
+    }
+}
+
+impl From<Command> for ReadyCommand {
+    fn from(cmd: Command) -> Self {
+        ReadyCommand::new(cmd)
     }
 }
 
@@ -66,6 +99,7 @@ impl ReadyCommand {
         ReadyCommand {
             cmd,
             spec: Spec::default(),
+            spawned: false,
         }
     }
 
@@ -77,13 +111,19 @@ impl ReadyCommand {
     /// that no other child spawned concurrently can inherit it and the
     /// child's close is seen as EOF.
     ///
+    /// A `ReadyCommand` spawns once: the first call takes the command
+    /// (with its `pre_exec` hook, which places this spawn's channel), and
+    /// any later call fails with [`SpawnError::AlreadySpawned`] without
+    /// starting anything. Build a new `ReadyCommand` for another child.
+    ///
     /// # Errors
+    /// [`SpawnError::AlreadySpawned`] when called again,
     /// [`SpawnError::ReservedFd`] for an fd below 3,
     /// [`SpawnError::Channel`] when the channel cannot be created,
     /// [`SpawnError::Start`] when the program cannot be started,
     /// [`SpawnError::Watch`] when the child cannot be watched.
-    pub fn spawn(self) -> Result<ReadyChild, SpawnError> {
-        let ReadyCommand { mut cmd, spec } = self;
+    pub fn spawn(&mut self) -> Result<ReadyChild, SpawnError> {
+        let (mut cmd, spec) = self.take_for_spawn()?;
         let Spec {
             protocol,
             options,
@@ -588,20 +628,28 @@ impl ReadyChild {
         self.child.try_wait()
     }
 
-    /// Sends `signal` to the child (nothing when it was already reaped),
-    /// and with [`process_group`](ReadyCommand::process_group) to what is
-    /// left of its group.
+    /// Sends the signal numbered `signal` (`libc::SIGTERM`, or any number
+    /// from 1 to `SIGRTMAX`) to the child (nothing when it was already
+    /// reaped), and with [`process_group`](ReadyCommand::process_group) to
+    /// what is left of its group.
     ///
     /// # Errors
-    /// When `kill` fails.
-    pub fn signal(&mut self, signal: Signal) -> io::Result<()> {
+    /// [`io::ErrorKind::InvalidInput`] for a number that is not a signal
+    /// (0, negative, above `SIGRTMAX`), with nothing sent; otherwise when
+    /// `kill` fails.
+    pub fn signal(&mut self, signal: i32) -> io::Result<()> {
+        sys::check_signal(signal)?;
+        self.send_signal(signal)
+    }
+
+    fn send_signal(&mut self, signal: i32) -> io::Result<()> {
         if self.group {
-            sys::signal_group(self.pid, signal as i32)?;
+            sys::signal_group(self.pid, signal)?;
         }
         if self.child.try_wait()?.is_some() {
             return Ok(());
         }
-        kill(Pid::from_raw(self.pid as i32), signal).map_err(io::Error::from)
+        sys::signal_pid(self.pid, signal)
     }
 
     /// Kills the child (and with
@@ -676,7 +724,7 @@ impl ReadyChild {
         if let Some(main) = &self.main {
             sys::pidfd_signal(main.as_fd(), signal as i32)?;
         }
-        self.signal(signal)
+        self.send_signal(signal as i32)
     }
 
     /// Waits until both the spawned process (reaped) and the one readiness
@@ -713,14 +761,24 @@ where
     ReadyCommand::new(cmd).spawn()
 }
 
+/// The std [`Command`] inside either API's command.
+pub(crate) trait StdCommand {
+    fn std(&self) -> &Command;
+}
+
+impl StdCommand for Command {
+    fn std(&self) -> &Command {
+        self
+    }
+}
+
 /// The builder methods of `ReadyCommand`, the same for the blocking and the
 /// tokio API (which differ only in the `Command` they wrap).
 macro_rules! ready_command_setters {
     ($command:ty) => {
         impl ReadyCommand {
             /// The protocol to offer (default [`Protocol::Native`](crate::Protocol::Native)).
-            #[must_use]
-            pub fn protocol(mut self, protocol: crate::Protocol) -> Self {
+            pub fn protocol(&mut self, protocol: crate::Protocol) -> &mut Self {
                 self.spec.protocol = protocol;
                 self
             }
@@ -728,15 +786,13 @@ macro_rules! ready_command_setters {
             /// The fd number the child receives its end at (default 3;
             /// native and pipe only). Any number from 3 up, below the fd
             /// limit (`ulimit -n`).
-            #[must_use]
-            pub fn fd(mut self, fd: std::os::fd::RawFd) -> Self {
+            pub fn fd(&mut self, fd: std::os::fd::RawFd) -> &mut Self {
                 self.spec.fd = fd;
                 self
             }
 
             /// Options of the native channel.
-            #[must_use]
-            pub fn channel_options(mut self, options: crate::ChannelOptions) -> Self {
+            pub fn channel_options(&mut self, options: crate::ChannelOptions) -> &mut Self {
                 self.spec.options = options;
                 self
             }
@@ -748,8 +804,7 @@ macro_rules! ready_command_setters {
             /// subreaper of its descendants (`PR_SET_CHILD_SUBREAPER`) and
             /// has no other children that could notify, as `readyfd run`
             /// is; default off.
-            #[must_use]
-            pub fn accept_adopted(mut self, accept: bool) -> Self {
+            pub fn accept_adopted(&mut self, accept: bool) -> &mut Self {
                 self.spec.adopted = accept;
                 self
             }
@@ -760,8 +815,7 @@ macro_rules! ready_command_setters {
             /// readiness came from after a wrapper; the blocking API reaps
             /// it there, tokio's in the background. Default off: dropping
             /// leaves the child running.
-            #[must_use]
-            pub fn kill_on_drop(mut self, kill: bool) -> Self {
+            pub fn kill_on_drop(&mut self, kill: bool) -> &mut Self {
                 self.spec.kill_on_drop = kill;
                 self
             }
@@ -773,8 +827,7 @@ macro_rules! ready_command_setters {
             /// group as well as the child. It also takes the child out of
             /// the terminal's foreground group: Ctrl-C no longer reaches it
             /// directly. Default off.
-            #[must_use]
-            pub fn process_group(mut self, group: bool) -> Self {
+            pub fn process_group(&mut self, group: bool) -> &mut Self {
                 self.spec.process_group = group;
                 self
             }
@@ -793,18 +846,34 @@ macro_rules! ready_command_setters {
             /// [`spawn`](Self::spawn) fail with
             /// [`SpawnError::Start`](crate::SpawnError::Start). Default: no
             /// signal.
-            #[must_use]
-            pub fn parent_death_signal(mut self, signal: i32) -> Self {
+            pub fn parent_death_signal(&mut self, signal: i32) -> &mut Self {
                 self.spec.parent_death_signal = Some(signal);
                 self
             }
 
             /// What a timed-out wait does to the child (default
             /// [`OnTimeout::Kill`](crate::OnTimeout::Kill)).
-            #[must_use]
-            pub fn on_timeout(mut self, on_timeout: crate::OnTimeout) -> Self {
+            pub fn on_timeout(&mut self, on_timeout: crate::OnTimeout) -> &mut Self {
                 self.spec.on_timeout = on_timeout;
                 self
+            }
+
+            /// Takes the command for the one spawn it is good for, leaving a
+            /// bare command of the same program in its place.
+            fn take_for_spawn(
+                &mut self,
+            ) -> Result<($command, crate::spawn::Spec), crate::SpawnError> {
+                let program = crate::spawn::StdCommand::std(&self.cmd)
+                    .get_program()
+                    .to_owned();
+                if self.spawned {
+                    return Err(crate::SpawnError::AlreadySpawned {
+                        program: program.to_string_lossy().into_owned(),
+                    });
+                }
+                self.spawned = true;
+                let cmd = std::mem::replace(&mut self.cmd, <$command>::new(program));
+                Ok((cmd, self.spec))
             }
 
             /// The wrapped command, to change it further.
@@ -813,8 +882,7 @@ macro_rules! ready_command_setters {
             }
 
             /// Changes the wrapped command in a builder chain.
-            #[must_use]
-            pub fn command_mut_with(mut self, f: impl FnOnce(&mut $command)) -> Self {
+            pub fn command_mut_with(&mut self, f: impl FnOnce(&mut $command)) -> &mut Self {
                 f(&mut self.cmd);
                 self
             }

@@ -404,6 +404,31 @@ pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()>
     Ok(())
 }
 
+/// Checks that `signal` names a signal `kill(2)` can send (1 to
+/// `SIGRTMAX`; 0, which sends nothing, is refused too).
+pub(crate) fn check_signal(signal: i32) -> io::Result<()> {
+    let max = libc::SIGRTMAX();
+    if (1..=max).contains(&signal) {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{signal} is not a signal number: signals are 1 to {max} (libc::SIGTERM is 15)"
+            ),
+        ))
+    }
+}
+
+/// `kill(2)`: signals the process `pid`.
+pub(crate) fn signal_pid(pid: u32, signal: i32) -> io::Result<()> {
+    // SAFETY: kill takes two integers and touches no memory of ours.
+    if unsafe { libc::kill(pid as libc::pid_t, signal) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `killpg(2)`: signals the process group `pgid`. A group with no
 /// process left is not an error.
 pub(crate) fn signal_group(pgid: u32, signal: i32) -> io::Result<()> {

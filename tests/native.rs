@@ -494,10 +494,7 @@ fn a_timed_out_request_leaves_the_channel_working() {
 /// request's answer waits behind them.
 #[test]
 fn a_byte_bound_on_the_incoming_queue_loses_nothing() {
-    let opts = readyfd::ChannelOptions {
-        max_incoming_bytes: 1000,
-        ..Default::default()
-    };
+    let opts = readyfd::ChannelOptions::new().max_incoming_bytes(1000);
     let mut child = ReadyCommand::new(helper("ready"))
         .channel_options(opts)
         .spawn()

@@ -464,7 +464,9 @@ fn without_proc_the_verdict_is_a_clear_error_never_a_wrong_one() {
 fn leader_exits(protocol: Protocol) -> ReadyCommand {
     let mut cmd = Command::new(CHILD);
     cmd.arg("v-pthread-exit");
-    ReadyCommand::new(cmd).protocol(protocol)
+    let mut rc = ReadyCommand::new(cmd);
+    rc.protocol(protocol);
+    rc
 }
 
 #[test]

@@ -140,10 +140,7 @@ fn http_get(addr: SocketAddr) -> io::Result<(String, String)> {
 /// # Errors
 /// When the channel or the socket cannot be set up.
 pub(crate) fn demo_server() -> Result<u8, Failure> {
-    let options = ChannelOptions {
-        shutdown: ShutdownPolicy::Deliver,
-        ..ChannelOptions::default()
-    };
+    let options = ChannelOptions::new().shutdown(ShutdownPolicy::Deliver);
     let parent = Parent::from_env_with(options).map_err(|e| {
         Failure::new(
             exit::NOTIFY_FAILED,

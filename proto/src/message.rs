@@ -204,8 +204,10 @@ impl From<SocketAddr> for Address {
     }
 }
 
-/// A named address: `"http"` -> `127.0.0.1:41234`.
+/// A named address: `"http"` -> `127.0.0.1:41234`. Made with
+/// [`Endpoint::new`] (or [`Ready::address`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Endpoint {
     /// The endpoint's name, chosen by the child (`"http"`, `"grpc"`); may be
     /// empty.
@@ -214,8 +216,22 @@ pub struct Endpoint {
     pub address: Address,
 }
 
+impl Endpoint {
+    /// The address `address` named `name`.
+    pub fn new(name: impl Into<String>, address: impl Into<Address>) -> Self {
+        Endpoint {
+            name: name.into(),
+            address: address.into(),
+        }
+    }
+}
+
 /// The child's announcement that it is ready.
+///
+/// Made with [`Ready::new`] (or [`Ready::default`]) and its setters; the
+/// fields are public to read and to assign.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Ready {
     /// The pid the child claims as its main process (a wrapper such as
     /// `sh -c` may report another pid than the one spawned). `0`, as

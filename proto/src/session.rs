@@ -55,7 +55,16 @@ use crate::message::{
 };
 
 /// Limits a session enforces on its peer.
+///
+/// Built from [`SessionConfig::new`] (the defaults) with its setters, so
+/// that limits added later break no caller:
+/// ```
+/// use readyfd_proto::SessionConfig;
+/// let config = SessionConfig::new().max_unanswered(8);
+/// assert_eq!(config.max_unanswered, 8);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionConfig {
     /// The longest frame payload accepted from the peer (announced to it in
     /// our `Hello`). Default [`DEFAULT_MAX_FRAME`] (16 MiB); values below
@@ -64,6 +73,27 @@ pub struct SessionConfig {
     /// How many of the peer's requests may be unanswered at once before the
     /// peer is considered hostile. Default [`DEFAULT_MAX_UNANSWERED`].
     pub max_unanswered: usize,
+}
+
+impl SessionConfig {
+    /// The default limits (as [`Default`]).
+    pub fn new() -> Self {
+        SessionConfig::default()
+    }
+
+    /// Sets the longest frame payload accepted from the peer.
+    #[must_use]
+    pub fn max_frame(mut self, max: u32) -> Self {
+        self.max_frame = max;
+        self
+    }
+
+    /// Sets how many of the peer's requests may be unanswered at once.
+    #[must_use]
+    pub fn max_unanswered(mut self, max: usize) -> Self {
+        self.max_unanswered = max;
+        self
+    }
 }
 
 impl Default for SessionConfig {

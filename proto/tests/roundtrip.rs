@@ -53,7 +53,7 @@ fn ready() -> impl Strategy<Value = Ready> {
             let mut r = Ready::new(pid);
             r.addresses = addrs
                 .into_iter()
-                .map(|(name, address)| Endpoint { name, address })
+                .map(|(name, address)| Endpoint::new(name, address))
                 .collect();
             r.status = status;
             r

@@ -363,10 +363,7 @@ fn duplicate_unanswered_request_id_is_an_error_answered_ids_are_reusable() {
 
 #[test]
 fn too_many_unanswered_requests() {
-    let config = SessionConfig {
-        max_unanswered: 2,
-        ..SessionConfig::default()
-    };
+    let config = SessionConfig::new().max_unanswered(2);
     let mut c = Session::new(Role::Child, 200, config);
     feed(&mut c, &[hello(Role::Parent), app(1), app(2)]).unwrap();
     c.send_response(1, ResponseBody::Ok).unwrap();
@@ -481,14 +478,7 @@ fn a_maximum_below_the_protocol_minimum_is_refused() {
 #[test]
 fn frame_over_our_maximum_is_corrupt() {
     // A configured maximum below the protocol minimum is raised to it.
-    let mut p = Session::new(
-        Role::Parent,
-        1,
-        SessionConfig {
-            max_frame: 32,
-            ..SessionConfig::default()
-        },
-    );
+    let mut p = Session::new(Role::Parent, 1, SessionConfig::new().max_frame(32));
     let mut buf = wire(&[hello(Role::Child), Message::Status("y".repeat(4100))]);
     assert_eq!(
         p.handle_input(&mut buf),

@@ -331,10 +331,9 @@ fn session_vectors() {
     let v = vectors();
     for t in list(&v, "sessions") {
         let name = &t["name"];
-        let config = SessionConfig {
-            max_frame: num(&t["max_frame"]) as u32,
-            max_unanswered: num(&t["max_unanswered"]) as usize,
-        };
+        let config = SessionConfig::new()
+            .max_frame(num(&t["max_frame"]) as u32)
+            .max_unanswered(num(&t["max_unanswered"]) as usize);
         let mut s = Session::new(role(&t["role"]), num(&t["pid"]) as u32, config);
         let mut buf = BytesMut::from(&hex(&t["stream"])[..]);
         let result = s.handle_eof(&mut buf);

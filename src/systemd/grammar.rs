@@ -165,11 +165,9 @@ impl Core {
         match self.phase {
             Phase::Starting => None,
             Phase::Ready => {
-                let ready = Ready {
-                    pid: self.state.main_pid.unwrap_or(pid),
-                    addresses: self.addresses.clone(),
-                    status: self.state.status.clone(),
-                };
+                let mut ready = Ready::new(self.state.main_pid.unwrap_or(pid));
+                ready.addresses = self.addresses.clone();
+                ready.status = self.state.status.clone();
                 Some(Seen::Ready(ready, ReadyVia::Notify))
             }
             Phase::Stopping => Some(self.failure("it sent STOPPING=1 before READY=1".to_string())),
@@ -475,10 +473,7 @@ fn parse_endpoint(v: &str) -> Option<Endpoint> {
         Some(t) => readyfd_proto::Address::Text(t.to_string()),
         None => crate::pipe::parse_address(addr),
     };
-    Some(Endpoint {
-        name: name.to_string(),
-        address,
-    })
+    Some(Endpoint::new(name, address))
 }
 
 /// `X_READYFD_ADDRESS=name=address` for `endpoint`, or `None` when it

@@ -187,7 +187,7 @@ impl Inner {
                     return;
                 }
                 Err(e) => {
-                    st.core.write_failed = Some(CloseReason::Io(e.kind(), e.to_string()));
+                    st.core.write_failed = Some(CloseReason::Io(Arc::new(e)));
                     st.fail_pending();
                     self.changed.notify_waiters();
                     self.space.notify_waiters();
@@ -580,6 +580,22 @@ impl Channel {
         }
     }
 
+    /// [`recv`](Self::recv), giving up after `timeout` with `Ok(None)` (as
+    /// the blocking channel's `recv_timeout`).
+    ///
+    /// # Cancel safety
+    /// As [`recv`](Self::recv): a message is never lost to a timeout or a
+    /// dropped future.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    pub async fn recv_timeout(&self, timeout: Duration) -> Result<Option<Incoming>, ChannelError> {
+        match ::tokio::time::timeout(timeout, self.recv()).await {
+            Ok(r) => r.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Takes the peer's next request or notification if one is queued,
     /// without waiting.
     ///
@@ -785,7 +801,7 @@ impl IoTask {
                 }
                 Poll::Ready(Err(e)) => {
                     let mut st = self.inner.lock();
-                    st.core.write_failed = Some(CloseReason::Io(e.kind(), e.to_string()));
+                    st.core.write_failed = Some(CloseReason::Io(Arc::new(e)));
                     st.io_writes = false;
                     self.inner.flush(&mut st); // discards what is queued
                     st.fail_pending();
@@ -885,7 +901,7 @@ impl IoTask {
     fn read_failed(&self, e: io::Error) {
         let mut st = self.inner.lock();
         if matches!(st.core.read, ReadEnd::Open) {
-            st.core.read = ReadEnd::Failed(CloseReason::Io(e.kind(), e.to_string()));
+            st.core.read = ReadEnd::Failed(CloseReason::Io(Arc::new(e)));
         }
         st.fail_pending();
         drop(st);
@@ -952,7 +968,8 @@ impl IoTask {
         st.stopped = true;
         st.task = None;
         if matches!(st.core.read, ReadEnd::Open) && !st.core.local_closed {
-            st.core.read = ReadEnd::Failed(CloseReason::Io(io::ErrorKind::Other, why.to_string()));
+            st.core.read =
+                ReadEnd::Failed(CloseReason::Io(Arc::new(io::Error::other(why.to_string()))));
         }
         st.fail_pending();
         let queued = st.core.peer.incoming.take();

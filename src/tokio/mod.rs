@@ -77,8 +77,8 @@
 //! interleave. Each method documents what dropping it means under
 //! `# Cancel safety`:
 //!
-//! - [`Channel::recv`] is cancel safe: nothing is taken from the queue
-//!   unless it is returned.
+//! - [`Channel::recv`] and [`Channel::recv_timeout`] are cancel safe:
+//!   nothing is taken from the queue unless it is returned.
 //! - [`Channel::notify`], [`Channel::ready`], [`Channel::status`] are cancel
 //!   safe: dropped before they complete, they sent nothing.
 //! - [`Channel::request`], [`Channel::request_timeout`], [`Channel::ping`]
@@ -97,4 +97,4 @@ mod spawn;
 pub use crate::incoming::{Incoming, IncomingRequest, Notification, ShutdownRequest};
 pub use channel::Channel;
 pub use child::Parent;
-pub use spawn::{CommandExt, ReadyChild, ReadyCommand, spawn};
+pub use spawn::{ReadyChild, ReadyCommand, ReadyCommandExt, spawn};

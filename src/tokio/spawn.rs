@@ -16,8 +16,7 @@ use ::tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use ::tokio::process::{Child, Command};
 use ::tokio::time::Instant;
 use nix::poll::PollFlags;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use readyfd_proto::Role;
 
 use super::channel::Channel;
@@ -25,7 +24,7 @@ use crate::core::ChannelOptions;
 use crate::error::{ReadyError, SpawnError};
 use crate::pipe::PipeWaiter;
 use crate::protocol::Protocol;
-use crate::spawn::{Ours, Spec, prepare};
+use crate::spawn::{Ours, Spec, StdCommand, prepare};
 use crate::sys::{self, ProcStat};
 use crate::systemd::{NotifyReceiver, NotifyState, StoredFd};
 use crate::verdict::{
@@ -56,18 +55,52 @@ pub struct ReadyCommand {
     cmd: Command,
     /// How to spawn and watch it (shared with the blocking builder).
     spec: Spec,
+    /// Set by the first [`spawn`](Self::spawn): the command went to it.
+    spawned: bool,
 }
 
-/// Adds [`readyfd`](CommandExt::readyfd) to
-/// [`tokio::process::Command`](::tokio::process::Command).
-pub trait CommandExt {
+/// Adds [`readyfd`](ReadyCommandExt::readyfd) to
+/// [`tokio::process::Command`](::tokio::process::Command), by value and
+/// after its own setters (`&mut Command`): the async counterpart of
+/// [`crate::ReadyCommandExt`].
+pub trait ReadyCommandExt {
     /// Wraps the command for spawning with a readiness channel.
+    ///
+    /// On a `&mut Command`, the configured command is moved into the
+    /// [`ReadyCommand`] and the borrowed one is left as a fresh
+    /// `Command::new` of the same program, with nothing else set, as
+    /// [`crate::ReadyCommandExt`] does.
     fn readyfd(self) -> ReadyCommand;
 }
 
-impl CommandExt for Command {
+impl ReadyCommandExt for Command {
     fn readyfd(self) -> ReadyCommand {
         ReadyCommand::new(self)
+    }
+}
+
+impl ReadyCommandExt for &mut Command {
+    fn readyfd(self) -> ReadyCommand {
+        let program = self.as_std().get_program().to_owned();
+        ReadyCommand::new(std::mem::replace(self, Command::new(program)))
+    }
+}
+
+impl From<Command> for ReadyCommand {
+    fn from(cmd: Command) -> Self {
+        ReadyCommand::new(cmd)
+    }
+}
+
+impl From<std::process::Command> for ReadyCommand {
+    fn from(cmd: std::process::Command) -> Self {
+        ReadyCommand::new(cmd)
+    }
+}
+
+impl StdCommand for Command {
+    fn std(&self) -> &std::process::Command {
+        self.as_std()
     }
 }
 
@@ -80,6 +113,7 @@ impl ReadyCommand {
         ReadyCommand {
             cmd: cmd.into(),
             spec: Spec::default(),
+            spawned: false,
         }
     }
 
@@ -89,9 +123,12 @@ impl ReadyCommand {
     /// As with [`crate::ReadyCommand::spawn`]: the child's end of the
     /// channel is created close-on-exec, placed at the chosen fd number
     /// inside `pre_exec` (which allocates nothing), and the parent's copy of
-    /// it is closed as soon as the child is running.
+    /// it is closed as soon as the child is running. It spawns once: a
+    /// later call fails with [`SpawnError::AlreadySpawned`] and starts
+    /// nothing.
     ///
     /// # Errors
+    /// [`SpawnError::AlreadySpawned`] when called again,
     /// [`SpawnError::ReservedFd`] for an fd below 3,
     /// [`SpawnError::Channel`] when the channel cannot be created,
     /// [`SpawnError::Start`] when the program cannot be started,
@@ -99,8 +136,13 @@ impl ReadyCommand {
     ///
     /// # Panics
     /// Outside a tokio runtime, or in one without I/O and time enabled.
-    pub fn spawn(self) -> Result<ReadyChild, SpawnError> {
-        let ReadyCommand { mut cmd, spec } = self;
+    pub fn spawn(&mut self) -> Result<ReadyChild, SpawnError> {
+        if ::tokio::runtime::Handle::try_current().is_err() {
+            panic!(
+                "readyfd::tokio::ReadyCommand::spawn must be called from within a tokio runtime"
+            );
+        }
+        let (mut cmd, spec) = self.take_for_spawn()?;
         let Spec {
             protocol,
             options,
@@ -109,11 +151,6 @@ impl ReadyCommand {
             process_group,
             ..
         } = spec;
-        if ::tokio::runtime::Handle::try_current().is_err() {
-            panic!(
-                "readyfd::tokio::ReadyCommand::spawn must be called from within a tokio runtime"
-            );
-        }
         let prepared = prepare(cmd.as_std_mut(), &spec)?;
         if kill_on_drop {
             cmd.kill_on_drop(true);
@@ -496,20 +533,28 @@ impl ReadyChild {
         }
     }
 
-    /// Sends `signal` to the child (nothing when it was already reaped),
-    /// and with [`process_group`](ReadyCommand::process_group) to what is
-    /// left of its group.
+    /// Sends the signal numbered `signal` (`libc::SIGTERM`, or any number
+    /// from 1 to `SIGRTMAX`) to the child (nothing when it was already
+    /// reaped), and with [`process_group`](ReadyCommand::process_group) to
+    /// what is left of its group.
     ///
     /// # Errors
-    /// When `kill` fails.
-    pub fn signal(&mut self, signal: Signal) -> io::Result<()> {
+    /// [`io::ErrorKind::InvalidInput`] for a number that is not a signal
+    /// (0, negative, above `SIGRTMAX`), with nothing sent; otherwise when
+    /// `kill` fails.
+    pub fn signal(&mut self, signal: i32) -> io::Result<()> {
+        sys::check_signal(signal)?;
+        self.send_signal(signal)
+    }
+
+    fn send_signal(&mut self, signal: i32) -> io::Result<()> {
         if self.group {
-            sys::signal_group(self.pid, signal as i32)?;
+            sys::signal_group(self.pid, signal)?;
         }
         if self.child.try_wait()?.is_some() {
             return Ok(());
         }
-        kill(Pid::from_raw(self.pid as i32), signal).map_err(io::Error::from)
+        sys::signal_pid(self.pid, signal)
     }
 
     /// Kills the child (and with
@@ -584,7 +629,7 @@ impl ReadyChild {
         if let Some(main) = &self.main {
             sys::pidfd_signal(main.get_ref().as_fd(), signal as i32)?;
         }
-        self.signal(signal)
+        self.send_signal(signal as i32)
     }
 
     /// Waits until both the spawned process (reaped) and the one readiness

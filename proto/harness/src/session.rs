@@ -127,10 +127,9 @@ pub fn session(data: &[u8]) {
 }
 
 fn session_config(b: u8) -> SessionConfig {
-    SessionConfig {
-        max_frame: SESSION_MAXES[usize::from(b & 3)],
-        max_unanswered: SESSION_UNANSWERED[usize::from((b >> 2) & 3)],
-    }
+    SessionConfig::new()
+        .max_frame(SESSION_MAXES[usize::from(b & 3)])
+        .max_unanswered(SESSION_UNANSWERED[usize::from((b >> 2) & 3)])
 }
 
 /// One side and the model of what its session must hold.

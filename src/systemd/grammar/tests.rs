@@ -336,41 +336,20 @@ fn fdnames() {
 #[test]
 fn endpoints_round_trip() {
     let cases = [
-        Endpoint {
-            name: "http".into(),
-            address: Address::Tcp("127.0.0.1:80".parse().unwrap()),
-        },
-        Endpoint {
-            name: "dns".into(),
-            address: Address::Udp("[::1]:53".parse().unwrap()),
-        },
-        Endpoint {
-            name: "".into(),
-            address: Address::Unix("@abstract".into()),
-        },
-        Endpoint {
-            name: "bus".into(),
-            address: Address::Text("unix:path=/x,guid=1".into()),
-        },
-        Endpoint {
-            name: "odd".into(),
-            address: Address::Text("tcp:1.2.3.4:5".into()),
-        },
+        Endpoint::new("http", Address::Tcp("127.0.0.1:80".parse().unwrap())),
+        Endpoint::new("dns", Address::Udp("[::1]:53".parse().unwrap())),
+        Endpoint::new("", Address::Unix("@abstract".into())),
+        Endpoint::new("bus", Address::Text("unix:path=/x,guid=1".into())),
+        Endpoint::new("odd", Address::Text("tcp:1.2.3.4:5".into())),
     ];
     for e in cases {
         let line = format_endpoint(&e).unwrap();
         let value = line.strip_prefix("X_READYFD_ADDRESS=").unwrap();
         assert_eq!(parse_endpoint(value), Some(e));
     }
-    let bad = Endpoint {
-        name: "a=b".into(),
-        address: Address::Text("x".into()),
-    };
+    let bad = Endpoint::new("a=b", Address::Text("x".into()));
     assert_eq!(format_endpoint(&bad), None);
-    let bad = Endpoint {
-        name: "a".into(),
-        address: Address::Text("x\ny".into()),
-    };
+    let bad = Endpoint::new("a", Address::Text("x\ny".into()));
     assert_eq!(format_endpoint(&bad), None);
 }
 

@@ -29,14 +29,11 @@ pub(crate) fn run(role: &str, args: &[String]) {
 }
 
 async fn serve(deliver: bool) {
-    let options = ChannelOptions {
-        shutdown: if deliver {
-            ShutdownPolicy::Deliver
-        } else {
-            ShutdownPolicy::RaiseSigterm
-        },
-        ..Default::default()
-    };
+    let options = ChannelOptions::new().shutdown(if deliver {
+        ShutdownPolicy::Deliver
+    } else {
+        ShutdownPolicy::RaiseSigterm
+    });
     let parent = match Parent::from_env_with(options) {
         Ok(Some(p)) => p,
         Ok(None) => std::process::exit(90),

@@ -54,16 +54,15 @@ pub(crate) fn run(role: &str, args: &[String]) {
             } else {
                 cmd.arg("drop-server");
             }
-            let set_up = |c: readyfd::ReadyCommand| {
-                if role == "drop-parent" {
-                    c.kill_on_drop(true).process_group(true)
-                } else {
-                    c.parent_death_signal(nix::libc::SIGTERM)
-                }
-            };
             match driver {
                 "blocking" => {
-                    let mut child = set_up(readyfd::ReadyCommand::new(cmd)).spawn().unwrap();
+                    let mut c = readyfd::ReadyCommand::new(cmd);
+                    if role == "drop-parent" {
+                        c.kill_on_drop(true).process_group(true);
+                    } else {
+                        c.parent_death_signal(nix::libc::SIGTERM);
+                    }
+                    let mut child = c.spawn().unwrap();
                     let r = child.wait_ready(Duration::from_secs(60)).unwrap();
                     report(role, r);
                 }
@@ -74,12 +73,12 @@ pub(crate) fn run(role: &str, args: &[String]) {
                         .build()
                         .unwrap();
                     rt.block_on(async {
-                        let c = readyfd::tokio::ReadyCommand::new(cmd);
-                        let c = if role == "drop-parent" {
-                            c.kill_on_drop(true).process_group(true)
+                        let mut c = readyfd::tokio::ReadyCommand::new(cmd);
+                        if role == "drop-parent" {
+                            c.kill_on_drop(true).process_group(true);
                         } else {
-                            c.parent_death_signal(nix::libc::SIGTERM)
-                        };
+                            c.parent_death_signal(nix::libc::SIGTERM);
+                        }
                         let mut child = c.spawn().unwrap();
                         let r = child.wait_ready(Duration::from_secs(60)).await.unwrap();
                         report(role, r);

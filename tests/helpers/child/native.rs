@@ -18,10 +18,8 @@ pub(crate) fn run(role: &str, args: &[String]) {
             let p = if role == "ready" {
                 parent()
             } else {
-                let opts = readyfd::ChannelOptions {
-                    shutdown: readyfd::ShutdownPolicy::Deliver,
-                    ..Default::default()
-                };
+                let opts =
+                    readyfd::ChannelOptions::new().shutdown(readyfd::ShutdownPolicy::Deliver);
                 Parent::from_env_with(opts).unwrap().unwrap()
             };
             let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
