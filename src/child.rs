@@ -83,10 +83,11 @@ macro_rules! parent_api {
                 };
                 Parent::from_fd_with(owned, options)
                     .map(Some)
-                    .map_err(|_| crate::EnvError::BadFd {
+                    .map_err(|e| crate::EnvError::Unusable {
                         var: crate::READYFD_ENV,
                         fd,
-                        why: "could not be used",
+                        what: "the channel could not be set up over it",
+                        source: std::sync::Arc::new(e),
                     })
             }
 

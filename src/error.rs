@@ -187,12 +187,7 @@ impl PartialEq for CloseReason {
             (CloseReason::PeerClosed, CloseReason::PeerClosed)
             | (CloseReason::Local, CloseReason::Local) => true,
             (CloseReason::Protocol(a), CloseReason::Protocol(b)) => a == b,
-            (CloseReason::Io(a), CloseReason::Io(b)) => {
-                Arc::ptr_eq(a, b)
-                    || (a.kind() == b.kind()
-                        && a.raw_os_error() == b.raw_os_error()
-                        && a.to_string() == b.to_string())
-            }
+            (CloseReason::Io(a), CloseReason::Io(b)) => same_io_error(a, b),
             _ => false,
         }
     }
@@ -317,7 +312,7 @@ impl From<SpawnError> for io::Error {
 }
 
 /// The child side found no usable channel in its environment.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum EnvError {
     /// The variable is set but is not a file descriptor number.
@@ -339,6 +334,21 @@ pub enum EnvError {
         fd: RawFd,
         /// What is wrong with it.
         why: &'static str,
+    },
+    /// The fd is the one the parent passed, but a system call on it, or
+    /// setting up the channel over it, failed: the cause says why (an
+    /// exhausted fd table, no thread could be started).
+    #[error("{var}={fd}: {what}")]
+    Unusable {
+        /// The variable's name.
+        var: &'static str,
+        /// The fd number.
+        fd: RawFd,
+        /// What failed: "could not make fd 3 close-on-exec", say.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Arc<io::Error>,
     },
     /// The identity the parent put in `READYFD_INODE` (or
     /// `CHILD_READY_FD_INODE`) is not `<st_dev>:<st_ino>`.
@@ -381,6 +391,69 @@ pub enum EnvError {
         /// The fd number.
         fd: RawFd,
     },
+}
+
+impl PartialEq for EnvError {
+    fn eq(&self, other: &Self) -> bool {
+        use EnvError::*;
+        match (self, other) {
+            (Malformed { var, value }, Malformed { var: v, value: w })
+            | (MalformedIdentity { var, value }, MalformedIdentity { var: v, value: w }) => {
+                var == v && value == w
+            }
+            (
+                BadFd { var, fd, why },
+                BadFd {
+                    var: v,
+                    fd: f,
+                    why: w,
+                },
+            ) => var == v && fd == f && why == w,
+            (
+                Unusable {
+                    var,
+                    fd,
+                    what,
+                    source,
+                },
+                Unusable {
+                    var: v,
+                    fd: f,
+                    what: w,
+                    source: s,
+                },
+            ) => var == v && fd == f && what == w && same_io_error(source, s),
+            (
+                NotInherited {
+                    var,
+                    fd,
+                    id_var,
+                    expected,
+                    found,
+                },
+                NotInherited {
+                    var: v,
+                    fd: f,
+                    id_var: i,
+                    expected: e,
+                    found: g,
+                },
+            ) => var == v && fd == f && id_var == i && expected == e && found == g,
+            (AlreadyTaken { var, fd }, AlreadyTaken { var: v, fd: f }) => var == v && fd == f,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for EnvError {}
+
+/// Two shared I/O errors are equal when they are one, or alike in kind,
+/// errno and text.
+fn same_io_error(a: &Arc<io::Error>, b: &Arc<io::Error>) -> bool {
+    Arc::ptr_eq(a, b)
+        || (a.kind() == b.kind()
+            && a.raw_os_error() == b.raw_os_error()
+            && a.to_string() == b.to_string())
 }
 
 /// Plain-words description of an exit status: `exited with status 3`,
@@ -558,6 +631,15 @@ mod tests {
                     why: "is closed",
                 }),
                 false,
+            ),
+            (
+                Box::new(EnvError::Unusable {
+                    var: "READYFD",
+                    fd: 9,
+                    what: "the channel could not be set up over it",
+                    source: Arc::new(io()),
+                }),
+                true,
             ),
         ];
         for c in close {

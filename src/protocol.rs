@@ -192,7 +192,12 @@ fn take_inherited(
         return Err(EnvError::AlreadyTaken { var, fd });
     }
     if let Some(expected) = std::env::var_os(id_var) {
-        let found = fd_identity(borrowed).map_err(|_| bad("is not open"))?;
+        let found = fd_identity(borrowed).map_err(|e| EnvError::Unusable {
+            var,
+            fd,
+            what: "could not read its identity (fstat)",
+            source: std::sync::Arc::new(e),
+        })?;
         let expected = expected.to_string_lossy();
         if !valid_identity(&expected) {
             return Err(EnvError::MalformedIdentity {
@@ -211,7 +216,12 @@ fn take_inherited(
         }
     }
     check(borrowed).map_err(bad)?;
-    sys::set_cloexec(borrowed).map_err(|_| bad("cannot be made close-on-exec"))?;
+    sys::set_cloexec(borrowed).map_err(|e| EnvError::Unusable {
+        var,
+        fd,
+        what: "could not make it close-on-exec",
+        source: std::sync::Arc::new(e),
+    })?;
     // SAFETY: the fd is open; it was inherited across exec and nobody in
     // this process took it before (it was not close-on-exec, and every
     // taker, this one included, makes it so under the lock we hold); and

@@ -208,3 +208,37 @@ fn the_pipe_fd_is_checked_and_taken_once() {
         "{got}"
     );
 }
+
+/// With the fd table full, setting up the channel fails: the error says
+/// so and keeps the cause (it used to be "could not be used", cause
+/// dropped).
+#[test]
+fn an_exhausted_fd_table_is_named_with_its_cause() {
+    let (a, _b) = stream_pair();
+    let mut cmd = helper("env-check");
+    cmd.env_remove("READYFD_INODE").env("READYFD", "3");
+    place_fds(&mut cmd, &[(a.as_raw_fd(), 3)]);
+    // SAFETY: setrlimit only: allocation-free and async-signal-safe. Five
+    // fds: stdin, stdout, stderr, the channel and one more (the dynamic
+    // loader needs it), while the channel's set-up needs two.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let lim = nix::libc::rlimit {
+                rlim_cur: 5,
+                rlim_max: 5,
+            };
+            if nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let got = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        got.starts_with(
+            "error: READYFD=3: the channel could not be set up over it: Too many open files"
+        ),
+        "{got} {out:?}"
+    );
+}

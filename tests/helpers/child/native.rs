@@ -173,7 +173,15 @@ pub(crate) fn run(role: &str, args: &[String]) {
                 )
             }
             Ok(None) => print!("none"),
-            Err(e) => print!("error: {e}"),
+            // The whole chain, as anyhow prints it.
+            Err(e) => {
+                print!("error: {e}");
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    print!(": {s}");
+                    source = s.source();
+                }
+            }
         },
         // The pipe's counterpart of env-check.
         "pipe-env-check" => {
