@@ -128,6 +128,7 @@ mod child;
 mod core;
 mod error;
 mod incoming;
+mod listen;
 mod notify;
 pub mod pipe;
 mod protocol;
@@ -143,7 +144,10 @@ pub use channel::Channel;
 pub use child::Parent;
 pub use core::{ChannelOptions, ShutdownPolicy};
 pub use error::{
-    ChannelError, CloseReason, EnvError, ProtocolError, ReadyError, SpawnError, describe_exit,
+    ChannelError, CloseReason, EnvError, ListenError, ProtocolError, ReadyError, SpawnError, describe_exit,
+};
+pub use listen::{
+    LISTEN_FDNAMES_ENV, LISTEN_FDS_ENV, LISTEN_FDS_START, LISTEN_PID_ENV, Listeners,
 };
 pub use incoming::{Incoming, IncomingRequest, Notification, ShutdownRequest};
 pub use notify::{Notified, Notifier, NotifyError, notify_ready};

@@ -100,7 +100,7 @@ impl ReadyCommand {
     /// # Panics
     /// Outside a tokio runtime, or in one without I/O and time enabled.
     pub fn spawn(self) -> Result<ReadyChild, SpawnError> {
-        let ReadyCommand { mut cmd, spec } = self;
+        let ReadyCommand { mut cmd, mut spec } = self;
         let Spec {
             protocol,
             options,
@@ -114,7 +114,7 @@ impl ReadyCommand {
                 "readyfd::tokio::ReadyCommand::spawn must be called from within a tokio runtime"
             );
         }
-        let prepared = prepare(cmd.as_std_mut(), &spec)?;
+        let prepared = prepare(cmd.as_std_mut(), &mut spec)?;
         if kill_on_drop {
             cmd.kill_on_drop(true);
         }
