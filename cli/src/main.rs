@@ -21,6 +21,7 @@
 mod args;
 mod demo;
 mod exit;
+mod listen;
 mod generated;
 mod notify;
 mod pidfd;
