@@ -52,7 +52,9 @@ pub enum SpawnError {
         count: RawFd,
     },
     /// A listening socket's name is not one `LISTEN_FDNAMES` can carry.
-    #[error("cannot pass a listening socket named {name:?}: the name {why} (use printable ASCII without ':', at most 255 bytes)")]
+    #[error(
+        "cannot pass a listening socket named {name:?}: the name {why} (use printable ASCII without ':', at most 255 bytes)"
+    )]
     ListenName {
         /// The name as given.
         name: String,

@@ -144,12 +144,11 @@ pub use channel::Channel;
 pub use child::Parent;
 pub use core::{ChannelOptions, ShutdownPolicy};
 pub use error::{
-    ChannelError, CloseReason, EnvError, ListenError, ProtocolError, ReadyError, SpawnError, describe_exit,
-};
-pub use listen::{
-    LISTEN_FDNAMES_ENV, LISTEN_FDS_ENV, LISTEN_FDS_START, LISTEN_PID_ENV, Listeners,
+    ChannelError, CloseReason, EnvError, ListenError, ProtocolError, ReadyError, SpawnError,
+    describe_exit,
 };
 pub use incoming::{Incoming, IncomingRequest, Notification, ShutdownRequest};
+pub use listen::{LISTEN_FDNAMES_ENV, LISTEN_FDS_ENV, LISTEN_FDS_START, LISTEN_PID_ENV, Listeners};
 pub use notify::{Notified, Notifier, NotifyError, notify_ready};
 pub use protocol::{
     CHILD_READY_FD_ENV, DEFAULT_FD, NOTIFY_SOCKET_ENV, Protocol, READINESS_ENV_VARS, READYFD_ENV,

@@ -303,8 +303,7 @@ pub(crate) fn arrange(fds: &mut [(&mut OwnedFd, RawFd)]) -> io::Result<Vec<(RawF
     for (fd, dst) in fds.iter_mut() {
         let n = fd.as_raw_fd();
         if n != *dst && (n < 3 || targets.contains(&n)) {
-            let moved =
-                nix::fcntl::fcntl(&**fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(top + 1))?;
+            let moved = nix::fcntl::fcntl(&**fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(top + 1))?;
             // SAFETY: fcntl just created this fd; nothing else owns it.
             **fd = unsafe { OwnedFd::from_raw_fd(moved) };
         }

@@ -30,7 +30,10 @@ fn report_lines(stdout: impl Read) -> (Vec<String>, impl BufRead) {
     let mut lines = Vec::new();
     loop {
         let mut line = String::new();
-        assert!(r.read_line(&mut line).unwrap() > 0, "child ended early: {lines:?}");
+        assert!(
+            r.read_line(&mut line).unwrap() > 0,
+            "child ended early: {lines:?}"
+        );
         let line = line.trim_end().to_string();
         if line == "end" {
             return (lines, r);
@@ -105,8 +108,20 @@ fn passes_sockets(driver: Driver) {
                     .spawn()
                     .unwrap()
             });
-            let stdin = child.child_mut().stdin.take().unwrap().into_owned_fd().unwrap();
-            let out = child.child_mut().stdout.take().unwrap().into_owned_fd().unwrap();
+            let stdin = child
+                .child_mut()
+                .stdin
+                .take()
+                .unwrap()
+                .into_owned_fd()
+                .unwrap();
+            let out = child
+                .child_mut()
+                .stdout
+                .take()
+                .unwrap()
+                .into_owned_fd()
+                .unwrap();
             let (lines, _) = report_lines(std::fs::File::from(out));
             let pid = child.id();
             let finish = move || {
@@ -175,7 +190,10 @@ fn expected_fds(last: i32) -> String {
         }
     }
     fds.sort();
-    fds.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")
+    fds.iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// One test at a time: each checks the whole fd table of this process.
@@ -315,7 +333,10 @@ fn bad_input_is_a_typed_error_and_leaks_nothing() {
         .fd(4)
         .spawn()
         .unwrap_err();
-    assert!(matches!(e, SpawnError::FdTaken { fd: 4, count: 2 }), "{e:?}");
+    assert!(
+        matches!(e, SpawnError::FdTaken { fd: 4, count: 2 }),
+        "{e:?}"
+    );
     assert_eq!(
         e.to_string(),
         "cannot hand the readiness fd to the child as fd 4: fds 3 to 4 hold the 2 listening socket(s) (leave fd() unset to have it placed above them, or choose 5 or above)"
@@ -325,7 +346,10 @@ fn bad_input_is_a_typed_error_and_leaks_nothing() {
             .listen(name, l())
             .spawn()
             .unwrap_err();
-        assert!(matches!(e, SpawnError::ListenName { .. }), "{name:?}: {e:?}");
+        assert!(
+            matches!(e, SpawnError::ListenName { .. }),
+            "{name:?}: {e:?}"
+        );
     }
     let mut cmd = helper("listen-report");
     std::os::unix::process::CommandExt::arg0(&mut cmd, "other");
@@ -368,7 +392,10 @@ fn child_side_checks_the_variables() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap().trim_end().to_string()
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim_end()
+            .to_string()
     };
     assert_eq!(run(""), "ok 0");
     // Another process's sockets: none for us, as sd_listen_fds says.

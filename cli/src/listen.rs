@@ -140,8 +140,8 @@ impl Drop for Bound {
             drop(s.fd.take());
         }
         for (path, dev, ino) in &self.files {
-            let ours = std::fs::symlink_metadata(path)
-                .is_ok_and(|m| m.dev() == *dev && m.ino() == *ino);
+            let ours =
+                std::fs::symlink_metadata(path).is_ok_and(|m| m.dev() == *dev && m.ino() == *ino);
             if ours {
                 let _ = std::fs::remove_file(path);
             }
@@ -158,7 +158,8 @@ pub(crate) fn bind_all(specs: &[ListenSpec]) -> Result<Bound, Failure> {
     let mut bound = Bound::default();
     let mut used = std::collections::HashSet::new();
     for (i, spec) in specs.iter().enumerate() {
-        let fail = |why: String| Failure::new(exit::LISTEN, format!("--listen {}: {why}", spec.text));
+        let fail =
+            |why: String| Failure::new(exit::LISTEN, format!("--listen {}: {why}", spec.text));
         let (fd, address): (OwnedFd, String) = match &spec.addr {
             ListenAddr::Tcp { host, port } => {
                 let addr: SocketAddr = (host.as_str(), *port)
@@ -199,8 +200,7 @@ pub(crate) fn bind_all(specs: &[ListenSpec]) -> Result<Bound, Failure> {
                         match e.kind() {
                             std::io::ErrorKind::PermissionDenied =>
                                 "permission denied (choose a directory you can write to)".into(),
-                            std::io::ErrorKind::NotFound =>
-                                "its directory does not exist".into(),
+                            std::io::ErrorKind::NotFound => "its directory does not exist".into(),
                             _ => exit::explain(&e),
                         }
                     ))

@@ -21,8 +21,8 @@
 mod args;
 mod demo;
 mod exit;
-mod listen;
 mod generated;
+mod listen;
 mod notify;
 mod pidfd;
 mod report;

@@ -24,8 +24,7 @@ pub(crate) const FD_PLACEHOLDER: &str = "{fd}";
 /// A [`Failure`] carrying the exit code and message (see [`exit`]).
 pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     let usage = |m: &str| Failure::new(exit::USAGE, m);
-    if args.then_after == ThenAfter::Listening && (args.listen.is_empty() || args.then.is_none())
-    {
+    if args.then_after == ThenAfter::Listening && (args.listen.is_empty() || args.then.is_none()) {
         return Err(usage(
             "--then-after listening needs --then CMD and at least one --listen socket to wait for",
         ));
@@ -75,7 +74,11 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
             .map_err(|e| Failure::system(&format!("waiting for {name} failed"), e));
     };
     let mut env = report::then_env(&readiness);
-    env.extend(report::listening_env(sup.pid(), &listening).into_iter().skip(1));
+    env.extend(
+        report::listening_env(sup.pid(), &listening)
+            .into_iter()
+            .skip(1),
+    );
     then_and_stop(&mut sup, &cmd, &env, &name, &term)
 }
 

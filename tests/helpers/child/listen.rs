@@ -37,8 +37,15 @@ pub(crate) fn run(role: &str, _args: &[String]) {
                     != 0;
                 match nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(raw) {
                     Ok(a) if a.as_unix_addr().is_some() => {
-                        let path = a.as_unix_addr().unwrap().path().unwrap().display().to_string();
-                        writeln!(out, "socket {name} fd={raw} cloexec={cloexec} unix:{path}").unwrap();
+                        let path = a
+                            .as_unix_addr()
+                            .unwrap()
+                            .path()
+                            .unwrap()
+                            .display()
+                            .to_string();
+                        writeln!(out, "socket {name} fd={raw} cloexec={cloexec} unix:{path}")
+                            .unwrap();
                         kept.push(fd);
                     }
                     Ok(_) => {
@@ -74,7 +81,9 @@ pub(crate) fn run(role: &str, _args: &[String]) {
                 let (conn, _) = l.accept().unwrap();
                 let mut line = String::new();
                 std::io::BufReader::new(&conn).read_line(&mut line).unwrap();
-                (&conn).write_all(format!("{name}: {line}").as_bytes()).unwrap();
+                (&conn)
+                    .write_all(format!("{name}: {line}").as_bytes())
+                    .unwrap();
             }
         }
         // Tries to take the sockets and prints the error (or `ok N`).
