@@ -269,3 +269,57 @@ fn socket_files_are_removed_on_sigterm() {
         assert!(!sock.exists(), "ready_first={ready_first}");
     }
 }
+
+/// dbus-daemon's `--address=systemd:` takes its socket with
+/// `sd_listen_fds`: it serves a `GetId` call on the socket readyfd bound.
+/// Skipped (with a note on stderr) where dbus-daemon or dbus-send is not
+/// installed (Debian: `apt install dbus-daemon dbus-bin`).
+#[test]
+fn dbus_daemon_takes_its_socket_by_socket_activation() {
+    let found = |p: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {p}"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !found("dbus-daemon") || !found("dbus-send") {
+        eprintln!("skipped: dbus-daemon or dbus-send is not installed");
+        return;
+    }
+    let own = std::env::temp_dir().join(format!("readyfd-dbus-{}", std::process::id()));
+    std::fs::create_dir_all(&own).unwrap();
+    let mut cmd = readyfd(["run", "--protocol", "pipe", "--json"]);
+    let sock = run_dir(&cmd).join("bus.sock");
+    cmd.arg("--listen")
+        .arg(format!("bus=unix:{}", sock.display()))
+        .arg("--then")
+        .arg(format!(
+            "dbus-send --bus=unix:path={} --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus.GetId",
+            sock.display()
+        ))
+        // dbus-daemon makes $XDG_RUNTIME_DIR/dbus-1: give it a directory of
+        // its own (env execs: the pid, and so LISTEN_PID, stays the same).
+        .arg("--")
+        .arg("env")
+        .arg(format!("XDG_RUNTIME_DIR={}", own.display()))
+        .args(["dbus-daemon", "--session", "--nofork"])
+        .args(["--address=systemd:", "--print-address={fd}"]);
+    let f = run(&mut cmd);
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    let ready: serde_json::Value = serde_json::from_str(&f.stdout[1]).unwrap();
+    let address = ready["address"].as_str().unwrap();
+    assert!(
+        address.starts_with(&format!("unix:path={},guid=", sock.display())),
+        "{address}"
+    );
+    assert!(
+        f.stdout
+            .iter()
+            .any(|l| l.trim_start().starts_with("string \"")),
+        "{:?}",
+        f.stdout
+    );
+    assert!(!sock.exists());
+    std::fs::remove_dir_all(own).unwrap();
+}
