@@ -67,6 +67,20 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Socket activation
+//! [`ReadyCommand::listen`] passes listening sockets the parent bound to
+//! the child as systemd does (fds 3.., `LISTEN_FDS`, `LISTEN_FDNAMES`,
+//! `LISTEN_PID` = the child's pid), so that clients can connect before the
+//! child is ready (their connections wait in the backlog) and unmodified
+//! socket-activatable programs take them; the readiness channel sits above
+//! them. The child takes them by name with [`Listeners`]:
+//! ```no_run
+//! let mut listeners = readyfd::Listeners::from_env()?;
+//! let http = listeners.take_tcp("http")?;
+//! # let _ = http;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Async (tokio)
 // The link resolves only with the feature: without it, the docs name the
 // module in plain text (they are built both ways in CI).

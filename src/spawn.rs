@@ -79,6 +79,10 @@ impl ReadyCommand {
     ///
     /// # Errors
     /// [`SpawnError::ReservedFd`] for an fd below 3,
+    /// [`SpawnError::FdTaken`] for an fd among the listening sockets',
+    /// [`SpawnError::ListenName`] for a socket name `LISTEN_FDNAMES` cannot
+    /// carry, [`SpawnError::Listen`] for a command with an `arg0` of its
+    /// own and listening sockets,
     /// [`SpawnError::Channel`] when the channel cannot be created,
     /// [`SpawnError::Start`] when the program cannot be started,
     /// [`SpawnError::Watch`] when the child cannot be watched.

@@ -381,10 +381,12 @@ fn bad_input_is_a_typed_error_and_leaks_nothing() {
 /// are set by `sh`, whose `exec` keeps the pid `$$`.
 #[test]
 fn child_side_checks_the_variables() {
+    let _serial = serial();
     let run = |script: &str| -> String {
+        let (script, names) = script.split_once(" -- ").unwrap_or((script, ""));
         let out = Command::new("sh")
             .arg("-c")
-            .arg(format!("{script} exec \"$0\" listen-env-check"))
+            .arg(format!("{script} exec \"$0\" listen-env-check {names}"))
             .arg(common::CHILD)
             .env_remove("LISTEN_PID")
             .env_remove("LISTEN_FDS")
@@ -426,6 +428,10 @@ fn child_side_checks_the_variables() {
         "error: fd 4 was passed as a listening socket but is not open (was it closed, e.g. by code that closes every fd above 2?)"
     );
     assert_eq!(run("LISTEN_PID=$$ LISTEN_FDS=1 3</dev/null"), "ok 1");
+    assert_eq!(
+        run("LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=x 3</dev/null -- x y"),
+        "ok 1\nerror: the listening socket \"x\" (fd 3) is not a stream socket\nerror: no listening socket named \"y\" is left (passed: x)"
+    );
 }
 
 /// A Python child that checks `LISTEN_PID == os.getpid()`, `LISTEN_FDS`

@@ -8,7 +8,7 @@ use readyfd::{Listeners, Ready};
 
 use crate::{parent, unknown_role};
 
-pub(crate) fn run(role: &str, _args: &[String]) {
+pub(crate) fn run(role: &str, args: &[String]) {
     match role {
         // Takes every passed socket, reports what it sees (LISTEN_* and
         // READYFD, each socket's name, fd and address, its open fds) on
@@ -86,9 +86,18 @@ pub(crate) fn run(role: &str, _args: &[String]) {
                     .unwrap();
             }
         }
-        // Tries to take the sockets and prints the error (or `ok N`).
+        // Tries to take the sockets and prints the error (or `ok N`), then
+        // tries `take_tcp` for each name in the arguments, a line each.
         "listen-env-check" => match Listeners::from_env() {
-            Ok(l) => println!("ok {}", l.len()),
+            Ok(mut l) => {
+                println!("ok {}", l.len());
+                for name in &args[1..] {
+                    match l.take_tcp(name) {
+                        Ok(t) => println!("tcp {}", t.local_addr().unwrap()),
+                        Err(e) => println!("error: {e}"),
+                    }
+                }
+            }
             Err(e) => println!("error: {e}"),
         },
         _ => unknown_role(role),
