@@ -200,7 +200,13 @@ pub(crate) fn bind_all(specs: &[ListenSpec]) -> Result<Bound, Failure> {
                         match e.kind() {
                             std::io::ErrorKind::PermissionDenied =>
                                 "permission denied (choose a directory you can write to)".into(),
-                            std::io::ErrorKind::NotFound => "its directory does not exist".into(),
+                            std::io::ErrorKind::NotFound
+                                if !path
+                                    .parent()
+                                    .is_some_and(|d| d.as_os_str().is_empty() || d.is_dir()) =>
+                            {
+                                "its directory does not exist".into()
+                            }
                             _ => exit::explain(&e),
                         }
                     ))

@@ -209,6 +209,24 @@ fn bad_input_is_refused_and_leaves_nothing() {
         f.stderr
     );
 
+    // A directory no one may create files in (sysfs, even for root).
+    let f = run(&mut readyfd([
+        "run",
+        "--listen",
+        "unix:/sys/readyfd-test.sock",
+        "--",
+        "true",
+    ]));
+    assert_eq!(f.code, Some(73), "{}", f.stderr);
+    assert!(
+        f.stderr.starts_with(
+            "readyfd: --listen unix:/sys/readyfd-test.sock: cannot create the socket file /sys/readyfd-test.sock: "
+        ),
+        "{}",
+        f.stderr
+    );
+    assert!(!std::path::Path::new("/sys/readyfd-test.sock").exists());
+
     // An address of no interface here.
     let f = run(&mut readyfd([
         "run",
