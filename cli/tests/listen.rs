@@ -341,3 +341,20 @@ fn dbus_daemon_takes_its_socket_by_socket_activation() {
     assert!(!sock.exists());
     std::fs::remove_dir_all(own).unwrap();
 }
+
+/// With `--then-after listening`, a PROGRAM that fails while CMD runs
+/// stops CMD at once, and the run fails with 68, as after readiness.
+#[test]
+fn then_after_listening_stops_cmd_when_program_fails() {
+    let mut cmd = readyfd(["run", "--listen", "tcp:127.0.0.1:0"]);
+    cmd.args(["--then-after", "listening", "--then", "exec sleep 1000"])
+        .args(["--", "sh", "-c", "exit 3"]);
+    let f = run(&mut cmd);
+    assert_eq!(f.code, Some(68), "{}", f.stderr);
+    assert!(
+        f.stderr
+            .contains("exited with status 3 while --then CMD was running: stopping CMD"),
+        "{}",
+        f.stderr
+    );
+}
