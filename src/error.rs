@@ -48,6 +48,34 @@ pub enum SpawnError {
         /// The program.
         program: String,
     },
+    /// The fd asked for the channel is one of the listening sockets' slots
+    /// (3 to 3+n-1, where socket activation puts them).
+    #[error(
+        "cannot hand the readiness fd to the child as fd {fd}: fds 3 to {last} hold the {count} listening socket(s) (leave fd() unset to have it placed above them, or choose {next} or above)",
+        last = 2 + .count, next = 3 + .count
+    )]
+    FdTaken {
+        /// The fd number asked for.
+        fd: RawFd,
+        /// How many listening sockets are passed.
+        count: RawFd,
+    },
+    /// A listening socket's name is not one `LISTEN_FDNAMES` can carry.
+    #[error(
+        "cannot pass a listening socket named {name:?}: the name {why} (use printable ASCII without ':', at most 255 bytes)"
+    )]
+    ListenName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The listening sockets cannot be passed to this command.
+    #[error("cannot pass listening sockets: {why}")]
+    Listen {
+        /// Why.
+        why: String,
+    },
     /// The child started but could not be watched (`pidfd_open` failed).
     #[error("cannot watch child {pid}{}", watch_hint(.source))]
     Watch {
@@ -301,10 +329,73 @@ impl From<ReadyError> for io::Error {
 impl From<SpawnError> for io::Error {
     fn from(e: SpawnError) -> Self {
         let kind = match &e {
-            SpawnError::ReservedFd(_) | SpawnError::AlreadySpawned { .. } => {
+            SpawnError::ReservedFd(_)
+            | SpawnError::AlreadySpawned { .. }
+            | SpawnError::FdTaken { .. }
+            | SpawnError::ListenName { .. }
+            | SpawnError::Listen { .. } => io::ErrorKind::InvalidInput,
+            SpawnError::Start { source, .. } => source.kind(),
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// Taking the listening sockets passed by socket activation failed
+/// ([`Listeners`](crate::Listeners)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenError {
+    /// A socket-activation variable has a value `sd_listen_fds` rejects.
+    #[error("{var}={value:?} {why}")]
+    Malformed {
+        /// The variable's name.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A passed fd number is not open.
+    #[error(
+        "fd {fd} was passed as a listening socket but is not open (was it closed, e.g. by code that closes every fd above 2?)"
+    )]
+    NotOpen {
+        /// The fd number.
+        fd: RawFd,
+    },
+    /// The sockets were already taken in this process.
+    #[error(
+        "the listening sockets of this process were already taken (Listeners::from_env takes them once per process: keep the Listeners and take from it)"
+    )]
+    AlreadyTaken,
+    /// No socket is left under that name.
+    #[error("no listening socket named {name:?} is left (passed: {})", if .passed.is_empty() { "none".to_string() } else { .passed.join(", ") })]
+    NoSuchName {
+        /// The name asked for.
+        name: String,
+        /// The names passed (taken or not).
+        passed: Vec<String>,
+    },
+    /// The socket is not of the kind asked for.
+    #[error("the listening socket {name:?} (fd {fd}) {why}")]
+    WrongKind {
+        /// Its name.
+        name: String,
+        /// Its fd number.
+        fd: RawFd,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+}
+
+impl From<ListenError> for io::Error {
+    fn from(e: ListenError) -> Self {
+        let kind = match &e {
+            ListenError::NoSuchName { .. } => io::ErrorKind::NotFound,
+            ListenError::Malformed { .. } | ListenError::WrongKind { .. } => {
                 io::ErrorKind::InvalidInput
             }
-            SpawnError::Start { source, .. } => source.kind(),
             _ => io::ErrorKind::Other,
         };
         io::Error::new(kind, e)

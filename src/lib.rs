@@ -65,6 +65,20 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Socket activation
+//! [`ReadyCommand::listen`] passes listening sockets the parent bound to
+//! the child as systemd does (fds 3.., `LISTEN_FDS`, `LISTEN_FDNAMES`,
+//! `LISTEN_PID` = the child's pid), so that clients can connect before the
+//! child is ready (their connections wait in the backlog) and unmodified
+//! socket-activatable programs take them; the readiness channel sits above
+//! them. The child takes them by name with [`Listeners`]:
+//! ```no_run
+//! let mut listeners = readyfd::Listeners::from_env()?;
+//! let http = listeners.take_tcp("http")?;
+//! # let _ = http;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Async (tokio)
 // The link resolves only with the feature: without it, the docs name the
 // module in plain text (they are built both ways in CI).
@@ -126,6 +140,7 @@ mod child;
 mod core;
 mod error;
 mod incoming;
+mod listen;
 mod notify;
 pub mod pipe;
 mod protocol;
@@ -141,9 +156,11 @@ pub use channel::Channel;
 pub use child::Parent;
 pub use core::{ChannelOptions, ShutdownPolicy};
 pub use error::{
-    ChannelError, CloseReason, EnvError, ProtocolError, ReadyError, SpawnError, describe_exit,
+    ChannelError, CloseReason, EnvError, ListenError, ProtocolError, ReadyError, SpawnError,
+    describe_exit,
 };
 pub use incoming::{Incoming, IncomingRequest, Notification, ShutdownRequest};
+pub use listen::{LISTEN_FDNAMES_ENV, LISTEN_FDS_ENV, LISTEN_FDS_START, LISTEN_PID_ENV, Listeners};
 pub use notify::{Notified, Notifier, NotifyError, notify_ready};
 pub use protocol::{
     CHILD_READY_FD_ENV, CHILD_READY_FD_INODE_ENV, DEFAULT_FD, NOTIFY_SOCKET_ENV, Protocol,

@@ -19,7 +19,7 @@ use crate::sys::{self, ProcStat};
 use crate::verdict::{
     Next, OnTimeout, Readiness, ReadyVia, StopVia, Stopped, UNDECIDED_GRACE, Verdict,
 };
-use crate::{pipe, systemd};
+use crate::{listen, pipe, systemd};
 
 /// A [`Command`] to be spawned with a readiness channel.
 ///
@@ -119,11 +119,15 @@ impl ReadyCommand {
     /// # Errors
     /// [`SpawnError::AlreadySpawned`] when called again,
     /// [`SpawnError::ReservedFd`] for an fd below 3,
+    /// [`SpawnError::FdTaken`] for an fd among the listening sockets',
+    /// [`SpawnError::ListenName`] for a socket name `LISTEN_FDNAMES` cannot
+    /// carry, [`SpawnError::Listen`] for a command with an `arg0` of its
+    /// own and listening sockets,
     /// [`SpawnError::Channel`] when the channel cannot be created,
     /// [`SpawnError::Start`] when the program cannot be started,
     /// [`SpawnError::Watch`] when the child cannot be watched.
     pub fn spawn(&mut self) -> Result<ReadyChild, SpawnError> {
-        let (mut cmd, spec) = self.take_for_spawn()?;
+        let (mut cmd, mut spec) = self.take_for_spawn()?;
         let Spec {
             protocol,
             options,
@@ -132,7 +136,7 @@ impl ReadyCommand {
             process_group,
             ..
         } = spec;
-        let prepared = prepare(&mut cmd, &spec)?;
+        let prepared = prepare(&mut cmd, &mut spec)?;
         let program = cmd.get_program().to_string_lossy().into_owned();
         let spawned_at = Instant::now();
         let spawn_result = cmd.spawn();
@@ -174,43 +178,55 @@ impl ReadyCommand {
 /// other protocols' variables removed, this one's set, and the `pre_exec`
 /// hook that places the child's end (shared by the blocking and the async
 /// `spawn`).
-pub(crate) fn prepare(cmd: &mut Command, spec: &Spec) -> Result<Prepared, SpawnError> {
-    let Spec {
-        protocol,
-        fd,
-        adopted,
-        process_group,
-        parent_death_signal,
-        ..
-    } = *spec;
-    set_up_process(cmd, process_group, parent_death_signal);
+pub(crate) fn prepare(cmd: &mut Command, spec: &mut Spec) -> Result<Prepared, SpawnError> {
+    let (protocol, adopted) = (spec.protocol, spec.adopted);
+    let listeners = std::mem::take(&mut spec.listeners);
+    let count = listeners.len() as RawFd;
+    for l in &listeners {
+        if let Some(why) = listen::bad_name(&l.name) {
+            return Err(SpawnError::ListenName {
+                name: l.name.clone(),
+                why,
+            });
+        }
+    }
+    // The channel sits above the listeners unless told where.
+    let fd = spec.fd.unwrap_or(DEFAULT_FD + count);
+    set_up_process(cmd, spec.process_group, spec.parent_death_signal);
     if fd < 3 && protocol != Protocol::Systemd {
         return Err(SpawnError::ReservedFd(fd));
     }
+    if protocol != Protocol::Systemd && fd < listen::LISTEN_FDS_START + count {
+        return Err(SpawnError::FdTaken { fd, count });
+    }
     // Whatever the protocol, the child must not see another protocol's
-    // variables inherited from our own parent.
+    // variables inherited from our own parent, nor sockets passed to us.
     for var in crate::protocol::READINESS_ENV_VARS {
         cmd.env_remove(var);
     }
-    let prepared = match protocol {
+    listen::strip_listen_vars(cmd);
+    let channel = match protocol {
         Protocol::Native => {
             let (ours, theirs) = sys::stream_pair().map_err(SpawnError::Channel)?;
             cmd.env(READYFD_ENV, fd.to_string());
-            Prepared::Native { ours, theirs }
+            PreparedChannel::Native { ours, theirs }
         }
         Protocol::Pipe => {
             let (waiter, theirs) = pipe::PipeWaiter::new().map_err(SpawnError::Channel)?;
             cmd.env(CHILD_READY_FD_ENV, fd.to_string());
-            Prepared::Pipe { waiter, theirs }
+            PreparedChannel::Pipe { waiter, theirs }
         }
         Protocol::Systemd => {
             let receiver = systemd::NotifyReceiver::new(adopted).map_err(SpawnError::Channel)?;
             cmd.env(NOTIFY_SOCKET_ENV, receiver.path());
-            Prepared::Systemd { receiver }
+            PreparedChannel::Systemd { receiver }
         }
     };
-    let mut prepared = prepared;
-    if let Some(theirs) = prepared.child_end_mut() {
+    let mut prepared = Prepared {
+        channel,
+        listeners: listeners.into_iter().map(|l| (l.name, l.fd)).collect(),
+    };
+    if let Some(theirs) = prepared.channel.child_end_mut() {
         // What the child checks before it takes the fd: so that a process
         // that inherits the variables without the fd never takes another.
         let id_var = match protocol {
@@ -219,28 +235,66 @@ pub(crate) fn prepare(cmd: &mut Command, spec: &Spec) -> Result<Prepared, SpawnE
         };
         let id = crate::protocol::fd_identity(theirs.as_fd()).map_err(SpawnError::Channel)?;
         cmd.env(id_var, id);
-        // std makes, before the fork, a close-on-exec pipe on which the
-        // child reports a failed `exec`; it takes the lowest free numbers,
-        // and placing our end over it in the child would send std's report
-        // down our channel. Holding `fd` now (when it is free) keeps that
-        // pipe off it.
-        sys::claim_fd_number(theirs, fd).map_err(|source| {
-            if source.raw_os_error() == Some(nix::libc::EINVAL) {
-                SpawnError::FdAboveLimit {
-                    fd,
-                    limit: sys::fd_limit(),
-                }
-            } else {
-                SpawnError::Channel(source)
+    }
+    let above_limit = |source: io::Error| {
+        if source.raw_os_error() == Some(nix::libc::EINVAL) {
+            SpawnError::FdAboveLimit {
+                fd,
+                limit: sys::fd_limit(),
             }
-        })?;
-        let src = theirs.as_raw_fd();
-        // SAFETY: the closure runs in the forked child before exec and
-        // calls only `dup2`/`fcntl` on integers it captured by value: it
-        // allocates nothing and takes no lock (async-signal-safe).
-        unsafe {
-            cmd.pre_exec(move || sys::place_fd_in_child(src, fd));
+        } else {
+            SpawnError::Channel(source)
         }
+    };
+    if prepared.listeners.is_empty() {
+        if let Some(theirs) = prepared.channel.child_end_mut() {
+            // std makes, before the fork, a close-on-exec pipe on which the
+            // child reports a failed `exec`; it takes the lowest free
+            // numbers, and placing our end over it in the child would send
+            // std's report down our channel. Holding `fd` now (when it is
+            // free) keeps that pipe off it.
+            sys::claim_fd_number(theirs, fd).map_err(above_limit)?;
+            let src = theirs.as_raw_fd();
+            // SAFETY: the closure runs in the forked child before exec and
+            // calls only `dup2`/`fcntl` on integers it captured by value: it
+            // allocates nothing and takes no lock (async-signal-safe).
+            unsafe {
+                cmd.pre_exec(move || sys::place_fd_in_child(src, fd));
+            }
+        }
+        return Ok(prepared);
+    }
+    // Socket activation: the listeners at 3.., the channel's end at `fd`,
+    // and LISTEN_PID, known only in the child.
+    let names: Vec<&str> = prepared.listeners.iter().map(|(n, _)| n.as_str()).collect();
+    let extra = [
+        (listen::LISTEN_FDS_ENV, count.to_string()),
+        (listen::LISTEN_FDNAMES_ENV, names.join(":")),
+    ];
+    let moves = {
+        let Prepared { channel, listeners } = &mut prepared;
+        let mut fds: Vec<(&mut OwnedFd, RawFd)> = listeners
+            .iter_mut()
+            .enumerate()
+            .map(|(i, (_, fd))| (fd, listen::LISTEN_FDS_START + i as RawFd))
+            .collect();
+        if let Some(theirs) = channel.child_end_mut() {
+            fds.push((theirs, fd));
+        }
+        listen::arrange(&mut fds).map_err(above_limit)?
+    };
+    let mut image = listen::ExecImage::new(cmd, &extra, moves)?;
+    // SAFETY: the closure is the last one registered, and runs in the
+    // forked child before std's own exec, which it replaces. It allocates
+    // nothing and takes no lock: `dup2`/`fcntl` on numbers and the pid's
+    // digits written into a slot of an environment built before the fork
+    // (all owned by the closure, so alive as long as the `Command`), then
+    // `environ` pointed at that array and `execvp`, the very steps std
+    // takes at that point (std sets `environ` only after the closures, so
+    // setting a variable there any other way is lost or unsound). See
+    // `ExecImage`.
+    unsafe {
+        cmd.pre_exec(move || image.exec_in_child());
     }
     Ok(prepared)
 }
@@ -262,8 +316,15 @@ pub(crate) fn set_up_process(cmd: &mut Command, group: bool, parent_death_signal
     }
 }
 
+/// What `prepare` made before the spawn: the protocol's channel and the
+/// listening sockets, whose copies we close once the child runs.
+pub(crate) struct Prepared {
+    channel: PreparedChannel,
+    listeners: Vec<(String, OwnedFd)>,
+}
+
 /// A protocol's channel, made before the spawn.
-pub(crate) enum Prepared {
+pub(crate) enum PreparedChannel {
     Native {
         ours: OwnedFd,
         theirs: OwnedFd,
@@ -279,10 +340,13 @@ pub(crate) enum Prepared {
 
 /// What the builder of either API says about how to spawn and watch the
 /// child: everything but the command itself.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) struct Spec {
     pub(crate) protocol: Protocol,
-    pub(crate) fd: RawFd,
+    /// The channel's fd in the child; by default 3, above the listeners.
+    pub(crate) fd: Option<RawFd>,
+    /// Listening sockets passed by socket activation, in fd order.
+    pub(crate) listeners: Vec<listen::Passed>,
     pub(crate) options: ChannelOptions,
     pub(crate) on_timeout: OnTimeout,
     /// Whether a sender reparented to us counts (systemd only).
@@ -299,7 +363,8 @@ impl Default for Spec {
     fn default() -> Self {
         Spec {
             protocol: Protocol::Native,
-            fd: DEFAULT_FD,
+            fd: None,
+            listeners: Vec::new(),
             options: ChannelOptions::default(),
             on_timeout: OnTimeout::Kill,
             adopted: false,
@@ -323,23 +388,28 @@ impl Prepared {
     /// soon as the child runs (or failed to start): until then the child's
     /// close cannot be seen as the end of the channel.
     pub(crate) fn into_ours(self) -> Ours {
-        match self {
-            Prepared::Native { ours, theirs } => {
+        drop(self.listeners);
+        match self.channel {
+            PreparedChannel::Native { ours, theirs } => {
                 drop(theirs);
                 Ours::Native(ours)
             }
-            Prepared::Pipe { waiter, theirs } => {
+            PreparedChannel::Pipe { waiter, theirs } => {
                 drop(theirs);
                 Ours::Pipe(waiter)
             }
-            Prepared::Systemd { receiver } => Ours::Systemd(receiver),
+            PreparedChannel::Systemd { receiver } => Ours::Systemd(receiver),
         }
     }
+}
 
+impl PreparedChannel {
     fn child_end_mut(&mut self) -> Option<&mut OwnedFd> {
         match self {
-            Prepared::Native { theirs, .. } | Prepared::Pipe { theirs, .. } => Some(theirs),
-            Prepared::Systemd { .. } => None,
+            PreparedChannel::Native { theirs, .. } | PreparedChannel::Pipe { theirs, .. } => {
+                Some(theirs)
+            }
+            PreparedChannel::Systemd { .. } => None,
         }
     }
 }
@@ -783,11 +853,48 @@ macro_rules! ready_command_setters {
                 self
             }
 
-            /// The fd number the child receives its end at (default 3;
-            /// native and pipe only). Any number from 3 up, below the fd
-            /// limit (`ulimit -n`).
+            /// The fd number the child receives its end at (native and
+            /// pipe only; default 3, or just above the
+            /// [listening sockets](Self::listen)). Any number from 3 up,
+            /// below the fd limit (`ulimit -n`), and not one of the
+            /// listening sockets' (else [`spawn`](Self::spawn) fails with
+            /// [`SpawnError::FdTaken`](crate::SpawnError::FdTaken)).
             pub fn fd(&mut self, fd: std::os::fd::RawFd) -> &mut Self {
-                self.spec.fd = fd;
+                self.spec.fd = Some(fd);
+                self
+            }
+
+            /// Passes a listening socket (a `TcpListener`, a
+            /// `UnixListener`, or any [`OwnedFd`](std::os::fd::OwnedFd))
+            /// under `name`, by socket activation as systemd does it: the
+            /// child finds the sockets at fds 3 onwards in the order they
+            /// were added, `LISTEN_FDS=<count>`, `LISTEN_FDNAMES=<a>:<b>`
+            /// and `LISTEN_PID=<its own pid>`, so that unmodified
+            /// socket-activatable programs (`sd_listen_fds`, the `listenfd`
+            /// crate, [`Listeners`](crate::Listeners)) take them. The
+            /// readiness fd then sits above them (3 + count) unless
+            /// [`fd`](Self::fd) says otherwise.
+            ///
+            /// Connections made before the child accepts wait in the
+            /// socket's backlog: a client may connect as soon as `spawn`
+            /// returns. Our copy of each socket is closed once the child
+            /// runs. The name must be printable ASCII without `:`, at most
+            /// 255 bytes (else [`SpawnError::ListenName`](crate::SpawnError::ListenName)).
+            ///
+            /// The child is then started by an `exec` of readyfd's own (the
+            /// pid is written into `LISTEN_PID` between fork and exec), with
+            /// the program, arguments and environment the command says; a
+            /// command with an `arg0` of its own is refused
+            /// ([`SpawnError::Listen`](crate::SpawnError::Listen)).
+            pub fn listen(
+                &mut self,
+                name: impl Into<String>,
+                socket: impl Into<std::os::fd::OwnedFd>,
+            ) -> &mut Self {
+                self.spec.listeners.push(crate::listen::Passed {
+                    name: name.into(),
+                    fd: socket.into(),
+                });
                 self
             }
 
@@ -873,7 +980,7 @@ macro_rules! ready_command_setters {
                 }
                 self.spawned = true;
                 let cmd = std::mem::replace(&mut self.cmd, <$command>::new(program));
-                Ok((cmd, self.spec))
+                Ok((cmd, std::mem::take(&mut self.spec)))
             }
 
             /// The wrapped command, to change it further.
@@ -906,12 +1013,12 @@ mod tests {
             let mut cmd = Command::new("true");
             // Inherited from our own parent: must not reach the child.
             cmd.env(other, "1:2");
-            let spec = Spec {
+            let mut spec = Spec {
                 protocol,
                 ..Spec::default()
             };
-            let mut prepared = prepare(&mut cmd, &spec).unwrap();
-            let theirs = prepared.child_end_mut().unwrap();
+            let mut prepared = prepare(&mut cmd, &mut spec).unwrap();
+            let theirs = prepared.channel.child_end_mut().unwrap();
             let want = crate::protocol::fd_identity(theirs.as_fd()).unwrap();
             let envs: Vec<_> = cmd.get_envs().collect();
             assert!(

@@ -164,7 +164,8 @@ pub(crate) struct RunArgs {
     pub(crate) protocol: Protocol,
 
     /// File descriptor number PROGRAM gets the channel at (native and pipe;
-    /// default 3). `{fd}` in ARGS is replaced by it.
+    /// default 3, or just above the --listen sockets). `{fd}` in ARGS is
+    /// replaced by it.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(3..=1_000_000))]
     pub(crate) fd: Option<i32>,
 
@@ -195,6 +196,26 @@ pub(crate) struct RunArgs {
     /// with CMD's status.
     #[arg(long, value_name = "CMD")]
     pub(crate) then: Option<String>,
+
+    /// Bind a listening socket before starting PROGRAM and pass it by
+    /// socket activation, as systemd does (fds 3.., LISTEN_FDS,
+    /// LISTEN_FDNAMES=NAME, LISTEN_PID); the readiness fd goes above them.
+    /// ADDR is tcp:HOST:PORT (port 0: any free one) or unix:PATH (a new
+    /// socket file, removed when readyfd ends). Each address is reported at
+    /// once. Repeat for several.
+    #[arg(long, value_name = "[NAME=]ADDR", value_parser = crate::listen::parse_listen)]
+    pub(crate) listen: Vec<crate::listen::ListenSpec>,
+
+    /// When --then CMD starts: `ready` (once PROGRAM is ready) or
+    /// `listening` (at once, when the --listen sockets are bound and
+    /// PROGRAM started: CMD's first connections wait in their backlog).
+    #[arg(
+        long,
+        value_name = "WHEN",
+        default_value = "ready",
+        value_parser = crate::listen::parse_then_after
+    )]
+    pub(crate) then_after: crate::listen::ThenAfter,
 
     /// The program to start, and its arguments (after `--`).
     #[arg(

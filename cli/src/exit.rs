@@ -28,6 +28,9 @@ pub(crate) const INTERNAL: u8 = 70;
 /// A system call of readyfd's own failed: creating the channel, watching
 /// the child, handling signals (sysexits `EX_OSERR`).
 pub(crate) const SYSTEM: u8 = 71;
+/// `run --listen`: a socket could not be bound (the port in use, no
+/// permission, a file already at the path; sysexits `EX_CANTCREAT`).
+pub(crate) const LISTEN: u8 = 73;
 /// `notify`: the parent offered a channel but the notification could not be
 /// delivered (sysexits `EX_IOERR`).
 pub(crate) const NOTIFY_FAILED: u8 = 74;
@@ -55,6 +58,8 @@ Exit status:
            Goodbye with reason ShuttingDown), before it was ready
   70       internal error (a bug in readyfd: please report it)
   71       a system call failed (creating the channel, watching PROGRAM)
+  73       run --listen: a socket could not be bound (port in use, no
+           permission, a file already at the path); nothing is left bound
   74       notify: the notification could not be delivered
   75       PROGRAM was not ready within --timeout
   76       PROGRAM broke the readiness protocol, or rejected readyfd with a

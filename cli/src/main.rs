@@ -22,6 +22,7 @@ mod args;
 mod demo;
 mod exit;
 mod generated;
+mod listen;
 mod notify;
 mod pidfd;
 mod report;

@@ -100,6 +100,77 @@ struct JsonReady<'a> {
     address: Option<&'a str>,
     status: Option<&'a str>,
     ready_ms: f64,
+    /// The `--listen` sockets (only with `--listen`: a field added within
+    /// format 1).
+    #[serde(skip_serializing_if = "Pairs::is_empty")]
+    listening: Pairs<'a>,
+}
+
+/// The `--json` line printed at once with `--listen`, before readiness.
+#[derive(Debug, Serialize)]
+struct JsonListening<'a> {
+    format: u32,
+    pid: u32,
+    listening: Pairs<'a>,
+}
+
+/// `(key, address)` pairs as a JSON object, in order.
+#[derive(Debug)]
+struct Pairs<'a>(&'a [(String, String)]);
+
+impl Pairs<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Pairs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// `{"format":1,"pid":4121,"listening":{"http":"127.0.0.1:41234"}}`: the
+/// `--listen` sockets, keyed as addresses are, printed with `--json` as
+/// soon as PROGRAM is started.
+pub(crate) fn listening_json_line(pid: u32, entries: &[(String, String)]) -> String {
+    let line = JsonListening {
+        format: JSON_FORMAT,
+        pid,
+        listening: Pairs(entries),
+    };
+    serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
+}
+
+/// `my-server (pid 4121) is starting, listening on http=127.0.0.1:41234 ctl=/tmp/ctl.sock`.
+pub(crate) fn listening_human_line(entries: &[(String, String)], pid: u32, name: &str) -> String {
+    let list: Vec<String> = entries.iter().map(|(k, a)| format!("{k}={a}")).collect();
+    format!(
+        "{name} (pid {pid}) is starting, listening on {}",
+        list.join(" ")
+    )
+}
+
+/// The variables of `--then` CMD for the `--listen` sockets: `READYFD_PID`
+/// first, then `READYFD_LISTEN` (the first socket's address) and
+/// `READYFD_LISTEN_<NAME>` for each (NAME as for `READYFD_ADDR_<NAME>`).
+pub(crate) fn listening_env(pid: u32, entries: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env = vec![("READYFD_PID".to_string(), pid.to_string())];
+    if let Some((_, first)) = entries.first() {
+        env.push(("READYFD_LISTEN".to_string(), first.clone()));
+    }
+    let mut seen = HashSet::new();
+    for (key, address) in entries {
+        let name = env_name(key).replacen("READYFD_ADDR_", "READYFD_LISTEN_", 1);
+        if seen.insert(name.clone()) {
+            env.push((name, address.clone()));
+        }
+    }
+    env
 }
 
 /// The addresses as a JSON object in the child's order.
@@ -120,8 +191,13 @@ impl Serialize for Addresses<'_> {
 /// "addresses":{"http":"127.0.0.1:8080"},"address":"127.0.0.1:8080",
 /// "status":"serving","ready_ms":12.5}`. `address` is the first address
 /// (`null` without any), `status` the last status text (`null` without one),
-/// `ready_ms` the time from start to readiness in milliseconds.
-pub(crate) fn json_line(r: &Readiness, protocol: Protocol) -> String {
+/// `ready_ms` the time from start to readiness in milliseconds; with
+/// `--listen`, `listening` maps the sockets' keys to their addresses.
+pub(crate) fn json_line(
+    r: &Readiness,
+    protocol: Protocol,
+    listening: &[(String, String)],
+) -> String {
     let entries = entries(&r.ready);
     let line = JsonReady {
         format: JSON_FORMAT,
@@ -132,6 +208,7 @@ pub(crate) fn json_line(r: &Readiness, protocol: Protocol) -> String {
         address: entries.first().map(|e| e.address.as_str()),
         status: r.ready.status.as_deref(),
         ready_ms: (r.elapsed.as_secs_f64() * 1e6).round() / 1e3,
+        listening: Pairs(listening),
     };
     serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
 }

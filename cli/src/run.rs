@@ -9,6 +9,7 @@ use readyfd::{Protocol, describe_exit};
 
 use crate::args::RunArgs;
 use crate::exit::{self, Failure};
+use crate::listen::{self, ThenAfter};
 use crate::report;
 use crate::signals::Signals;
 use crate::supervise::{Launch, StopVia, Supervisor, become_subreaper};
@@ -22,7 +23,16 @@ pub(crate) const FD_PLACEHOLDER: &str = "{fd}";
 /// # Errors
 /// A [`Failure`] carrying the exit code and message (see [`exit`]).
 pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
+    let usage = |m: &str| Failure::new(exit::USAGE, m);
+    if args.then_after == ThenAfter::Listening && (args.listen.is_empty() || args.then.is_none()) {
+        return Err(usage(
+            "--then-after listening needs --then CMD and at least one --listen socket to wait for",
+        ));
+    }
     let launch = launch_of(&args)?;
+    // Bound before anything starts; the socket files are removed when
+    // `bound` is dropped, at every return of this function.
+    let mut bound = listen::bind_all(&args.listen)?;
     let term = Term::new();
     // Before any thread exists (the library starts one per native channel).
     let signals =
@@ -30,7 +40,16 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     become_subreaper(&term);
     let name = launch.name.clone();
     let protocol = launch.protocol;
-    let mut sup = Supervisor::start(launch, &signals, &term)?;
+    let mut sup = Supervisor::start(launch, bound.take_fds(), &signals, &term)?;
+    let listening = bound.entries();
+    if !listening.is_empty() {
+        report_listening(&listening, sup.pid(), &name, args.json, &term);
+    }
+    if args.then_after == ThenAfter::Listening {
+        let cmd = args.then.as_deref().unwrap_or_default();
+        let env = report::listening_env(sup.pid(), &listening);
+        return then_and_stop(&mut sup, cmd, &env, &name, &term);
+    }
     let mut readiness = sup.wait_ready()?;
     // `Status` then `Ready` without a status: the status is still the last
     // one PROGRAM sent, as the README says.
@@ -40,7 +59,11 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     if args.json {
         let mut out = std::io::stdout().lock();
         // A reader that went away is not our failure: PROGRAM still runs.
-        let _ = writeln!(out, "{}", report::json_line(&readiness, protocol));
+        let _ = writeln!(
+            out,
+            "{}",
+            report::json_line(&readiness, protocol, &listening)
+        );
         let _ = out.flush();
     } else {
         term.message(report::human_line(&readiness, &name, protocol));
@@ -50,7 +73,36 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
             .attach()
             .map_err(|e| Failure::system(&format!("waiting for {name} failed"), e));
     };
-    let then = sup.run_then(&cmd, &report::then_env(&readiness));
+    let mut env = report::then_env(&readiness);
+    env.extend(
+        report::listening_env(sup.pid(), &listening)
+            .into_iter()
+            .skip(1),
+    );
+    then_and_stop(&mut sup, &cmd, &env, &name, &term)
+}
+
+/// Reports the `--listen` sockets at once, before PROGRAM is ready: a line
+/// on stderr, or with `--json` a JSON line on stdout.
+fn report_listening(entries: &[(String, String)], pid: u32, name: &str, json: bool, term: &Term) {
+    if json {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", report::listening_json_line(pid, entries));
+        let _ = out.flush();
+    } else {
+        term.message(report::listening_human_line(entries, pid, name));
+    }
+}
+
+/// Runs `--then` CMD with `env`, stops PROGRAM, and says how it all ended.
+fn then_and_stop(
+    sup: &mut Supervisor<'_>,
+    cmd: &str,
+    env: &[(String, String)],
+    name: &str,
+    term: &Term,
+) -> Result<u8, Failure> {
+    let then = sup.run_then(cmd, env);
     let pid = sup.pid();
     let mut program_failed = then.as_ref().ok().and_then(|t| t.program_failed);
     match sup.stop(true) {
@@ -114,8 +166,16 @@ fn launch_of(args: &RunArgs) -> Result<Launch, Failure> {
             )));
         }
     }
-    let fd = args.fd.unwrap_or(readyfd::DEFAULT_FD);
+    let sockets = args.listen.len() as i32;
+    let fd = args.fd.unwrap_or(readyfd::DEFAULT_FD + sockets);
     if args.protocol != Protocol::Systemd {
+        if fd < readyfd::LISTEN_FDS_START + sockets {
+            return Err(usage(format!(
+                "--fd {fd}: fds 3 to {} hold the {sockets} --listen socket(s); leave --fd out to have the channel placed above them, or choose {} or above",
+                2 + sockets,
+                3 + sockets
+            )));
+        }
         check_fd_limit(fd)?;
     }
     Ok(Launch {

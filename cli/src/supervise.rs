@@ -218,6 +218,7 @@ impl<'a> Supervisor<'a> {
     /// when the channel or the watchdog cannot be set up.
     pub(crate) fn start(
         launch: Launch,
+        listeners: Vec<(String, std::os::fd::OwnedFd)>,
         signals: &'a Signals,
         term: &'a Term,
     ) -> Result<Self, Failure> {
@@ -236,7 +237,11 @@ impl<'a> Supervisor<'a> {
         // readyfd is the subreaper of PROGRAM's processes and starts no
         // other child that could notify before readiness: a daemon
         // reparented to it descends from PROGRAM.
-        let child = ReadyCommand::new(cmd)
+        let mut ready_cmd = ReadyCommand::new(cmd);
+        for (name, fd) in listeners {
+            ready_cmd.listen(name, fd);
+        }
+        let child = ready_cmd
             .protocol(launch.protocol)
             .fd(launch.fd)
             .accept_adopted(true)
@@ -1308,6 +1313,9 @@ fn spawn_failure(e: SpawnError, launch: &Launch) -> Failure {
             exit::USAGE,
             format!("--fd {fd}: fds 0-2 are stdin, stdout and stderr; choose 3 or above"),
         ),
+        e @ (SpawnError::ListenName { .. } | SpawnError::FdTaken { .. }) => {
+            Failure::new(exit::USAGE, e.to_string())
+        }
         SpawnError::Channel(source) => Failure::system(
             &format!("cannot create the readiness channel for {}", launch.name),
             source,

@@ -130,6 +130,10 @@ impl ReadyCommand {
     /// # Errors
     /// [`SpawnError::AlreadySpawned`] when called again,
     /// [`SpawnError::ReservedFd`] for an fd below 3,
+    /// [`SpawnError::FdTaken`] for an fd among the listening sockets',
+    /// [`SpawnError::ListenName`] for a socket name `LISTEN_FDNAMES` cannot
+    /// carry, [`SpawnError::Listen`] for a command with an `arg0` of its
+    /// own and listening sockets,
     /// [`SpawnError::Channel`] when the channel cannot be created,
     /// [`SpawnError::Start`] when the program cannot be started,
     /// [`SpawnError::Watch`] when the child cannot be watched.
@@ -142,7 +146,7 @@ impl ReadyCommand {
                 "readyfd::tokio::ReadyCommand::spawn must be called from within a tokio runtime"
             );
         }
-        let (mut cmd, spec) = self.take_for_spawn()?;
+        let (mut cmd, mut spec) = self.take_for_spawn()?;
         let Spec {
             protocol,
             options,
@@ -151,7 +155,7 @@ impl ReadyCommand {
             process_group,
             ..
         } = spec;
-        let prepared = prepare(cmd.as_std_mut(), &spec)?;
+        let prepared = prepare(cmd.as_std_mut(), &mut spec)?;
         if kill_on_drop {
             cmd.kill_on_drop(true);
         }

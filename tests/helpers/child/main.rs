@@ -9,6 +9,7 @@ mod async_roles;
 mod bootstrap;
 mod drop_roles;
 mod hostile;
+mod listen;
 mod native;
 #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 #[path = "../../common/protocol.rs"]
@@ -26,6 +27,7 @@ fn main() {
     match role {
         "hostile" | "flood-raw" | "ask-raw" => hostile::run(role, &args),
         r if r.starts_with("v-") => verdict::child(r, &args),
+        r if r.starts_with("listen-") => listen::run(r, &args),
         r if r.starts_with("judge") => verdict::judge(r, &args),
         r if r.starts_with("drop-") || r == "pdeath-parent" => drop_roles::run(r, &args),
         #[cfg(feature = "tokio")]
