@@ -160,6 +160,14 @@ impl ExecImage {
         for a in cmd.get_args() {
             argv.push(CString::new(a.as_bytes()).map_err(|_| nul("an argument"))?);
         }
+        if !env_clear_is_legible() {
+            return Err(SpawnError::Listen {
+                why: "this Rust's std does not show whether env_clear was called on a Command \
+                      (its Debug form changed), so readyfd cannot build the environment of a \
+                      command with listening sockets faithfully"
+                    .into(),
+            });
+        }
         let mut vars: std::collections::BTreeMap<OsString, OsString> = if env_cleared(cmd) {
             Default::default()
         } else {
@@ -279,6 +287,21 @@ fn env_cleared(cmd: &Command) -> bool {
         None => &line,
     };
     rest.starts_with("env -i ")
+}
+
+/// Whether [`env_cleared`] reads this std's `Debug` form right, checked
+/// once on commands whose answer is known: if a later std prints it
+/// otherwise, passing listeners fails with a clear error instead of
+/// handing the child an environment that `env_clear` should have emptied.
+fn env_clear_is_legible() -> bool {
+    static LEGIBLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LEGIBLE.get_or_init(|| {
+        let mut plain = Command::new("p");
+        plain.env("A", "1").current_dir("/d");
+        let mut cleared = Command::new("p");
+        cleared.env_clear().env("A", "1").current_dir("/d");
+        !env_cleared(&plain) && env_cleared(&cleared)
+    })
 }
 
 /// Whether `cmd` has an `arg0` other than its program: its `Debug` form
