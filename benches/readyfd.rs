@@ -541,6 +541,27 @@ fn child_main(role: &str) {
                 drop(s);
             }
         }
+        "first-conn" => {
+            // A server that takes its listener by socket activation when
+            // offered one (else binds its own), says ready, and serves one
+            // connection.
+            let parent = Parent::from_env().ok().flatten();
+            let l = match readyfd::Listeners::from_env().map(|mut ls| ls.take_tcp("web")) {
+                Ok(Ok(l)) => l,
+                _ => TcpListener::bind("127.0.0.1:0").unwrap(),
+            };
+            // The server's own start-up work.
+            spin(Duration::from_millis(arg(0)));
+            if let Some(p) = &parent {
+                p.ready(&Ready::new(std::process::id()).address("web", l.local_addr().unwrap()))
+                    .unwrap();
+            }
+            let (mut c, _) = l.accept().unwrap();
+            c.write_all(b"ok\n").unwrap();
+            if let Some(p) = &parent {
+                while p.recv().is_ok() {}
+            }
+        }
         "ipc-channel" => {
             let name = args.last().unwrap().clone();
             let tx0: ipc_channel::ipc::IpcSender<(
@@ -744,6 +765,75 @@ fn start_by_polling(delay_ms: u64, every: Duration) -> (Duration, Child) {
         // sleep-ok: this is the polling being measured.
         std::thread::sleep(every);
     }
+}
+
+/// 3b. Connect before ready: the parent binds the listener and passes it
+///     (socket activation), so a client connects as soon as `spawn`
+///     returns and waits in the backlog; against spawning, waiting for
+///     `Ready` with the child's own port, then connecting. Spawn to the
+///     first answered connection, for a server that starts at once, and
+///     for one with 20 ms of start-up work whose client has 20 ms of its
+///     own to do first (a test preparing its fixtures): with the listener
+///     passed, the two overlap.
+fn connect_before_ready(s: &mut Suite) {
+    let samples = if s.quick { 20 } else { 100 };
+    for (name, work_ms) in [
+        ("connect_before_ready", 0u64),
+        ("connect_before_ready_20ms", 20),
+    ] {
+        let (a, b) = compare(
+            samples,
+            || first_connection(true, work_ms),
+            || first_connection(false, work_ms),
+        );
+        s.add(
+            name,
+            "ms",
+            ms(a),
+            "spawn, wait for Ready, then connect",
+            ms(b),
+            None,
+        );
+    }
+}
+
+/// Spawn to the first answered connection, with the listener passed by
+/// socket activation (`activated`) or bound by the child and reported in
+/// `Ready`; the server and the client each have `work_ms` of work before
+/// they serve or connect.
+fn first_connection(activated: bool, work_ms: u64) -> Duration {
+    let work = Duration::from_millis(work_ms);
+    let mut cmd = me("first-conn");
+    cmd.arg(work_ms.to_string());
+    let answer = |addr: SocketAddr| {
+        let mut c = TcpStream::connect(addr).unwrap();
+        let mut b = [0u8; 3];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"ok\n");
+    };
+    let t = Instant::now();
+    let mut child = if activated {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let child = ReadyCommand::new(cmd).listen("web", l).spawn().unwrap();
+        spin(work);
+        answer(addr);
+        child
+    } else {
+        let mut child = ReadyCommand::new(cmd).spawn().unwrap();
+        let r = child.wait_ready(BOUND).unwrap();
+        let Some(readyfd::Address::Tcp(addr)) = r.ready.get("web") else {
+            panic!("no address: {:?}", r.ready)
+        };
+        let addr = *addr;
+        spin(work);
+        answer(addr);
+        child
+    };
+    let d = t.elapsed();
+    child.channel().unwrap().close();
+    child.wait().unwrap();
+    d
 }
 
 /// 3. The same slow-starting child waited for by polling and by a fixed sleep.
@@ -1395,9 +1485,10 @@ fn main() {
         "measure", "ours", "baseline"
     );
     type Measure = fn(&mut Suite);
-    let measures: [(&str, Measure); 8] = [
+    let measures: [(&str, Measure); 9] = [
         ("ready_latency", ready_latency),
         ("spawn_to_ready", spawn_to_ready),
+        ("connect_before_ready", connect_before_ready),
         ("poll_vs_ready", poll_vs_ready),
         ("rtt_large", rtt),
         ("rtt_small", rtt_small),
