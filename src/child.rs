@@ -84,7 +84,7 @@ macro_rules! parent_api {
                 Parent::from_fd_with(owned, options)
                     .map(Some)
                     .map_err(|e| crate::EnvError::Unusable {
-                        var: crate::READYFD_ENV,
+                        var: crate::env::READYFD,
                         fd,
                         what: "the channel could not be set up over it",
                         source: std::sync::Arc::new(e),
@@ -123,7 +123,7 @@ macro_rules! parent_api {
                 options: crate::ChannelOptions,
             ) -> Result<Option<Parent>, crate::EnvError> {
                 let parent = Self::from_env_with(options)?;
-                for var in [crate::READYFD_ENV, crate::READYFD_INODE_ENV] {
+                for var in [crate::env::READYFD, crate::env::READYFD_INODE] {
                     // SAFETY: our caller promises no other thread uses the
                     // environment meanwhile.
                     unsafe { std::env::remove_var(var) };

@@ -160,12 +160,24 @@ pub use error::{
     describe_exit,
 };
 pub use incoming::{Incoming, IncomingRequest, Notification, ShutdownRequest};
-pub use listen::{LISTEN_FDNAMES_ENV, LISTEN_FDS_ENV, LISTEN_FDS_START, LISTEN_PID_ENV, Listeners};
+pub use listen::Listeners;
 pub use notify::{Notified, Notifier, NotifyError, notify_ready};
-pub use protocol::{
-    CHILD_READY_FD_ENV, CHILD_READY_FD_INODE_ENV, DEFAULT_FD, NOTIFY_SOCKET_ENV, Protocol,
-    READINESS_ENV_VARS, READYFD_ENV, READYFD_INODE_ENV, offered_protocol,
-};
+pub use protocol::{Protocol, offered_protocol};
+
+/// What a child finds in its environment, in one place: the variables
+/// through which a parent offers a readiness protocol and passes listening
+/// sockets, and the fd numbers they name unless told otherwise.
+pub mod env {
+    pub use crate::listen::{
+        LISTEN_FDNAMES_ENV as LISTEN_FDNAMES, LISTEN_FDS_ENV as LISTEN_FDS, LISTEN_FDS_START,
+        LISTEN_PID_ENV as LISTEN_PID,
+    };
+    pub use crate::protocol::{
+        CHILD_READY_FD_ENV as CHILD_READY_FD, CHILD_READY_FD_INODE_ENV as CHILD_READY_FD_INODE,
+        DEFAULT_FD, NOTIFY_SOCKET_ENV as NOTIFY_SOCKET, READINESS_ENV_VARS as READINESS_VARS,
+        READYFD_ENV as READYFD, READYFD_INODE_ENV as READYFD_INODE,
+    };
+}
 pub use spawn::{ReadyChild, ReadyCommand, ReadyCommandExt, spawn};
 pub use systemd::{NotifyState, StoredFd};
 

@@ -6,7 +6,7 @@
 //! The variables are looked at in this order, and the first one set
 //! decides: `READYFD` (native), `CHILD_READY_FD` (pipe), `NOTIFY_SOCKET`
 //! (systemd). Nothing here changes the environment (which is unsound while
-//! other threads run); see [`READINESS_ENV_VARS`](crate::READINESS_ENV_VARS) for keeping the variables
+//! other threads run); see [`env::READINESS_VARS`](crate::env::READINESS_VARS) for keeping the variables
 //! from the programs you start.
 
 use std::io;
@@ -256,7 +256,7 @@ impl Notifier {
 
 /// Tells the parent, over whichever protocol it offered, that this process
 /// is ready: [`Notifier::from_env`] then [`Notifier::ready`]. The
-/// environment is not changed: remove [`READINESS_ENV_VARS`](crate::READINESS_ENV_VARS) from the
+/// environment is not changed: remove [`env::READINESS_VARS`](crate::env::READINESS_VARS) from the
 /// commands this process starts.
 ///
 /// # Example

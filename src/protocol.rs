@@ -103,7 +103,7 @@ pub const NOTIFY_SOCKET_ENV: &str = "NOTIFY_SOCKET";
 /// use std::process::Command;
 ///
 /// let mut cmd = Command::new("true");
-/// for var in readyfd::READINESS_ENV_VARS {
+/// for var in readyfd::env::READINESS_VARS {
 ///     cmd.env_remove(var);
 /// }
 /// ```

@@ -179,7 +179,7 @@ fn an_fd_opened_since_at_that_number_is_not_taken() {
 fn the_pipe_fd_is_checked_and_taken_once() {
     let run = |inode: Option<&str>, fd: std::os::fd::OwnedFd| {
         let mut cmd = helper("pipe-env-check");
-        for var in readyfd::READINESS_ENV_VARS {
+        for var in readyfd::env::READINESS_VARS {
             cmd.env_remove(var);
         }
         cmd.env("CHILD_READY_FD", "3");

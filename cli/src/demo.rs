@@ -47,7 +47,7 @@ pub(crate) fn demo() -> Result<u8, Failure> {
         args: vec![SERVER_COMMAND.into()],
         name: "the demo server".into(),
         protocol: Protocol::Native,
-        fd: readyfd::DEFAULT_FD,
+        fd: readyfd::env::DEFAULT_FD,
         timeout: Duration::from_secs(60),
         grace: Duration::from_secs(5),
         json: false,

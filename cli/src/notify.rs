@@ -28,8 +28,7 @@ use nix::sys::socket::{
 };
 use readyfd::proto::{PROTOCOL_VERSION, SessionError};
 use readyfd::{
-    Address, Channel, CloseReason, GoodbyeReason, NOTIFY_SOCKET_ENV, Notified, NotifyError, Ready,
-    notify_ready,
+    Address, Channel, CloseReason, GoodbyeReason, Notified, NotifyError, Ready, notify_ready,
 };
 
 use crate::args::NotifyArgs;
@@ -109,7 +108,7 @@ pub(crate) fn notify(args: NotifyArgs) -> Result<u8, Failure> {
 /// does once every earlier datagram is processed (or when it closes the
 /// socket). `Ok(false)` when that took longer than `timeout`.
 fn barrier(timeout: Duration) -> io::Result<bool> {
-    let Some(value) = std::env::var_os(NOTIFY_SOCKET_ENV) else {
+    let Some(value) = std::env::var_os(readyfd::env::NOTIFY_SOCKET) else {
         return Ok(true);
     };
     let addr = match value.as_bytes() {

@@ -167,9 +167,9 @@ fn launch_of(args: &RunArgs) -> Result<Launch, Failure> {
         }
     }
     let sockets = args.listen.len() as i32;
-    let fd = args.fd.unwrap_or(readyfd::DEFAULT_FD + sockets);
+    let fd = args.fd.unwrap_or(readyfd::env::DEFAULT_FD + sockets);
     if args.protocol != Protocol::Systemd {
-        if fd < readyfd::LISTEN_FDS_START + sockets {
+        if fd < readyfd::env::LISTEN_FDS_START + sockets {
             return Err(usage(format!(
                 "--fd {fd}: fds 3 to {} hold the {sockets} --listen socket(s); leave --fd out to have the channel placed above them, or choose {} or above",
                 2 + sockets,

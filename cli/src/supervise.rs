@@ -722,7 +722,7 @@ impl<'a> Supervisor<'a> {
     ) -> Result<ThenOutcome, Failure> {
         let mut sh = Command::new("sh");
         sh.arg("-c").arg(cmd).process_group(0);
-        for var in readyfd::READINESS_ENV_VARS {
+        for var in readyfd::env::READINESS_VARS {
             sh.env_remove(var);
         }
         sh.envs(env.iter().map(|(k, v)| (k, v)));

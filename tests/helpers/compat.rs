@@ -13,7 +13,7 @@ use readyfd::{Notified, Notifier, NotifyError, Ready};
 /// `CHILD_READY_FD=3 READYFD=unset NOTIFY_SOCKET=unset`: what this process
 /// still sees (notify_ready must not change the environment).
 fn env_report() -> String {
-    readyfd::READINESS_ENV_VARS
+    readyfd::env::READINESS_VARS
         .iter()
         .map(|v| {
             format!(
