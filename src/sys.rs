@@ -126,7 +126,8 @@ pub(crate) fn send_nonblocking(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usi
 pub(crate) struct StreamRead {
     /// Bytes read; 0 is end of stream.
     pub(crate) n: usize,
-    /// Less than the room offered was read: the socket had nothing more.
+    /// Less than the room offered was read, and no fds came: the socket
+    /// had nothing more.
     pub(crate) short: bool,
     /// The fds that came along, owned at once and close-on-exec. Empty
     /// (and unallocated) on the common path.
@@ -195,7 +196,10 @@ pub(crate) fn recv_stream(
     unsafe { buf.set_len(buf.len() + n) };
     let mut read = StreamRead {
         n,
-        short: n < len,
+        // A read that brought fds ends where the frame that carries them
+        // ends (the kernel stops there), whatever follows in the socket:
+        // it says nothing about the socket being empty.
+        short: n < len && msg.msg_controllen == 0,
         fds: Vec::new(),
         truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
     };

@@ -79,6 +79,14 @@ impl FrameDecoder {
         }
     }
 
+    /// The kind byte of the frame begun but not finished, if any.
+    pub(crate) fn body_kind(&self) -> Option<u8> {
+        match self.state {
+            DecodeState::Body { kind, .. } => Some(kind),
+            DecodeState::Head => None,
+        }
+    }
+
     /// Decodes the next frame from `src`.
     ///
     /// # Errors

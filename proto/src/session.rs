@@ -50,8 +50,8 @@ use crate::limits::{
     DEFAULT_MAX_FRAME, DEFAULT_MAX_UNANSWERED, MAX_GOODBYE_MESSAGE, MIN_MAX_FRAME,
 };
 use crate::message::{
-    Goodbye, GoodbyeReason, Hello, Message, PROTOCOL_VERSION, Ready, RequestBody, ResponseBody,
-    Role, encode_app_request, encode_app_response, encode_notify, encode_status,
+    FD_FLAG, Goodbye, GoodbyeReason, Hello, Kind, Message, PROTOCOL_VERSION, Ready, RequestBody,
+    ResponseBody, Role, encode_app_request, encode_app_response, encode_notify, encode_status,
 };
 
 /// A decoded frame and the file descriptors that arrived with it, from
@@ -327,7 +327,12 @@ impl Session {
             self.rx_pos += (before - buf.len()) as u64;
             let frame = match decoded {
                 Ok(Some(f)) => f,
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    return match self.check_partial_frame(buf) {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(self.fail(e)),
+                    };
+                }
                 Err(e) => return Err(self.fail(e.into())),
             };
             let arrived = match self.owed.front() {
@@ -357,6 +362,41 @@ impl Session {
                 return Err(self.fail(e));
             }
         }
+    }
+
+    /// Checks the frame not yet complete against the fds owed to it as
+    /// soon as its kind byte and count byte are here, rather than when it
+    /// is whole (which a hostile peer may never make it): a frame without
+    /// [`FD_FLAG`](crate::FD_FLAG), or with another count, is a mismatch
+    /// at once.
+    fn check_partial_frame(&self, buf: &[u8]) -> Result<(), SessionError> {
+        let Some(&(at, arrived)) = self.owed.front() else {
+            return Ok(());
+        };
+        let (kind, count) = match self.decoder.body_kind() {
+            Some(kind) if at + HEADER_LEN as u64 == self.rx_pos => (Some(kind), buf.first()),
+            None if at == self.rx_pos => (buf.get(4).copied(), buf.get(5)),
+            _ => return Ok(()),
+        };
+        let Some(kind) = kind else {
+            return Ok(());
+        };
+        let announced = if kind & FD_FLAG == 0 {
+            0
+        } else {
+            match count {
+                Some(&c) => usize::from(c),
+                None => return Ok(()),
+            }
+        };
+        if announced == arrived {
+            return Ok(());
+        }
+        Err(SessionError::FdCountMismatch {
+            kind: Kind::from_byte(kind & !FD_FLAG).map_or("unknown", Kind::name),
+            announced,
+            arrived,
+        })
     }
 
     /// The stream offset of the last frame that starts in `[start, end)`,

@@ -347,3 +347,43 @@ fn a_session_sends_what_it_announces() {
     assert_eq!(counts(&events), [0, 4, 1, 253]);
     assert!(matches!(&events[2].message, Some(Message::Request { id: got, .. }) if *got == id));
 }
+
+#[test]
+fn a_frame_not_yet_whole_is_checked_as_soon_as_its_count_is_here() {
+    // A hostile sender's fd-carrying sendmsg that starts mid-frame is glued
+    // by the kernel to the bytes before it: the fds then seem to belong to
+    // the frame that started earlier in the read. Its kind byte already
+    // says it carries none, so the error comes at once, not when (if ever)
+    // the frame is whole.
+    let frame = notify(&[7; 100], 0);
+    let mut read = child_hello();
+    read.extend_from_slice(&frame[..40]);
+    let err = feed(&mut parent(), &[(&read, 1)]).unwrap_err();
+    assert_eq!(
+        err,
+        SessionError::FdCountMismatch {
+            kind: "Notify",
+            announced: 0,
+            arrived: 1
+        }
+    );
+    // A flagged frame whose count byte disagrees, before its body.
+    let frame = notify(&[7; 100], 5);
+    let err = feed(&mut parent(), &[(&child_hello(), 0), (&frame[..6], 4)]).unwrap_err();
+    assert!(matches!(
+        err,
+        SessionError::FdCountMismatch {
+            announced: 5,
+            arrived: 4,
+            ..
+        }
+    ));
+    // The header in one read without fds, its count byte in the next with
+    // them: no frame starts in that read, so they belong to nothing.
+    let err = feed(
+        &mut parent(),
+        &[(&child_hello(), 0), (&frame[..5], 0), (&frame[5..6], 5)],
+    )
+    .unwrap_err();
+    assert_eq!(err, SessionError::UnexpectedFds(5));
+}
