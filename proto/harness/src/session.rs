@@ -8,9 +8,8 @@ use bytes::BytesMut;
 use readyfd_proto::codec::encode_body;
 use readyfd_proto::{
     DEFAULT_MAX_FRAME, EncodeError, Eof, FrameError, Goodbye, HEADER_LEN, MAX_FDS_PER_FRAME,
-    MIN_MAX_FRAME, Message,
-    PROTOCOL_VERSION, RemoteError, RequestBody, ResponseBody, Role, Session, SessionConfig,
-    SessionError,
+    MIN_MAX_FRAME, Message, PROTOCOL_VERSION, RemoteError, RequestBody, ResponseBody, Role,
+    Session, SessionConfig, SessionError,
 };
 
 use crate::alloc::{DECODE_EXPANSION, LimitGuard, SLACK};
