@@ -90,7 +90,7 @@ struct State {
     unsent: usize,
     writer: Writer,
     waiting: HashSet<u64>,
-    responses: HashMap<u64, ResponseBody>,
+    responses: HashMap<u64, (ResponseBody, Vec<OwnedFd>)>,
     stop: bool,
     /// Who reads the socket.
     reader: Reader,
@@ -376,6 +376,7 @@ impl Inner {
                 discard.clear();
                 st.out = discard;
                 st.unsent = 0;
+                st.core.discard_tx_fds();
                 break;
             }
             if st.unsent == 0 {
@@ -390,10 +391,17 @@ impl Inner {
             }
             let out = std::mem::take(&mut st.out);
             let pos = out.len() - st.unsent;
+            let unsent = st.unsent;
+            let plan = st.core.plan_write(unsent);
             drop(st);
-            let res = sys::send_nonblocking(self.sock.as_fd(), &out[pos..]);
+            let chunk = &out[pos..pos + plan.len];
+            let res = match &plan.fds {
+                None => sys::send_nonblocking(self.sock.as_fd(), chunk),
+                Some(f) => sys::send_with_fds(self.sock.as_fd(), chunk, &f.fds),
+            };
             st = self.lock();
             st.out = out;
+            st.core.wrote(*res.as_ref().unwrap_or(&0), plan.fds);
             match res {
                 Ok(n) => {
                     st.unsent -= n;
@@ -620,9 +628,34 @@ impl Channel {
     /// [`ChannelError::NotAllowed`] from a parent or a second time;
     /// [`ChannelError::Closed`] when the parent has gone.
     pub fn ready(&self, ready: &Ready) -> Result<(), ChannelError> {
+        self.ready_with_fds(ready, Vec::new())
+    }
+
+    /// Child: announces readiness and hands the parent `fds` with it (a
+    /// listening socket, a log pipe...; at most
+    /// [`MAX_FDS_PER_FRAME`](readyfd_proto::MAX_FDS_PER_FRAME)). Our copies
+    /// are closed once sent. The parent takes them with
+    /// [`take_ready_fds`](Self::take_ready_fds).
+    ///
+    /// # Errors
+    /// As [`ready`](Self::ready), and [`ChannelError::Encode`] for more
+    /// than 253 fds. On any error the fds are closed.
+    pub fn ready_with_fds(&self, ready: &Ready, fds: Vec<OwnedFd>) -> Result<(), ChannelError> {
         // A pid of 0 means "this process".
         let ready = ready.clone().with_sender_pid(std::process::id());
-        self.send(None, |st| st.core.session.send_ready(&ready))
+        self.send(None, |st| {
+            let unsent = st.unsent;
+            st.core
+                .queue_with_fds(unsent, fds, |s, n| s.send_ready_with_fds(&ready, n))
+        })
+    }
+
+    /// Parent: takes the file descriptors the child sent with its `Ready`
+    /// ([`ready_with_fds`](Self::ready_with_fds)), owned and close-on-exec;
+    /// empty before `Ready` arrived, when it carried none, and once taken.
+    /// Those not taken are closed with the channel.
+    pub fn take_ready_fds(&self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.inner.lock().core.peer.ready_fds)
     }
 
     /// Child: sends a status line (shown by `readyfd run` while it waits, and
@@ -643,6 +676,26 @@ impl Channel {
         self.send(None, |st| st.core.session.send_notify(body))
     }
 
+    /// Sends a one-way application message with `fds` (at most
+    /// [`MAX_FDS_PER_FRAME`](readyfd_proto::MAX_FDS_PER_FRAME)); our copies
+    /// are closed once sent. The peer finds them in the
+    /// [`Notification`](crate::Notification).
+    ///
+    /// # Errors
+    /// As [`notify`](Self::notify), and [`ChannelError::Encode`] for more
+    /// than 253 fds. On any error the fds are closed.
+    pub fn notify_with_fds<T: Serialize + ?Sized>(
+        &self,
+        body: &T,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), ChannelError> {
+        self.send(None, |st| {
+            let unsent = st.unsent;
+            st.core
+                .queue_with_fds(unsent, fds, |s, n| s.send_notify_with_fds(body, n))
+        })
+    }
+
     /// Sends an application request and waits for its answer, decoded as
     /// `Resp`. Waits as long as the peer is there; see
     /// [`request_timeout`](Self::request_timeout).
@@ -656,8 +709,39 @@ impl Channel {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        let body = self.call(None, |s| s.send_app_request(req))?;
+        let (body, _fds) = self.call(None, Vec::new(), |s, _| s.send_app_request(req))?;
         decode_response(body)
+    }
+
+    /// [`request`](Self::request), handing the peer `fds` with the request
+    /// (at most [`MAX_FDS_PER_FRAME`](readyfd_proto::MAX_FDS_PER_FRAME); our
+    /// copies are closed once sent), and returning the fds the peer sent
+    /// with its answer ([`IncomingRequest::respond_with_fds`](crate::IncomingRequest::respond_with_fds)),
+    /// owned and close-on-exec.
+    ///
+    /// # Errors
+    /// As [`request`](Self::request), and [`ChannelError::Encode`] for more
+    /// than 253 fds. On any error the fds given are closed, and so are any
+    /// that came with the answer.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # fn demo(ch: &readyfd::Channel) -> Result<(), Box<dyn std::error::Error>> {
+    /// let log = std::fs::File::create("/tmp/app.log")?;
+    /// let (ok, fds): (bool, _) = ch.request_with_fds(&"take this log", vec![log.into()])?;
+    /// # let _ = (ok, fds); Ok(()) }
+    /// ```
+    pub fn request_with_fds<Req, Resp>(
+        &self,
+        req: &Req,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(Resp, Vec<OwnedFd>), ChannelError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let (body, fds) = self.call(None, fds, |s, n| s.send_app_request_with_fds(req, n))?;
+        Ok((decode_response(body)?, fds))
     }
 
     /// [`request`](Self::request) with a bound: after `timeout` it fails
@@ -674,8 +758,8 @@ impl Channel {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        let body = self
-            .call(Some(sys::deadline_after(timeout)), |s| {
+        let (body, _fds) = self
+            .call(Some(sys::deadline_after(timeout)), Vec::new(), |s, _| {
                 s.send_app_request(req)
             })
             .map_err(|e| with_timeout(e, timeout))?;
@@ -689,7 +773,7 @@ impl Channel {
     /// [`ChannelError::Closed`] or [`ChannelError::Timeout`].
     pub fn ping(&self, timeout: Duration) -> Result<Duration, ChannelError> {
         let t0 = Instant::now();
-        self.call(Some(sys::deadline_after(timeout)), |s| {
+        self.call(Some(sys::deadline_after(timeout)), Vec::new(), |s, _| {
             s.send_request(RequestBody::Ping)
         })
         .map_err(|e| with_timeout(e, timeout))?;
@@ -704,7 +788,7 @@ impl Channel {
     /// when no acknowledgement came; [`ChannelError::Closed`].
     pub fn shutdown(&self, grace: Duration) -> Result<(), ChannelError> {
         let grace_ms = Some(grace.as_millis().min(u128::from(u64::MAX)) as u64);
-        self.call(Some(sys::deadline_after(grace)), |s| {
+        self.call(Some(sys::deadline_after(grace)), Vec::new(), |s, _| {
             s.send_request(RequestBody::Shutdown { grace_ms })
         })
         .map_err(|e| with_timeout(e, grace))?;
@@ -714,19 +798,21 @@ impl Channel {
     fn call(
         &self,
         deadline: Option<Instant>,
-        send: impl FnOnce(&mut Session) -> Result<u64, SessionError>,
-    ) -> Result<ResponseBody, ChannelError> {
+        fds: Vec<OwnedFd>,
+        send: impl FnOnce(&mut Session, usize) -> Result<u64, SessionError>,
+    ) -> Result<(ResponseBody, Vec<OwnedFd>), ChannelError> {
         let id = self.send(deadline, |st| {
-            let id = send(&mut st.core.session)?;
+            let unsent = st.unsent;
+            let id = st.core.queue_with_fds(unsent, fds, send)?;
             st.waiting.insert(id);
             Ok(id)
         })?;
         let answer = self.inner.wait_for(deadline, |st| {
-            if let Some(body) = st.responses.remove(&id) {
+            if let Some((body, fds)) = st.responses.remove(&id) {
                 st.waiting.remove(&id);
                 return Some(match body {
                     ResponseBody::Error(e) => Err(ChannelError::Remote(e)),
-                    other => Ok(other),
+                    other => Ok((other, fds)),
                 });
             }
             st.read_blocker().map(|r| {
@@ -870,9 +956,13 @@ fn with_timeout(e: ChannelError, t: Duration) -> ChannelError {
 impl Responder for Inner {
     fn answer(
         &self,
-        f: &mut dyn FnMut(&mut Session) -> Result<(), SessionError>,
+        fds: Vec<OwnedFd>,
+        f: &mut dyn FnMut(&mut Session, usize) -> Result<(), SessionError>,
     ) -> Result<(), ChannelError> {
-        send_on(self, |st| f(&mut st.core.session))
+        send_on(self, |st| {
+            let unsent = st.unsent;
+            st.core.queue_with_fds(unsent, fds, f)
+        })
     }
 }
 
@@ -964,7 +1054,7 @@ fn read_available(inner: &Arc<Inner>, rbuf: &mut BytesMut, any_reader: bool) {
 /// Reads once (the caller holds the read buffer), hands the bytes to the
 /// session, routes what it decoded, and sends what it produced, as `who`.
 fn read_step(inner: &Arc<Inner>, rbuf: &mut BytesMut, who: Writer) -> ReadStep {
-    let r = sys::read_into(inner.sock.as_fd(), rbuf, READ_CHUNK);
+    let r = sys::recv_stream(inner.sock.as_fd(), rbuf, READ_CHUNK);
     if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
         return ReadStep::Empty;
     }
@@ -1025,9 +1115,9 @@ fn dispatch(inner: &Arc<Inner>, st: &mut State) {
     core.dispatch(
         inner.policy,
         || Arc::clone(inner) as Arc<dyn Responder>,
-        |id, body| {
+        |id, body, fds| {
             if waiting.contains(&id) {
-                responses.insert(id, body);
+                responses.insert(id, (body, fds));
             }
         },
     );

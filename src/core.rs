@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use crate::error::{ChannelError, CloseReason, ProtocolError};
 use crate::incoming::{
     Incoming, IncomingRequest, Notification, Responder, ShutdownRequest, decode_as,
 };
+use crate::sys::StreamRead;
 use crate::verdict::{ReadyVia, Seen};
 
 /// Bytes queued for the peer beyond which senders wait.
@@ -46,6 +48,13 @@ pub const MAX_INCOMING: usize = 1024;
 ///
 /// [`Channel::recv`](crate::Channel::recv): crate::Channel::recv
 pub const MAX_INCOMING_BYTES: usize = 2 * readyfd_proto::DEFAULT_MAX_FRAME as usize;
+
+/// File descriptors held by requests and notifications queued for
+/// [`Channel::recv`](crate::Channel::recv) beyond which the channel stops
+/// reading, as [`MAX_INCOMING`] does for their number: a peer that floods
+/// with descriptors cannot make this side hold more than this many (plus
+/// one message's worth, at most 253) before the application takes some.
+pub const MAX_INCOMING_FDS: usize = 1024;
 
 /// What a child does when its parent sends `Shutdown`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -136,7 +145,9 @@ impl ChannelOptions {
     /// Whether `queue` holds as much as these options let a peer make us
     /// hold (reading then pauses until the application takes some).
     pub(crate) fn queue_full(&self, queue: &IncomingQueue) -> bool {
-        queue.len() >= self.max_incoming.max(1) || queue.bytes >= self.max_incoming_bytes.max(1)
+        queue.len() >= self.max_incoming.max(1)
+            || queue.bytes >= self.max_incoming_bytes.max(1)
+            || queue.fds >= MAX_INCOMING_FDS
     }
 }
 
@@ -146,6 +157,7 @@ impl ChannelOptions {
 pub(crate) struct IncomingQueue {
     queue: VecDeque<Incoming>,
     bytes: usize,
+    fds: usize,
 }
 
 impl IncomingQueue {
@@ -161,14 +173,25 @@ impl IncomingQueue {
             }
     }
 
+    /// The fds a queued message holds, as it was queued.
+    fn fd_count(m: &Incoming) -> usize {
+        match m {
+            Incoming::Request(r) => r.fds().len(),
+            Incoming::Notify(n) => n.fds().len(),
+            _ => 0,
+        }
+    }
+
     pub(crate) fn push(&mut self, m: Incoming) {
         self.bytes += Self::weight(&m);
+        self.fds += Self::fd_count(&m);
         self.queue.push_back(m);
     }
 
     pub(crate) fn pop(&mut self) -> Option<Incoming> {
         let m = self.queue.pop_front()?;
         self.bytes -= Self::weight(&m);
+        self.fds -= Self::fd_count(&m);
         Some(m)
     }
 
@@ -180,6 +203,7 @@ impl IncomingQueue {
     /// the channel's lock).
     pub(crate) fn take(&mut self) -> VecDeque<Incoming> {
         self.bytes = 0;
+        self.fds = 0;
         std::mem::take(&mut self.queue)
     }
 }
@@ -211,6 +235,31 @@ pub(crate) struct Core {
     pub(crate) peer: PeerView,
     /// The child's pidfd fired (parent side).
     pub(crate) child_exited: bool,
+    /// Fds received and not yet handed out with their message, in arrival
+    /// order (the session counts them: [`Session::fds_held`]).
+    rx_fds: VecDeque<OwnedFd>,
+    /// Bytes of the stream written to the peer so far: where the next
+    /// unwritten byte sits, to find the frames that carry fds.
+    tx_written: u64,
+    /// Frames queued with fds, in stream order.
+    tx_fds: VecDeque<OutFds>,
+}
+
+/// A queued frame that carries fds: where it starts in the outgoing
+/// stream, how long it is, and the fds, sent with its first bytes.
+#[derive(Debug)]
+pub(crate) struct OutFds {
+    at: u64,
+    len: usize,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+/// What to write next ([`Core::plan_write`]): up to `len` bytes, with the
+/// fds of the frame those bytes start, if they start one that has fds.
+#[derive(Debug)]
+pub(crate) struct WritePlan {
+    pub(crate) len: usize,
+    pub(crate) fds: Option<OutFds>,
 }
 
 impl Core {
@@ -230,7 +279,68 @@ impl Core {
             read: ReadEnd::Open,
             peer: PeerView::default(),
             child_exited: false,
+            rx_fds: VecDeque::new(),
+            tx_written: 0,
+            tx_fds: VecDeque::new(),
         }
+    }
+
+    /// Queues a frame with `send`, which is given the number of `fds` to
+    /// announce, and keeps the fds to be sent with it. `unsent` is what the
+    /// driver took from the session and has not written. On error the fds
+    /// are closed (dropped) and nothing is queued.
+    pub(crate) fn queue_with_fds<R>(
+        &mut self,
+        unsent: usize,
+        fds: Vec<OwnedFd>,
+        send: impl FnOnce(&mut Session, usize) -> Result<R, SessionError>,
+    ) -> Result<R, SessionError> {
+        if fds.is_empty() {
+            return send(&mut self.session, 0);
+        }
+        let before = self.session.transmit_len();
+        let at = self.tx_written + unsent as u64 + before as u64;
+        let r = send(&mut self.session, fds.len())?;
+        // Our Hello was queued when the core was made, so the bytes added
+        // are exactly the frame.
+        let len = self.session.transmit_len() - before;
+        self.tx_fds.push_back(OutFds { at, len, fds });
+        Ok(r)
+    }
+
+    /// What to write next out of `unsent` bytes: everything up to the next
+    /// frame that carries fds; or that frame alone (up to its end, so the
+    /// fds go with its bytes and no others'), with its fds.
+    pub(crate) fn plan_write(&mut self, unsent: usize) -> WritePlan {
+        match self.tx_fds.front() {
+            Some(f) if f.at == self.tx_written => WritePlan {
+                len: unsent.min(f.len),
+                fds: self.tx_fds.pop_front(),
+            },
+            Some(f) => WritePlan {
+                len: unsent.min((f.at - self.tx_written) as usize),
+                fds: None,
+            },
+            None => WritePlan {
+                len: unsent,
+                fds: None,
+            },
+        }
+    }
+
+    /// Records a write of `n` bytes made after [`plan_write`](Self::plan_write)
+    /// (0 on `EAGAIN`). Fds that went with bytes are closed here (the peer
+    /// has its own copies); fds that did not go are put back.
+    pub(crate) fn wrote(&mut self, n: usize, fds: Option<OutFds>) {
+        self.tx_written += n as u64;
+        if let (0, Some(f)) = (n, fds) {
+            self.tx_fds.push_front(f);
+        }
+    }
+
+    /// Writing failed for good: the fds still queued are closed.
+    pub(crate) fn discard_tx_fds(&mut self) {
+        self.tx_fds.clear();
     }
 
     /// Why a send cannot be made now, if it cannot: the precedence of
@@ -290,34 +400,50 @@ impl Core {
     /// a protocol error (answered with a `Goodbye`), or a failed read. The
     /// driver then routes what was decoded ([`PeerView::take_decoded`]) and
     /// writes what the session produced.
+    ///
+    /// Fds that came with the read are queued for the messages the session
+    /// ties them to; whatever is left when the read side ends (an error, a
+    /// frame cut short) is closed by [`dispatch`](Self::dispatch).
     pub(crate) fn on_read(
         &mut self,
-        result: io::Result<(usize, bool)>,
+        result: io::Result<StreamRead>,
         rbuf: &mut BytesMut,
     ) -> ReadStep {
         let result = match result {
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok((0, true)),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(StreamRead::default()),
             r => r,
         };
         match result {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadStep::Empty,
             _ if !matches!(self.read, ReadEnd::Open) => ReadStep::Ended,
-            Ok((0, _)) => {
-                self.read = match self.session.handle_eof(rbuf) {
-                    Ok(_) => ReadEnd::Eof,
+            Ok(StreamRead {
+                n: 0,
+                fds,
+                truncated,
+                ..
+            }) => {
+                let eof = if fds.is_empty() && !truncated {
+                    self.session.handle_eof(rbuf).map(|_| ())
+                } else {
+                    // Fds with no byte: they belong to no frame.
+                    self.session.handle_input_fds(rbuf, 0, fds.len(), truncated)
+                };
+                self.read = match eof {
+                    Ok(()) => ReadEnd::Eof,
                     Err(e) => ReadEnd::Failed(CloseReason::Protocol(e)),
                 };
                 ReadStep::Ended
             }
-            Ok((_, short)) => match self.session.handle_input(rbuf) {
-                Err(e) => {
-                    say_protocol_error(&mut self.session, &e);
-                    self.read = ReadEnd::Failed(CloseReason::Protocol(e));
-                    ReadStep::Ended
-                }
-                Ok(()) if short => ReadStep::Drained,
-                Ok(()) => ReadStep::Data,
-            },
+            Ok(StreamRead {
+                n,
+                short,
+                fds,
+                truncated,
+            }) => {
+                let count = fds.len();
+                self.rx_fds.extend(fds);
+                self.on_input(rbuf, n, count, truncated, short)
+            }
             Err(e) => {
                 self.read = ReadEnd::Failed(CloseReason::Io(Arc::new(e)));
                 ReadStep::Ended
@@ -325,16 +451,47 @@ impl Core {
         }
     }
 
+    /// Hands `n` new bytes (and `fds` new fds) to the session.
+    fn on_input(
+        &mut self,
+        rbuf: &mut BytesMut,
+        n: usize,
+        fds: usize,
+        truncated: bool,
+        short: bool,
+    ) -> ReadStep {
+        match self.session.handle_input_fds(rbuf, n, fds, truncated) {
+            Err(e) => {
+                say_protocol_error(&mut self.session, &e);
+                self.read = ReadEnd::Failed(CloseReason::Protocol(e));
+                ReadStep::Ended
+            }
+            Ok(()) if short => ReadStep::Drained,
+            Ok(()) => ReadStep::Data,
+        }
+    }
+
     /// Routes everything the session decoded into [`PeerView`] (see
     /// [`PeerView::take_decoded`]).
+    ///
+    /// Each message takes its fds from the received ones. Once the read
+    /// side has ended, the fds no message took are closed.
     pub(crate) fn dispatch(
         &mut self,
         policy: ShutdownPolicy,
         answer: impl Fn() -> Arc<dyn Responder>,
-        response: impl FnMut(u64, ResponseBody),
+        response: impl FnMut(u64, ResponseBody, Vec<OwnedFd>),
     ) {
-        self.peer
-            .take_decoded(&mut self.session, policy, answer, response);
+        self.peer.take_decoded(
+            &mut self.session,
+            &mut self.rx_fds,
+            policy,
+            answer,
+            response,
+        );
+        if !matches!(self.read, ReadEnd::Open) {
+            self.rx_fds.clear();
+        }
     }
 
     /// What the channel shows of the child's readiness, if anything yet
@@ -520,6 +677,8 @@ pub(crate) struct PeerView {
     pub(crate) goodbye: Option<readyfd_proto::Goodbye>,
     /// The child's `Ready`.
     pub(crate) ready: Option<Ready>,
+    /// The fds that came with the child's `Ready`, until taken.
+    pub(crate) ready_fds: Vec<OwnedFd>,
     /// The child's last status line.
     pub(crate) last_status: Option<String>,
     /// A `Shutdown` asks for SIGTERM once its acknowledgement is written.
@@ -533,11 +692,12 @@ impl PeerView {
     pub(crate) fn take_decoded(
         &mut self,
         session: &mut Session,
+        rx_fds: &mut VecDeque<OwnedFd>,
         policy: ShutdownPolicy,
         answer: impl Fn() -> Arc<dyn Responder>,
-        mut response: impl FnMut(u64, ResponseBody),
+        mut response: impl FnMut(u64, ResponseBody, Vec<OwnedFd>),
     ) {
-        while let Some(routed) = next_routed(session, policy) {
+        while let Some((routed, fds)) = next_routed(session, rx_fds, policy) {
             match routed {
                 Routed::Hello(h) => self.hello = Some(h),
                 Routed::Ready(r) => {
@@ -545,19 +705,20 @@ impl PeerView {
                         self.last_status.clone_from(&r.status);
                     }
                     self.ready = Some(r);
+                    self.ready_fds = fds;
                 }
                 Routed::Status(s) => self.last_status = Some(s),
                 Routed::RaiseSigterm => self.raise_sigterm = true,
                 Routed::Shutdown { id, grace } => self.incoming.push(Incoming::Shutdown(
                     ShutdownRequest::new(id, grace, answer()),
                 )),
-                Routed::Request { id, body } => self
-                    .incoming
-                    .push(Incoming::Request(IncomingRequest::new(id, body, answer()))),
-                Routed::Response { id, body } => response(id, body),
+                Routed::Request { id, body } => self.incoming.push(Incoming::Request(
+                    IncomingRequest::new(id, body, fds, answer()),
+                )),
+                Routed::Response { id, body } => response(id, body, fds),
                 Routed::Notify(body) => self
                     .incoming
-                    .push(Incoming::Notify(Notification::new(body))),
+                    .push(Incoming::Notify(Notification::new(body, fds))),
                 Routed::Goodbye(g) => self.goodbye = Some(g),
             }
         }
@@ -607,13 +768,25 @@ enum Routed {
     Goodbye(readyfd_proto::Goodbye),
 }
 
-/// The next decoded message of `session`, routed: `Shutdown` is handled
-/// according to `policy`, a built-in request this version does not know is
-/// answered `Unsupported` (the application never sees it), and `Ping` never
-/// gets here (the session answers it).
-fn next_routed(session: &mut Session, policy: ShutdownPolicy) -> Option<Routed> {
+/// The next decoded message of `session`, routed, with the fds that came
+/// with it (taken from `rx_fds`): `Shutdown` is handled according to
+/// `policy`, a built-in request this version does not know is answered
+/// `Unsupported` (the application never sees it), and `Ping` never gets
+/// here (the session answers it). Fds of frames nobody receives (a `Ping`,
+/// a `Shutdown`, `Goodbye`...) are closed here.
+fn next_routed(
+    session: &mut Session,
+    rx_fds: &mut VecDeque<OwnedFd>,
+    policy: ShutdownPolicy,
+) -> Option<(Routed, Vec<OwnedFd>)> {
     loop {
-        let routed = match session.poll_event()? {
+        let event = session.poll_event_fds()?;
+        // Allocates nothing for a frame without fds.
+        let fds: Vec<OwnedFd> = rx_fds.drain(..event.fds.min(rx_fds.len())).collect();
+        let Some(message) = event.message else {
+            continue; // consumed by the session: `fds` are closed here
+        };
+        let routed = match message {
             Message::Hello(h) => Routed::Hello(h),
             Message::Ready(r) => Routed::Ready(r),
             Message::Status(s) => Routed::Status(s),
@@ -645,7 +818,14 @@ fn next_routed(session: &mut Session, policy: ShutdownPolicy) -> Option<Routed> 
             Message::Goodbye(g) => Routed::Goodbye(g),
             _ => continue,
         };
-        return Some(routed);
+        let fds = match routed {
+            Routed::Ready(_)
+            | Routed::Request { .. }
+            | Routed::Response { .. }
+            | Routed::Notify(_) => fds,
+            _ => Vec::new(),
+        };
+        return Some((routed, fds));
     }
 }
 
@@ -664,7 +844,7 @@ mod tests {
     use super::*;
 
     fn note(len: usize) -> Incoming {
-        Incoming::Notify(Notification::new(Bytes::from(vec![7u8; len])))
+        Incoming::Notify(Notification::new(Bytes::from(vec![7u8; len]), Vec::new()))
     }
 
     #[test]

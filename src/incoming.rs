@@ -4,6 +4,7 @@
 //! parent's `Shutdown`.
 
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,11 +20,13 @@ use crate::error::ChannelError;
 /// [`ShutdownRequest`]: the blocking channel and the async one each
 /// implement it, so both hand out the same request types.
 pub(crate) trait Responder: Send + Sync {
-    /// Queues what `f` adds to the session and writes it, without waiting
-    /// for the peer.
+    /// Queues what `f` adds to the session (told how many `fds` to
+    /// announce; they are sent with that frame) and writes it, without
+    /// waiting for the peer. On error the fds are closed.
     fn answer(
         &self,
-        f: &mut dyn FnMut(&mut Session) -> Result<(), SessionError>,
+        fds: Vec<OwnedFd>,
+        f: &mut dyn FnMut(&mut Session, usize) -> Result<(), SessionError>,
     ) -> Result<(), ChannelError>;
 }
 
@@ -48,6 +51,7 @@ pub enum Incoming {
 pub struct IncomingRequest {
     id: u64,
     body: Bytes,
+    fds: Vec<OwnedFd>,
     answer: Option<Arc<dyn Responder>>,
 }
 
@@ -56,17 +60,37 @@ impl fmt::Debug for IncomingRequest {
         f.debug_struct("IncomingRequest")
             .field("id", &self.id)
             .field("len", &self.body.len())
+            .field("fds", &self.fds.len())
             .finish()
     }
 }
 
 impl IncomingRequest {
-    pub(crate) fn new(id: u64, body: Bytes, answer: Arc<dyn Responder>) -> IncomingRequest {
+    pub(crate) fn new(
+        id: u64,
+        body: Bytes,
+        fds: Vec<OwnedFd>,
+        answer: Arc<dyn Responder>,
+    ) -> IncomingRequest {
         IncomingRequest {
             id,
             body,
+            fds,
             answer: Some(answer),
         }
+    }
+
+    /// The file descriptors the peer sent with the request (close-on-exec),
+    /// in the order it attached them. They are closed when the request is
+    /// dropped, unless taken with [`take_fds`](Self::take_fds).
+    pub fn fds(&self) -> &[OwnedFd] {
+        &self.fds
+    }
+
+    /// Takes ownership of the file descriptors the peer sent with the
+    /// request; later calls return none.
+    pub fn take_fds(&mut self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.fds)
     }
 
     /// The request's id (unique among the peer's unanswered requests).
@@ -94,10 +118,28 @@ impl IncomingRequest {
     /// [`ChannelError::Encode`] when `body` is too large for the peer (the
     /// request is then answered with an error instead);
     /// [`ChannelError::Closed`].
-    pub fn respond<T: Serialize + ?Sized>(mut self, body: &T) -> Result<(), ChannelError> {
+    pub fn respond<T: Serialize + ?Sized>(self, body: &T) -> Result<(), ChannelError> {
+        self.respond_with_fds(body, Vec::new())
+    }
+
+    /// Answers with `body` and hands the peer `fds` (at most
+    /// [`MAX_FDS_PER_FRAME`](readyfd_proto::MAX_FDS_PER_FRAME)), which travel
+    /// with the answer's bytes (`SCM_RIGHTS`); our copies are closed once
+    /// sent. The peer gets them with its answer
+    /// ([`Channel::request_with_fds`](crate::Channel::request_with_fds)).
+    ///
+    /// # Errors
+    /// As [`respond`](Self::respond), and [`ChannelError::Encode`] for more
+    /// than 253 fds (the request is then answered with an error). On any
+    /// error the fds are closed.
+    pub fn respond_with_fds<T: Serialize + ?Sized>(
+        mut self,
+        body: &T,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), ChannelError> {
         let answer = self.answer.take().expect("answered once");
         let id = self.id;
-        let r = answer.answer(&mut |s| s.send_app_response(id, body));
+        let r = answer.answer(fds, &mut |s, n| s.send_app_response_with_fds(id, body, n));
         if let Err(ChannelError::Encode(e)) = &r {
             // The peer still gets an answer: an error that says why.
             let _ = answer_error(&*answer, id, RemoteErrorKind::Failed, e.to_string());
@@ -139,19 +181,34 @@ fn answer_error(
     message: String,
 ) -> Result<(), ChannelError> {
     let error = RemoteError { kind, message };
-    answer.answer(&mut |s| s.send_response(id, ResponseBody::Error(error.clone())))
+    answer.answer(Vec::new(), &mut |s, _| {
+        s.send_response(id, ResponseBody::Error(error.clone()))
+    })
 }
 
-/// A one-way message from the peer.
-#[derive(Debug, Clone)]
+/// A one-way message from the peer, with the file descriptors it carried.
+#[derive(Debug)]
 pub struct Notification {
     body: Bytes,
+    fds: Vec<OwnedFd>,
 }
 
 impl Notification {
-    /// A notification carrying `body` (also made by the async channel).
-    pub(crate) fn new(body: Bytes) -> Notification {
-        Notification { body }
+    /// A notification carrying `body` and `fds` (also made by the async
+    /// channel).
+    pub(crate) fn new(body: Bytes, fds: Vec<OwnedFd>) -> Notification {
+        Notification { body, fds }
+    }
+
+    /// The file descriptors the peer sent with it (close-on-exec), in the
+    /// order it attached them; closed with the notification unless taken.
+    pub fn fds(&self) -> &[OwnedFd] {
+        &self.fds
+    }
+
+    /// Takes ownership of the file descriptors; later calls return none.
+    pub fn take_fds(&mut self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.fds)
     }
 
     /// The raw body, in the application's encoding.
@@ -208,7 +265,9 @@ impl ShutdownRequest {
     pub fn acknowledge(mut self) -> Result<(), ChannelError> {
         let answer = self.answer.take().expect("answered once");
         let id = self.id;
-        answer.answer(&mut |s| s.send_response(id, ResponseBody::Ok))
+        answer.answer(Vec::new(), &mut |s, _| {
+            s.send_response(id, ResponseBody::Ok)
+        })
     }
 }
 
@@ -216,7 +275,9 @@ impl Drop for ShutdownRequest {
     fn drop(&mut self) {
         if let Some(answer) = self.answer.take() {
             let id = self.id;
-            let _ = answer.answer(&mut |s| s.send_response(id, ResponseBody::Ok));
+            let _ = answer.answer(Vec::new(), &mut |s, _| {
+                s.send_response(id, ResponseBody::Ok)
+            });
         }
     }
 }

@@ -185,9 +185,10 @@ pub use systemd::{NotifyState, StoredFd};
 /// tuning constants, in one place (the wire's own are in
 /// [`proto::limits`]).
 pub mod limits {
-    pub use crate::core::{HIGH_WATER, MAX_INCOMING, MAX_INCOMING_BYTES};
+    pub use crate::core::{HIGH_WATER, MAX_INCOMING, MAX_INCOMING_BYTES, MAX_INCOMING_FDS};
     pub use crate::pipe::PIPE_TEXT_LIMIT;
     pub use crate::systemd::{FDSTORE_MAX, NOTIFY_DATAGRAM_MAX};
+    pub use readyfd_proto::MAX_FDS_PER_FRAME;
 }
 
 pub use readyfd_proto as proto;

@@ -119,35 +119,143 @@ pub(crate) fn send_nonblocking(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usi
     }
 }
 
+/// What one [`recv_stream`] read: the bytes (in the caller's buffer), the
+/// file descriptors that came with them, and whether the kernel cut the
+/// control message.
+#[derive(Debug, Default)]
+pub(crate) struct StreamRead {
+    /// Bytes read; 0 is end of stream.
+    pub(crate) n: usize,
+    /// Less than the room offered was read, and no fds came: the socket
+    /// had nothing more.
+    pub(crate) short: bool,
+    /// The fds that came along, owned at once and close-on-exec. Empty
+    /// (and unallocated) on the common path.
+    pub(crate) fds: Vec<OwnedFd>,
+    /// `MSG_CTRUNC`: some fds were lost (this process at its descriptor
+    /// limit, or more than fit the control buffer).
+    pub(crate) truncated: bool,
+}
+
+/// The most fds one `sendmsg` can pass (the kernel's `SCM_MAX_FD`), which
+/// is also the most a frame carries.
+const STREAM_MAX_FDS: usize = readyfd_proto::MAX_FDS_PER_FRAME;
+
+// SAFETY (for the `unsafe` in the constant): CMSG_SPACE is arithmetic on
+// its argument.
+const STREAM_CTRL_LEN: usize =
+    unsafe { libc::CMSG_SPACE((STREAM_MAX_FDS * size_of::<c_int>()) as u32) as usize };
+
+/// Control-message space for one `SCM_RIGHTS` of [`STREAM_MAX_FDS`] fds,
+/// aligned for `cmsghdr`. On the stack: a read costs no allocation.
+#[repr(C, align(8))]
+struct StreamCtrl([u8; STREAM_CTRL_LEN]);
+
 /// Reads what is available into the spare capacity of `buf`, made at least
 /// `want` bytes (more when `buf` already has room, such as a frame decoder
 /// reserved for a large frame: one read then takes all the socket holds),
-/// retrying on EINTR. Returns the count and whether the read was short (less
-/// than the room offered: the fd had nothing more at that moment).
-/// `Ok((0, _))` is end of stream; `WouldBlock` when nothing is there (the fd
-/// must be non-blocking).
-pub(crate) fn read_into(
+/// retrying on EINTR; `n == 0` is end of stream, `WouldBlock` when nothing
+/// is there (the fd must be non-blocking). With `recvmsg`: also takes the fds a peer sent with
+/// `SCM_RIGHTS` (`MSG_CMSG_CLOEXEC`: close-on-exec from the start), owned
+/// at once so that every path closes them, and reports `MSG_CTRUNC`. One
+/// system call, like `read`; the control buffer is on the stack.
+pub(crate) fn recv_stream(
     fd: BorrowedFd<'_>,
     buf: &mut BytesMut,
     want: usize,
-) -> io::Result<(usize, bool)> {
+) -> io::Result<StreamRead> {
     buf.reserve(want.max(1));
     let spare = buf.spare_capacity_mut();
     let len = spare.len();
-    loop {
-        // SAFETY: `spare` is writable memory owned by `buf` of at least `len`
-        // bytes; read(2) writes at most `len` bytes into it and we only
-        // extend `buf` over the bytes it reports as written.
-        let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
+    let mut ctrl = std::mem::MaybeUninit::<StreamCtrl>::uninit();
+    let mut iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    // SAFETY: msghdr is a plain C struct for which all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctrl.as_mut_ptr().cast();
+    msg.msg_controllen = STREAM_CTRL_LEN as _;
+    let n = loop {
+        // SAFETY: `msg` points at `iov` (the spare capacity of `buf`, `len`
+        // writable bytes) and at `ctrl` (STREAM_CTRL_LEN writable bytes);
+        // the kernel writes within them and tells how much it wrote.
+        let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
         if n >= 0 {
-            let n = n as usize;
-            // SAFETY: read(2) initialised exactly `n <= len` bytes of the spare capacity.
-            unsafe { buf.set_len(buf.len() + n) };
-            return Ok((n, n < len));
+            break n as usize;
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
+        }
+        msg.msg_controllen = STREAM_CTRL_LEN as _;
+    };
+    // SAFETY: recvmsg initialised exactly `n <= len` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    let mut read = StreamRead {
+        n,
+        // A read that brought fds ends where the frame that carries them
+        // ends (the kernel stops there), whatever follows in the socket:
+        // it says nothing about the socket being empty.
+        short: n < len && msg.msg_controllen == 0,
+        fds: Vec::new(),
+        truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+    };
+    if msg.msg_controllen == 0 {
+        return Ok(read);
+    }
+    // SAFETY: `msg` was filled by recvmsg; its msg_controllen now covers
+    // only the complete control messages the kernel wrote into `ctrl`.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: non-null headers from CMSG_FIRSTHDR/CMSG_NXTHDR lie
+        // within `ctrl`, which is aligned for cmsghdr and was written there.
+        let hdr = unsafe { &*cmsg };
+        // SAFETY: CMSG_DATA points just past the header, inside `ctrl`.
+        let data = unsafe { libc::CMSG_DATA(cmsg) };
+        let data_len = (hdr.cmsg_len as usize).saturating_sub(data as usize - cmsg as usize);
+        if (hdr.cmsg_level, hdr.cmsg_type) == (libc::SOL_SOCKET, libc::SCM_RIGHTS) {
+            for i in 0..data_len / size_of::<c_int>() {
+                // SAFETY: the kernel wrote `data_len` bytes of fd numbers
+                // there; read_unaligned copes with any alignment.
+                let fd = unsafe { std::ptr::read_unaligned(data.cast::<c_int>().add(i)) };
+                // SAFETY: the kernel just installed this fd for us; nothing
+                // else owns it.
+                read.fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+        // SAFETY: `cmsg` is a header within `msg`'s control buffer.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+    }
+    Ok(read)
+}
+
+/// [`send_nonblocking`] with `fds` attached (`SCM_RIGHTS`): one `sendmsg`
+/// that starts at the first byte of a frame that carries them. The kernel
+/// attaches the fds to the first bytes it takes; `Ok(n)` with `n > 0`
+/// means they went (the caller may then close its copies), whatever part
+/// of `buf` did. At most [`STREAM_MAX_FDS`] fds.
+pub(crate) fn send_with_fds(fd: BorrowedFd<'_>, buf: &[u8], fds: &[OwnedFd]) -> io::Result<usize> {
+    debug_assert!(!fds.is_empty() && fds.len() <= STREAM_MAX_FDS && !buf.is_empty());
+    let mut raw = [0 as RawFd; STREAM_MAX_FDS];
+    for (r, f) in raw.iter_mut().zip(fds) {
+        *r = f.as_raw_fd();
+    }
+    let raw = &raw[..fds.len()];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(raw)];
+    let iov = [io::IoSlice::new(buf)];
+    loop {
+        match nix::sys::socket::sendmsg::<()>(
+            fd.as_raw_fd(),
+            &iov,
+            &cmsg,
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+            None,
+        ) {
+            Err(Errno::EINTR) => continue,
+            r => return r.map_err(io::Error::from),
         }
     }
 }

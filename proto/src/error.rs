@@ -63,6 +63,14 @@ pub enum DecodeError {
     /// A `Hello` did not start with the magic bytes `RDFD`.
     #[error("bad magic {0:02x?}: the peer does not speak readyfd (expected \"RDFD\")")]
     BadMagic([u8; 4]),
+    /// A frame flagged as carrying file descriptors is of a kind that may
+    /// not carry any (`Hello`, `Status`, `Goodbye`).
+    #[error("a {0} frame may not carry file descriptors")]
+    FdsNotAllowed(&'static str),
+    /// A frame flagged as carrying file descriptors announced 0 of them, or
+    /// more than [`MAX_FDS_PER_FRAME`](crate::limits::MAX_FDS_PER_FRAME).
+    #[error("a frame announced {0} file descriptors: the count must be 1 to 253")]
+    BadFdCount(u8),
     /// Any other malformation, described by the decoder.
     #[error("invalid message: {0}")]
     Invalid(String),
@@ -78,6 +86,17 @@ pub enum EncodeError {
         /// The encoded length, when it was computed in full.
         len: Option<usize>,
         /// The maximum in force.
+        max: usize,
+    },
+    /// More file descriptors than one frame may carry
+    /// ([`MAX_FDS_PER_FRAME`](crate::limits::MAX_FDS_PER_FRAME)).
+    #[error(
+        "{count} file descriptors do not fit one message: at most {max} may travel together (send them in several messages)"
+    )]
+    TooManyFds {
+        /// How many were attached.
+        count: usize,
+        /// The most a frame may carry.
         max: usize,
     },
     /// The value's `Serialize` implementation failed.
@@ -154,6 +173,30 @@ pub enum SessionError {
     /// The peer sent a frame after its `Goodbye`.
     #[error("peer sent {0} after Goodbye")]
     AfterGoodbye(&'static str),
+    /// A frame announced a number of file descriptors other than the number
+    /// that arrived with it (the read that held its first byte).
+    #[error(
+        "a {kind} frame announced {announced} file descriptors but {arrived} arrived with it (all were closed)"
+    )]
+    FdCountMismatch {
+        /// The frame's kind, by name.
+        kind: &'static str,
+        /// What the frame announced (0 for a frame without the flag).
+        announced: usize,
+        /// What arrived with it.
+        arrived: usize,
+    },
+    /// File descriptors arrived with bytes in which no frame starts: they
+    /// belong to no message.
+    #[error("{0} file descriptors arrived with no frame to carry them (all were closed)")]
+    UnexpectedFds(usize),
+    /// The control message that carried file descriptors was truncated
+    /// (`MSG_CTRUNC`: this process ran out of descriptors, or the peer sent
+    /// more than a frame may carry), so some were lost.
+    #[error(
+        "file descriptors were lost in transit (truncated control message: this process may have reached its descriptor limit)"
+    )]
+    FdsTruncated,
     /// We tried to send on a session that has ended.
     #[error("the channel is closed")]
     Closed,

@@ -70,6 +70,23 @@ impl FrameDecoder {
         matches!(self.state, DecodeState::Body { .. })
     }
 
+    /// The payload length of the frame begun but not finished, if any (its
+    /// header is already consumed from the buffer).
+    pub(crate) fn body_len(&self) -> Option<usize> {
+        match self.state {
+            DecodeState::Body { len, .. } => Some(len),
+            DecodeState::Head => None,
+        }
+    }
+
+    /// The kind byte of the frame begun but not finished, if any.
+    pub(crate) fn body_kind(&self) -> Option<u8> {
+        match self.state {
+            DecodeState::Body { kind, .. } => Some(kind),
+            DecodeState::Head => None,
+        }
+    }
+
     /// Decodes the next frame from `src`.
     ///
     /// # Errors

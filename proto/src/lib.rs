@@ -63,9 +63,9 @@ pub mod session;
 
 pub use error::{DecodeError, EncodeError, FrameError, SessionError};
 pub use frame::{Frame, FrameDecoder, HEADER_LEN};
-pub use limits::{DEFAULT_MAX_FRAME, MIN_MAX_FRAME};
+pub use limits::{DEFAULT_MAX_FRAME, MAX_FDS_PER_FRAME, MIN_MAX_FRAME};
 pub use message::{
-    Address, Endpoint, Goodbye, GoodbyeReason, Hello, Kind, MAGIC, Message, PROTOCOL_VERSION,
-    Ready, RemoteError, RemoteErrorKind, RequestBody, ResponseBody, Role,
+    Address, Endpoint, FD_FLAG, Goodbye, GoodbyeReason, Hello, Kind, MAGIC, Message,
+    PROTOCOL_VERSION, Ready, RemoteError, RemoteErrorKind, RequestBody, ResponseBody, Role,
 };
-pub use session::{Eof, Session, SessionConfig};
+pub use session::{Eof, FdEvent, Session, SessionConfig};

@@ -23,3 +23,9 @@ pub const DEFAULT_MAX_UNANSWERED: usize = 65_536;
 /// [`Session::send_goodbye`](crate::Session::send_goodbye) sends; a longer
 /// one is cut at a character boundary.
 pub const MAX_GOODBYE_MESSAGE: usize = 4096;
+
+/// The most file descriptors one frame may carry: the kernel's
+/// `SCM_MAX_FD`, the most one `sendmsg` can pass on Linux. The count
+/// travels in one byte, and a frame that announces more (or none, with the
+/// flag set) is invalid.
+pub const MAX_FDS_PER_FRAME: usize = 253;

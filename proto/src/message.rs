@@ -21,12 +21,19 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{decode_exact, decode_prefix, encode_into};
 use crate::error::{DecodeError, EncodeError};
 use crate::frame::{Frame, HEADER_LEN, begin_frame, finish_frame};
+use crate::limits::MAX_FDS_PER_FRAME;
 
 /// The four bytes every `Hello` starts with.
 pub const MAGIC: [u8; 4] = *b"RDFD";
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The bit of a frame's kind byte that says the frame carries file
+/// descriptors: its payload then starts with one count byte (1 to
+/// [`MAX_FDS_PER_FRAME`]), followed by the message's usual payload. Only
+/// the kinds that carry a body may set it ([`Kind::may_carry_fds`]).
+pub const FD_FLAG: u8 = 0x80;
 
 /// The kind byte of a frame: which message its payload holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,6 +72,15 @@ impl Kind {
             0x07 => Kind::Goodbye,
             other => return Err(DecodeError::UnknownKind(other)),
         })
+    }
+
+    /// Whether a frame of this kind may carry file descriptors: the kinds
+    /// with a body (`Ready`, `Request`, `Response`, `Notify`).
+    pub fn may_carry_fds(self) -> bool {
+        matches!(
+            self,
+            Kind::Ready | Kind::Request | Kind::Response | Kind::Notify
+        )
     }
 
     /// The message's name, as used in error messages.
@@ -500,7 +516,26 @@ impl Message {
     /// [`EncodeError::TooLarge`] when the payload would exceed `max` bytes;
     /// `out` is left as it was.
     pub fn encode(&self, max: u32, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        write_frame(self.kind(), max, out, |out, limit| match self {
+        self.encode_with_fds(0, max, out)
+    }
+
+    /// Appends this message as one frame to `out`, announcing `fds` file
+    /// descriptors ([`FD_FLAG`]); with `fds == 0` this is
+    /// [`encode`](Self::encode), byte for byte. The descriptors themselves
+    /// travel beside the bytes (`SCM_RIGHTS`): that is the driver's part.
+    ///
+    /// # Errors
+    /// [`EncodeError::TooManyFds`] for more than [`MAX_FDS_PER_FRAME`], or
+    /// any at all on a kind that may not carry them;
+    /// [`EncodeError::TooLarge`] as for [`encode`](Self::encode). `out` is
+    /// left as it was.
+    pub fn encode_with_fds(
+        &self,
+        fds: usize,
+        max: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        write_frame_fds(self.kind(), fds, max, out, |out, limit| match self {
             Message::Hello(h) => encode_into(
                 &HelloWire {
                     magic: MAGIC,
@@ -542,7 +577,43 @@ impl Message {
         })
     }
 
-    /// Decodes the message a frame holds.
+    /// Decodes the message a frame holds, and how many file descriptors the
+    /// frame announces (0 without [`FD_FLAG`]). Unlike
+    /// [`decode`](Self::decode), accepts the flag.
+    ///
+    /// # Errors
+    /// [`DecodeError::FdsNotAllowed`] for the flag on a kind without a
+    /// body, [`DecodeError::BadFdCount`] for a count of 0 or over
+    /// [`MAX_FDS_PER_FRAME`], [`DecodeError::UnexpectedEnd`] for a flagged
+    /// frame without its count byte, and the errors of
+    /// [`decode`](Self::decode).
+    pub fn decode_with_fds(frame: &Frame) -> Result<(Message, usize), DecodeError> {
+        if frame.kind & FD_FLAG == 0 {
+            return Ok((Message::decode(frame)?, 0));
+        }
+        let kind = match Kind::from_byte(frame.kind & !FD_FLAG) {
+            Ok(k) => k,
+            Err(_) => return Err(DecodeError::UnknownKind(frame.kind)),
+        };
+        if !kind.may_carry_fds() {
+            return Err(DecodeError::FdsNotAllowed(kind.name()));
+        }
+        let Some(&count) = frame.payload.first() else {
+            return Err(DecodeError::UnexpectedEnd { additional: 1 });
+        };
+        if count == 0 || usize::from(count) > MAX_FDS_PER_FRAME {
+            return Err(DecodeError::BadFdCount(count));
+        }
+        let inner = Frame {
+            kind: kind as u8,
+            payload: frame.payload.slice(1..),
+        };
+        Ok((Message::decode(&inner)?, usize::from(count)))
+    }
+
+    /// Decodes the message a frame holds. A frame flagged as carrying file
+    /// descriptors ([`FD_FLAG`]) is an unknown kind here: see
+    /// [`decode_with_fds`](Self::decode_with_fds).
     ///
     /// # Errors
     /// [`DecodeError`] when the kind is unknown or the payload is not a
@@ -640,10 +711,11 @@ fn append_raw(body: Option<&Bytes>, out: &mut Vec<u8>, limit: usize) -> Result<(
 pub(crate) fn encode_app_request<T: Serialize + ?Sized>(
     id: u64,
     body: &T,
+    fds: usize,
     max: u32,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    encode_app(Kind::Request, &(id, RequestTag::App), body, max, out)
+    encode_app(Kind::Request, &(id, RequestTag::App), body, fds, max, out)
 }
 
 /// Appends a `Response` frame answering the peer's request `id` with the
@@ -651,10 +723,11 @@ pub(crate) fn encode_app_request<T: Serialize + ?Sized>(
 pub(crate) fn encode_app_response<T: Serialize + ?Sized>(
     id: u64,
     body: &T,
+    fds: usize,
     max: u32,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    encode_app(Kind::Response, &(id, ResponseTag::App), body, max, out)
+    encode_app(Kind::Response, &(id, ResponseTag::App), body, fds, max, out)
 }
 
 /// Appends a frame of `kind` whose payload is `head`, then `body`.
@@ -662,10 +735,11 @@ fn encode_app<H: Serialize, T: Serialize + ?Sized>(
     kind: Kind,
     head: &H,
     body: &T,
+    fds: usize,
     max: u32,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    write_frame(kind, max, out, |out, limit| {
+    write_frame_fds(kind, fds, max, out, |out, limit| {
         encode_into(head, out, limit)?;
         encode_into(body, out, limit)
     })
@@ -674,10 +748,11 @@ fn encode_app<H: Serialize, T: Serialize + ?Sized>(
 /// Appends a `Notify` frame whose payload is `body`'s encoding.
 pub(crate) fn encode_notify<T: Serialize + ?Sized>(
     body: &T,
+    fds: usize,
     max: u32,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    write_frame(Kind::Notify, max, out, |out, limit| {
+    write_frame_fds(Kind::Notify, fds, max, out, |out, limit| {
         encode_into(body, out, limit)
     })
 }
@@ -697,7 +772,36 @@ fn write_frame(
     out: &mut Vec<u8>,
     fill: impl FnOnce(&mut Vec<u8>, usize) -> Result<(), EncodeError>,
 ) -> Result<(), EncodeError> {
-    let start = begin_frame(kind as u8, out);
+    write_frame_fds(kind, 0, max, out, fill)
+}
+
+/// [`write_frame`] for a frame that announces `fds` file descriptors: with
+/// none, the plain frame; otherwise the kind byte has [`FD_FLAG`] and the
+/// payload starts with the count.
+fn write_frame_fds(
+    kind: Kind,
+    fds: usize,
+    max: u32,
+    out: &mut Vec<u8>,
+    fill: impl FnOnce(&mut Vec<u8>, usize) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
+    if fds > MAX_FDS_PER_FRAME || (fds > 0 && !kind.may_carry_fds()) {
+        return Err(EncodeError::TooManyFds {
+            count: fds,
+            max: if kind.may_carry_fds() {
+                MAX_FDS_PER_FRAME
+            } else {
+                0
+            },
+        });
+    }
+    let start = if fds == 0 {
+        begin_frame(kind as u8, out)
+    } else {
+        let start = begin_frame(kind as u8 | FD_FLAG, out);
+        out.push(fds as u8);
+        start
+    };
     let limit = (start + HEADER_LEN).saturating_add(max as usize);
     match fill(out, limit) {
         Ok(()) => finish_frame(start, max, out).map_err(|e| match e {

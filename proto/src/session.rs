@@ -45,14 +45,30 @@ use bytes::BytesMut;
 use serde::Serialize;
 
 use crate::error::SessionError;
-use crate::frame::FrameDecoder;
+use crate::frame::{FrameDecoder, HEADER_LEN};
 use crate::limits::{
     DEFAULT_MAX_FRAME, DEFAULT_MAX_UNANSWERED, MAX_GOODBYE_MESSAGE, MIN_MAX_FRAME,
 };
 use crate::message::{
-    Goodbye, GoodbyeReason, Hello, Message, PROTOCOL_VERSION, Ready, RequestBody, ResponseBody,
-    Role, encode_app_request, encode_app_response, encode_notify, encode_status,
+    FD_FLAG, Goodbye, GoodbyeReason, Hello, Kind, Message, PROTOCOL_VERSION, Ready, RequestBody,
+    ResponseBody, Role, encode_app_request, encode_app_response, encode_notify, encode_status,
 };
+
+/// A decoded frame and the file descriptors that arrived with it, from
+/// [`Session::poll_event_fds`]. The session never sees a descriptor: it
+/// counts them, and the driver keeps the descriptors themselves in a queue,
+/// in arrival order; each `FdEvent` says how many of that queue's next ones
+/// belong to this frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdEvent {
+    /// The message, or `None` for a frame the session consumed itself (a
+    /// `Ping`, a late answer to an abandoned request): its descriptors are
+    /// for nobody and the driver closes them.
+    pub message: Option<Message>,
+    /// How many descriptors belong to this frame: the next `fds` of the
+    /// driver's queue.
+    pub fds: usize,
+}
 
 /// Limits a session enforces on its peer.
 ///
@@ -194,8 +210,16 @@ pub struct Session {
     /// two halves keep the phase they had, for inspection.
     failed: Option<SessionError>,
     requests: Requests,
-    events: VecDeque<Message>,
+    events: VecDeque<FdEvent>,
     tx: Vec<u8>,
+    /// The stream offset of the first byte of the caller's read buffer:
+    /// how many bytes the decoder has consumed so far.
+    rx_pos: u64,
+    /// Descriptors that arrived, by the stream offset of the frame they
+    /// belong to (the last frame that starts in the read that brought
+    /// them), in order; at most one entry between calls (for the frame not
+    /// yet complete), two during one.
+    owed: VecDeque<(u64, usize)>,
 }
 
 impl Session {
@@ -220,6 +244,8 @@ impl Session {
             },
             events: VecDeque::new(),
             tx: Vec::new(),
+            rx_pos: 0,
+            owed: VecDeque::new(),
         }
     }
 
@@ -279,26 +305,160 @@ impl Session {
     /// Any [`SessionError`] caused by the peer; the session is then failed
     /// and every later call returns the same error.
     pub fn handle_input(&mut self, buf: &mut BytesMut) -> Result<(), SessionError> {
+        self.handle_input_fds(buf, 0, 0, false)
+    }
+
+    /// [`handle_input`](Self::handle_input) for a read that also brought
+    /// `fds` file descriptors: the last `new` bytes of `buf` are that
+    /// read's bytes, and `truncated` says the kernel cut its control
+    /// message (`MSG_CTRUNC`). The descriptors belong to the last frame
+    /// that starts within those `new` bytes (PROTOCOL.md, section 2.1),
+    /// which must announce exactly that many; every other frame must
+    /// announce none. Each frame's count comes out with it from
+    /// [`poll_event_fds`](Self::poll_event_fds), once the frame is whole;
+    /// until then [`fds_held`](Self::fds_held) counts them.
+    ///
+    /// # Errors
+    /// [`SessionError::FdsTruncated`], [`SessionError::UnexpectedFds`] (no
+    /// frame starts in the read), [`SessionError::FdCountMismatch`], and
+    /// every error of [`handle_input`](Self::handle_input). After an error
+    /// the driver closes every descriptor it holds that no event claimed.
+    pub fn handle_input_fds(
+        &mut self,
+        buf: &mut BytesMut,
+        new: usize,
+        fds: usize,
+        truncated: bool,
+    ) -> Result<(), SessionError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
         if !buf.is_empty() && matches!(self.recv, RecvState::Silent) {
             self.recv = RecvState::Greeting;
         }
+        if truncated {
+            return Err(self.fail(SessionError::FdsTruncated));
+        }
+        if fds > 0 {
+            let end = self.rx_pos + buf.len() as u64;
+            let start = end - new.min(buf.len()) as u64;
+            match self.last_frame_start(buf, start, end) {
+                Some(at) => self.owed.push_back((at, fds)),
+                None => return Err(self.fail(SessionError::UnexpectedFds(fds))),
+            }
+        }
         loop {
-            let frame = match self.decoder.decode(buf) {
+            let start = match self.decoder.body_len() {
+                Some(_) => self.rx_pos - HEADER_LEN as u64,
+                None => self.rx_pos,
+            };
+            let before = buf.len();
+            let decoded = self.decoder.decode(buf);
+            self.rx_pos += (before - buf.len()) as u64;
+            let frame = match decoded {
                 Ok(Some(f)) => f,
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    return match self.check_partial_frame(buf) {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(self.fail(e)),
+                    };
+                }
                 Err(e) => return Err(self.fail(e.into())),
             };
-            let msg = match Message::decode(&frame) {
+            let arrived = match self.owed.front() {
+                Some(&(at, n)) if at == start => {
+                    self.owed.pop_front();
+                    n
+                }
+                // Owed to a frame that was passed over: cannot happen with
+                // `last_frame_start`, refused all the same.
+                Some(&(at, n)) if at < start => {
+                    return Err(self.fail(SessionError::UnexpectedFds(n)));
+                }
+                _ => 0,
+            };
+            let (msg, announced) = match Message::decode_with_fds(&frame) {
                 Ok(m) => m,
                 Err(e) => return Err(self.fail(e.into())),
             };
-            if let Err(e) = self.accept(msg) {
+            if announced != arrived {
+                return Err(self.fail(SessionError::FdCountMismatch {
+                    kind: msg.kind().name(),
+                    announced,
+                    arrived,
+                }));
+            }
+            if let Err(e) = self.accept(msg, announced) {
                 return Err(self.fail(e));
             }
         }
+    }
+
+    /// Checks the frame not yet complete against the fds owed to it as
+    /// soon as its kind byte and count byte are here, rather than when it
+    /// is whole (which a hostile peer may never make it): a frame without
+    /// [`FD_FLAG`](crate::FD_FLAG), or with another count, is a mismatch
+    /// at once.
+    fn check_partial_frame(&self, buf: &[u8]) -> Result<(), SessionError> {
+        let Some(&(at, arrived)) = self.owed.front() else {
+            return Ok(());
+        };
+        let (kind, count) = match self.decoder.body_kind() {
+            Some(kind) if at + HEADER_LEN as u64 == self.rx_pos => (Some(kind), buf.first()),
+            None if at == self.rx_pos => (buf.get(4).copied(), buf.get(5)),
+            _ => return Ok(()),
+        };
+        let Some(kind) = kind else {
+            return Ok(());
+        };
+        let announced = if kind & FD_FLAG == 0 {
+            0
+        } else {
+            match count {
+                Some(&c) => usize::from(c),
+                None => return Ok(()),
+            }
+        };
+        if announced == arrived {
+            return Ok(());
+        }
+        Err(SessionError::FdCountMismatch {
+            kind: Kind::from_byte(kind & !FD_FLAG).map_or("unknown", Kind::name),
+            announced,
+            arrived,
+        })
+    }
+
+    /// The stream offset of the last frame that starts in `[start, end)`,
+    /// walking the frame headers from the frame being decoded; `None` when
+    /// no frame starts there.
+    fn last_frame_start(&self, buf: &[u8], start: u64, end: u64) -> Option<u64> {
+        let header = HEADER_LEN as u64;
+        let (mut at, mut len) = match self.decoder.body_len() {
+            Some(len) => (self.rx_pos - header, Some(len as u64)),
+            None => (self.rx_pos, None),
+        };
+        let mut owner = None;
+        while at < end {
+            if at >= start {
+                owner = Some(at);
+            }
+            let len = match len.take() {
+                Some(len) => len,
+                None => {
+                    let off = (at - self.rx_pos) as usize;
+                    let Some(h) = buf.get(off..off + 4) else {
+                        break; // its header is not all here: the last frame
+                    };
+                    if buf.len() < off + HEADER_LEN {
+                        break;
+                    }
+                    u64::from(u32::from_le_bytes([h[0], h[1], h[2], h[3]]))
+                }
+            };
+            at = at.saturating_add(header + len);
+        }
+        owner
     }
 
     /// The peer's stream ended. Complete frames still in `buf` are handled
@@ -313,6 +473,9 @@ impl Session {
         if let Err(e) = self.decoder.decode_eof(buf) {
             return Err(self.fail(e.into()));
         }
+        if let Some(&(_, n)) = self.owed.front() {
+            return Err(self.fail(SessionError::UnexpectedFds(n)));
+        }
         self.requests.abandoned.clear();
         Ok(match self.recv {
             RecvState::Silent => Eof::Silent,
@@ -324,9 +487,35 @@ impl Session {
     // ---- outputs ------------------------------------------------------
 
     /// The next decoded message, in arrival order.
+    ///
+    /// A frame that carried file descriptors is returned all the same: a
+    /// driver that accepts descriptors uses
+    /// [`poll_event_fds`](Self::poll_event_fds) instead, which says how
+    /// many belong to each message.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Message> {
+        loop {
+            if let Some(m) = self.events.pop_front()?.message {
+                return Some(m);
+            }
+        }
+    }
+
+    /// The next decoded frame and how many of the received file
+    /// descriptors belong to it, in arrival order (see [`FdEvent`]). The
+    /// counts of all events, plus [`fds_held`](Self::fds_held), add up to
+    /// every descriptor handed to
+    /// [`handle_input_fds`](Self::handle_input_fds) before an error.
+    #[must_use]
+    pub fn poll_event_fds(&mut self) -> Option<FdEvent> {
         self.events.pop_front()
+    }
+
+    /// Descriptors received for frames not yet complete (they come out
+    /// with their frame). At most [`MAX_FDS_PER_FRAME`](crate::limits::MAX_FDS_PER_FRAME)
+    /// between calls of [`handle_input_fds`](Self::handle_input_fds).
+    pub fn fds_held(&self) -> usize {
+        self.owed.iter().map(|&(_, n)| n).sum()
     }
 
     /// Appends every queued outgoing byte to `out` and returns whether there
@@ -371,6 +560,17 @@ impl Session {
     /// [`SessionError::NotAllowed`] from a parent or a second time;
     /// [`SessionError::Encode`] when it exceeds the peer's maximum.
     pub fn send_ready(&mut self, ready: &Ready) -> Result<(), SessionError> {
+        self.send_ready_with_fds(ready, 0)
+    }
+
+    /// [`send_ready`](Self::send_ready), announcing `fds` file descriptors
+    /// that the driver sends with this frame (PROTOCOL.md, section 2.1).
+    ///
+    /// # Errors
+    /// As [`send_ready`](Self::send_ready), and
+    /// [`EncodeError::TooManyFds`](crate::EncodeError::TooManyFds) over
+    /// [`MAX_FDS_PER_FRAME`](crate::limits::MAX_FDS_PER_FRAME).
+    pub fn send_ready_with_fds(&mut self, ready: &Ready, fds: usize) -> Result<(), SessionError> {
         self.start_send()?;
         if self.role != Role::Child {
             return Err(SessionError::NotAllowed("only the child sends Ready"));
@@ -378,7 +578,8 @@ impl Session {
         if self.send.ready() {
             return Err(SessionError::NotAllowed("Ready was already sent"));
         }
-        self.queue(&Message::Ready(ready.clone()))?;
+        let max = self.peer_max_frame();
+        Message::Ready(ready.clone()).encode_with_fds(fds, max, &mut self.tx)?;
         self.send = SendState::Open { ready: true };
         Ok(())
     }
@@ -421,9 +622,23 @@ impl Session {
         &mut self,
         body: &T,
     ) -> Result<u64, SessionError> {
+        self.send_app_request_with_fds(body, 0)
+    }
+
+    /// [`send_app_request`](Self::send_app_request), announcing `fds` file
+    /// descriptors that the driver sends with this frame.
+    ///
+    /// # Errors
+    /// As [`send_app_request`](Self::send_app_request), and
+    /// [`EncodeError::TooManyFds`](crate::EncodeError::TooManyFds).
+    pub fn send_app_request_with_fds<T: Serialize + ?Sized>(
+        &mut self,
+        body: &T,
+        fds: usize,
+    ) -> Result<u64, SessionError> {
         self.start_send()?;
         let id = self.requests.next_id;
-        encode_app_request(id, body, self.peer_max_frame(), &mut self.tx)?;
+        encode_app_request(id, body, fds, self.peer_max_frame(), &mut self.tx)?;
         Ok(self.sent_request(id))
     }
 
@@ -457,8 +672,23 @@ impl Session {
         id: u64,
         body: &T,
     ) -> Result<(), SessionError> {
+        self.send_app_response_with_fds(id, body, 0)
+    }
+
+    /// [`send_app_response`](Self::send_app_response), announcing `fds`
+    /// file descriptors that the driver sends with this frame.
+    ///
+    /// # Errors
+    /// As [`send_app_response`](Self::send_app_response), and
+    /// [`EncodeError::TooManyFds`](crate::EncodeError::TooManyFds).
+    pub fn send_app_response_with_fds<T: Serialize + ?Sized>(
+        &mut self,
+        id: u64,
+        body: &T,
+        fds: usize,
+    ) -> Result<(), SessionError> {
         self.start_response(id)?;
-        encode_app_response(id, body, self.peer_max_frame(), &mut self.tx)?;
+        encode_app_response(id, body, fds, self.peer_max_frame(), &mut self.tx)?;
         self.requests.to_answer.remove(&id);
         Ok(())
     }
@@ -468,8 +698,22 @@ impl Session {
     /// # Errors
     /// Encoding errors; [`SessionError::Closed`] after `Goodbye`.
     pub fn send_notify<T: Serialize + ?Sized>(&mut self, body: &T) -> Result<(), SessionError> {
+        self.send_notify_with_fds(body, 0)
+    }
+
+    /// [`send_notify`](Self::send_notify), announcing `fds` file
+    /// descriptors that the driver sends with this frame.
+    ///
+    /// # Errors
+    /// As [`send_notify`](Self::send_notify), and
+    /// [`EncodeError::TooManyFds`](crate::EncodeError::TooManyFds).
+    pub fn send_notify_with_fds<T: Serialize + ?Sized>(
+        &mut self,
+        body: &T,
+        fds: usize,
+    ) -> Result<(), SessionError> {
         self.start_send()?;
-        encode_notify(body, self.peer_max_frame(), &mut self.tx)?;
+        encode_notify(body, fds, self.peer_max_frame(), &mut self.tx)?;
         Ok(())
     }
 
@@ -537,7 +781,7 @@ impl Session {
         msg.encode(max, &mut self.tx).map_err(SessionError::from)
     }
 
-    fn accept(&mut self, msg: Message) -> Result<(), SessionError> {
+    fn accept(&mut self, msg: Message, fds: usize) -> Result<(), SessionError> {
         let (peer_role, ready) = match &self.recv {
             RecvState::Closed { .. } => {
                 return Err(SessionError::AfterGoodbye(msg.kind().name()));
@@ -581,6 +825,7 @@ impl Session {
                     return Err(SessionError::TooManyRequests(self.config.max_unanswered));
                 }
                 if matches!(body, RequestBody::Ping) {
+                    self.discard_fds(fds);
                     return self.answer_ping(*id);
                 }
                 self.requests.to_answer.insert(*id);
@@ -588,6 +833,7 @@ impl Session {
             Message::Response { id, .. } => {
                 if !self.requests.awaiting.remove(id) {
                     if self.requests.abandoned.remove(id) {
+                        self.discard_fds(fds);
                         return Ok(());
                     }
                     return Err(SessionError::UnknownResponseId(*id));
@@ -604,8 +850,19 @@ impl Session {
                 self.requests.to_answer.clear();
             }
         }
-        self.events.push_back(msg);
+        self.events.push_back(FdEvent {
+            message: Some(msg),
+            fds,
+        });
         Ok(())
+    }
+
+    /// Tells the driver to close the descriptors of a frame the session
+    /// consumed itself.
+    fn discard_fds(&mut self, fds: usize) {
+        if fds > 0 {
+            self.events.push_back(FdEvent { message: None, fds });
+        }
     }
 
     /// The peer's first message, which must be a `Hello` we can talk to.
@@ -632,7 +889,10 @@ impl Session {
             peer: h.clone(),
             ready: false,
         };
-        self.events.push_back(Message::Hello(h));
+        self.events.push_back(FdEvent {
+            message: Some(Message::Hello(h)),
+            fds: 0,
+        });
         Ok(())
     }
 

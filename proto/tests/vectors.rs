@@ -530,3 +530,93 @@ fn vectors_json_is_up_to_date() {
         Err(e) => eprintln!("skipped: python3 not runnable ({e})"),
     }
 }
+
+// ---- file descriptors (PROTOCOL.md, section 2.1) ------------------------------
+
+#[test]
+fn fd_valid_vectors_both_ways() {
+    let v = vectors();
+    assert!(!list(&v, "fd_valid").is_empty());
+    for t in list(&v, "fd_valid") {
+        let msg = message(&t["message"]);
+        let fds = num(&t["fds"]) as usize;
+        let want = hex(&t["frame"]);
+        let mut got = Vec::new();
+        msg.encode_with_fds(fds, DEFAULT_MAX_FRAME, &mut got)
+            .unwrap();
+        assert_eq!(got, want, "{}", t["name"]);
+        assert_eq!(
+            Message::decode_with_fds(&one_frame(&want)),
+            Ok((msg, fds)),
+            "{}",
+            t["name"]
+        );
+    }
+}
+
+#[test]
+fn fd_invalid_vectors_fail_as_specified() {
+    let v = vectors();
+    for t in list(&v, "fd_invalid") {
+        let name = &t["name"];
+        let err = Message::decode_with_fds(&one_frame(&hex(&t["frame"]))).unwrap_err();
+        let want = &t["error"];
+        match (want["error"].as_str().unwrap(), &err) {
+            ("FdsNotAllowed", DecodeError::FdsNotAllowed(kind)) => {
+                assert_eq!(*kind, want["kind"].as_str().unwrap(), "{name}")
+            }
+            ("BadFdCount", DecodeError::BadFdCount(c)) => {
+                assert_eq!(u64::from(*c), num(&want["count"]), "{name}")
+            }
+            ("UnknownKind", DecodeError::UnknownKind(k)) => {
+                assert_eq!(u64::from(*k), num(&want["kind"]), "{name}")
+            }
+            ("UnexpectedEnd", DecodeError::UnexpectedEnd { .. }) => {}
+            (w, e) => panic!("{name}: want {w}, got {e:?}"),
+        }
+    }
+}
+
+#[test]
+fn fd_session_vectors() {
+    let v = vectors();
+    for t in list(&v, "fd_sessions") {
+        let name = &t["name"];
+        let mut s = Session::new(Role::Parent, 100, SessionConfig::default());
+        let mut buf = BytesMut::new();
+        let mut counts = Vec::new();
+        let mut result = Ok(());
+        for read in t["reads"].as_array().unwrap() {
+            let bytes = hex(&read["bytes"]);
+            buf.extend_from_slice(&bytes);
+            let truncated = read["truncated"].as_bool().unwrap_or(false);
+            result =
+                s.handle_input_fds(&mut buf, bytes.len(), num(&read["fds"]) as usize, truncated);
+            counts.extend(std::iter::from_fn(|| s.poll_event_fds()).map(|e| e.fds as u64));
+            if result.is_err() {
+                break;
+            }
+        }
+        let want = &t["result"];
+        match (want["error"].as_str(), result) {
+            (None, Ok(())) => {
+                let fds: Vec<u64> = want["fds"].as_array().unwrap().iter().map(num).collect();
+                assert_eq!(counts, fds, "{name}");
+            }
+            (
+                Some("FdCountMismatch"),
+                Err(SessionError::FdCountMismatch {
+                    announced, arrived, ..
+                }),
+            ) => {
+                assert_eq!(announced as u64, num(&want["announced"]), "{name}");
+                assert_eq!(arrived as u64, num(&want["arrived"]), "{name}");
+            }
+            (Some("UnexpectedFds"), Err(SessionError::UnexpectedFds(n))) => {
+                assert_eq!(n as u64, num(&want["count"]), "{name}")
+            }
+            (Some("FdsTruncated"), Err(SessionError::FdsTruncated)) => {}
+            (w, r) => panic!("{name}: want {w:?}, got {r:?}"),
+        }
+    }
+}

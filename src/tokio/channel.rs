@@ -75,7 +75,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Rounds of work the I/O task does in one poll before it yields.
 const ROUNDS_PER_POLL: usize = 32;
 
-type Reply = Result<ResponseBody, CloseReason>;
+type Reply = Result<(ResponseBody, Vec<OwnedFd>), CloseReason>;
 
 struct State {
     /// What the blocking and the tokio channel share.
@@ -167,6 +167,7 @@ impl Inner {
                 let _ = st.core.session.poll_transmit(&mut discard);
                 discard.clear();
                 st.out = discard;
+                st.core.discard_tx_fds();
                 return;
             }
             if st.out_pos == st.out.len() {
@@ -179,7 +180,15 @@ impl Inner {
                     return;
                 }
             }
-            match sys::send_nonblocking(self.sock.get_ref().as_fd(), &st.out[st.out_pos..]) {
+            let plan = st.core.plan_write(st.out.len() - st.out_pos);
+            let chunk = &st.out[st.out_pos..st.out_pos + plan.len];
+            let fd = self.sock.get_ref().as_fd();
+            let res = match &plan.fds {
+                None => sys::send_nonblocking(fd, chunk),
+                Some(f) => sys::send_with_fds(fd, chunk, &f.fds),
+            };
+            st.core.wrote(*res.as_ref().unwrap_or(&0), plan.fds);
+            match res {
                 Ok(n) => st.out_pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     st.io_writes = true;
@@ -201,13 +210,15 @@ impl Inner {
     /// read while our output piles up).
     fn send_now(
         &self,
-        f: impl FnOnce(&mut Session) -> Result<(), SessionError>,
+        fds: Vec<OwnedFd>,
+        f: impl FnOnce(&mut Session, usize) -> Result<(), SessionError>,
     ) -> Result<(), ChannelError> {
         let mut st = self.lock();
         if let Some(r) = st.send_blocker() {
             return Err(ChannelError::Closed(r));
         }
-        f(&mut st.core.session)?;
+        let unsent = st.out.len() - st.out_pos;
+        st.core.queue_with_fds(unsent, fds, f)?;
         self.flush(&mut st);
         Ok(())
     }
@@ -402,10 +413,42 @@ impl Channel {
     /// [`ChannelError::NotAllowed`] from a parent or a second time;
     /// [`ChannelError::Closed`] when the parent has gone.
     pub async fn ready(&self, ready: &Ready) -> Result<(), ChannelError> {
+        self.ready_with_fds(ready, Vec::new()).await
+    }
+
+    /// Child: announces readiness and hands the parent `fds` with it (at
+    /// most [`MAX_FDS_PER_FRAME`](readyfd_proto::MAX_FDS_PER_FRAME)); our
+    /// copies are closed once sent. The parent takes them with
+    /// [`take_ready_fds`](Self::take_ready_fds).
+    ///
+    /// # Cancel safety
+    /// As [`ready`](Self::ready); the fds of a dropped future are closed.
+    ///
+    /// # Errors
+    /// As [`ready`](Self::ready), and [`ChannelError::Encode`] for more
+    /// than 253 fds. On any error the fds are closed.
+    pub async fn ready_with_fds(
+        &self,
+        ready: &Ready,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), ChannelError> {
         // A pid of 0 means "this process".
         let ready = ready.clone().with_sender_pid(std::process::id());
-        self.send_with(|st| Ok(st.core.session.send_ready(&ready)?))
-            .await
+        self.send_with(|st| {
+            let unsent = st.out.len() - st.out_pos;
+            Ok(st
+                .core
+                .queue_with_fds(unsent, fds, |s, n| s.send_ready_with_fds(&ready, n))?)
+        })
+        .await
+    }
+
+    /// Parent: takes the file descriptors the child sent with its `Ready`,
+    /// owned and close-on-exec; empty before `Ready` arrived, when it
+    /// carried none, and once taken. Those not taken are closed with the
+    /// channel.
+    pub fn take_ready_fds(&self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.inner.lock().core.peer.ready_fds)
     }
 
     /// Child: sends a status line (kept by the parent as
@@ -435,6 +478,30 @@ impl Channel {
             .await
     }
 
+    /// Sends a one-way application message with `fds` (at most
+    /// [`MAX_FDS_PER_FRAME`](readyfd_proto::MAX_FDS_PER_FRAME)); our copies
+    /// are closed once sent.
+    ///
+    /// # Cancel safety
+    /// As [`notify`](Self::notify); the fds of a dropped future are closed.
+    ///
+    /// # Errors
+    /// As [`notify`](Self::notify), and [`ChannelError::Encode`] for more
+    /// than 253 fds. On any error the fds are closed.
+    pub async fn notify_with_fds<T: Serialize + ?Sized>(
+        &self,
+        body: &T,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), ChannelError> {
+        self.send_with(|st| {
+            let unsent = st.out.len() - st.out_pos;
+            Ok(st
+                .core
+                .queue_with_fds(unsent, fds, |s, n| s.send_notify_with_fds(body, n))?)
+        })
+        .await
+    }
+
     /// Sends an application request and waits for its answer, decoded as
     /// `Resp`. Waits as long as the peer is there: bound it with
     /// [`request_timeout`](Self::request_timeout) or
@@ -457,8 +524,37 @@ impl Channel {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        let body = self.call(|s| s.send_app_request(req)).await?;
+        let (body, _fds) = self
+            .call(Vec::new(), |s, _| s.send_app_request(req))
+            .await?;
         decode_response(body)
+    }
+
+    /// [`request`](Self::request), handing the peer `fds` with the request
+    /// (at most [`MAX_FDS_PER_FRAME`](readyfd_proto::MAX_FDS_PER_FRAME); our
+    /// copies are closed once sent), and returning the fds the peer sent
+    /// with its answer, owned and close-on-exec.
+    ///
+    /// # Cancel safety
+    /// As [`request`](Self::request); fds that arrive with the answer to a
+    /// dropped request are closed.
+    ///
+    /// # Errors
+    /// As [`request`](Self::request), and [`ChannelError::Encode`] for more
+    /// than 253 fds. On any error the fds given are closed.
+    pub async fn request_with_fds<Req, Resp>(
+        &self,
+        req: &Req,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(Resp, Vec<OwnedFd>), ChannelError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let (body, fds) = self
+            .call(fds, |s, n| s.send_app_request_with_fds(req, n))
+            .await?;
+        Ok((decode_response(body)?, fds))
     }
 
     /// [`request`](Self::request) with a bound: after `timeout` it fails
@@ -495,7 +591,7 @@ impl Channel {
     /// [`ChannelError::Closed`] or [`ChannelError::Timeout`].
     pub async fn ping(&self, timeout: Duration) -> Result<Duration, ChannelError> {
         let t0 = Instant::now();
-        let call = self.call(|s| s.send_request(RequestBody::Ping));
+        let call = self.call(Vec::new(), |s, _| s.send_request(RequestBody::Ping));
         match ::tokio::time::timeout(timeout, call).await {
             Ok(r) => r.map(|_| t0.elapsed()),
             Err(_) => Err(ChannelError::Timeout(timeout)),
@@ -513,7 +609,9 @@ impl Channel {
     /// when no acknowledgement came; [`ChannelError::Closed`].
     pub async fn shutdown(&self, grace: Duration) -> Result<(), ChannelError> {
         let grace_ms = Some(grace.as_millis().min(u128::from(u64::MAX)) as u64);
-        let call = self.call(|s| s.send_request(RequestBody::Shutdown { grace_ms }));
+        let call = self.call(Vec::new(), |s, _| {
+            s.send_request(RequestBody::Shutdown { grace_ms })
+        });
         match ::tokio::time::timeout(grace, call).await {
             Ok(r) => r.map(|_| ()),
             Err(_) => Err(ChannelError::Timeout(grace)),
@@ -523,13 +621,15 @@ impl Channel {
     /// Sends a request with `send` and waits for its answer.
     async fn call(
         &self,
-        send: impl FnOnce(&mut Session) -> Result<u64, SessionError>,
-    ) -> Result<ResponseBody, ChannelError> {
+        fds: Vec<OwnedFd>,
+        send: impl FnOnce(&mut Session, usize) -> Result<u64, SessionError>,
+    ) -> Result<(ResponseBody, Vec<OwnedFd>), ChannelError> {
         // Queued and registered in one critical section: from here on the
         // only state this future holds is its one-shot receiver.
         let (id, rx) = self
             .send_with(|st| {
-                let id = send(&mut st.core.session)?;
+                let unsent = st.out.len() - st.out_pos;
+                let id = st.core.queue_with_fds(unsent, fds, send)?;
                 if let Some(r) = st.read_blocker() {
                     st.core.session.abandon_request(id);
                     return Err(ChannelError::Closed(r));
@@ -676,7 +776,7 @@ struct AnswerFuture<'a> {
 }
 
 impl Future for AnswerFuture<'_> {
-    type Output = Result<ResponseBody, ChannelError>;
+    type Output = Result<(ResponseBody, Vec<OwnedFd>), ChannelError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
@@ -686,8 +786,8 @@ impl Future for AnswerFuture<'_> {
         };
         this.done = true;
         Poll::Ready(match reply {
-            Ok(Ok(ResponseBody::Error(e))) => Err(ChannelError::Remote(e)),
-            Ok(Ok(body)) => Ok(body),
+            Ok(Ok((ResponseBody::Error(e), _))) => Err(ChannelError::Remote(e)),
+            Ok(Ok(answer)) => Ok(answer),
             Ok(Err(reason)) => Err(ChannelError::Closed(reason)),
             // The sender went away unanswered: only when the I/O task
             // ended, which records why.
@@ -721,9 +821,10 @@ impl Drop for AnswerFuture<'_> {
 impl Responder for Inner {
     fn answer(
         &self,
-        f: &mut dyn FnMut(&mut Session) -> Result<(), SessionError>,
+        fds: Vec<OwnedFd>,
+        f: &mut dyn FnMut(&mut Session, usize) -> Result<(), SessionError>,
     ) -> Result<(), ChannelError> {
-        self.send_now(f)
+        self.send_now(fds, f)
     }
 }
 
@@ -874,7 +975,7 @@ impl IoTask {
     /// readiness that arrived after it was handed out.
     fn read_once(&mut self) -> bool {
         let fd = self.inner.sock.get_ref().as_fd();
-        let r = sys::read_into(fd, &mut self.rbuf, READ_CHUNK);
+        let r = sys::recv_stream(fd, &mut self.rbuf, READ_CHUNK);
         if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
             return true;
         }
@@ -998,10 +1099,10 @@ fn dispatch(inner: &Arc<Inner>, st: &mut State) {
     core.dispatch(
         inner.policy,
         || Arc::clone(inner) as Arc<dyn Responder>,
-        |id, body| {
+        |id, body, fds| {
             // No sender: the request was abandoned (its future dropped).
             if let Some(tx) = pending.remove(&id) {
-                let _ = tx.send(Ok(body));
+                let _ = tx.send(Ok((body, fds)));
             }
         },
     );

@@ -35,3 +35,16 @@ pub enum AsyncReq {
     /// arrives on its stdin: nothing is read from the parent meanwhile.
     PauseUntilStdin,
 }
+
+/// The protocol of the `fd-serve` role: file descriptors both ways.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub enum FdReq {
+    /// Answer with the fds that came with the request, in their order;
+    /// the answer is how many there were.
+    Echo,
+    /// Answer with how many fds the child has open.
+    CountFds,
+    /// From `n` threads at once, notify `i` with a pipe whose content is
+    /// `i` (4 bytes, little-endian); then answer `n`.
+    NotifyBack(u32),
+}

@@ -7,8 +7,8 @@ use std::fmt;
 use bytes::Bytes;
 use readyfd_proto::codec::{decode_body, encode_body};
 use readyfd_proto::{
-    DecodeError, Frame, Goodbye, HEADER_LEN, Kind, MAGIC, Message, PROTOCOL_VERSION, Ready,
-    RequestBody, ResponseBody, Role,
+    DecodeError, FD_FLAG, Frame, Goodbye, HEADER_LEN, Kind, MAGIC, MAX_FDS_PER_FRAME, Message,
+    PROTOCOL_VERSION, Ready, RequestBody, ResponseBody, Role,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -32,16 +32,63 @@ use crate::alloc::{DECODE_EXPANSION, LimitGuard, SLACK};
 ///   payload of any other kind is a truncation, a payload with trailing
 ///   bytes decodes once they are cut off, `BadMagic` shows the bytes found;
 /// - application bodies, decoded as a few readyfd types, never panic and
-///   re-encode canonically when they decode.
+///   re-encode canonically when they decode;
+/// - [`Message::decode_with_fds`] agrees: without [`FD_FLAG`] it is
+///   `decode` with a count of 0; with it, a frame that decodes announces 1
+///   to 253 fds, is the inner frame's message, and re-encodes with that
+///   count to the same bytes; a frame that does not gets the error its
+///   flag, count byte or inner frame calls for.
 pub fn message_decode(data: &[u8]) {
     let Some((&kind, payload)) = data.split_first() else {
         return;
     };
     let _limit = LimitGuard::set(DECODE_EXPANSION * data.len() + SLACK);
-    check_frame(&Frame {
+    let frame = Frame {
         kind,
         payload: Bytes::copy_from_slice(payload),
-    });
+    };
+    check_frame(&frame);
+    check_fd_frame(&frame);
+}
+
+/// The `decode_with_fds` half of [`message_decode`].
+fn check_fd_frame(frame: &Frame) {
+    let got = Message::decode_with_fds(frame);
+    if frame.kind & FD_FLAG == 0 {
+        assert_eq!(got, Message::decode(frame).map(|m| (m, 0)));
+        return;
+    }
+    let base = Kind::from_byte(frame.kind & !FD_FLAG);
+    let inner = || Frame {
+        kind: frame.kind & !FD_FLAG,
+        payload: frame.payload.slice(1..),
+    };
+    match got {
+        Ok((m, n)) => {
+            assert!((1..=MAX_FDS_PER_FRAME).contains(&n), "{n} fds");
+            assert_eq!(usize::from(frame.payload[0]), n);
+            assert!(base.is_ok_and(Kind::may_carry_fds));
+            assert_eq!(Message::decode(&inner()).as_ref(), Ok(&m));
+            let mut wire = Vec::new();
+            m.encode_with_fds(n, u32::MAX, &mut wire)
+                .unwrap_or_else(|e| panic!("{m:?} with {n} fds does not re-encode: {e}"));
+            assert_eq!(wire[4], frame.kind);
+            assert_eq!(wire[HEADER_LEN..], frame.payload[..], "not canonical");
+        }
+        Err(e) => match base {
+            Err(_) => assert_eq!(e, DecodeError::UnknownKind(frame.kind)),
+            Ok(k) if !k.may_carry_fds() => {
+                assert_eq!(e, DecodeError::FdsNotAllowed(k.name()))
+            }
+            Ok(_) => match frame.payload.first() {
+                None => assert!(matches!(e, DecodeError::UnexpectedEnd { .. }), "{e:?}"),
+                Some(&c) if c == 0 || usize::from(c) > MAX_FDS_PER_FRAME => {
+                    assert_eq!(e, DecodeError::BadFdCount(c))
+                }
+                Some(_) => assert_eq!(Err(e), Message::decode(&inner())),
+            },
+        },
+    }
 }
 
 fn check_frame(frame: &Frame) -> Option<Message> {

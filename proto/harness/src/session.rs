@@ -2,14 +2,14 @@
 //! drivers would, with forged input mixed in, each checked against a model
 //! of what its session must hold.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use bytes::BytesMut;
 use readyfd_proto::codec::encode_body;
 use readyfd_proto::{
-    DEFAULT_MAX_FRAME, EncodeError, Eof, FrameError, Goodbye, HEADER_LEN, MIN_MAX_FRAME, Message,
-    PROTOCOL_VERSION, RemoteError, RequestBody, ResponseBody, Role, Session, SessionConfig,
-    SessionError,
+    DEFAULT_MAX_FRAME, EncodeError, Eof, FrameError, Goodbye, HEADER_LEN, MAX_FDS_PER_FRAME,
+    MIN_MAX_FRAME, Message, PROTOCOL_VERSION, RemoteError, RequestBody, ResponseBody, Role,
+    Session, SessionConfig, SessionError,
 };
 
 use crate::alloc::{DECODE_EXPANSION, LimitGuard, SLACK};
@@ -35,6 +35,17 @@ const FLUSH_AT: usize = 8 * 1024;
 ///   unanswered requests or to made-up ids, `abandon_request`);
 /// - delivery of part of the side's output to the other side;
 /// - `handle_eof`.
+///
+/// File descriptors (counted, as the session counts them): bit 4 of an op
+/// byte attaches fds, forged input with a count of its own (bit 5: a
+/// truncated control message), honest sends (`Ready`, application
+/// requests, responses and notifications) with 1 to 253. Delivery follows
+/// the kernel: a read that reaches the first byte of a frame sent with fds
+/// brings them and ends no later than that frame. Asserts, beside the
+/// rules below: the counts the session hands out plus those it holds are
+/// exactly the fds it was given (until it fails, then no more than that);
+/// it never holds more than one frame's worth; an honest peer's fds come
+/// out with its frames, in order, with their counts.
 ///
 /// At the end all output is delivered and both sides see EOF. Asserts, on a
 /// model kept beside each session:
@@ -80,17 +91,28 @@ pub fn session(data: &[u8]) {
         } else {
             (child, parent)
         };
+        let with_fds = op & 0x10 != 0;
+        me.next_fds = if with_fds && matches!((op >> 1) % 8, 2 | 3 | 7) {
+            honest_fd_count(u.byte())
+        } else {
+            0
+        };
         match (op >> 1) % 8 {
             0 => {
+                let (fds, truncated) = if with_fds {
+                    (usize::from(u.byte()), op & 0x20 != 0)
+                } else {
+                    (0, false)
+                };
                 let n = usize::from(u.byte());
-                me.receive(u.bytes(n), true);
+                me.receive(u.bytes(n), true, fds, truncated);
             }
             1 => {
                 let m = arbitrary_message(&mut u);
                 let mut wire = Vec::new();
                 m.encode(u32::MAX, &mut wire)
                     .expect("an arbitrary message encodes");
-                me.receive(&wire, true);
+                me.receive(&wire, true, 0, false);
             }
             2 | 3 => me.send(&mut u, peer),
             4 => {
@@ -107,6 +129,7 @@ pub fn session(data: &[u8]) {
         if me.pending.len() > FLUSH_AT {
             me.deliver(usize::MAX, peer);
         }
+        me.next_fds = 0;
         let honest = !me.forged && !peer.forged;
         me.check(honest);
         peer.check(honest);
@@ -123,6 +146,15 @@ pub fn session(data: &[u8]) {
     for side in &mut sides {
         side.eof();
         side.check(honest);
+    }
+}
+
+/// 1 to 3 fds mostly, sometimes the most a frame may carry.
+fn honest_fd_count(b: u8) -> usize {
+    if b == 0xff {
+        MAX_FDS_PER_FRAME
+    } else {
+        1 + usize::from(b % 3)
     }
 }
 
@@ -155,6 +187,17 @@ struct Side {
     ready: bool,
     goodbye_sent: bool,
     goodbye_received: bool,
+    /// fds attached to our next honest send (0: none).
+    next_fds: usize,
+    /// Frames in `pending` sent with fds: offset in `pending`, length,
+    /// count.
+    marks: VecDeque<(usize, usize, usize)>,
+    /// fds handed to the session, and counted out of it in events.
+    fds_in: usize,
+    fds_out: usize,
+    /// Counts of the honest peer's fd-carrying frames delivered to us, in
+    /// order, not yet seen in an event.
+    expected_fds: VecDeque<usize>,
 }
 
 impl Side {
@@ -177,6 +220,11 @@ impl Side {
             ready: false,
             goodbye_sent: false,
             goodbye_received: false,
+            next_fds: 0,
+            marks: VecDeque::new(),
+            fds_in: 0,
+            fds_out: 0,
+            expected_fds: VecDeque::new(),
         }
     }
 
@@ -185,23 +233,43 @@ impl Side {
         assert_eq!(self.s.transmit_len(), 0);
     }
 
-    fn receive(&mut self, bytes: &[u8], forged: bool) {
+    fn receive(&mut self, bytes: &[u8], forged: bool, fds: usize, truncated: bool) {
         if self.ended {
             return; // the stream has ended; nothing more arrives
         }
         self.forged |= forged;
         self.received_any |= !bytes.is_empty();
         self.rx.extend_from_slice(bytes);
+        self.fds_in += fds;
         let was_failed = self.failed.is_some();
-        let r = self.s.handle_input(&mut self.rx);
+        let r = self
+            .s
+            .handle_input_fds(&mut self.rx, bytes.len(), fds, truncated);
         self.drain_events(was_failed);
         self.settle(r.map(|()| None));
     }
 
+    /// Delivers up to `n` bytes as one read, as the kernel would: a read
+    /// that reaches the first byte of a frame sent with fds brings them and
+    /// ends no later than that frame's end.
     fn deliver(&mut self, n: usize, peer: &mut Side) {
-        let n = n.min(self.pending.len());
+        let mut n = n.min(self.pending.len());
+        let mut fds = 0;
+        if let Some(&(at, len, count)) = self.marks.front() {
+            if at < n {
+                n = n.min(at + len);
+                fds = count;
+                self.marks.pop_front();
+            }
+        }
+        for m in &mut self.marks {
+            m.0 -= n;
+        }
         let bytes: Vec<u8> = self.pending.drain(..n).collect();
-        peer.receive(&bytes, false);
+        if fds > 0 && !peer.ended {
+            peer.expected_fds.push_back(fds);
+        }
+        peer.receive(&bytes, false, fds, false);
     }
 
     fn eof(&mut self) {
@@ -239,8 +307,20 @@ impl Side {
     }
 
     fn drain_events(&mut self, was_failed: bool) {
-        while let Some(m) = self.s.poll_event() {
-            assert!(!was_failed, "an event after failure: {m:?}");
+        while let Some(event) = self.s.poll_event_fds() {
+            assert!(!was_failed, "an event after failure: {event:?}");
+            self.fds_out += event.fds;
+            if event.fds > 0 && !self.forged {
+                assert_eq!(
+                    self.expected_fds.pop_front(),
+                    Some(event.fds),
+                    "fds out of order"
+                );
+            }
+            let Some(m) = event.message else {
+                assert!(event.fds > 0, "an empty event");
+                continue;
+            };
             assert!(!self.goodbye_received, "an event after Goodbye: {m:?}");
             if let Message::Hello(h) = &m {
                 assert!(!self.peer_hello, "second Hello surfaced");
@@ -330,6 +410,11 @@ impl Side {
             // answer always fits: input can never fail to encode.
             SessionError::Encode(_) => panic!("input failed with an encode error: {e:?}"),
             SessionError::Decode(_) => {}
+            SessionError::FdCountMismatch {
+                announced, arrived, ..
+            } => assert_ne!(announced, arrived),
+            SessionError::UnexpectedFds(n) => assert!(*n > 0),
+            SessionError::FdsTruncated => {}
             e => panic!("a session error the model does not know: {e:?}"),
         }
     }
@@ -348,6 +433,16 @@ impl Side {
         assert_eq!(self.s.peer().is_some(), self.peer_hello);
         let peer_max = self.s.peer().map_or(DEFAULT_MAX_FRAME, |h| h.max_frame);
         assert_eq!(self.s.peer_max_frame(), peer_max);
+        if self.failed.is_none() {
+            assert_eq!(
+                self.fds_in,
+                self.fds_out + self.s.fds_held(),
+                "fds lost or made up"
+            );
+            assert!(self.s.fds_held() <= MAX_FDS_PER_FRAME);
+        } else {
+            assert!(self.fds_out <= self.fds_in, "more fds out than in");
+        }
         if let Some(f) = &self.failed {
             assert_eq!(
                 self.s.handle_input(&mut BytesMut::new()),
@@ -389,14 +484,18 @@ impl Side {
         let closed = self.goodbye_sent;
         let before = self.mark();
         let peer_max = self.s.peer_max_frame();
-        match u.byte() % 9 {
+        let arm = u.byte() % 9;
+        if !matches!(arm, 1 | 6 | 7) {
+            self.next_fds = 0; // a send that takes no fds
+        }
+        match arm {
             0 => {
                 self.s.send_hello();
                 assert_eq!(self.s.transmit_len(), before, "second Hello queued");
             }
             1 => {
                 let ready = arbitrary_ready(u);
-                let r = self.s.send_ready(&ready);
+                let r = self.s.send_ready_with_fds(&ready, self.next_fds);
                 let refused = (self.role != Role::Child || self.ready).then_some(());
                 if let Some(len) =
                     self.expect(r, closed, refused, &Message::Ready(ready), before, peer_max)
@@ -435,7 +534,7 @@ impl Side {
             }
             6 => {
                 let text = u.string();
-                let r = self.s.send_app_request(&text);
+                let r = self.s.send_app_request_with_fds(&text, self.next_fds);
                 let body = RequestBody::App(
                     encode_body(&text, usize::MAX)
                         .expect("a string encodes")
@@ -445,7 +544,7 @@ impl Side {
             }
             7 => {
                 let text = u.string();
-                let r = self.s.send_notify(&text);
+                let r = self.s.send_notify_with_fds(&text, self.next_fds);
                 let body = encode_body(&text, usize::MAX).expect("a string encodes");
                 if let Some(len) = self.expect(
                     r,
@@ -507,7 +606,9 @@ impl Side {
         peer_max: u32,
     ) -> Option<usize> {
         let mut want = Vec::new();
-        let fits = msg.encode(peer_max, &mut want).is_ok();
+        let fits = msg
+            .encode_with_fds(self.next_fds, peer_max, &mut want)
+            .is_ok();
         match r {
             Ok(()) => {
                 assert!(
@@ -521,6 +622,10 @@ impl Side {
                     want[..],
                     "queued bytes differ from {msg:?}"
                 );
+                if self.next_fds > 0 {
+                    let at = self.pending.len() + before;
+                    self.marks.push_back((at, want.len(), self.next_fds));
+                }
                 self.pending.extend_from_slice(&queued);
                 Some(want.len())
             }
@@ -552,7 +657,11 @@ impl Side {
         let refused = (!self.unanswered.contains(&id)).then_some(());
         let before = self.mark();
         let peer_max = self.s.peer_max_frame();
-        let (r, body) = match u.byte() % 5 {
+        let arm = u.byte() % 5;
+        if arm < 3 {
+            self.next_fds = 0; // an untyped response: no fds
+        }
+        let (r, body) = match arm {
             0 => (self.s.send_response(id, ResponseBody::Ok), ResponseBody::Ok),
             1 => {
                 let b = ResponseBody::App(u.blob());
@@ -567,7 +676,7 @@ impl Side {
             }
             _ => {
                 let text = u.string();
-                let r = self.s.send_app_response(id, &text);
+                let r = self.s.send_app_response_with_fds(id, &text, self.next_fds);
                 let b = ResponseBody::App(
                     encode_body(&text, usize::MAX)
                         .expect("a string encodes")

@@ -8,6 +8,7 @@ mod async_roles;
 #[path = "../../../examples/bootstrap/serve.rs"]
 mod bootstrap;
 mod drop_roles;
+mod fd_roles;
 mod hostile;
 mod listen;
 mod native;
@@ -30,6 +31,7 @@ fn main() {
         r if r.starts_with("listen-") => listen::run(r, &args),
         r if r.starts_with("judge") => verdict::judge(r, &args),
         r if r.starts_with("drop-") || r == "pdeath-parent" => drop_roles::run(r, &args),
+        r if r.starts_with("fd-") => fd_roles::run(r, &args),
         #[cfg(feature = "tokio")]
         r if r.starts_with("async-") => async_roles::run(r, &args),
         _ => native::run(role, &args),
