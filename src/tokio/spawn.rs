@@ -594,6 +594,11 @@ impl ReadyChild {
         if self.group {
             sys::signal_group(self.pid, Signal::SIGKILL as i32)?;
         }
+        // The child is gone: the channel ends now, for every handle, not
+        // when the I/O thread gets to the end of the stream.
+        if let Waiter::Native(ch) = &self.waiter {
+            ch.close();
+        }
         Ok(stopped)
     }
 
