@@ -56,7 +56,7 @@ pub(crate) fn demo() -> Result<u8, Failure> {
     say!("readyfd demo: start a server, wait until it says it is ready, use it, stop it.");
     say!("");
     say!("  start  {} {SERVER_COMMAND}", exe.display());
-    let mut sup = Supervisor::start(launch, Vec::new(), &signals, &term)?;
+    let mut sup = Supervisor::start(launch, Vec::new(), &[], &signals, &term)?;
     say!(
         "         pid {}, in a process group of its own, with a socket at fd {fd} (READYFD={fd})",
         sup.pid()

@@ -124,6 +124,11 @@ impl Bound {
             .collect()
     }
 
+    /// The socket files readyfd made: `(path, device, inode)`.
+    pub(crate) fn files(&self) -> &[(PathBuf, u64, u64)] {
+        &self.files
+    }
+
     /// `(key, address)` of each socket, in order.
     pub(crate) fn entries(&self) -> Vec<(String, String)> {
         self.sockets

@@ -40,7 +40,8 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     become_subreaper(&term);
     let name = launch.name.clone();
     let protocol = launch.protocol;
-    let mut sup = Supervisor::start(launch, bound.take_fds(), &signals, &term)?;
+    let files = bound.files().to_vec();
+    let mut sup = Supervisor::start(launch, bound.take_fds(), &files, &signals, &term)?;
     let listening = bound.entries();
     if !listening.is_empty() {
         report_listening(&listening, sup.pid(), &name, args.json, &term);

@@ -219,10 +219,15 @@ impl<'a> Supervisor<'a> {
     pub(crate) fn start(
         launch: Launch,
         listeners: Vec<(String, std::os::fd::OwnedFd)>,
+        socket_files: &[(std::path::PathBuf, u64, u64)],
         signals: &'a Signals,
         term: &'a Term,
     ) -> Result<Self, Failure> {
-        let watchdog = Watchdog::start(launch.grace)?;
+        let mut watchdog = Watchdog::start(launch.grace)?;
+        // Removed by the watchdog if readyfd is killed before it can.
+        for (path, dev, ino) in socket_files {
+            watchdog.watch_file(path, *dev, *ino);
+        }
         let mut cmd = Command::new(&launch.program);
         cmd.args(&launch.args).process_group(0);
         Signals::reset_in_child(&mut cmd);

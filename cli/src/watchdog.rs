@@ -112,6 +112,21 @@ impl Watchdog {
         }
     }
 
+    /// The watchdog removes the socket file at `path` if readyfd dies,
+    /// after ending the processes, when it is still the file readyfd made
+    /// (same device and inode). The path goes hex-encoded, so that any
+    /// byte in it keeps the line one line (and under `PIPE_BUF`: a socket
+    /// path is at most 108 bytes).
+    pub(crate) fn watch_file(&mut self, path: &std::path::Path, dev: u64, ino: u64) {
+        use std::fmt::Write as _;
+        use std::os::unix::ffi::OsStrExt;
+        let mut hex = String::with_capacity(2 * path.as_os_str().len());
+        for b in path.as_os_str().as_bytes() {
+            let _ = write!(hex, "{b:02x}");
+        }
+        self.say(&format!("file {dev} {ino} {hex}\n"));
+    }
+
     /// From now on, the watchdog ends process `pid` if readyfd dies.
     pub(crate) fn watch_pid(&mut self, pid: u32) {
         self.say(&format!("pid {pid}\n"));
@@ -168,10 +183,41 @@ fn group_line(pid: u32, buf: &mut [u8; 32]) -> usize {
     HEAD.len() + len + 1
 }
 
-/// What the watchdog was told to end.
+/// What the watchdog was told to end, and to remove.
 struct Watched {
     groups: Vec<Pid>,
     pids: Vec<OwnedFd>,
+    /// Socket files: `(path, device, inode)`.
+    files: Vec<(std::path::PathBuf, u64, u64)>,
+}
+
+/// A `file DEV INO HEXPATH` line's fields.
+fn parse_file(rest: &str) -> Option<(std::path::PathBuf, u64, u64)> {
+    use std::os::unix::ffi::OsStringExt;
+    let mut f = rest.split(' ');
+    let dev = f.next()?.parse().ok()?;
+    let ino = f.next()?.parse().ok()?;
+    let hex = f.next()?.as_bytes();
+    if f.next().is_some() || hex.is_empty() || hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = hex
+        .chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+        .collect();
+    Some((std::ffi::OsString::from_vec(bytes?).into(), dev, ino))
+}
+
+/// Removes the socket files that are still the ones readyfd made.
+fn remove_files(w: &Watched) {
+    use std::os::unix::fs::MetadataExt;
+    for (path, dev, ino) in &w.files {
+        let ours =
+            std::fs::symlink_metadata(path).is_ok_and(|m| m.dev() == *dev && m.ino() == *ino);
+        if ours {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// `readyfd __watchdog GRACE_MS`: reads stdin until `done` (exit, doing
@@ -187,6 +233,7 @@ pub(crate) fn watchdog_main(grace: &str) -> Result<u8, Failure> {
     let mut w = Watched {
         groups: Vec::new(),
         pids: Vec::new(),
+        files: Vec::new(),
     };
     let stdin = io::stdin().lock();
     for line in stdin.lines() {
@@ -201,6 +248,13 @@ pub(crate) fn watchdog_main(grace: &str) -> Result<u8, Failure> {
                     }
                 }
             }
+            Some(("file", rest)) => {
+                if let Some(f) = parse_file(rest) {
+                    if w.files.len() < 64 {
+                        w.files.push(f);
+                    }
+                }
+            }
             Some(("pid", n)) => {
                 if let Some(fd) = n.parse::<u32>().ok().and_then(|n| pidfd::open(n).ok()) {
                     if w.pids.len() < 16 {
@@ -212,6 +266,7 @@ pub(crate) fn watchdog_main(grace: &str) -> Result<u8, Failure> {
         }
     }
     end_all(&w, grace);
+    remove_files(&w);
     Ok(0)
 }
 
@@ -249,6 +304,28 @@ fn end_all(w: &Watched, grace: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_lines() {
+        let p = std::path::Path::new("/tmp/a b\n.sock");
+        let mut hex = String::new();
+        for b in p.as_os_str().as_encoded_bytes() {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        let (path, dev, ino) = parse_file(&format!("7 42 {hex}")).unwrap();
+        assert_eq!((path.as_path(), dev, ino), (p, 7, 42));
+        for bad in [
+            "",
+            "7",
+            "7 42",
+            "7 42 abc",
+            "7 42 zz",
+            "x 42 61",
+            "7 42 61 extra",
+        ] {
+            assert!(parse_file(bad).is_none(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn group_lines() {

@@ -435,6 +435,35 @@ fn kill_9_of_readyfd_ends_a_server_behind_a_wrapper() {
     );
 }
 
+/// A socket file `--listen unix:` made is removed by the watchdog when
+/// readyfd is killed outright (the shared check finds the run's directory
+/// empty once the watchdog has ended).
+#[test]
+fn kill_9_of_readyfd_removes_its_socket_files() {
+    let mut cmd = readyfd(["run", "--json", "--listen"]);
+    let dir = cmd
+        .get_envs()
+        .find(|(k, _)| *k == "XDG_RUNTIME_DIR")
+        .and_then(|(_, v)| v)
+        .map(|v| v.to_string_lossy().into_owned())
+        .expect("the run's directory");
+    let sock = format!("{dir}/web.sock");
+    cmd.arg(format!("web=unix:{sock}"))
+        .args(ready_then("exec sleep 1000 # sleep-ok"));
+    let r = Running::start(&mut cmd);
+    // The listening line, then the ready line.
+    let _ = r.line();
+    let _ = r.line();
+    assert!(std::path::Path::new(&sock).exists(), "{sock} was made");
+    r.signal(Signal::SIGKILL);
+    let f = r.finish();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&f.status),
+        Some(9),
+        "{f:?}"
+    );
+}
+
 #[test]
 fn kill_9_of_readyfd_ends_the_then_cmd() {
     kill_readyfd_after(
