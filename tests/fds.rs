@@ -377,7 +377,7 @@ fn children_that_send_fds_against_the_rules_get_typed_errors_async() {
 #[test]
 fn a_hostile_parent_leaves_the_childs_fd_table_as_it_was() {
     let _serial = serial();
-    for kind in [
+    let kinds = [
         "flood",
         "fewer",
         "more",
@@ -385,7 +385,12 @@ fn a_hostile_parent_leaves_the_childs_fd_table_as_it_was() {
         "status",
         "no-frame",
         "close-mid",
-    ] {
+    ];
+    // The child's blocking driver, then its tokio driver.
+    for (role, kind) in ["fd-victim", "async-fd-victim"]
+        .into_iter()
+        .flat_map(|r| kinds.map(|k| (r, k)))
+    {
         let (ours, theirs) = nix::sys::socket::socketpair(
             nix::sys::socket::AddressFamily::Unix,
             nix::sys::socket::SockType::Stream,
@@ -393,7 +398,7 @@ fn a_hostile_parent_leaves_the_childs_fd_table_as_it_was() {
             nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         )
         .unwrap();
-        let mut cmd = helper("fd-victim");
+        let mut cmd = helper(role);
         cmd.env("READYFD", "3").stdout(Stdio::piped());
         place_fds(&mut cmd, &[(theirs.as_raw_fd(), 3)]);
         let mut proc = cmd.spawn().unwrap();
@@ -406,12 +411,15 @@ fn a_hostile_parent_leaves_the_childs_fd_table_as_it_was() {
         let mut rest = String::new();
         out.read_to_string(&mut rest).unwrap();
         let status = proc.wait().unwrap();
-        assert!(status.success(), "{kind}: {status:?} {rest}");
+        assert!(status.success(), "{role} {kind}: {status:?} {rest}");
         assert!(
             rest.contains(&format!("after {child_before}\n")),
-            "{kind}: the child's fd count went from {child_before} to: {rest}"
+            "{role} {kind}: the child's fd count went from {child_before} to: {rest}"
         );
-        assert!(rest.contains("error Closed(Protocol("), "{kind}: {rest}");
+        assert!(
+            rest.contains("error Closed(Protocol("),
+            "{role} {kind}: {rest}"
+        );
     }
 }
 

@@ -13,6 +13,14 @@
 //!    and write what it returned (the session answers `Ping` by itself, so
 //!    input can produce output).
 //!
+//! A driver that passes file descriptors (PROTOCOL.md, section 2.1) calls
+//! [`handle_input_fds`](Session::handle_input_fds) instead, saying how many
+//! fds came with each read, keeps the fds in a queue, and drains
+//! [`poll_event_fds`](Session::poll_event_fds), which says how many of them
+//! belong to each message; on an error it closes the rest. To send fds it
+//! uses the `send_*_with_fds` methods and writes each frame that carries
+//! fds with one `sendmsg` of its own.
+//!
 //! The rules it enforces (see `PROTOCOL.md`): each side's first frame is
 //! `Hello`, with the same version and the opposite role; only the child
 //! sends `Ready` (at most once) and `Status`; only the parent sends

@@ -20,6 +20,9 @@ pub(crate) fn run(role: &str, args: &[String]) {
             // own task until the parent goes away. `deliver`: handle
             // Shutdown here and exit 0 (default: it raises SIGTERM).
             "async-child" => serve(args.get(1).map(String::as_str) == Some("deliver")).await,
+            // `fd-victim` with the tokio driver: print the fd count, wait
+            // for the channel to fail, print the error and the count again.
+            "async-fd-victim" => fd_victim().await,
             other => {
                 eprintln!("unknown async role {other:?}");
                 std::process::exit(64);
@@ -106,4 +109,23 @@ async fn handle(ch: &Channel, req: IncomingRequest, held: &Held) {
         }
         Err(e) => drop(req.reject(RemoteErrorKind::BadRequest, e.to_string())),
     }
+}
+
+async fn fd_victim() {
+    use std::io::Write;
+    // SAFETY: a current_thread runtime runs no other thread, and nothing
+    // else in this process uses the inherited fd.
+    let parent = unsafe { Parent::from_env() }.unwrap().unwrap();
+    let count = || std::fs::read_dir("/proc/self/fd").unwrap().count() - 1;
+    println!("before {}", count());
+    std::io::stdout().flush().unwrap();
+    let err = loop {
+        match parent.recv().await {
+            Ok(m) => drop(m),
+            Err(e) => break e,
+        }
+    };
+    println!("error {err:?}");
+    println!("after {}", count());
+    std::io::stdout().flush().unwrap();
 }

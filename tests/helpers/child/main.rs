@@ -9,6 +9,8 @@ mod async_roles;
 mod bootstrap;
 mod drop_roles;
 mod fd_roles;
+#[path = "../../../examples/handover.rs"]
+mod handover;
 mod hostile;
 mod listen;
 mod native;
@@ -32,6 +34,13 @@ fn main() {
         r if r.starts_with("judge") => verdict::judge(r, &args),
         r if r.starts_with("drop-") || r == "pdeath-parent" => drop_roles::run(r, &args),
         r if r.starts_with("fd-") => fd_roles::run(r, &args),
+        // The hand-over example, parent and servers.
+        "handover" => {
+            if let Err(e) = handover::main() {
+                eprintln!("handover: {e}");
+                std::process::exit(1);
+            }
+        }
         #[cfg(feature = "tokio")]
         r if r.starts_with("async-") => async_roles::run(r, &args),
         _ => native::run(role, &args),
