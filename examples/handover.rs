@@ -142,12 +142,8 @@ fn client_loop(addr: SocketAddr, done: &AtomicBool) -> Counts {
 // ---- a server ------------------------------------------------------------------
 
 fn server() -> Result<(), Box<dyn std::error::Error>> {
-    let options = ChannelOptions {
-        shutdown: ShutdownPolicy::Deliver,
-        ..ChannelOptions::default()
-    };
-    // SAFETY: first statement of main, before any thread exists.
-    let parent = unsafe { Parent::from_env_with(options) }?.expect("spawned by readyfd");
+    let options = ChannelOptions::new().shutdown(ShutdownPolicy::Deliver);
+    let parent = Parent::from_env_with(options)?.expect("spawned by readyfd");
     let version = std::env::var(VERSION)?;
     // The parent's socket if it has one; otherwise a new one.
     let ((), mut fds): ((), Vec<OwnedFd>) = parent.request_with_fds(&"listener", Vec::new())?;

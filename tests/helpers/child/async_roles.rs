@@ -113,9 +113,7 @@ async fn handle(ch: &Channel, req: IncomingRequest, held: &Held) {
 
 async fn fd_victim() {
     use std::io::Write;
-    // SAFETY: a current_thread runtime runs no other thread, and nothing
-    // else in this process uses the inherited fd.
-    let parent = unsafe { Parent::from_env() }.unwrap().unwrap();
+    let parent = Parent::from_env().unwrap().unwrap();
     let count = || std::fs::read_dir("/proc/self/fd").unwrap().count() - 1;
     println!("before {}", count());
     std::io::stdout().flush().unwrap();
