@@ -226,3 +226,22 @@ fn raw_bodies_and_serde_bodies_meet_where_the_encodings_do() {
     decode_body::<()>(b"").unwrap();
     assert!(decode_body::<serde_bytes::ByteBuf>(b"abc").is_err());
 }
+
+/// The example of PROTOCOL.md section 4, "Application bodies".
+#[test]
+fn the_protocol_example_of_a_byte_body_and_a_typed_one() {
+    let mut raw = session(Role::Child);
+    assert_eq!(raw.send_app_request_bytes(b"hi", 0).unwrap(), 1);
+    let mut typed = session(Role::Child);
+    assert_eq!(typed.send_app_request(&b"hi".to_vec()).unwrap(), 1);
+    let head = [1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0];
+    let payload = |wire: Vec<u8>| wire[5..].to_vec();
+    assert_eq!(
+        payload(sent_after_hello(&mut raw)),
+        [&head[..], b"hi"].concat()
+    );
+    assert_eq!(
+        payload(sent_after_hello(&mut typed)),
+        [&head[..], &[2, 0, 0, 0, 0, 0, 0, 0], b"hi"].concat()
+    );
+}
