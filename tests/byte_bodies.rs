@@ -105,6 +105,33 @@ fn the_child_asks_with_a_byte_body_and_is_answered_with_one() {
     child.stop(BOUND).unwrap();
 }
 
+/// An answer too large for the peer is refused, and the peer still gets
+/// an answer: an error that says why.
+#[test]
+fn a_byte_answer_over_the_peers_maximum_is_answered_with_an_error() {
+    let _serial = serial();
+    let mut child = echo_child();
+    let ch = child.channel().unwrap();
+    std::thread::scope(|s| {
+        let asker = s.spawn(|| ch.request_bytes(b"ask-parent").unwrap());
+        match ch.recv_timeout(BOUND).unwrap() {
+            Some(Incoming::Request(req)) => {
+                let huge = vec![0u8; 16 << 20];
+                match req.respond_bytes(&huge) {
+                    Err(ChannelError::Encode(_)) => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        let said = String::from_utf8(asker.join().unwrap().to_vec()).unwrap();
+        assert!(said.starts_with("error: "), "{said}");
+        assert!(said.contains("Failed"), "{said}");
+    });
+    drop(ch);
+    child.stop(BOUND).unwrap();
+}
+
 #[test]
 fn fds_travel_with_byte_bodies() {
     let _serial = serial();

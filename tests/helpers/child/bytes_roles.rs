@@ -1,11 +1,18 @@
 //! Roles that speak raw byte bodies (`Channel::request_bytes` and friends):
 //! `bytes-echo` answers every request with its body and its fds, as they
 //! came, and sends every notification back the same way; asked
-//! `ask-parent`, it first asks the parent with a byte body of its own.
+//! `ask-parent`, it first asks the parent with a byte body of its own, and
+//! answers with the parent's answer (or `error: ` and the error).
+
+use std::time::Duration;
 
 use readyfd::{Incoming, Ready};
 
 use crate::{parent, unknown_role};
+
+/// A bound against a parent that never answers (a test then fails
+/// instead of hanging).
+const BOUND: Duration = Duration::from_secs(60);
 
 pub(crate) fn run(role: &str, _args: &[String]) {
     match role {
@@ -17,7 +24,10 @@ pub(crate) fn run(role: &str, _args: &[String]) {
                     Incoming::Request(mut req) => {
                         let body = req.body();
                         if &body[..] == b"ask-parent" {
-                            let answer = p.request_bytes(b"from the child").unwrap();
+                            let answer = match p.request_bytes_timeout(b"from the child", BOUND) {
+                                Ok(answer) => answer.to_vec(),
+                                Err(e) => format!("error: {e}").into_bytes(),
+                            };
                             drop(req.respond_bytes(&answer));
                         } else {
                             let fds = req.take_fds();
