@@ -109,6 +109,10 @@ impl IncomingRequest {
     /// [`Channel::request_bytes`](crate::Channel::request_bytes), byte for
     /// byte, or the encoding of the value it sent with
     /// [`Channel::request`](crate::Channel::request).
+    ///
+    /// Sharing has a cost: while any such `Bytes` lives, so does the read
+    /// buffer it is a slice of (64 KiB or more, with the frames read along
+    /// with it). Copy out (`to_vec`) a small body that you keep for long.
     pub fn body(&self) -> Bytes {
         self.body.clone()
     }
@@ -262,6 +266,9 @@ impl Notification {
     /// [`Channel::notify_bytes`](crate::Channel::notify_bytes), byte for
     /// byte, or the encoding of the value it sent with
     /// [`Channel::notify`](crate::Channel::notify).
+    ///
+    /// As with [`IncomingRequest::body`], the read buffer it shares lives
+    /// as long as it does: copy out a small body that you keep for long.
     pub fn body(&self) -> Bytes {
         self.body.clone()
     }
