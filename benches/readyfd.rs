@@ -502,6 +502,17 @@ fn child_main(role: &str) {
                 }
             }
         }
+        // Answers each request with its body, raw (no serde either way).
+        "serve-bytes" => {
+            let p = parent_or_exit();
+            p.ready(&Ready::new(std::process::id())).unwrap();
+            while let Ok(m) = p.recv() {
+                if let Incoming::Request(req) = m {
+                    let body = req.body();
+                    req.respond_bytes(&body).unwrap();
+                }
+            }
+        }
         "raw-echo" => {
             let size = arg(0) as usize;
             let mut f = fd3();
@@ -1223,6 +1234,112 @@ fn notify_throughput(s: &mut Suite) {
     );
 }
 
+/// 5b. 4 KiB requests, one blocking caller, one at a time: requests per
+///     second with raw byte bodies (`request_bytes`, answered with
+///     `respond_bytes`), against `serde_bytes::ByteBuf` bodies through the
+///     typed API, and against a raw socketpair ping-pong of the same bytes
+///     (the byte-body frames: 5 + 12 + 4096 each way). In each placement,
+///     the three take turns in short batches, so that drift hits all alike;
+///     the ratio is the median of the batches' ratios.
+fn bytes_throughput(s: &mut Suite) {
+    let (batches, per_batch) = if s.quick { (9, 1000) } else { (30, 2000) };
+    let all = allowed_cpus();
+    for p in placements(&all) {
+        let (vs_typed, vs_raw) = placed(p, &all, || bytes_throughput_run(batches, per_batch));
+        s.add_runs(
+            format!("bytes_4k_throughput_vs_serde_bytes_{}", p.name),
+            "req/s",
+            &vs_typed,
+            "serde_bytes::ByteBuf bodies, typed API",
+            Some(">= 1.00"),
+            Some(p.name),
+        );
+        s.add_runs(
+            format!("bytes_4k_throughput_vs_raw_{}", p.name),
+            "req/s",
+            &vs_raw,
+            "raw socketpair ping-pong of the same bytes",
+            Some(">= 0.77"),
+            Some(p.name),
+        );
+    }
+}
+
+/// The batches of [`bytes_throughput`], as (ours, baseline) request
+/// rates: against `serde_bytes` bodies, and against the raw ping-pong.
+type RatePairs = Vec<(f64, f64)>;
+
+fn bytes_throughput_run(batches: usize, n: u32) -> (RatePairs, RatePairs) {
+    const SIZE: usize = 4096;
+    let body = vec![0x5au8; SIZE];
+    let typed_body = ByteBuf::from(body.clone());
+    let frame = SIZE + 5 + 12;
+
+    let mut bytes_child = ReadyCommand::new(me("serve-bytes")).spawn().unwrap();
+    bytes_child.wait_ready(BOUND).unwrap();
+    let bytes_ch = bytes_child.channel().unwrap();
+    let mut typed_child = ReadyCommand::new(me("serve")).spawn().unwrap();
+    typed_child.wait_ready(BOUND).unwrap();
+    let typed_ch = typed_child.channel().unwrap();
+    let (ours_fd, theirs) = stream_pair();
+    let mut raw_child = with_fd3(
+        {
+            let mut c = me("raw-echo");
+            c.arg(frame.to_string());
+            c
+        },
+        &theirs,
+    )
+    .spawn()
+    .unwrap();
+    drop(theirs);
+    let mut raw = std::fs::File::from(ours_fd);
+    let raw_out = vec![0x5au8; frame];
+    let mut raw_in = vec![0u8; frame];
+
+    let rate = |d: Duration| f64::from(n) / d.as_secs_f64();
+    let bytes_run = || {
+        let t = Instant::now();
+        for _ in 0..n {
+            let back = bytes_ch.request_bytes(&body).unwrap();
+            assert_eq!(back.len(), SIZE);
+        }
+        rate(t.elapsed())
+    };
+    let typed_run = || {
+        let t = Instant::now();
+        for _ in 0..n {
+            let back: ByteBuf = typed_ch.request(&typed_body).unwrap();
+            assert_eq!(back.len(), SIZE);
+        }
+        rate(t.elapsed())
+    };
+    let mut raw_run = || {
+        let t = Instant::now();
+        for _ in 0..n {
+            raw.write_all(&raw_out).unwrap();
+            raw.read_exact(&mut raw_in).unwrap();
+        }
+        rate(t.elapsed())
+    };
+    // Warm up: caches, allocator, page faults of the buffers.
+    let _ = (bytes_run(), typed_run(), raw_run());
+    let (mut vs_typed, mut vs_raw) = (Vec::new(), Vec::new());
+    for _ in 0..batches {
+        let ours = bytes_run();
+        vs_typed.push((ours, typed_run()));
+        vs_raw.push((ours, raw_run()));
+    }
+    drop(raw);
+    raw_child.wait().unwrap();
+    for (ch, mut child) in [(bytes_ch, bytes_child), (typed_ch, typed_child)] {
+        ch.close();
+        drop(ch);
+        child.wait().unwrap();
+    }
+    (vs_typed, vs_raw)
+}
+
 /// 6. N children started and awaited: time per child and peak memory.
 fn scale(s: &mut Suite) {
     let sizes: &[usize] = if s.quick {
@@ -1485,7 +1602,7 @@ fn main() {
         "measure", "ours", "baseline"
     );
     type Measure = fn(&mut Suite);
-    let measures: [(&str, Measure); 9] = [
+    let measures: [(&str, Measure); 10] = [
         ("ready_latency", ready_latency),
         ("spawn_to_ready", spawn_to_ready),
         ("connect_before_ready", connect_before_ready),
@@ -1493,6 +1610,7 @@ fn main() {
         ("rtt_large", rtt),
         ("rtt_small", rtt_small),
         ("notify_throughput", notify_throughput),
+        ("bytes_throughput", bytes_throughput),
         ("scale", scale),
         ("suite", suite_50_servers),
     ];

@@ -25,7 +25,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -35,7 +35,7 @@ use serde::de::DeserializeOwned;
 
 use crate::core::{
     ChannelOptions, Core, HIGH_WATER, ReadEnd, ReadStep, ReadyEvent, ShutdownPolicy,
-    decode_response,
+    decode_response, response_bytes,
 };
 use crate::error::{ChannelError, CloseReason};
 use crate::incoming::{Incoming, Responder};
@@ -696,6 +696,36 @@ impl Channel {
         })
     }
 
+    /// Sends a one-way application message whose body is `body` as it is:
+    /// copied once into the frame, with no serde work and no length prefix
+    /// (the frame delimits it; PROTOCOL.md, section 4, "Application
+    /// bodies"). The peer reads it with
+    /// [`Notification::body`](crate::Notification::body).
+    ///
+    /// # Errors
+    /// As [`notify`](Self::notify).
+    pub fn notify_bytes(&self, body: &[u8]) -> Result<(), ChannelError> {
+        self.notify_bytes_with_fds(body, Vec::new())
+    }
+
+    /// [`notify_bytes`](Self::notify_bytes) with `fds`, as
+    /// [`notify_with_fds`](Self::notify_with_fds).
+    ///
+    /// # Errors
+    /// As [`notify_with_fds`](Self::notify_with_fds). On any error the fds
+    /// are closed.
+    pub fn notify_bytes_with_fds(
+        &self,
+        body: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), ChannelError> {
+        self.send(None, |st| {
+            let unsent = st.unsent;
+            st.core
+                .queue_with_fds(unsent, fds, |s, n| s.send_notify_bytes(body, n))
+        })
+    }
+
     /// Sends an application request and waits for its answer, decoded as
     /// `Resp`. Waits as long as the peer is there; see
     /// [`request_timeout`](Self::request_timeout).
@@ -764,6 +794,67 @@ impl Channel {
             })
             .map_err(|e| with_timeout(e, timeout))?;
         decode_response(body)
+    }
+
+    /// Sends an application request whose body is `body` as it is (copied
+    /// once into the frame, no serde work, no length prefix), and waits for
+    /// the answer's body as it arrived: a [`Bytes`] that is a slice of the
+    /// answer's frame, not a copy of it. The peer reads the request with
+    /// [`IncomingRequest::body`](crate::IncomingRequest::body) and may
+    /// answer with [`respond_bytes`](crate::IncomingRequest::respond_bytes)
+    /// or with any typed body (then this returns its encoding). An answer
+    /// without a body (`Ok`) is empty.
+    ///
+    /// # Errors
+    /// [`ChannelError::Remote`] when the peer failed it,
+    /// [`ChannelError::Encode`] when `body` does not fit the peer's maximum
+    /// frame, [`ChannelError::Closed`] when the peer goes away first.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # fn demo(ch: &readyfd::Channel) -> Result<(), readyfd::ChannelError> {
+    /// let page = vec![0u8; 4096];
+    /// let echoed: bytes::Bytes = ch.request_bytes(&page)?;
+    /// assert_eq!(echoed, page);
+    /// # Ok(()) }
+    /// ```
+    pub fn request_bytes(&self, body: &[u8]) -> Result<Bytes, ChannelError> {
+        let (body, _fds) = self.call(None, Vec::new(), |s, _| s.send_app_request_bytes(body, 0))?;
+        response_bytes(body)
+    }
+
+    /// [`request_bytes`](Self::request_bytes), handing the peer `fds` with
+    /// the request and returning the fds it sent with its answer, as
+    /// [`request_with_fds`](Self::request_with_fds).
+    ///
+    /// # Errors
+    /// As [`request_with_fds`](Self::request_with_fds).
+    pub fn request_bytes_with_fds(
+        &self,
+        body: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<(Bytes, Vec<OwnedFd>), ChannelError> {
+        let (body, fds) = self.call(None, fds, |s, n| s.send_app_request_bytes(body, n))?;
+        Ok((response_bytes(body)?, fds))
+    }
+
+    /// [`request_bytes`](Self::request_bytes) with a bound, as
+    /// [`request_timeout`](Self::request_timeout).
+    ///
+    /// # Errors
+    /// As [`request_bytes`](Self::request_bytes), plus
+    /// [`ChannelError::Timeout`].
+    pub fn request_bytes_timeout(
+        &self,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Bytes, ChannelError> {
+        let (body, _fds) = self
+            .call(Some(sys::deadline_after(timeout)), Vec::new(), |s, _| {
+                s.send_app_request_bytes(body, 0)
+            })
+            .map_err(|e| with_timeout(e, timeout))?;
+        response_bytes(body)
     }
 
     /// Sends `Ping` (answered by the peer's library, not its application)

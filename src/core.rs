@@ -656,13 +656,18 @@ pub(crate) fn record_panics() {
 }
 
 pub(crate) fn decode_response<T: DeserializeOwned>(body: ResponseBody) -> Result<T, ChannelError> {
-    let bytes = match body {
+    decode_as(&response_bytes(body)?)
+}
+
+/// The raw body of an answer, as the `*_bytes` requests return it: an
+/// `App` body as it arrived (a slice of its frame), empty for `Ok`.
+pub(crate) fn response_bytes(body: ResponseBody) -> Result<Bytes, ChannelError> {
+    Ok(match body {
         ResponseBody::App(b) => b,
         ResponseBody::Ok => Bytes::new(),
         ResponseBody::Error(e) => return Err(ChannelError::Remote(e)),
         _ => Bytes::new(),
-    };
-    decode_as(&bytes)
+    })
 }
 
 /// What both drivers keep of what the peer sent, filled by

@@ -103,6 +103,20 @@ impl IncomingRequest {
         &self.body
     }
 
+    /// The raw body as a [`Bytes`]: a slice of the frame it arrived in,
+    /// shared rather than copied (cloning it only counts a reference). It
+    /// is what the peer sent with
+    /// [`Channel::request_bytes`](crate::Channel::request_bytes), byte for
+    /// byte, or the encoding of the value it sent with
+    /// [`Channel::request`](crate::Channel::request).
+    ///
+    /// Sharing has a cost: while any such `Bytes` lives, so does the read
+    /// buffer it is a slice of (64 KiB or more, with the frames read along
+    /// with it). Copy out (`to_vec`) a small body that you keep for long.
+    pub fn body(&self) -> Bytes {
+        self.body.clone()
+    }
+
     /// Decodes the body as `T`.
     ///
     /// # Errors
@@ -142,6 +156,37 @@ impl IncomingRequest {
         let r = answer.answer(fds, &mut |s, n| s.send_app_response_with_fds(id, body, n));
         if let Err(ChannelError::Encode(e)) = &r {
             // The peer still gets an answer: an error that says why.
+            let _ = answer_error(&*answer, id, RemoteErrorKind::Failed, e.to_string());
+        }
+        r
+    }
+
+    /// Answers with `body` as it is: the answer's payload is these bytes,
+    /// copied once into the frame, with no serde work (PROTOCOL.md,
+    /// section 4, "Application bodies"). The peer gets them back as they
+    /// are from [`Channel::request_bytes`](crate::Channel::request_bytes).
+    ///
+    /// # Errors
+    /// As [`respond`](Self::respond).
+    pub fn respond_bytes(self, body: &[u8]) -> Result<(), ChannelError> {
+        self.respond_bytes_with_fds(body, Vec::new())
+    }
+
+    /// [`respond_bytes`](Self::respond_bytes), handing the peer `fds` with
+    /// the answer, as [`respond_with_fds`](Self::respond_with_fds) does.
+    ///
+    /// # Errors
+    /// As [`respond_with_fds`](Self::respond_with_fds). On any error the
+    /// fds are closed.
+    pub fn respond_bytes_with_fds(
+        mut self,
+        body: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), ChannelError> {
+        let answer = self.answer.take().expect("answered once");
+        let id = self.id;
+        let r = answer.answer(fds, &mut |s, n| s.send_app_response_bytes(id, body, n));
+        if let Err(ChannelError::Encode(e)) = &r {
             let _ = answer_error(&*answer, id, RemoteErrorKind::Failed, e.to_string());
         }
         r
@@ -214,6 +259,18 @@ impl Notification {
     /// The raw body, in the application's encoding.
     pub fn bytes(&self) -> &[u8] {
         &self.body
+    }
+
+    /// The raw body as a [`Bytes`]: a slice of the frame it arrived in,
+    /// shared rather than copied. It is what the peer sent with
+    /// [`Channel::notify_bytes`](crate::Channel::notify_bytes), byte for
+    /// byte, or the encoding of the value it sent with
+    /// [`Channel::notify`](crate::Channel::notify).
+    ///
+    /// As with [`IncomingRequest::body`], the read buffer it shares lives
+    /// as long as it does: copy out a small body that you keep for long.
+    pub fn body(&self) -> Bytes {
+        self.body.clone()
     }
 
     /// Decodes the body as `T`.

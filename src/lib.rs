@@ -152,6 +152,11 @@ pub mod systemd;
 pub mod tokio;
 mod verdict;
 
+/// The type of received byte bodies ([`IncomingRequest::body`],
+/// [`Notification::body`], [`Channel::request_bytes`]), re-exported so that
+/// you need not name a `bytes` version of your own.
+#[doc(no_inline)]
+pub use bytes::Bytes;
 pub use channel::Channel;
 pub use child::Parent;
 pub use core::{ChannelOptions, ShutdownPolicy};

@@ -29,6 +29,13 @@ enum DecodeState {
     Body { len: usize, kind: u8 },
 }
 
+/// How much room a [`FrameDecoder`] leaves beyond an incomplete frame in
+/// its buffer: a driver that makes room for at most this many bytes before
+/// each read (`BytesMut::reserve`) never moves a partial frame, so a large
+/// payload is read once, in place. The readyfd drivers read 64 KiB at a
+/// time.
+pub const READ_AHEAD: usize = 64 * 1024;
+
 /// Incremental frame decoder over a [`BytesMut`] read buffer.
 ///
 /// # Example
@@ -111,13 +118,23 @@ impl FrameDecoder {
                 // `raw <= max <= u32::MAX`, which fits in usize on every
                 // platform this crate builds for (it needs 32-bit pointers).
                 let len = raw as usize;
-                // Room for the rest of the payload and the next header: a
-                // driver that reads into the spare capacity then sees a
-                // short read when the frame is complete and nothing follows
-                // (so it need not read again to learn that the socket is
-                // empty, while the payload it just got is still alive and
-                // the buffer cannot be reused).
-                src.reserve(len.saturating_sub(src.len()) + HEADER_LEN);
+                // Room for the rest of the payload and then some: a driver
+                // that reads into the spare capacity then sees a short read
+                // when the frame is complete and nothing follows (so it
+                // need not read again to learn that the socket is empty,
+                // while the payload it just got is still alive and the
+                // buffer cannot be reused). For a frame still incomplete,
+                // the room goes `READ_AHEAD` beyond it, so that a driver
+                // that makes room for up to that much before each read
+                // never reallocates the buffer, which would copy the
+                // partial payload: it is read in place, where its first
+                // bytes landed.
+                let missing = len.saturating_sub(src.len());
+                if missing > 0 {
+                    src.reserve(missing + READ_AHEAD);
+                } else {
+                    src.reserve(HEADER_LEN);
+                }
                 self.state = DecodeState::Body { len, kind };
                 (len, kind)
             }
@@ -214,6 +231,59 @@ mod tests {
         let mut v = Vec::new();
         encode_frame(kind, payload, DEFAULT_MAX_FRAME, &mut v).unwrap();
         v
+    }
+
+    /// A driver reads as `recv_stream` does: it makes room for 64 KiB,
+    /// then the kernel fills at most the spare capacity. A large frame's
+    /// payload must be read where its first bytes landed once the header
+    /// was parsed: moving it would copy the whole frame again (the
+    /// driver's 64 KiB reserve used to reallocate the buffer once the
+    /// frame's remaining bytes were fewer than that).
+    #[test]
+    fn read_incomplete_body_of_a_large_frame_in_place() {
+        const CHUNK: usize = 64 * 1024;
+        for len in [CHUNK - 3, CHUNK + 7, 1 << 20, (1 << 20) + 12345] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            // A small frame first, still held (as a queued message is)
+            // when the large one arrives: the buffer is shared.
+            let mut wire = frame_bytes(5, b"earlier");
+            wire.extend_from_slice(&frame_bytes(5, &payload));
+            let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+            let mut buf = BytesMut::new();
+            let mut fed = 0;
+            let mut body_at = None;
+            let mut earlier = None;
+            let frame = loop {
+                buf.reserve(CHUNK);
+                let room = buf.capacity() - buf.len();
+                // A read takes what the peer has written so far: here
+                // 50 000 bytes at a time.
+                let n = room.min(wire.len() - fed).min(50_000);
+                buf.extend_from_slice(&wire[fed..fed + n]);
+                fed += n;
+                if earlier.is_none() {
+                    earlier = dec.decode(&mut buf).unwrap();
+                    assert!(earlier.is_some());
+                }
+                match dec.decode(&mut buf).unwrap() {
+                    Some(f) => break f,
+                    None => {
+                        if dec.in_frame() && body_at.is_none() {
+                            body_at = Some(buf.as_ptr() as usize);
+                        }
+                    }
+                }
+            };
+            assert_eq!(&frame.payload[..], &payload[..]);
+            assert_eq!(&earlier.unwrap().payload[..], b"earlier");
+            if let Some(at) = body_at {
+                assert_eq!(
+                    frame.payload.as_ptr() as usize,
+                    at,
+                    "a {len}-byte payload was moved after its header was read"
+                );
+            }
+        }
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub mod message;
 pub mod session;
 
 pub use error::{DecodeError, EncodeError, FrameError, SessionError};
-pub use frame::{Frame, FrameDecoder, HEADER_LEN};
+pub use frame::{Frame, FrameDecoder, HEADER_LEN, READ_AHEAD};
 pub use limits::{DEFAULT_MAX_FRAME, MAX_FDS_PER_FRAME, MIN_MAX_FRAME};
 pub use message::{
     Address, Endpoint, FD_FLAG, Goodbye, GoodbyeReason, Hello, Kind, MAGIC, Message,

@@ -693,15 +693,22 @@ fn no_trailing(p: &[u8], used: usize) -> Result<(), DecodeError> {
 }
 
 fn append_raw(body: Option<&Bytes>, out: &mut Vec<u8>, limit: usize) -> Result<(), EncodeError> {
-    if let Some(b) = body {
-        if out.len() + b.len() > limit {
-            return Err(EncodeError::TooLarge {
-                len: None,
-                max: limit,
-            });
-        }
-        out.extend_from_slice(b);
+    match body {
+        Some(b) => append_bytes(b, out, limit),
+        None => Ok(()),
     }
+}
+
+/// Appends `body` as it is (one copy, checked against `limit` before
+/// anything is reserved).
+fn append_bytes(body: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), EncodeError> {
+    if out.len().saturating_add(body.len()) > limit {
+        return Err(EncodeError::TooLarge {
+            len: None,
+            max: limit,
+        });
+    }
+    out.extend_from_slice(body);
     Ok(())
 }
 
@@ -742,6 +749,58 @@ fn encode_app<H: Serialize, T: Serialize + ?Sized>(
     write_frame_fds(kind, fds, max, out, |out, limit| {
         encode_into(head, out, limit)?;
         encode_into(body, out, limit)
+    })
+}
+
+/// Appends a `Request` frame for our request `id` whose application body
+/// is `body` itself, copied once into the frame with no serde work (the
+/// bytes of `Message::Request { id, body: RequestBody::App(body) }`).
+pub(crate) fn encode_app_request_bytes(
+    id: u64,
+    body: &[u8],
+    fds: usize,
+    max: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    encode_app_bytes(Kind::Request, &(id, RequestTag::App), body, fds, max, out)
+}
+
+/// Appends a `Response` frame answering the peer's request `id` whose
+/// application body is `body` itself (no serde work).
+pub(crate) fn encode_app_response_bytes(
+    id: u64,
+    body: &[u8],
+    fds: usize,
+    max: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    encode_app_bytes(Kind::Response, &(id, ResponseTag::App), body, fds, max, out)
+}
+
+/// Appends a `Notify` frame whose payload is `body` itself (no serde work).
+pub(crate) fn encode_notify_bytes(
+    body: &[u8],
+    fds: usize,
+    max: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    write_frame_fds(Kind::Notify, fds, max, out, |out, limit| {
+        append_bytes(body, out, limit)
+    })
+}
+
+/// Appends a frame of `kind` whose payload is `head`, then the raw `body`.
+fn encode_app_bytes<H: Serialize>(
+    kind: Kind,
+    head: &H,
+    body: &[u8],
+    fds: usize,
+    max: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    write_frame_fds(kind, fds, max, out, |out, limit| {
+        encode_into(head, out, limit)?;
+        append_bytes(body, out, limit)
     })
 }
 

@@ -59,7 +59,8 @@ use crate::limits::{
 };
 use crate::message::{
     FD_FLAG, Goodbye, GoodbyeReason, Hello, Kind, Message, PROTOCOL_VERSION, Ready, RequestBody,
-    ResponseBody, Role, encode_app_request, encode_app_response, encode_notify, encode_status,
+    ResponseBody, Role, encode_app_request, encode_app_request_bytes, encode_app_response,
+    encode_app_response_bytes, encode_notify, encode_notify_bytes, encode_status,
 };
 
 /// A decoded frame and the file descriptors that arrived with it, from
@@ -650,6 +651,20 @@ impl Session {
         Ok(self.sent_request(id))
     }
 
+    /// Queues an application request whose body is `body` as it is (no
+    /// serde work: the frame's payload is the request head, then these
+    /// bytes), announcing `fds` file descriptors (0 for none), and returns
+    /// its id.
+    ///
+    /// # Errors
+    /// As [`send_app_request_with_fds`](Self::send_app_request_with_fds).
+    pub fn send_app_request_bytes(&mut self, body: &[u8], fds: usize) -> Result<u64, SessionError> {
+        self.start_send()?;
+        let id = self.requests.next_id;
+        encode_app_request_bytes(id, body, fds, self.peer_max_frame(), &mut self.tx)?;
+        Ok(self.sent_request(id))
+    }
+
     /// Gives up waiting for our request `id`: a response that arrives later
     /// is dropped silently rather than treated as a protocol error.
     pub fn abandon_request(&mut self, id: u64) {
@@ -701,6 +716,24 @@ impl Session {
         Ok(())
     }
 
+    /// Queues an application answer to the peer's request `id` whose body
+    /// is `body` as it is (no serde work), announcing `fds` file
+    /// descriptors (0 for none).
+    ///
+    /// # Errors
+    /// As [`send_app_response_with_fds`](Self::send_app_response_with_fds).
+    pub fn send_app_response_bytes(
+        &mut self,
+        id: u64,
+        body: &[u8],
+        fds: usize,
+    ) -> Result<(), SessionError> {
+        self.start_response(id)?;
+        encode_app_response_bytes(id, body, fds, self.peer_max_frame(), &mut self.tx)?;
+        self.requests.to_answer.remove(&id);
+        Ok(())
+    }
+
     /// Queues a one-way application message.
     ///
     /// # Errors
@@ -722,6 +755,17 @@ impl Session {
     ) -> Result<(), SessionError> {
         self.start_send()?;
         encode_notify(body, fds, self.peer_max_frame(), &mut self.tx)?;
+        Ok(())
+    }
+
+    /// Queues a one-way application message whose payload is `body` as it
+    /// is (no serde work), announcing `fds` file descriptors (0 for none).
+    ///
+    /// # Errors
+    /// As [`send_notify_with_fds`](Self::send_notify_with_fds).
+    pub fn send_notify_bytes(&mut self, body: &[u8], fds: usize) -> Result<(), SessionError> {
+        self.start_send()?;
+        encode_notify_bytes(body, fds, self.peer_max_frame(), &mut self.tx)?;
         Ok(())
     }
 

@@ -48,13 +48,14 @@ use ::tokio::io::Interest;
 use ::tokio::io::unix::AsyncFd;
 use ::tokio::sync::{Notify, oneshot};
 use ::tokio::time::{Instant, Sleep};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use readyfd_proto::{Hello, Ready, RequestBody, ResponseBody, Role, Session, SessionError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::core::{
     ChannelOptions, Core, HIGH_WATER, ReadEnd, ReadStep, ShutdownPolicy, decode_response,
+    response_bytes,
 };
 use crate::error::{ChannelError, CloseReason};
 use crate::incoming::{Incoming, Responder};
@@ -502,6 +503,43 @@ impl Channel {
         .await
     }
 
+    /// Sends a one-way application message whose body is `body` as it is:
+    /// copied once into the frame, with no serde work and no length prefix
+    /// (PROTOCOL.md, section 4, "Application bodies"). The peer reads it
+    /// with [`Notification::body`](crate::Notification::body).
+    ///
+    /// # Cancel safety
+    /// As [`notify`](Self::notify).
+    ///
+    /// # Errors
+    /// As [`notify`](Self::notify).
+    pub async fn notify_bytes(&self, body: &[u8]) -> Result<(), ChannelError> {
+        self.notify_bytes_with_fds(body, Vec::new()).await
+    }
+
+    /// [`notify_bytes`](Self::notify_bytes) with `fds`, as
+    /// [`notify_with_fds`](Self::notify_with_fds).
+    ///
+    /// # Cancel safety
+    /// As [`notify_with_fds`](Self::notify_with_fds).
+    ///
+    /// # Errors
+    /// As [`notify_with_fds`](Self::notify_with_fds). On any error the fds
+    /// are closed.
+    pub async fn notify_bytes_with_fds(
+        &self,
+        body: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), ChannelError> {
+        self.send_with(|st| {
+            let unsent = st.out.len() - st.out_pos;
+            Ok(st
+                .core
+                .queue_with_fds(unsent, fds, |s, n| s.send_notify_bytes(body, n))?)
+        })
+        .await
+    }
+
     /// Sends an application request and waits for its answer, decoded as
     /// `Resp`. Waits as long as the peer is there: bound it with
     /// [`request_timeout`](Self::request_timeout) or
@@ -576,6 +614,66 @@ impl Channel {
         Resp: DeserializeOwned,
     {
         match ::tokio::time::timeout(timeout, self.request(req)).await {
+            Ok(r) => r,
+            Err(_) => Err(ChannelError::Timeout(timeout)),
+        }
+    }
+
+    /// Sends an application request whose body is `body` as it is (copied
+    /// once into the frame, no serde work, no length prefix), and waits for
+    /// the answer's body as it arrived: a [`Bytes`] that is a slice of the
+    /// answer's frame, not a copy of it. An answer without a body (`Ok`) is
+    /// empty; a typed answer comes as its encoding.
+    ///
+    /// # Cancel safety
+    /// As [`request`](Self::request).
+    ///
+    /// # Errors
+    /// [`ChannelError::Remote`] when the peer failed it,
+    /// [`ChannelError::Encode`] when `body` does not fit the peer's maximum
+    /// frame, [`ChannelError::Closed`] when the peer goes away first.
+    pub async fn request_bytes(&self, body: &[u8]) -> Result<Bytes, ChannelError> {
+        let (body, _fds) = self
+            .call(Vec::new(), |s, _| s.send_app_request_bytes(body, 0))
+            .await?;
+        response_bytes(body)
+    }
+
+    /// [`request_bytes`](Self::request_bytes), handing the peer `fds` with
+    /// the request and returning the fds it sent with its answer, as
+    /// [`request_with_fds`](Self::request_with_fds).
+    ///
+    /// # Cancel safety
+    /// As [`request_with_fds`](Self::request_with_fds).
+    ///
+    /// # Errors
+    /// As [`request_with_fds`](Self::request_with_fds).
+    pub async fn request_bytes_with_fds(
+        &self,
+        body: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<(Bytes, Vec<OwnedFd>), ChannelError> {
+        let (body, fds) = self
+            .call(fds, |s, n| s.send_app_request_bytes(body, n))
+            .await?;
+        Ok((response_bytes(body)?, fds))
+    }
+
+    /// [`request_bytes`](Self::request_bytes) with a bound, as
+    /// [`request_timeout`](Self::request_timeout).
+    ///
+    /// # Cancel safety
+    /// As [`request`](Self::request).
+    ///
+    /// # Errors
+    /// As [`request_bytes`](Self::request_bytes), plus
+    /// [`ChannelError::Timeout`].
+    pub async fn request_bytes_timeout(
+        &self,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Bytes, ChannelError> {
+        match ::tokio::time::timeout(timeout, self.request_bytes(body)).await {
             Ok(r) => r,
             Err(_) => Err(ChannelError::Timeout(timeout)),
         }

@@ -10,8 +10,10 @@
 //! the input length, the bounds are built from three facts:
 //!
 //! - byte buffers (`BytesMut` read buffers, `Vec` write buffers) hold at most
-//!   one frame plus unread input, and amortised growth at most doubles them:
-//!   `2 * (max + HEADER_LEN + n)`;
+//!   one frame plus unread input, with `READ_AHEAD` bytes of room beyond an
+//!   incomplete frame (the frame decoder leaves it so that a driver's reads
+//!   never move a partial payload), and amortised growth at most doubles
+//!   them: `2 * (max + HEADER_LEN + READ_AHEAD + n)`;
 //! - bincode's decode limit is the smallest power of two at least the
 //!   payload length (`proto/src/codec.rs`), and a `String` that claims up to
 //!   that limit gets its zeroed buffer before the read runs out of payload:

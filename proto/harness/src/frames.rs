@@ -3,7 +3,7 @@
 
 use bytes::BytesMut;
 use readyfd_proto::frame::encode_frame;
-use readyfd_proto::{FrameDecoder, FrameError, HEADER_LEN};
+use readyfd_proto::{FrameDecoder, FrameError, HEADER_LEN, READ_AHEAD};
 
 use crate::alloc::{LimitGuard, SLACK};
 
@@ -28,7 +28,8 @@ pub fn frame_decoder(data: &[u8]) {
         return;
     };
     let max = FRAME_MAXES[usize::from(a & 7)];
-    let _limit = LimitGuard::set(2 * (max as usize + HEADER_LEN + input.len()) + SLACK);
+    let _limit =
+        LimitGuard::set(2 * (max as usize + HEADER_LEN + READ_AHEAD + input.len()) + SLACK);
     let whole = run_frames(input, max, &mut std::iter::empty());
     let bytewise = run_frames(input, max, &mut std::iter::repeat(1));
     assert_eq!(

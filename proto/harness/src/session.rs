@@ -8,8 +8,8 @@ use bytes::BytesMut;
 use readyfd_proto::codec::encode_body;
 use readyfd_proto::{
     DEFAULT_MAX_FRAME, EncodeError, Eof, FrameError, Goodbye, HEADER_LEN, MAX_FDS_PER_FRAME,
-    MIN_MAX_FRAME, Message, PROTOCOL_VERSION, RemoteError, RequestBody, ResponseBody, Role,
-    Session, SessionConfig, SessionError,
+    MIN_MAX_FRAME, Message, PROTOCOL_VERSION, READ_AHEAD, RemoteError, RequestBody, ResponseBody,
+    Role, Session, SessionConfig, SessionError,
 };
 
 use crate::alloc::{DECODE_EXPANSION, LimitGuard, SLACK};
@@ -77,8 +77,9 @@ pub fn session(data: &[u8]) {
         .map(|c| c.max_frame as usize)
         .max()
         .unwrap_or(0);
-    let _limit =
-        LimitGuard::set(DECODE_EXPANSION * (biggest + HEADER_LEN + FLUSH_AT + data.len()) + SLACK);
+    let _limit = LimitGuard::set(
+        DECODE_EXPANSION * (biggest + HEADER_LEN + READ_AHEAD + FLUSH_AT + data.len()) + SLACK,
+    );
     let mut sides = [
         Side::new(Role::Parent, 100, configs[0]),
         Side::new(Role::Child, 200, configs[1]),

@@ -7,6 +7,7 @@ mod async_roles;
 #[allow(dead_code)] // the child uses the types, not the parent's loop
 #[path = "../../../examples/bootstrap/serve.rs"]
 mod bootstrap;
+mod bytes_roles;
 mod drop_roles;
 mod fd_roles;
 #[path = "../../../examples/handover.rs"]
@@ -41,6 +42,7 @@ fn main() {
                 std::process::exit(1);
             }
         }
+        r if r.starts_with("bytes-") => bytes_roles::run(r, &args),
         #[cfg(feature = "tokio")]
         r if r.starts_with("async-") => async_roles::run(r, &args),
         _ => native::run(role, &args),
