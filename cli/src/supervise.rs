@@ -866,10 +866,14 @@ impl<'a> Supervisor<'a> {
         let mut status = self.child()?.try_wait()?;
         if status.is_none() && ask_first && self.term_sent.is_none() {
             // A stopped program (SIGSTOP, Ctrl-Z) could not answer: it is
-            // continued first, as it would be after SIGTERM.
-            if pidfd::parent_and_state(self.pid).is_some_and(|(_, st)| st == 'T' || st == 't') {
-                self.group.signal(Signal::SIGCONT);
-            }
+            // continued first, as it would be after SIGTERM. Always, not
+            // only when /proc shows it stopped: a stop signal sent just
+            // before (a `kill -STOP` by CMD as it exited) may not have
+            // taken effect yet, and would stop it right after our request.
+            // SIGCONT cancels a pending or half-taken stop (the kernel
+            // discards it), and does nothing to a running program but run
+            // its SIGCONT handler if it has one.
+            self.group.signal(Signal::SIGCONT);
             // Served meanwhile: a child flooding the channel can still
             // read the request and acknowledge it.
             let acknowledged = self.serving(|_, ch| {
