@@ -275,7 +275,7 @@ impl Inner {
             // A thread without a waker of its own (none could be made)
             // sleeps, and the I/O thread reads for it.
             let waker = if st.reader == Reader::Io && self.may_read(&st) {
-                thread_waker()
+                take_waker()
             } else {
                 None
             };
@@ -289,6 +289,8 @@ impl Inner {
                 st.reader = Reader::Io;
                 st.reader_waker = None;
                 self.sync_interest(&mut st);
+                // Nobody wakes it any more: its next user may have it.
+                give_back_waker(waker);
                 // A thread that waited meanwhile may read now.
                 self.notify(&st);
                 if let Some(t) = led {
@@ -1052,7 +1054,13 @@ struct Running {
     reactor: Arc<Reactor>,
     thread: JoinHandle<()>,
     channels: usize,
+    /// Idle wakers for reading callers (see [`take_waker`]).
+    wakers: Vec<Arc<sys::Waker>>,
 }
+
+/// Idle wakers kept for reading callers beyond which one given back is
+/// closed.
+const IDLE_WAKERS: usize = 4;
 
 /// The one I/O thread of the process, shared by every blocking channel: one
 /// epoll over every channel's socket (as each channel's
@@ -1100,6 +1108,7 @@ impl Reactor {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let wake = sys::Waker::new()?;
         epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TAG_WAKE))?;
+        let first_waker = sys::Waker::new()?;
         let reactor = Arc::new(Reactor {
             epoll,
             wake,
@@ -1118,6 +1127,9 @@ impl Reactor {
             reactor: Arc::clone(&reactor),
             thread,
             channels: 1,
+            // One made up front: a process with one channel then has all
+            // the fds it will have before its first wait.
+            wakers: vec![Arc::new(first_waker)],
         });
         Ok(reactor)
     }
@@ -1267,14 +1279,31 @@ fn release_idle(rbuf: &mut BytesMut) {
     }
 }
 
-/// This thread's waker, for [`Inner::wait_for`]'s reading caller: one
-/// eventfd per thread that ever reads a channel, not one per channel.
-/// `None` when it cannot be made (no fd left) or the thread is ending.
-fn thread_waker() -> Option<Arc<sys::Waker>> {
-    thread_local! {
-        static WAKER: Option<Arc<sys::Waker>> = sys::Waker::new().ok().map(Arc::new);
+/// A waker for [`Inner::wait_for`]'s reading caller, from the reactor's
+/// idle ones (or a new one): there are as many as channels being read by a
+/// caller at once, not one per channel nor per thread, and none once no
+/// channel is left. `None` when none can be made (no fd left): the caller
+/// then sleeps and the I/O thread reads for it. A waker comes back with a
+/// wake-up perhaps still pending: its next user just looks once more.
+fn take_waker() -> Option<Arc<sys::Waker>> {
+    if let Some(w) = Reactor::shared().as_mut().and_then(|r| r.wakers.pop()) {
+        return Some(w);
     }
-    WAKER.try_with(Clone::clone).ok().flatten()
+    sys::Waker::new().ok().map(Arc::new)
+}
+
+/// Gives a waker back for the next reading caller (closed if enough are
+/// idle, or once no channel is left).
+fn give_back_waker(w: Arc<sys::Waker>) {
+    let mut shared = Reactor::shared();
+    if let Some(r) = shared.as_mut() {
+        if r.wakers.len() < IDLE_WAKERS {
+            r.wakers.push(w);
+            return;
+        }
+    }
+    drop(shared);
+    drop(w);
 }
 
 /// The I/O thread's reading: until the socket is drained (or a bound of
