@@ -1440,6 +1440,41 @@ mod tests {
         });
     }
 
+    /// Answers every request with the length of its body, until the
+    /// channel closes.
+    fn serve_lengths(ch: &Channel) {
+        while let Ok(m) = ch.recv() {
+            if let Incoming::Request(r) = m {
+                let body: Vec<u8> = r.decode().unwrap();
+                r.respond(&(body.len() as u64)).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn both_sides_writing_8_mib_at_once_do_not_deadlock() {
+        // Each requester writes its whole frame itself, blocking while the
+        // socket is full: the other side's I/O thread must keep reading
+        // meanwhile, or both would wait for room forever.
+        const LEN: usize = 8 << 20;
+        let (a, b) = sys::stream_pair().unwrap();
+        let parent = Channel::start(a, Role::Parent, None, ChannelOptions::default()).unwrap();
+        let child = Channel::start(b, Role::Child, None, ChannelOptions::default()).unwrap();
+        let body = &vec![7u8; LEN];
+        std::thread::scope(|s| {
+            let (p, c) = (parent.clone(), child.clone());
+            s.spawn(move || serve_lengths(&p));
+            s.spawn(move || serve_lengths(&c));
+            let (p, c) = (&parent, &child);
+            let from_parent = s.spawn(move || p.request_timeout::<_, u64>(body, BOUND));
+            let from_child = s.spawn(move || c.request_timeout::<_, u64>(body, BOUND));
+            assert_eq!(from_parent.join().unwrap().unwrap(), LEN as u64);
+            assert_eq!(from_child.join().unwrap().unwrap(), LEN as u64);
+            parent.close();
+            child.close();
+        });
+    }
+
     #[test]
     fn after_a_reading_wait_times_out_the_io_thread_reads_again() {
         let (ours, peer) = sys::stream_pair().unwrap();
