@@ -320,10 +320,11 @@ impl Inner {
         waker: &sys::Waker,
         check: &mut impl FnMut(&mut State) -> Option<T>,
     ) -> Option<T> {
+        lend_spare(&mut self.lock_rbuf());
         let r = self.lead_inner(deadline, waker, check);
-        // The read buffer is allocated while reading only: an idle channel
-        // holds none (a thousand channels must not hold 64 KiB each).
-        release_idle(&mut self.lock_rbuf());
+        // The read buffer is held while reading only: an idle channel holds
+        // none (a thousand channels must not hold 64 KiB each).
+        keep_spare(&mut self.lock_rbuf());
         r
     }
 
@@ -1248,8 +1249,9 @@ fn on_socket(inner: &Arc<Inner>, sock: EpollFlags) {
         // Unless a waiting caller has become the reader meanwhile, or
         // is reading right now (it reads until the socket is empty).
         if let Ok(mut rbuf) = inner.rbuf.try_lock() {
+            lend_spare(&mut rbuf);
             read_available(inner, &mut rbuf, false);
-            release_idle(&mut rbuf);
+            keep_spare(&mut rbuf);
         }
     }
 }
@@ -1264,18 +1266,42 @@ fn on_exit(inner: &Arc<Inner>) {
     // wins.
     {
         let mut rbuf = inner.lock_rbuf();
+        lend_spare(&mut rbuf);
         read_available(inner, &mut rbuf, true);
-        release_idle(&mut rbuf);
+        keep_spare(&mut rbuf);
     }
     let mut st = inner.lock();
     st.core.child_exited = true;
     inner.wake_waiters(&st);
 }
 
-/// Frees a read buffer that holds nothing: an idle channel holds none.
-fn release_idle(rbuf: &mut BytesMut) {
+/// The largest read buffer a thread keeps for its next read.
+const MAX_SPARE: usize = 4 * 1024 * 1024;
+
+thread_local! {
+    /// The read buffer this thread used last, kept for its next read of
+    /// any channel: a channel holds a read buffer only while it is being
+    /// read or holds part of a frame, and a thread that reads one message
+    /// after another (a caller's round trips, the I/O thread) does not
+    /// allocate (nor, for a large frame, fault in) a buffer each time.
+    static SPARE: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// Gives a channel that holds no read buffer this thread's spare one.
+fn lend_spare(rbuf: &mut BytesMut) {
+    if rbuf.capacity() == 0 {
+        let _ = SPARE.try_with(|s| std::mem::swap(rbuf, &mut s.borrow_mut()));
+    }
+}
+
+/// Takes a read buffer that holds nothing from its channel, as this
+/// thread's spare (freed if too large to keep).
+fn keep_spare(rbuf: &mut BytesMut) {
     if rbuf.is_empty() && rbuf.capacity() > 0 {
-        *rbuf = BytesMut::new();
+        let buf = std::mem::take(rbuf);
+        if buf.capacity() <= MAX_SPARE {
+            let _ = SPARE.try_with(|s| *s.borrow_mut() = buf);
+        }
     }
 }
 
