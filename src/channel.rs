@@ -1,16 +1,33 @@
 //! The blocking channel: one type for both ends of a native readyfd session.
 //!
-//! A [`Channel`] owns one AF_UNIX stream socket and one I/O thread. Input
-//! is read by a thread that waits for it (a caller waiting for its answer,
-//! for the next message, or for `Ready` reads the socket itself, so a
-//! message costs one wake-up, as with a plain blocking read), and by the I/O
-//! thread while no caller waits. Whoever reads decodes frames, answers
-//! `Ping`, routes each `Response` to the thread waiting for it, and queues
-//! the peer's requests and notifications for [`Channel::recv`]. Sends are
-//! made by the calling thread directly while the socket has room (one `send`
-//! per batch of frames, with `MSG_NOSIGNAL`); when it has not, the I/O thread
-//! takes over the rest, so no thread ever blocks in `send` while holding up
-//! reads, and frames never interleave on the wire.
+//! A [`Channel`] owns one AF_UNIX stream socket (and, in a parent, the
+//! child's pidfd). Every blocking channel of the process is served by one
+//! shared I/O thread (the *reactor*: one epoll over every channel's socket
+//! and pidfd), started by the first channel and stopped, and joined, when
+//! the last one is dropped: a thousand channels cost one thread, no fd
+//! beyond their sockets and pidfds, and no read buffer while idle.
+//!
+//! Input is read by a thread that waits for it (a caller waiting for its
+//! answer, for the next message, or for `Ready` reads the socket itself, so
+//! a message costs one wake-up, as with a plain blocking read), and by the
+//! I/O thread while no caller waits. That caller sleeps in `poll` on the
+//! socket and on a waker (an eventfd) taken from a small pool that the
+//! reactor keeps (as many as channels read by a caller at once; one made up
+//! front), so that a local close, a failed write or the child's exit ends
+//! its wait too. Whoever reads decodes frames, answers `Ping`, routes each
+//! `Response` to the thread waiting for it, and queues the peer's requests
+//! and notifications for [`Channel::recv`]. A read buffer moves with the
+//! thread that reads (a per-thread spare): a channel holds one only while
+//! it is read or holds part of a frame.
+//!
+//! Sends are made by the calling thread directly while the socket has room
+//! (one `send` per batch of frames, with `MSG_NOSIGNAL`). When it has not,
+//! a caller that is going to wait for an answer anyway (`request`, `ping`,
+//! `shutdown`) waits in `poll` for room and writes the whole frame itself,
+//! up to its deadline; any other sender hands the rest to the I/O thread.
+//! Either way no thread blocks while holding a lock, reads go on meanwhile
+//! (so two peers writing large frames at each other do not deadlock), and
+//! frames never interleave on the wire.
 //!
 //! Memory is bounded on both paths: senders wait while more than
 //! [`HIGH_WATER`] bytes are queued for the peer, and reading stops while
@@ -472,9 +489,10 @@ impl Inner {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if let (Writer::Caller, Some(deadline)) = (st.writer, wait) {
-                        if !deadline.is_some_and(|d| Instant::now() >= d) {
+                        if deadline.is_none_or(|d| Instant::now() < d) {
                             drop(st);
-                            let room = sys::wait_fd(self.sock.as_fd(), PollFlags::POLLOUT, deadline);
+                            let room =
+                                sys::wait_fd(self.sock.as_fd(), PollFlags::POLLOUT, deadline);
                             st = self.lock();
                             if matches!(room, Ok(r) if !r.is_empty()) {
                                 continue;
@@ -508,17 +526,20 @@ impl Inner {
 
 /// One end of a native readyfd channel.
 ///
-/// A `Channel` owns one AF_UNIX stream socket and one I/O thread. A thread
-/// that waits for input (an answer, the next message, `Ready`) reads the
-/// socket itself while no other thread does, so each message costs one
-/// wake-up; the I/O thread reads while nobody waits, so `Ping` is answered
-/// and a `Shutdown` seen whatever the application is doing. Whoever reads
-/// decodes frames, answers `Ping`, routes each response to the thread
-/// waiting for it, and queues the peer's requests and notifications for
-/// [`recv`](Self::recv). Sends are made by the calling
-/// thread directly while the socket has room (with `MSG_NOSIGNAL`); when it
-/// has not, the I/O thread writes the rest, so frames never interleave and
-/// no thread blocks in `send` while reads are held up. Memory is bounded
+/// A `Channel` owns one AF_UNIX stream socket; one I/O thread, shared by
+/// every blocking channel of the process (started by the first, ended with
+/// the last), serves it. A thread that waits for input (an answer, the
+/// next message, `Ready`) reads the socket itself while no other thread
+/// does, so each message costs one wake-up; the I/O thread reads while
+/// nobody waits, so `Ping` is answered and a `Shutdown` seen whatever the
+/// application is doing. Whoever reads decodes frames, answers `Ping`,
+/// routes each response to the thread waiting for it, and queues the peer's
+/// requests and notifications for [`recv`](Self::recv). Sends are made by
+/// the calling thread directly while the socket has room (with
+/// `MSG_NOSIGNAL`); when it has not, a requester writes the rest of its
+/// request itself as the peer makes room, and any other sender leaves it to
+/// the I/O thread, so frames never interleave and reads are never held up.
+/// Memory is bounded
 /// both ways: senders wait while more than [`HIGH_WATER`] bytes are queued,
 /// and reading pauses while [`MAX_INCOMING`](crate::limits::MAX_INCOMING) messages wait to be taken.
 ///
@@ -527,7 +548,8 @@ impl Inner {
 /// [`recv`](Self::recv) while the owner waits for `Ready` or does other
 /// work. Only the original (the one [`ReadyChild`](crate::ReadyChild) or
 /// [`Parent`](crate::Parent) holds) owns the channel: dropping it says
-/// `Goodbye` to the peer, closes the socket and stops its I/O thread, and
+/// `Goodbye` to the peer, closes the socket and takes it from the I/O
+/// thread (ending that thread if it was the last channel), and
 /// from then on every handle's calls fail with [`ChannelError::Closed`] (a
 /// thread blocked in [`recv`](Self::recv) returns it at once, so a serving
 /// loop `while let Ok(m) = ch.recv() { .. }` ends without polling).
@@ -572,7 +594,8 @@ impl fmt::Debug for Channel {
 
 impl Channel {
     /// Starts a channel over a connected AF_UNIX stream socket: queues our
-    /// `Hello` and starts the I/O thread. `pidfd`, for a parent, is watched
+    /// `Hello` and hands the channel to the shared I/O thread (started if
+    /// this is the only channel). `pidfd`, for a parent, is watched
     /// so that a child's death is seen at once.
     pub(crate) fn start(
         sock: OwnedFd,

@@ -28,5 +28,9 @@ fn two_hundred_blocking_channels_use_one_io_thread_which_ends_with_the_last() {
         assert!(stopped_cleanly(status), "{status:?}");
     }
     // The last channel's drop joins the thread: no waiting needed.
-    assert_eq!(threads(), before, "the I/O thread outlived the last channel");
+    assert_eq!(
+        threads(),
+        before,
+        "the I/O thread outlived the last channel"
+    );
 }
