@@ -1,16 +1,33 @@
 //! The blocking channel: one type for both ends of a native readyfd session.
 //!
-//! A [`Channel`] owns one AF_UNIX stream socket and one I/O thread. Input
-//! is read by a thread that waits for it (a caller waiting for its answer,
-//! for the next message, or for `Ready` reads the socket itself, so a
-//! message costs one wake-up, as with a plain blocking read), and by the I/O
-//! thread while no caller waits. Whoever reads decodes frames, answers
-//! `Ping`, routes each `Response` to the thread waiting for it, and queues
-//! the peer's requests and notifications for [`Channel::recv`]. Sends are
-//! made by the calling thread directly while the socket has room (one `send`
-//! per batch of frames, with `MSG_NOSIGNAL`); when it has not, the I/O thread
-//! takes over the rest, so no thread ever blocks in `send` while holding up
-//! reads, and frames never interleave on the wire.
+//! A [`Channel`] owns one AF_UNIX stream socket (and, in a parent, the
+//! child's pidfd). Every blocking channel of the process is served by one
+//! shared I/O thread (the *reactor*: one epoll over every channel's socket
+//! and pidfd), started by the first channel and stopped, and joined, when
+//! the last one is dropped: a thousand channels cost one thread, no fd
+//! beyond their sockets and pidfds, and no read buffer while idle.
+//!
+//! Input is read by a thread that waits for it (a caller waiting for its
+//! answer, for the next message, or for `Ready` reads the socket itself, so
+//! a message costs one wake-up, as with a plain blocking read), and by the
+//! I/O thread while no caller waits. That caller sleeps in `poll` on the
+//! socket and on a waker (an eventfd) taken from a small pool that the
+//! reactor keeps (as many as channels read by a caller at once; one made up
+//! front), so that a local close, a failed write or the child's exit ends
+//! its wait too. Whoever reads decodes frames, answers `Ping`, routes each
+//! `Response` to the thread waiting for it, and queues the peer's requests
+//! and notifications for [`Channel::recv`]. A read buffer moves with the
+//! thread that reads (a per-thread spare): a channel holds one only while
+//! it is read or holds part of a frame.
+//!
+//! Sends are made by the calling thread directly while the socket has room
+//! (one `send` per batch of frames, with `MSG_NOSIGNAL`). When it has not,
+//! a caller that is going to wait for an answer anyway (`request`, `ping`,
+//! `shutdown`) waits in `poll` for room and writes the whole frame itself,
+//! up to its deadline; any other sender hands the rest to the I/O thread.
+//! Either way no thread blocks while holding a lock, reads go on meanwhile
+//! (so two peers writing large frames at each other do not deadlock), and
+//! frames never interleave on the wire.
 //!
 //! Memory is bounded on both paths: senders wait while more than
 //! [`HIGH_WATER`] bytes are queued for the peer, and reading stops while
@@ -21,6 +38,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -76,10 +94,9 @@ enum Reader {
     Caller,
 }
 
-/// `epoll` tags of the I/O thread's fds.
-const TAG_WAKE: u64 = 0;
-const TAG_SOCK: u64 = 1;
-const TAG_PID: u64 = 2;
+/// The `epoll` tag of the shared I/O thread's own waker. A channel's
+/// socket is tagged `id << 1`, its pidfd `id << 1 | 1`.
+const TAG_WAKE: u64 = u64::MAX;
 
 struct State {
     /// What the blocking and the tokio channel share.
@@ -100,6 +117,9 @@ struct State {
     /// Threads asleep on the condition variable (so that nobody pays for a
     /// notification nobody waits for).
     sleepers: usize,
+    /// The waker of the caller that reads the socket (see [`Reader`]):
+    /// that thread's own, set while it reads.
+    reader_waker: Option<Arc<sys::Waker>>,
 }
 
 impl State {
@@ -118,14 +138,11 @@ impl State {
 
 pub(crate) struct Inner {
     sock: OwnedFd,
-    /// Wakes the I/O thread (to stop).
-    wake: sys::Waker,
-    /// Wakes the caller that reads the socket, when something other than
-    /// input ends its wait (a local close, a failed write, the child's exit).
-    reader_wake: sys::Waker,
-    /// The I/O thread's epoll: `wake`, the pidfd, and the socket as
-    /// [`Inner::sync_interest`] registers it.
-    epoll: Epoll,
+    /// The shared I/O thread that serves this channel: its epoll watches
+    /// the pidfd, and the socket as [`Inner::sync_interest`] registers it.
+    reactor: Arc<Reactor>,
+    /// This channel's number with the reactor (its epoll tags).
+    id: u64,
     pidfd: Option<OwnedFd>,
     /// The bytes read and not yet decoded. Held by whoever reads the socket,
     /// across the read and the decoding, so input is handled in order; it is
@@ -188,8 +205,8 @@ impl Inner {
     /// changes that are not input (a close, a failed write, an exit).
     fn wake_waiters(&self, st: &State) {
         self.notify(st);
-        if st.reader == Reader::Caller {
-            self.reader_wake.wake();
+        if let (Reader::Caller, Some(w)) = (st.reader, &st.reader_waker) {
+            w.wake();
         }
     }
 
@@ -211,6 +228,11 @@ impl Inner {
     /// a plain registration would spin; and `EPOLL_CTL_MOD` costs less than
     /// taking the socket out and putting it back (which allocates).
     fn sync_interest(&self, st: &mut State) {
+        if st.stop {
+            // The channel has left the reactor (or is leaving it): it must
+            // not come back under a tag nobody serves.
+            return;
+        }
         let mut want = EpollFlags::empty();
         if st.reader == Reader::Io && self.may_read(st) {
             want |= EpollFlags::EPOLLIN;
@@ -226,12 +248,15 @@ impl Inner {
         } else {
             want
         };
+        let tag = self.id << 1;
         let r = if st.registered.is_none() {
-            self.epoll
-                .add(self.sock.as_fd(), EpollEvent::new(flags, TAG_SOCK))
+            self.reactor
+                .epoll
+                .add(self.sock.as_fd(), EpollEvent::new(flags, tag))
         } else {
-            self.epoll
-                .modify(self.sock.as_fd(), &mut EpollEvent::new(flags, TAG_SOCK))
+            self.reactor
+                .epoll
+                .modify(self.sock.as_fd(), &mut EpollEvent::new(flags, tag))
         };
         match r {
             Ok(()) => st.registered = Some(want),
@@ -264,14 +289,25 @@ impl Inner {
             if let Some(t) = check(&mut st) {
                 return Ok(t);
             }
-            if st.reader == Reader::Io && self.may_read(&st) {
+            // A thread without a waker of its own (none could be made)
+            // sleeps, and the I/O thread reads for it.
+            let waker = if st.reader == Reader::Io && self.may_read(&st) {
+                take_waker()
+            } else {
+                None
+            };
+            if let Some(waker) = waker {
                 st.reader = Reader::Caller;
+                st.reader_waker = Some(Arc::clone(&waker));
                 self.sync_interest(&mut st);
                 drop(st);
-                let led = self.lead(deadline, &mut check);
+                let led = self.lead(deadline, &waker, &mut check);
                 st = self.lock();
                 st.reader = Reader::Io;
+                st.reader_waker = None;
                 self.sync_interest(&mut st);
+                // Nobody wakes it any more: its next user may have it.
+                give_back_waker(waker);
                 // A thread that waited meanwhile may read now.
                 self.notify(&st);
                 if let Some(t) = led {
@@ -298,6 +334,21 @@ impl Inner {
     fn lead<T>(
         self: &Arc<Self>,
         deadline: Option<Instant>,
+        waker: &sys::Waker,
+        check: &mut impl FnMut(&mut State) -> Option<T>,
+    ) -> Option<T> {
+        lend_spare(&mut self.lock_rbuf());
+        let r = self.lead_inner(deadline, waker, check);
+        // The read buffer is held while reading only: an idle channel holds
+        // none (a thousand channels must not hold 64 KiB each).
+        keep_spare(&mut self.lock_rbuf());
+        r
+    }
+
+    fn lead_inner<T>(
+        self: &Arc<Self>,
+        deadline: Option<Instant>,
+        waker: &sys::Waker,
         check: &mut impl FnMut(&mut State) -> Option<T>,
     ) -> Option<T> {
         // The first look reads nothing: `poll` says at once if input is
@@ -337,14 +388,14 @@ impl Inner {
             }
             let mut fds = [
                 PollFd::new(self.sock.as_fd(), PollFlags::POLLIN),
-                PollFd::new(self.reader_wake.as_fd(), PollFlags::POLLIN),
+                PollFd::new(waker.as_fd(), PollFlags::POLLIN),
             ];
             match sys::poll_until(&mut fds, deadline) {
                 Ok(0) => return None,
                 Ok(_) => {
                     readable = true;
                     if fds[1].revents().is_some_and(|r| !r.is_empty()) {
-                        self.reader_wake.drain();
+                        waker.drain();
                     }
                 }
                 Err(e) => {
@@ -362,7 +413,33 @@ impl Inner {
     /// Writes what is queued, as `who`. Returns with the lock held.
     /// A caller hands over to the I/O thread when the socket is full; the
     /// I/O thread keeps the role until everything is out.
-    fn flush<'a>(&'a self, mut st: MutexGuard<'a, State>, who: Writer) -> MutexGuard<'a, State> {
+    fn flush<'a>(&'a self, st: MutexGuard<'a, State>, who: Writer) -> MutexGuard<'a, State> {
+        self.flush_until(st, who, None)
+    }
+
+    /// [`flush`](Self::flush) by a caller that is going to wait anyway (for
+    /// the answer to the request it queued): while the socket is full it
+    /// waits in `poll` for room, until `deadline`, and writes the rest
+    /// itself, instead of handing it to the I/O thread (a large message
+    /// then costs no hand-over and no wake-up of another thread). Reads are
+    /// not held up meanwhile: this thread holds no lock while it waits, and
+    /// the I/O thread (or another waiting caller) reads, so two peers that
+    /// both write large frames at once do not deadlock. At the deadline the
+    /// I/O thread takes over what is left, as with `flush`.
+    fn flush_waiting<'a>(
+        &'a self,
+        st: MutexGuard<'a, State>,
+        deadline: Option<Instant>,
+    ) -> MutexGuard<'a, State> {
+        self.flush_until(st, Writer::Caller, Some(deadline))
+    }
+
+    fn flush_until<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        who: Writer,
+        wait: Option<Option<Instant>>,
+    ) -> MutexGuard<'a, State> {
         match (st.writer, who) {
             (Writer::Idle, _) => st.writer = who,
             (Writer::Io, Writer::Io) => {}
@@ -411,6 +488,17 @@ impl Inner {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let (Writer::Caller, Some(deadline)) = (st.writer, wait) {
+                        if deadline.is_none_or(|d| Instant::now() < d) {
+                            drop(st);
+                            let room =
+                                sys::wait_fd(self.sock.as_fd(), PollFlags::POLLOUT, deadline);
+                            st = self.lock();
+                            if matches!(room, Ok(r) if !r.is_empty()) {
+                                continue;
+                            }
+                        }
+                    }
                     if st.writer == Writer::Caller {
                         // The I/O thread writes the rest when there is room:
                         // registering that is all it takes to tell it.
@@ -438,17 +526,20 @@ impl Inner {
 
 /// One end of a native readyfd channel.
 ///
-/// A `Channel` owns one AF_UNIX stream socket and one I/O thread. A thread
-/// that waits for input (an answer, the next message, `Ready`) reads the
-/// socket itself while no other thread does, so each message costs one
-/// wake-up; the I/O thread reads while nobody waits, so `Ping` is answered
-/// and a `Shutdown` seen whatever the application is doing. Whoever reads
-/// decodes frames, answers `Ping`, routes each response to the thread
-/// waiting for it, and queues the peer's requests and notifications for
-/// [`recv`](Self::recv). Sends are made by the calling
-/// thread directly while the socket has room (with `MSG_NOSIGNAL`); when it
-/// has not, the I/O thread writes the rest, so frames never interleave and
-/// no thread blocks in `send` while reads are held up. Memory is bounded
+/// A `Channel` owns one AF_UNIX stream socket; one I/O thread, shared by
+/// every blocking channel of the process (started by the first, ended with
+/// the last), serves it. A thread that waits for input (an answer, the
+/// next message, `Ready`) reads the socket itself while no other thread
+/// does, so each message costs one wake-up; the I/O thread reads while
+/// nobody waits, so `Ping` is answered and a `Shutdown` seen whatever the
+/// application is doing. Whoever reads decodes frames, answers `Ping`,
+/// routes each response to the thread waiting for it, and queues the peer's
+/// requests and notifications for [`recv`](Self::recv). Sends are made by
+/// the calling thread directly while the socket has room (with
+/// `MSG_NOSIGNAL`); when it has not, a requester writes the rest of its
+/// request itself as the peer makes room, and any other sender leaves it to
+/// the I/O thread, so frames never interleave and reads are never held up.
+/// Memory is bounded
 /// both ways: senders wait while more than [`HIGH_WATER`] bytes are queued,
 /// and reading pauses while [`MAX_INCOMING`](crate::limits::MAX_INCOMING) messages wait to be taken.
 ///
@@ -457,7 +548,8 @@ impl Inner {
 /// [`recv`](Self::recv) while the owner waits for `Ready` or does other
 /// work. Only the original (the one [`ReadyChild`](crate::ReadyChild) or
 /// [`Parent`](crate::Parent) holds) owns the channel: dropping it says
-/// `Goodbye` to the peer, closes the socket and stops its I/O thread, and
+/// `Goodbye` to the peer, closes the socket and takes it from the I/O
+/// thread (ending that thread if it was the last channel), and
 /// from then on every handle's calls fail with [`ChannelError::Closed`] (a
 /// thread blocked in [`recv`](Self::recv) returns it at once, so a serving
 /// loop `while let Ok(m) = ch.recv() { .. }` ends without polling).
@@ -465,8 +557,6 @@ impl Inner {
 /// closes the channel for everyone.
 pub struct Channel {
     inner: Arc<Inner>,
-    /// The I/O thread: `Some` in the owner only.
-    thread: Option<JoinHandle<()>>,
     /// Whether this is the owner (dropping it closes the channel), not a
     /// handle made by `clone`.
     owner: bool,
@@ -478,7 +568,6 @@ impl Clone for Channel {
     fn clone(&self) -> Self {
         Channel {
             inner: Arc::clone(&self.inner),
-            thread: None,
             owner: false,
         }
     }
@@ -505,7 +594,8 @@ impl fmt::Debug for Channel {
 
 impl Channel {
     /// Starts a channel over a connected AF_UNIX stream socket: queues our
-    /// `Hello` and starts the I/O thread. `pidfd`, for a parent, is watched
+    /// `Hello` and hands the channel to the shared I/O thread (started if
+    /// this is the only channel). `pidfd`, for a parent, is watched
     /// so that a child's death is seen at once.
     pub(crate) fn start(
         sock: OwnedFd,
@@ -514,20 +604,15 @@ impl Channel {
         opts: ChannelOptions,
     ) -> io::Result<Channel> {
         sys::set_nonblocking(sock.as_fd(), true)?;
-        let wake = sys::Waker::new()?;
-        let reader_wake = sys::Waker::new()?;
-        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TAG_WAKE))?;
-        if let Some(p) = &pidfd {
-            epoll.add(p.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TAG_PID))?;
-        }
+        let reactor = Reactor::acquire()?;
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let inner = Arc::new(Inner {
             sock,
-            wake,
-            reader_wake,
-            epoll,
+            reactor: Arc::clone(&reactor),
+            id,
             pidfd,
-            rbuf: Mutex::new(BytesMut::with_capacity(READ_CHUNK)),
+            // Allocated when there is something to read (see `lead`).
+            rbuf: Mutex::new(BytesMut::new()),
             state: Mutex::new(State {
                 core: Core::new(role, opts.session),
                 out: Vec::new(),
@@ -539,40 +624,25 @@ impl Channel {
                 reader: Reader::Io,
                 registered: None,
                 sleepers: 0,
+                reader_waker: None,
             }),
             cond: Condvar::new(),
             policy: opts.shutdown,
             max_frame: opts.session.max_frame,
             limits: opts,
         });
+        // Served from now on: the socket is registered (by `flush`) only
+        // once the I/O thread can find the channel.
+        if let Err(e) = reactor.add(&inner) {
+            inner.lock().stop = true;
+            reactor.remove(&inner);
+            Reactor::release(&reactor);
+            return Err(e);
+        }
         // Send our Hello now: it costs nothing and lets a peer that waits
         // for it proceed.
         drop(inner.flush(inner.lock(), Writer::Caller));
-        let io = Arc::clone(&inner);
-        let thread = std::thread::Builder::new()
-            .name("readyfd-io".into())
-            .spawn(move || {
-                // The I/O thread must never leave waiters hanging: whatever
-                // ends it (a poll failure, a bug that panics), the channel is
-                // marked closed and everyone waiting is woken.
-                let outcome =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| io_loop(&io)));
-                let mut st = io.lock();
-                if matches!(st.core.read, ReadEnd::Open) && !st.stop {
-                    let why = match outcome {
-                        Ok(()) => "the channel's I/O thread stopped".to_string(),
-                        Err(_) => "the channel's I/O thread panicked".to_string(),
-                    };
-                    st.core.read =
-                        ReadEnd::Failed(CloseReason::Io(Arc::new(io::Error::other(why))));
-                }
-                io.wake_waiters(&st);
-            })?;
-        Ok(Channel {
-            inner,
-            thread: Some(thread),
-            owner: true,
-        })
+        Ok(Channel { inner, owner: true })
     }
 
     /// The peer's `Hello` (its pid and protocol version), once it arrived.
@@ -602,6 +672,19 @@ impl Channel {
         deadline: Option<Instant>,
         f: impl FnOnce(&mut State) -> Result<R, SessionError>,
     ) -> Result<R, ChannelError> {
+        self.send_as(deadline, false, f)
+    }
+
+    /// Queues a frame with `f` once there is room under [`HIGH_WATER`], and
+    /// writes it: as far as the socket takes it, the rest by the I/O
+    /// thread; or, for a caller that `waits` for an answer anyway, all of
+    /// it, by this thread (see [`Inner::flush_waiting`]).
+    fn send_as<R>(
+        &self,
+        deadline: Option<Instant>,
+        waits: bool,
+        f: impl FnOnce(&mut State) -> Result<R, SessionError>,
+    ) -> Result<R, ChannelError> {
         let mut st = self.inner.lock();
         loop {
             if let Some(r) = st.send_blocker() {
@@ -617,7 +700,11 @@ impl Channel {
             }
         }
         let r = f(&mut st)?;
-        drop(self.inner.flush(st, Writer::Caller));
+        if waits {
+            drop(self.inner.flush_waiting(st, deadline));
+        } else {
+            drop(self.inner.flush(st, Writer::Caller));
+        }
         Ok(r)
     }
 
@@ -892,7 +979,7 @@ impl Channel {
         fds: Vec<OwnedFd>,
         send: impl FnOnce(&mut Session, usize) -> Result<u64, SessionError>,
     ) -> Result<(ResponseBody, Vec<OwnedFd>), ChannelError> {
-        let id = self.send(deadline, |st| {
+        let id = self.send_as(deadline, true, |st| {
             let unsent = st.unsent;
             let id = st.core.queue_with_fds(unsent, fds, send)?;
             st.waiting.insert(id);
@@ -1026,10 +1113,10 @@ impl Drop for Channel {
             std::os::fd::AsRawFd::as_raw_fd(&self.inner.sock),
             nix::sys::socket::Shutdown::Both,
         );
-        self.inner.wake.wake();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // Once out of the reactor, the I/O thread never touches the
+        // channel again; the last channel out stops the thread.
+        self.inner.reactor.remove(&self.inner);
+        Reactor::release(&self.inner.reactor);
         // Whatever arrived meanwhile: dropped outside the lock (dropping an
         // IncomingRequest takes it).
         let late = self.inner.lock().core.peer.incoming.take();
@@ -1070,59 +1157,293 @@ fn send_on(
     Ok(())
 }
 
-// ---- the I/O thread -----------------------------------------------------------
+// ---- the shared I/O thread -----------------------------------------------------
 
-fn io_loop(inner: &Arc<Inner>) {
-    let mut events = [EpollEvent::empty(); 4];
-    loop {
-        {
-            let mut st = inner.lock();
-            if st.stop {
-                return;
+/// Numbers of channels with the reactor (their epoll tags).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The running reactor, if any, and how many channels it serves.
+static SHARED: Mutex<Option<Running>> = Mutex::new(None);
+
+struct Running {
+    reactor: Arc<Reactor>,
+    thread: JoinHandle<()>,
+    channels: usize,
+    /// Idle wakers for reading callers (see [`take_waker`]).
+    wakers: Vec<Arc<sys::Waker>>,
+}
+
+/// Idle wakers kept for reading callers beyond which one given back is
+/// closed.
+const IDLE_WAKERS: usize = 4;
+
+/// The one I/O thread of the process, shared by every blocking channel: one
+/// epoll over every channel's socket (as each channel's
+/// [`Inner::sync_interest`] registers it) and pidfd, and its own waker. It
+/// is started by the first channel and stopped (joined) by the last one to
+/// go, so an idle process has no thread of ours; it never keeps a process
+/// from exiting (Rust ends the process when `main` returns, whatever
+/// threads remain).
+struct Reactor {
+    epoll: Epoll,
+    wake: sys::Waker,
+    /// The channels it serves. The I/O thread holds this lock while it
+    /// handles a batch of events, so once a channel is taken out
+    /// ([`remove`](Self::remove)), the thread never touches it again.
+    channels: Mutex<Registry>,
+    /// The thread ended abnormally: new channels start another.
+    dead: AtomicBool,
+}
+
+#[derive(Default)]
+struct Registry {
+    map: HashMap<u64, Arc<Inner>>,
+    stop: bool,
+}
+
+impl Reactor {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn shared() -> MutexGuard<'static, Option<Running>> {
+        SHARED.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The running reactor, counted as serving one more channel; started
+    /// if there is none.
+    fn acquire() -> io::Result<Arc<Reactor>> {
+        let mut shared = Reactor::shared();
+        if let Some(r) = shared.as_mut() {
+            if !r.reactor.dead.load(Ordering::Acquire) {
+                r.channels += 1;
+                return Ok(Arc::clone(&r.reactor));
             }
-            inner.sync_interest(&mut st);
         }
-        let n = match inner.epoll.wait(&mut events, EpollTimeout::NONE) {
-            Ok(n) => n,
-            Err(Errno::EINTR) => continue,
-            Err(_) => return,
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let wake = sys::Waker::new()?;
+        epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, TAG_WAKE))?;
+        let first_waker = sys::Waker::new()?;
+        let reactor = Arc::new(Reactor {
+            epoll,
+            wake,
+            channels: Mutex::new(Registry::default()),
+            dead: AtomicBool::new(false),
+        });
+        let r = Arc::clone(&reactor);
+        let thread = std::thread::Builder::new()
+            .name("readyfd-io".into())
+            // Small: the thread's frames are shallow, and its stack is
+            // most of what it costs.
+            .stack_size(128 * 1024)
+            .spawn(move || r.run())?;
+        // A dead reactor's thread has ended or is ending: let it go.
+        *shared = Some(Running {
+            reactor: Arc::clone(&reactor),
+            thread,
+            channels: 1,
+            // One made up front: a process with one channel then has all
+            // the fds it will have before its first wait.
+            wakers: vec![Arc::new(first_waker)],
+        });
+        Ok(reactor)
+    }
+
+    /// One channel less; the last one stops the thread and waits for it.
+    fn release(reactor: &Arc<Reactor>) {
+        let mut shared = Reactor::shared();
+        let last = match shared.as_mut() {
+            Some(r) if Arc::ptr_eq(&r.reactor, reactor) => {
+                r.channels -= 1;
+                r.channels == 0
+            }
+            _ => false,
         };
-        let (mut wake, mut sock, mut pid) = (false, EpollFlags::empty(), false);
-        for ev in &events[..n] {
-            match ev.data() {
-                TAG_WAKE => wake = true,
-                TAG_SOCK => sock = ev.events(),
-                TAG_PID => pid = true,
-                _ => {}
-            }
+        if !last {
+            return;
         }
-        if wake {
-            inner.wake.drain();
+        let Some(running) = shared.take() else { return };
+        drop(shared);
+        running.reactor.lock().stop = true;
+        running.reactor.wake.wake();
+        let _ = running.thread.join();
+    }
+
+    /// Makes the channel findable by its tags, and watches its pidfd.
+    fn add(&self, inner: &Arc<Inner>) -> io::Result<()> {
+        let mut reg = self.lock();
+        reg.map.insert(inner.id, Arc::clone(inner));
+        if let Some(p) = &inner.pidfd {
+            self.epoll.add(
+                p.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, inner.id << 1 | 1),
+            )?;
         }
-        if sock.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
-            let st = inner.lock();
-            if st.writer == Writer::Io {
-                drop(inner.flush(st, Writer::Io));
-            }
+        Ok(())
+    }
+
+    /// Takes the channel out (its `stop` is set, so it does not register
+    /// again): from then on the I/O thread does not touch it.
+    fn remove(&self, inner: &Inner) {
+        let mut reg = self.lock();
+        reg.map.remove(&inner.id);
+        // Errors: not registered (never, or no longer).
+        let _ = self.epoll.delete(inner.sock.as_fd());
+        if let Some(p) = &inner.pidfd {
+            let _ = self.epoll.delete(p.as_fd());
         }
-        if sock.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
-            // Unless a waiting caller has become the reader meanwhile, or
-            // is reading right now (it reads until the socket is empty).
-            if let Ok(mut rbuf) = inner.rbuf.try_lock() {
-                read_available(inner, &mut rbuf, false);
-            }
+    }
+
+    fn run(self: Arc<Self>) {
+        // The I/O thread must never leave waiters hanging: whatever ends
+        // it (a wait failure, a bug that panics), every channel it serves
+        // is marked closed and everyone waiting is woken.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve()));
+        self.dead.store(true, Ordering::Release);
+        let reg = self.lock();
+        if reg.stop {
+            return;
         }
-        if let (true, Some(pidfd)) = (pid, &inner.pidfd) {
-            let _ = inner.epoll.delete(pidfd.as_fd());
-            // The child exited. Frames it wrote before dying are already in
-            // the socket buffer: take them first (whoever is the reader), so
-            // `Ready` wins.
-            read_available(inner, &mut inner.lock_rbuf(), true);
+        for inner in reg.map.values() {
             let mut st = inner.lock();
-            st.core.child_exited = true;
+            if matches!(st.core.read, ReadEnd::Open) && !st.stop {
+                let why = match &outcome {
+                    Ok(()) => "the channels' I/O thread stopped".to_string(),
+                    Err(_) => "the channels' I/O thread panicked".to_string(),
+                };
+                st.core.read = ReadEnd::Failed(CloseReason::Io(Arc::new(io::Error::other(why))));
+            }
             inner.wake_waiters(&st);
         }
     }
+
+    fn serve(&self) {
+        let mut events = [EpollEvent::empty(); 64];
+        loop {
+            let n = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(_) => return,
+            };
+            let reg = self.lock();
+            if reg.stop {
+                return;
+            }
+            for ev in &events[..n] {
+                let tag = ev.data();
+                if tag == TAG_WAKE {
+                    self.wake.drain();
+                    continue;
+                }
+                // A channel taken out since the wait: nothing to do.
+                let Some(inner) = reg.map.get(&(tag >> 1)) else {
+                    continue;
+                };
+                if tag & 1 == 0 {
+                    on_socket(inner, ev.events());
+                } else {
+                    on_exit(inner);
+                }
+                let mut st = inner.lock();
+                inner.sync_interest(&mut st);
+            }
+        }
+    }
+}
+
+/// The I/O thread's part when a channel's socket is ready.
+fn on_socket(inner: &Arc<Inner>, sock: EpollFlags) {
+    if sock.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
+        let st = inner.lock();
+        if st.writer == Writer::Io {
+            drop(inner.flush(st, Writer::Io));
+        }
+    }
+    if sock.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
+        // Unless a waiting caller has become the reader meanwhile, or
+        // is reading right now (it reads until the socket is empty).
+        if let Ok(mut rbuf) = inner.rbuf.try_lock() {
+            lend_spare(&mut rbuf);
+            read_available(inner, &mut rbuf, false);
+            keep_spare(&mut rbuf);
+        }
+    }
+}
+
+/// The I/O thread's part when a child exits.
+fn on_exit(inner: &Arc<Inner>) {
+    if let Some(pidfd) = &inner.pidfd {
+        let _ = inner.reactor.epoll.delete(pidfd.as_fd());
+    }
+    // The child exited. Frames it wrote before dying are already in the
+    // socket buffer: take them first (whoever is the reader), so `Ready`
+    // wins.
+    {
+        let mut rbuf = inner.lock_rbuf();
+        lend_spare(&mut rbuf);
+        read_available(inner, &mut rbuf, true);
+        keep_spare(&mut rbuf);
+    }
+    let mut st = inner.lock();
+    st.core.child_exited = true;
+    inner.wake_waiters(&st);
+}
+
+/// The largest read buffer a thread keeps for its next read.
+const MAX_SPARE: usize = 4 * 1024 * 1024;
+
+thread_local! {
+    /// The read buffer this thread used last, kept for its next read of
+    /// any channel: a channel holds a read buffer only while it is being
+    /// read or holds part of a frame, and a thread that reads one message
+    /// after another (a caller's round trips, the I/O thread) does not
+    /// allocate (nor, for a large frame, fault in) a buffer each time.
+    static SPARE: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// Gives a channel that holds no read buffer this thread's spare one.
+fn lend_spare(rbuf: &mut BytesMut) {
+    if rbuf.capacity() == 0 {
+        let _ = SPARE.try_with(|s| std::mem::swap(rbuf, &mut s.borrow_mut()));
+    }
+}
+
+/// Takes a read buffer that holds nothing from its channel, as this
+/// thread's spare (freed if too large to keep).
+fn keep_spare(rbuf: &mut BytesMut) {
+    if rbuf.is_empty() && rbuf.capacity() > 0 {
+        let buf = std::mem::take(rbuf);
+        if buf.capacity() <= MAX_SPARE {
+            let _ = SPARE.try_with(|s| *s.borrow_mut() = buf);
+        }
+    }
+}
+
+/// A waker for [`Inner::wait_for`]'s reading caller, from the reactor's
+/// idle ones (or a new one): there are as many as channels being read by a
+/// caller at once, not one per channel nor per thread, and none once no
+/// channel is left. `None` when none can be made (no fd left): the caller
+/// then sleeps and the I/O thread reads for it. A waker comes back with a
+/// wake-up perhaps still pending: its next user just looks once more.
+fn take_waker() -> Option<Arc<sys::Waker>> {
+    if let Some(w) = Reactor::shared().as_mut().and_then(|r| r.wakers.pop()) {
+        return Some(w);
+    }
+    sys::Waker::new().ok().map(Arc::new)
+}
+
+/// Gives a waker back for the next reading caller (closed if enough are
+/// idle, or once no channel is left).
+fn give_back_waker(w: Arc<sys::Waker>) {
+    let mut shared = Reactor::shared();
+    if let Some(r) = shared.as_mut() {
+        if r.wakers.len() < IDLE_WAKERS {
+            r.wakers.push(w);
+            return;
+        }
+    }
+    drop(shared);
+    drop(w);
 }
 
 /// The I/O thread's reading: until the socket is drained (or a bound of
@@ -1256,6 +1577,41 @@ mod tests {
                 Ok(other) => panic!("{other:?}"),
                 Err(_) => panic!("the close did not wake the waiting thread"),
             }
+        });
+    }
+
+    /// Answers every request with the length of its body, until the
+    /// channel closes.
+    fn serve_lengths(ch: &Channel) {
+        while let Ok(m) = ch.recv() {
+            if let Incoming::Request(r) = m {
+                let body: Vec<u8> = r.decode().unwrap();
+                r.respond(&(body.len() as u64)).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn both_sides_writing_8_mib_at_once_do_not_deadlock() {
+        // Each requester writes its whole frame itself, blocking while the
+        // socket is full: the other side's I/O thread must keep reading
+        // meanwhile, or both would wait for room forever.
+        const LEN: usize = 8 << 20;
+        let (a, b) = sys::stream_pair().unwrap();
+        let parent = Channel::start(a, Role::Parent, None, ChannelOptions::default()).unwrap();
+        let child = Channel::start(b, Role::Child, None, ChannelOptions::default()).unwrap();
+        let body = &vec![7u8; LEN];
+        std::thread::scope(|s| {
+            let (p, c) = (parent.clone(), child.clone());
+            s.spawn(move || serve_lengths(&p));
+            s.spawn(move || serve_lengths(&c));
+            let (p, c) = (&parent, &child);
+            let from_parent = s.spawn(move || p.request_timeout::<_, u64>(body, BOUND));
+            let from_child = s.spawn(move || c.request_timeout::<_, u64>(body, BOUND));
+            assert_eq!(from_parent.join().unwrap().unwrap(), LEN as u64);
+            assert_eq!(from_child.join().unwrap().unwrap(), LEN as u64);
+            parent.close();
+            child.close();
         });
     }
 
