@@ -65,6 +65,9 @@ const DRAIN_ON_DROP: Duration = Duration::from_secs(2);
 
 /// How much one read asks for.
 const READ_CHUNK: usize = 64 * 1024;
+// The frame decoder leaves this much room beyond a frame it has begun, so
+// that a read never makes the buffer grow (and copy) under it.
+const _: () = assert!(READ_CHUNK <= readyfd_proto::READ_AHEAD);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Writer {

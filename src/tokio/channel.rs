@@ -72,6 +72,9 @@ const SIGTERM_AFTER: Duration = Duration::from_secs(1);
 
 /// How much one read asks for.
 const READ_CHUNK: usize = 64 * 1024;
+// The frame decoder leaves this much room beyond a frame it has begun, so
+// that a read never makes the buffer grow (and copy) under it.
+const _: () = assert!(READ_CHUNK <= readyfd_proto::READ_AHEAD);
 
 /// Rounds of work the I/O task does in one poll before it yields.
 const ROUNDS_PER_POLL: usize = 32;
