@@ -967,6 +967,68 @@ fn rtt(s: &mut Suite) {
 /// A measure's name suffix, its runs, its baseline and its target.
 type Row = (&'static str, Vec<(f64, f64)>, &'static str, &'static str);
 
+/// 4c. Large round trips with byte bodies (`request_bytes`: no serde on
+///     either side), against a raw ping-pong of the same bytes.
+fn rtt_bytes(s: &mut Suite) {
+    for (name, size) in [("64KiB", 65536usize), ("1MiB", 1 << 20)] {
+        let samples = match (s.quick, size) {
+            (true, n) if n >= 1 << 20 => 50,
+            (true, _) => 500,
+            (false, n) if n >= 1 << 20 => 300,
+            (false, _) => 5000,
+        };
+        let mut child = ReadyCommand::new(me("serve-bytes")).spawn().unwrap();
+        child.wait_ready(BOUND).unwrap();
+        let ch = child.channel().unwrap();
+        // Our request frame: header 5, id 8, tag 4, then the body as it is.
+        let frame = 5 + 8 + 4 + size;
+        let (ours_fd, theirs) = stream_pair();
+        let mut raw_child = with_fd3(
+            {
+                let mut c = me("raw-echo");
+                c.arg(frame.to_string());
+                c
+            },
+            &theirs,
+        )
+        .spawn()
+        .unwrap();
+        drop(theirs);
+        let mut raw = std::fs::File::from(ours_fd);
+        let body = vec![7u8; size];
+        let out = vec![7u8; frame];
+        let mut back = vec![0u8; frame];
+        let (a, b) = compare(
+            samples,
+            || {
+                let t = Instant::now();
+                let r = ch.request_bytes(&body).unwrap();
+                let d = t.elapsed();
+                assert_eq!(r.len(), size);
+                d
+            },
+            || {
+                let t = Instant::now();
+                raw.write_all(&out).unwrap();
+                raw.read_exact(&mut back).unwrap();
+                t.elapsed()
+            },
+        );
+        s.add(
+            format!("rtt_{name}_bytes_blocking"),
+            "us",
+            us(a),
+            "raw socketpair ping-pong, same bytes",
+            us(b),
+            (size >= 1 << 20).then_some("<= 1.20"),
+        );
+        drop(raw);
+        raw_child.wait().unwrap();
+        ch.close();
+        child.wait().unwrap();
+    }
+}
+
 /// 4b. Small round trips (16 B, 1 KiB), blocking and async, against a raw
 ///     ping-pong and both peers, in each placement, each run repeated.
 fn rtt_small(s: &mut Suite) {
@@ -1610,12 +1672,13 @@ fn main() {
         "measure", "ours", "baseline"
     );
     type Measure = fn(&mut Suite);
-    let measures: [(&str, Measure); 10] = [
+    let measures: [(&str, Measure); 11] = [
         ("ready_latency", ready_latency),
         ("spawn_to_ready", spawn_to_ready),
         ("connect_before_ready", connect_before_ready),
         ("poll_vs_ready", poll_vs_ready),
         ("rtt_large", rtt),
+        ("rtt_bytes", rtt_bytes),
         ("rtt_small", rtt_small),
         ("notify_throughput", notify_throughput),
         ("bytes_throughput", bytes_throughput),
