@@ -418,6 +418,17 @@ fn with_fd3(mut cmd: Command, fd: &OwnedFd) -> Command {
     cmd
 }
 
+/// The raw baseline's echo child, which answers every `frame` bytes with
+/// as many, and our end of its socketpair.
+fn raw_echo(frame: usize) -> (std::fs::File, Child) {
+    let (ours_fd, theirs) = stream_pair();
+    let mut c = me("raw-echo");
+    c.arg(frame.to_string());
+    let child = with_fd3(c, &theirs).spawn().unwrap();
+    drop(theirs);
+    (std::fs::File::from(ours_fd), child)
+}
+
 fn stream_pair() -> (OwnedFd, OwnedFd) {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
     socketpair(
@@ -982,19 +993,7 @@ fn rtt_bytes(s: &mut Suite) {
         let ch = child.channel().unwrap();
         // Our request frame: header 5, id 8, tag 4, then the body as it is.
         let frame = 5 + 8 + 4 + size;
-        let (ours_fd, theirs) = stream_pair();
-        let mut raw_child = with_fd3(
-            {
-                let mut c = me("raw-echo");
-                c.arg(frame.to_string());
-                c
-            },
-            &theirs,
-        )
-        .spawn()
-        .unwrap();
-        drop(theirs);
-        let mut raw = std::fs::File::from(ours_fd);
+        let (mut raw, mut raw_child) = raw_echo(frame);
         let body = vec![7u8; size];
         let out = vec![7u8; frame];
         let mut back = vec![0u8; frame];
@@ -1117,19 +1116,7 @@ fn rtt_run(size: usize, samples: usize) -> RttRun {
     // The same bytes as our request frame: header 5, id 8, tag 4,
     // length 8, body; the answer is 8 bytes shorter but is the same here.
     let frame = 5 + 8 + 4 + 8 + size;
-    let (ours_fd, theirs) = stream_pair();
-    let mut raw_child = with_fd3(
-        {
-            let mut c = me("raw-echo");
-            c.arg(frame.to_string());
-            c
-        },
-        &theirs,
-    )
-    .spawn()
-    .unwrap();
-    drop(theirs);
-    let mut raw = std::fs::File::from(ours_fd);
+    let (mut raw, mut raw_child) = raw_echo(frame);
     let out = vec![7u8; frame];
     let mut back = vec![0u8; frame];
     let (itx, irx, mut ichild) = ipc_channel_peer();
@@ -1349,19 +1336,7 @@ fn bytes_throughput_run(batches: usize, n: u32) -> (RatePairs, RatePairs) {
     let mut typed_child = ReadyCommand::new(me("serve")).spawn().unwrap();
     typed_child.wait_ready(BOUND).unwrap();
     let typed_ch = typed_child.channel().unwrap();
-    let (ours_fd, theirs) = stream_pair();
-    let mut raw_child = with_fd3(
-        {
-            let mut c = me("raw-echo");
-            c.arg(frame.to_string());
-            c
-        },
-        &theirs,
-    )
-    .spawn()
-    .unwrap();
-    drop(theirs);
-    let mut raw = std::fs::File::from(ours_fd);
+    let (mut raw, mut raw_child) = raw_echo(frame);
     let raw_out = vec![0x5au8; frame];
     let mut raw_in = vec![0u8; frame];
 
@@ -1624,12 +1599,7 @@ fn profile_rtt(mode: &str) {
         });
     } else {
         let frame = 5 + 8 + 4 + 8 + size;
-        let (ours_fd, theirs) = stream_pair();
-        let mut c = me("raw-echo");
-        c.arg(frame.to_string());
-        let mut child = with_fd3(c, &theirs).spawn().unwrap();
-        drop(theirs);
-        let mut raw = std::fs::File::from(ours_fd);
+        let (mut raw, mut child) = raw_echo(frame);
         let (out, mut back) = (vec![7u8; frame], vec![0u8; frame]);
         let t0 = Instant::now();
         for _ in 0..n_trips {
