@@ -14,6 +14,7 @@ use crate::exit::{self, Failure};
 use crate::signals::Signals;
 use crate::supervise::{Launch, StopVia, Supervisor, become_subreaper};
 use crate::term::{Term, human};
+use crate::watchdog::Watchdog;
 
 /// The hidden subcommand that runs the example server.
 pub(crate) const SERVER_COMMAND: &str = "__demo-server";
@@ -56,7 +57,8 @@ pub(crate) fn demo() -> Result<u8, Failure> {
     say!("readyfd demo: start a server, wait until it says it is ready, use it, stop it.");
     say!("");
     say!("  start  {} {SERVER_COMMAND}", exe.display());
-    let mut sup = Supervisor::start(launch, Vec::new(), &[], &signals, &term)?;
+    let watchdog = Watchdog::start(launch.grace)?;
+    let mut sup = Supervisor::start(launch, watchdog, Vec::new(), &signals, &term)?;
     say!(
         "         pid {}, in a process group of its own, with a socket at fd {fd} (READYFD={fd})",
         sup.pid()

@@ -124,11 +124,6 @@ impl Bound {
             .collect()
     }
 
-    /// The socket files readyfd made: `(path, device, inode)`.
-    pub(crate) fn files(&self) -> &[(PathBuf, u64, u64)] {
-        &self.files
-    }
-
     /// `(key, address)` of each socket, in order.
     pub(crate) fn entries(&self) -> Vec<(String, String)> {
         self.sockets
@@ -154,12 +149,17 @@ impl Drop for Bound {
     }
 }
 
-/// Binds every `--listen`, in order. On a failure, what was bound is closed
-/// and the socket files made so far are removed (by `Bound`'s drop).
+/// Binds every `--listen`, in order, telling `made` of each socket file
+/// as soon as it exists (the watchdog, which removes it if readyfd is
+/// killed outright). On a failure, what was bound is closed and the socket
+/// files made so far are removed (by `Bound`'s drop).
 ///
 /// # Errors
 /// [`exit::LISTEN`] with a message naming the address and what to do.
-pub(crate) fn bind_all(specs: &[ListenSpec]) -> Result<Bound, Failure> {
+pub(crate) fn bind_all(
+    specs: &[ListenSpec],
+    made: &mut dyn FnMut(&std::path::Path, u64, u64),
+) -> Result<Bound, Failure> {
     let mut bound = Bound::default();
     let mut used = std::collections::HashSet::new();
     for (i, spec) in specs.iter().enumerate() {
@@ -218,6 +218,7 @@ pub(crate) fn bind_all(specs: &[ListenSpec]) -> Result<Bound, Failure> {
                 })?;
                 // Ours from here on: removed when readyfd ends.
                 if let Ok(m) = std::fs::symlink_metadata(path) {
+                    made(path, m.dev(), m.ino());
                     bound.files.push((path.clone(), m.dev(), m.ino()));
                 }
                 (l.into(), path.display().to_string())

@@ -14,6 +14,7 @@ use crate::report;
 use crate::signals::Signals;
 use crate::supervise::{Launch, StopVia, Supervisor, become_subreaper};
 use crate::term::{Term, human};
+use crate::watchdog::Watchdog;
 
 /// The placeholder replaced by the fd number in PROGRAM's arguments.
 pub(crate) const FD_PLACEHOLDER: &str = "{fd}";
@@ -32,7 +33,12 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     let launch = launch_of(&args)?;
     // Bound before anything starts; the socket files are removed when
     // `bound` is dropped, at every return of this function.
-    let mut bound = listen::bind_all(&args.listen)?;
+    // The watchdog first, so that it knows of each socket file as soon as
+    // it exists and removes it if readyfd is killed outright.
+    let mut watchdog = Watchdog::start(launch.grace)?;
+    let mut bound = listen::bind_all(&args.listen, &mut |path, dev, ino| {
+        watchdog.watch_file(path, dev, ino)
+    })?;
     let term = Term::new();
     // Before any thread exists (the library starts one per native channel).
     let signals =
@@ -40,8 +46,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8, Failure> {
     become_subreaper(&term);
     let name = launch.name.clone();
     let protocol = launch.protocol;
-    let files = bound.files().to_vec();
-    let mut sup = Supervisor::start(launch, bound.take_fds(), &files, &signals, &term)?;
+    let mut sup = Supervisor::start(launch, watchdog, bound.take_fds(), &signals, &term)?;
     let listening = bound.entries();
     if !listening.is_empty() {
         report_listening(&listening, sup.pid(), &name, args.json, &term);

@@ -208,7 +208,7 @@ pub(crate) struct ThenOutcome {
 }
 
 impl<'a> Supervisor<'a> {
-    /// Starts the watchdog, then PROGRAM in a process group of its own,
+    /// Starts PROGRAM, told of by `watchdog`, in a process group of its own,
     /// with the readiness channel, and with `SIGTERM` as its parent-death
     /// signal. The watchdog ends PROGRAM's group (and later CMD's) if
     /// readyfd dies without ending them itself (see [`crate::watchdog`]).
@@ -218,16 +218,11 @@ impl<'a> Supervisor<'a> {
     /// when the channel or the watchdog cannot be set up.
     pub(crate) fn start(
         launch: Launch,
+        watchdog: Watchdog,
         listeners: Vec<(String, std::os::fd::OwnedFd)>,
-        socket_files: &[(std::path::PathBuf, u64, u64)],
         signals: &'a Signals,
         term: &'a Term,
     ) -> Result<Self, Failure> {
-        let mut watchdog = Watchdog::start(launch.grace)?;
-        // Removed by the watchdog if readyfd is killed before it can.
-        for (path, dev, ino) in socket_files {
-            watchdog.watch_file(path, *dev, *ino);
-        }
         let mut cmd = Command::new(&launch.program);
         cmd.args(&launch.args).process_group(0);
         Signals::reset_in_child(&mut cmd);
