@@ -1435,38 +1435,90 @@ fn scale(s: &mut Suite) {
             c.wait().unwrap();
         }
         // The same through the async API: one current_thread runtime, no
-        // thread per child.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        reset_peak_rss();
-        let before_async = peak_rss_kib();
-        let (ours_async, peak_async) = rt.block_on(async {
-            let t = Instant::now();
-            let mut children: Vec<_> = (0..n)
-                .map(|_| {
-                    readyfd::tokio::ReadyCommand::new(me("ready"))
-                        .spawn()
-                        .unwrap()
-                })
-                .collect();
-            for c in &mut children {
-                c.wait_ready(BOUND).await.unwrap();
+        // thread per child; then a multi-thread runtime with two workers
+        // (what `#[tokio::main]` gives on this machine), where reading the
+        // children's `Ready` overlaps with spawning the next ones, as the
+        // blocking side's I/O thread does.
+        let (ours_async, peak_async) = scale_async(
+            n,
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
+        let (ours_mt, _) = scale_async(
+            n,
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
+        let runs = ScaleRuns {
+            n,
+            blocking: (ours, peak),
+            bare: (base, bare_peak),
+            current_thread: (ours_async, peak_async),
+            multi_thread: ours_mt,
+        };
+        scale_report(s, &runs);
+    }
+}
+
+/// Spawns `n` children through the async API on `rt` and waits until each
+/// is ready: the time, and the parent's peak RSS growth.
+fn scale_async(n: usize, rt: tokio::runtime::Runtime) -> (Duration, u64) {
+    reset_peak_rss();
+    let before_async = peak_rss_kib();
+    let out = rt.block_on(async {
+        let t = Instant::now();
+        let mut children: Vec<_> = (0..n)
+            .map(|_| {
+                readyfd::tokio::ReadyCommand::new(me("ready"))
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in &mut children {
+            c.wait_ready(BOUND).await.unwrap();
+        }
+        let d = t.elapsed();
+        let peak = peak_rss_kib().saturating_sub(before_async);
+        for c in &children {
+            if let Some(ch) = c.channel() {
+                ch.close();
             }
-            let d = t.elapsed();
-            let peak = peak_rss_kib().saturating_sub(before_async);
-            for c in &children {
-                if let Some(ch) = c.channel() {
-                    ch.close();
-                }
-            }
-            for mut c in children {
-                c.wait().await.unwrap();
-            }
-            (d, peak)
-        });
-        drop(rt);
+        }
+        for mut c in children {
+            c.wait().await.unwrap();
+        }
+        (d, peak)
+    });
+    drop(rt);
+    out
+}
+
+/// One size of the `scale` measure: `(time, parent's peak RSS growth in
+/// KiB)` of each way to start `n` children.
+struct ScaleRuns {
+    n: usize,
+    blocking: (Duration, u64),
+    /// Bare spawns: time, and KiB per child (floored at 0.1).
+    bare: (Duration, f64),
+    current_thread: (Duration, u64),
+    multi_thread: Duration,
+}
+
+/// The `scale` entries of one size.
+fn scale_report(s: &mut Suite, r: &ScaleRuns) {
+    let ScaleRuns {
+        n,
+        blocking: (ours, peak),
+        bare: (base, bare_peak),
+        current_thread: (ours_async, peak_async),
+        multi_thread: ours_mt,
+    } = *r;
+    {
         let per = |d: Duration| us(d) / n as f64;
         // The targets are for a thousand children (issue 15).
         let at_scale = |t: &'static str| (n >= 1000).then_some(t);
@@ -1490,6 +1542,14 @@ fn scale(s: &mut Suite) {
             format!("scale_{n}_async"),
             "us/child",
             per(ours_async),
+            "bare spawns closing a pipe",
+            per(base),
+            at_scale("<= 1.20"),
+        );
+        s.add(
+            format!("scale_{n}_async_multi_thread"),
+            "us/child",
+            per(ours_mt),
             "bare spawns closing a pipe",
             per(base),
             at_scale("<= 1.20"),
