@@ -126,6 +126,17 @@ struct State {
 }
 
 impl State {
+    /// Queues a frame with `send` and keeps `fds` to go with its bytes
+    /// ([`Core::queue_with_fds`], told what is taken but not written yet).
+    fn queue<R>(
+        &mut self,
+        fds: Vec<OwnedFd>,
+        send: impl FnOnce(&mut Session, usize) -> Result<R, SessionError>,
+    ) -> Result<R, SessionError> {
+        let unsent = self.unsent;
+        self.core.queue_with_fds(unsent, fds, send)
+    }
+
     fn pending_out(&self) -> usize {
         self.core.session.transmit_len() + self.unsent
     }
@@ -734,9 +745,7 @@ impl Channel {
         // A pid of 0 means "this process".
         let ready = ready.clone().with_sender_pid(std::process::id());
         self.send(None, |st| {
-            let unsent = st.unsent;
-            st.core
-                .queue_with_fds(unsent, fds, |s, n| s.send_ready_with_fds(&ready, n))
+            st.queue(fds, |s, n| s.send_ready_with_fds(&ready, n))
         })
     }
 
@@ -780,9 +789,7 @@ impl Channel {
         fds: Vec<OwnedFd>,
     ) -> Result<(), ChannelError> {
         self.send(None, |st| {
-            let unsent = st.unsent;
-            st.core
-                .queue_with_fds(unsent, fds, |s, n| s.send_notify_with_fds(body, n))
+            st.queue(fds, |s, n| s.send_notify_with_fds(body, n))
         })
     }
 
@@ -810,9 +817,7 @@ impl Channel {
         fds: Vec<OwnedFd>,
     ) -> Result<(), ChannelError> {
         self.send(None, |st| {
-            let unsent = st.unsent;
-            st.core
-                .queue_with_fds(unsent, fds, |s, n| s.send_notify_bytes(body, n))
+            st.queue(fds, |s, n| s.send_notify_bytes(body, n))
         })
     }
 
@@ -983,8 +988,7 @@ impl Channel {
         send: impl FnOnce(&mut Session, usize) -> Result<u64, SessionError>,
     ) -> Result<(ResponseBody, Vec<OwnedFd>), ChannelError> {
         let id = self.send_as(deadline, true, |st| {
-            let unsent = st.unsent;
-            let id = st.core.queue_with_fds(unsent, fds, send)?;
+            let id = st.queue(fds, send)?;
             st.waiting.insert(id);
             Ok(id)
         })?;
@@ -1140,10 +1144,7 @@ impl Responder for Inner {
         fds: Vec<OwnedFd>,
         f: &mut dyn FnMut(&mut Session, usize) -> Result<(), SessionError>,
     ) -> Result<(), ChannelError> {
-        send_on(self, |st| {
-            let unsent = st.unsent;
-            st.core.queue_with_fds(unsent, fds, f)
-        })
+        send_on(self, |st| st.queue(fds, f))
     }
 }
 

@@ -140,12 +140,16 @@ impl Drop for Bound {
             drop(s.fd.take());
         }
         for (path, dev, ino) in &self.files {
-            let ours =
-                std::fs::symlink_metadata(path).is_ok_and(|m| m.dev() == *dev && m.ino() == *ino);
-            if ours {
-                let _ = std::fs::remove_file(path);
-            }
+            remove_if_ours(path, *dev, *ino);
         }
+    }
+}
+
+/// Removes the socket file at `path` if it is still the one readyfd made
+/// (same device and inode): a file someone put there since is left alone.
+pub(crate) fn remove_if_ours(path: &std::path::Path, dev: u64, ino: u64) {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.dev() == dev && m.ino() == ino) {
+        let _ = std::fs::remove_file(path);
     }
 }
 

@@ -210,13 +210,8 @@ fn parse_file(rest: &str) -> Option<(std::path::PathBuf, u64, u64)> {
 
 /// Removes the socket files that are still the ones readyfd made.
 fn remove_files(w: &Watched) {
-    use std::os::unix::fs::MetadataExt;
     for (path, dev, ino) in &w.files {
-        let ours =
-            std::fs::symlink_metadata(path).is_ok_and(|m| m.dev() == *dev && m.ino() == *ino);
-        if ours {
-            let _ = std::fs::remove_file(path);
-        }
+        crate::listen::remove_if_ours(path, *dev, *ino);
     }
 }
 

@@ -101,6 +101,17 @@ struct State {
 }
 
 impl State {
+    /// Queues a frame with `send` and keeps `fds` to go with its bytes
+    /// ([`Core::queue_with_fds`], told what is taken but not written yet).
+    fn queue<R>(
+        &mut self,
+        fds: Vec<OwnedFd>,
+        send: impl FnOnce(&mut Session, usize) -> Result<R, SessionError>,
+    ) -> Result<R, SessionError> {
+        let unsent = self.out.len() - self.out_pos;
+        self.core.queue_with_fds(unsent, fds, send)
+    }
+
     fn pending_out(&self) -> usize {
         self.core.session.transmit_len() + (self.out.len() - self.out_pos)
     }
@@ -221,8 +232,7 @@ impl Inner {
         if let Some(r) = st.send_blocker() {
             return Err(ChannelError::Closed(r));
         }
-        let unsent = st.out.len() - st.out_pos;
-        st.core.queue_with_fds(unsent, fds, f)?;
+        st.queue(fds, f)?;
         self.flush(&mut st);
         Ok(())
     }
@@ -438,13 +448,8 @@ impl Channel {
     ) -> Result<(), ChannelError> {
         // A pid of 0 means "this process".
         let ready = ready.clone().with_sender_pid(std::process::id());
-        self.send_with(|st| {
-            let unsent = st.out.len() - st.out_pos;
-            Ok(st
-                .core
-                .queue_with_fds(unsent, fds, |s, n| s.send_ready_with_fds(&ready, n))?)
-        })
-        .await
+        self.send_with(|st| Ok(st.queue(fds, |s, n| s.send_ready_with_fds(&ready, n))?))
+            .await
     }
 
     /// Parent: takes the file descriptors the child sent with its `Ready`,
@@ -497,13 +502,8 @@ impl Channel {
         body: &T,
         fds: Vec<OwnedFd>,
     ) -> Result<(), ChannelError> {
-        self.send_with(|st| {
-            let unsent = st.out.len() - st.out_pos;
-            Ok(st
-                .core
-                .queue_with_fds(unsent, fds, |s, n| s.send_notify_with_fds(body, n))?)
-        })
-        .await
+        self.send_with(|st| Ok(st.queue(fds, |s, n| s.send_notify_with_fds(body, n))?))
+            .await
     }
 
     /// Sends a one-way application message whose body is `body` as it is:
@@ -534,13 +534,8 @@ impl Channel {
         body: &[u8],
         fds: Vec<OwnedFd>,
     ) -> Result<(), ChannelError> {
-        self.send_with(|st| {
-            let unsent = st.out.len() - st.out_pos;
-            Ok(st
-                .core
-                .queue_with_fds(unsent, fds, |s, n| s.send_notify_bytes(body, n))?)
-        })
-        .await
+        self.send_with(|st| Ok(st.queue(fds, |s, n| s.send_notify_bytes(body, n))?))
+            .await
     }
 
     /// Sends an application request and waits for its answer, decoded as
@@ -729,8 +724,7 @@ impl Channel {
         // only state this future holds is its one-shot receiver.
         let (id, rx) = self
             .send_with(|st| {
-                let unsent = st.out.len() - st.out_pos;
-                let id = st.core.queue_with_fds(unsent, fds, send)?;
+                let id = st.queue(fds, send)?;
                 if let Some(r) = st.read_blocker() {
                     st.core.session.abandon_request(id);
                     return Err(ChannelError::Closed(r));
