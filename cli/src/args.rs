@@ -243,7 +243,8 @@ pub(crate) struct NotifyArgs {
     pub(crate) status: Option<String>,
 
     /// The pid of the program's main process (default: the process that ran
-    /// `readyfd notify`, i.e. the script).
+    /// `readyfd notify`, i.e. the script; or notify's own pid when it leads
+    /// its process group, i.e. it is the program a supervisor started).
     #[arg(long, value_name = "PID", value_parser = parse_pid)]
     pub(crate) pid: Option<u32>,
 }

@@ -38,6 +38,22 @@ use crate::exit::{self, Failure};
 /// (`systemd-notify`'s default too).
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The main pid notify reports by default: the script that ran it, its
+/// parent; or notify itself when it leads its own process group, as the
+/// program a supervisor started (`readyfd run` and systemd start each
+/// program in a group of its own), whether exec'd directly or by a shell's
+/// `exec`. A shell script's commands share the script's group, so there
+/// the parent is the script. Without this, `exec readyfd notify` as
+/// PROGRAM reported its parent, the supervisor itself.
+fn default_main_pid() -> u32 {
+    let me = nix::unistd::getpid();
+    if nix::unistd::getpgrp() == me {
+        me.as_raw() as u32
+    } else {
+        nix::unistd::getppid().as_raw() as u32
+    }
+}
+
 /// Runs `readyfd notify`; returns the exit code.
 ///
 /// # Errors
@@ -45,9 +61,7 @@ const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 /// [`exit::NOTIFY_FAILED`] when the offered one fails, [`exit::USAGE`] for
 /// a bad `--addr`.
 pub(crate) fn notify(args: NotifyArgs) -> Result<u8, Failure> {
-    let pid = args
-        .pid
-        .unwrap_or_else(|| nix::unistd::getppid().as_raw() as u32);
+    let pid = args.pid.unwrap_or_else(default_main_pid);
     let mut ready = Ready::new(pid);
     for a in &args.addrs {
         let (name, address) = split_addr(a);

@@ -458,7 +458,10 @@ impl<'a> Supervisor<'a> {
                     .child()
                     .and_then(|c| c.try_wait())
                     .is_ok_and(|s| s.is_some_and(|s| s.success()));
-                self.adopt_main(readiness.ready.pid);
+                let mut readiness = readiness;
+                // What is reported (the ready line, READYFD_MAIN_PID) is the
+                // main pid readyfd took, never a bare claim.
+                readiness.ready.pid = self.adopt_main(readiness.ready.pid);
                 Ok(readiness)
             }
             Ok(Err(e)) => Err(self.ready_failure(e)),
@@ -469,14 +472,18 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    /// Takes note of the main pid PROGRAM reported. One that left
-    /// PROGRAM's group (a daemon's `setsid`) is held by a pidfd and told to
-    /// the watchdog, so that it is stopped with the group; only a
-    /// descendant of readyfd is taken (a child could report any pid, and
-    /// readyfd signals only what it started).
-    fn adopt_main(&mut self, main: u32) {
+    /// Takes note of the main pid PROGRAM reported, and returns the main
+    /// pid readyfd takes. One that left PROGRAM's group (a daemon's
+    /// `setsid`) is held by a pidfd and told to the watchdog, so that it is
+    /// stopped with the group. Only PROGRAM's group or a descendant of
+    /// readyfd is taken: a child could report any pid (readyfd's own, when
+    /// `readyfd notify` is PROGRAM itself and was told its parent's pid, or
+    /// an unrelated process), and readyfd signals, and tells CMD of, only
+    /// what it started. Another pid is refused, with a message, and
+    /// PROGRAM's pid stands.
+    fn adopt_main(&mut self, main: u32) -> u32 {
         if main == self.pid || main == 0 {
-            return;
+            return self.pid;
         }
         let me = std::process::id();
         let in_group = nix::unistd::getpgid(Some(Pid::from_raw(main as libc::pid_t)))
@@ -485,9 +492,20 @@ impl<'a> Supervisor<'a> {
             None
         } else {
             // Checked again after opening: the pidfd then holds that process.
-            pidfd::open(main)
+            match pidfd::open(main)
                 .ok()
                 .filter(|_| pidfd::descends_from(main, me))
+            {
+                Some(fd) => Some(fd),
+                None => {
+                    self.term.message(format_args!(
+                        "{} (pid {}) reported main pid {main}, which is neither in its process \
+                         group nor a process readyfd started; ignored, the main pid is {}",
+                        self.launch.name, self.pid, self.pid
+                    ));
+                    return self.main.as_ref().map_or(self.pid, |m| m.pid);
+                }
+            }
         };
         if outside.is_some() {
             self.watchdog.watch_pid(main);
@@ -497,6 +515,7 @@ impl<'a> Supervisor<'a> {
             outside,
             status: None,
         });
+        main
     }
 
     /// Adopts the main pid a systemd program reported with `MAINPID=`

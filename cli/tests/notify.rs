@@ -217,3 +217,59 @@ fn parent_of_another_protocol_version_is_refused() {
     assert_eq!(f.code, Some(74), "{f:?}");
     assert!(f.stderr.contains("version 2"), "{}", f.stderr);
 }
+
+/// `readyfd run --json --protocol P --then 'echo ...' -- sh -c SCRIPT`: the
+/// ready line and what CMD was told, as (json, READYFD_PID line).
+fn main_pid_under(protocol: &str, script: &str) -> (Value, String, String) {
+    let f = run(&mut readyfd([
+        "run",
+        "--protocol",
+        protocol,
+        "--json",
+        "--then",
+        "echo \"then $READYFD_PID $READYFD_MAIN_PID\"",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]));
+    let json = f
+        .stdout
+        .iter()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no ready line: {f:?}"));
+    let then = f
+        .stdout
+        .iter()
+        .find(|l| l.starts_with("then "))
+        .unwrap_or_else(|| panic!("CMD did not run: {f:?}"))
+        .clone();
+    (serde_json::from_str(json).unwrap(), then, f.stderr)
+}
+
+#[test]
+fn notify_as_the_program_itself_reports_its_own_pid() {
+    // `exec` makes notify the program readyfd started: its parent is
+    // readyfd, which it reported as the main pid before.
+    for protocol in ["native", "systemd"] {
+        let (j, then, _) = main_pid_under(protocol, "exec \"$READYFD_BIN\" notify --status up");
+        assert_eq!(j["main_pid"], j["pid"], "{protocol}: {j}");
+        assert_eq!(then, format!("then {0} {0}", j["pid"]), "{protocol}");
+    }
+}
+
+#[test]
+fn a_main_pid_readyfd_did_not_start_is_refused() {
+    // pid 1 is not PROGRAM's, nor anything readyfd started: it must not
+    // become the main pid that CMD is told of (and may signal).
+    let (j, then, stderr) = main_pid_under(
+        "native",
+        "\"$READYFD_BIN\" notify --pid 1 || exit; exec sleep 600",
+    );
+    assert_eq!(j["main_pid"], j["pid"], "{j}");
+    assert_eq!(then, format!("then {0} {0}", j["pid"]));
+    assert!(
+        stderr.contains("reported main pid 1, which is neither"),
+        "{stderr}"
+    );
+}
