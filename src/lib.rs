@@ -138,6 +138,7 @@ compile_error!(
 mod channel;
 mod child;
 mod core;
+mod direct;
 mod error;
 mod incoming;
 mod listen;
@@ -160,9 +161,10 @@ pub use bytes::Bytes;
 pub use channel::Channel;
 pub use child::Parent;
 pub use core::{ChannelOptions, ShutdownPolicy};
+pub use direct::DirectChannel;
 pub use error::{
-    ChannelError, CloseReason, EnvError, ListenError, ProtocolError, ReadyError, SpawnError,
-    describe_exit,
+    ChannelError, CloseReason, DirectError, EnvError, IntoDirectError, ListenError, ProtocolError,
+    ReadyError, SpawnError, describe_exit,
 };
 pub use incoming::{Incoming, IncomingRequest, Notification, ShutdownRequest};
 pub use listen::Listeners;
@@ -191,6 +193,7 @@ pub use systemd::{NotifyState, StoredFd};
 /// [`proto::limits`]).
 pub mod limits {
     pub use crate::core::{HIGH_WATER, MAX_INCOMING, MAX_INCOMING_BYTES, MAX_INCOMING_FDS};
+    pub use crate::direct::DIRECT_TICK;
     pub use crate::pipe::PIPE_TEXT_LIMIT;
     pub use crate::systemd::{FDSTORE_MAX, NOTIFY_DATAGRAM_MAX};
     pub use readyfd_proto::MAX_FDS_PER_FRAME;
