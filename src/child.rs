@@ -40,15 +40,16 @@ impl Parent {
     /// # Errors
     /// Refused, with this `Parent` given back unchanged, as
     /// [`Channel::into_direct`].
-    pub fn into_direct(
-        self,
-    ) -> Result<crate::DirectChannel, crate::IntoDirectError<Parent>> {
-        self.channel
-            .into_direct()
-            .map_err(|e| {
-                let error = e.error;
-                crate::IntoDirectError::new(error, Parent { channel: e.into_inner() })
-            })
+    pub fn into_direct(self) -> Result<crate::DirectChannel, crate::IntoDirectError<Parent>> {
+        self.channel.into_direct().map_err(|e| {
+            let error = e.error;
+            crate::IntoDirectError::new(
+                error,
+                Parent {
+                    channel: e.into_inner(),
+                },
+            )
+        })
     }
 }
 

@@ -542,7 +542,9 @@ impl DirectChannel {
     ) -> Result<Bytes, ChannelError> {
         let deadline = Some(sys::deadline_after(timeout));
         let (body, _fds) = self
-            .call(deadline, Vec::new(), |s, _| s.send_app_request_bytes(body, 0))
+            .call(deadline, Vec::new(), |s, _| {
+                s.send_app_request_bytes(body, 0)
+            })
             .map_err(|e| with_timeout(e, timeout))?;
         response_bytes(body)
     }
@@ -746,8 +748,7 @@ impl DirectChannel {
             }
         }
         let mut o = self.shared.lock();
-        if matches!(o.core.read, ReadEnd::Open) && !self.options.queue_full(&o.core.peer.incoming)
-        {
+        if matches!(o.core.read, ReadEnd::Open) && !self.options.queue_full(&o.core.peer.incoming) {
             o.core.read = ReadEnd::Eof;
         }
     }

@@ -32,10 +32,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 fn ready(role: &str, args: &[&str]) -> ReadyChild {
     let mut cmd = helper(role);
     cmd.args(args);
-    let mut child = ReadyCommand::new(cmd)
-        .process_group(true)
-        .spawn()
-        .unwrap();
+    let mut child = ReadyCommand::new(cmd).process_group(true).spawn().unwrap();
     child.wait_ready(BOUND).unwrap();
     child
 }
@@ -307,9 +304,7 @@ fn hostile_bytes_after_the_switch_are_typed_errors() {
 #[test]
 fn switching_is_refused_with_a_typed_error_and_changes_nothing() {
     let _serial = serial();
-    let mut child = ReadyCommand::new(helper("direct-echo"))
-        .spawn()
-        .unwrap();
+    let mut child = ReadyCommand::new(helper("direct-echo")).spawn().unwrap();
     assert_eq!(child.take_direct().unwrap_err(), DirectError::NotReady);
     child.wait_ready(BOUND).unwrap();
     let handle = child.channel().unwrap();

@@ -23,7 +23,7 @@ use std::time::Duration;
 use readyfd::proto::{Message, ResponseBody, Role, Session, SessionConfig};
 use readyfd::{DirectChannel, Incoming, Ready};
 
-use crate::{park_forever, parent, raw_fd3, unknown_role};
+use crate::{parent, park_forever, raw_fd3, unknown_role};
 
 /// A bound against a parent that never answers.
 const BOUND: Duration = Duration::from_secs(60);
