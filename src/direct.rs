@@ -251,6 +251,11 @@ pub struct DirectChannel {
     options: ChannelOptions,
     /// The receive timeout set on the socket now.
     rcvtimeo: Duration,
+    /// This channel has handled the watched process's exit ([`on_exit`](Self::on_exit)).
+    /// Its own flag, not the core's `child_exited`: the background channel
+    /// may have seen the exit before the switch, without ending the read
+    /// side, and the direct channel must still end it.
+    exit_handled: bool,
 }
 
 impl fmt::Debug for DirectChannel {
@@ -307,6 +312,7 @@ impl DirectChannel {
             answer: None,
             options: p.options,
             rcvtimeo: DIRECT_TICK,
+            exit_handled: false,
         }
     }
 
@@ -314,6 +320,7 @@ impl DirectChannel {
     /// said `Ready`, after a wrapper).
     pub(crate) fn watch(&mut self, pidfd: OwnedFd) {
         self.pidfd = Some(pidfd);
+        self.exit_handled = false;
     }
 
     fn sock(&self) -> BorrowedFd<'_> {
@@ -738,6 +745,7 @@ impl DirectChannel {
     /// end the read side as if it had closed: whoever holds it now is not
     /// the peer.
     fn on_exit(&mut self) {
+        self.exit_handled = true;
         self.shared.lock().core.child_exited = true;
         for _ in 0..64 {
             if !self.may_read(&self.shared.lock()) {
@@ -858,7 +866,7 @@ impl DirectChannel {
             {
                 self.read_once(false);
             }
-            if exited && !self.shared.lock().core.child_exited {
+            if exited && !self.exit_handled {
                 self.on_exit();
             }
         }
@@ -868,7 +876,7 @@ impl DirectChannel {
     /// exited?
     fn on_tick(&mut self) {
         let exited = match &self.pidfd {
-            Some(p) => !self.shared.lock().core.child_exited && sys::pidfd_exited(p.as_fd()),
+            Some(p) => !self.exit_handled && sys::pidfd_exited(p.as_fd()),
             None => false,
         };
         if exited {
@@ -900,5 +908,85 @@ fn with_timeout(e: ChannelError, t: Duration) -> ChannelError {
     match e {
         ChannelError::Timeout(_) => ChannelError::Timeout(t),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+    use crate::channel::Channel;
+    use crate::error::DirectError;
+
+    const BOUND: Duration = Duration::from_secs(60);
+
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn a_direct_channel_is_send() {
+        assert_send::<DirectChannel>();
+    }
+
+    #[test]
+    fn a_request_with_a_deadline_nearer_than_a_tick_ends_at_it() {
+        // The peer stays silent: only the deadline ends the wait, and it
+        // must not wait out a whole tick.
+        let (ours, _peer) = sys::stream_pair().unwrap();
+        let ch = Channel::start(ours, Role::Parent, None, ChannelOptions::default()).unwrap();
+        let mut d = ch.into_direct().unwrap();
+        let timeout = Duration::from_millis(30);
+        let t0 = Instant::now();
+        match d.request_timeout::<_, u64>(&1u64, timeout) {
+            Err(ChannelError::Timeout(t)) => assert_eq!(t, timeout),
+            other => panic!("{other:?}"),
+        }
+        let took = t0.elapsed();
+        assert!(took >= timeout, "{took:?}");
+        assert!(took < DIRECT_TICK, "waited {took:?}, a whole tick");
+        // A later call without a deadline has its tick back: the channel
+        // is still usable (and the timed-out request was abandoned).
+        assert!(d.closed().is_none());
+    }
+
+    #[test]
+    fn a_request_in_flight_refuses_the_switch_and_changes_nothing() {
+        let (ours, peer) = sys::stream_pair().unwrap();
+        sys::set_nonblocking(peer.as_fd(), false).unwrap();
+        let ch = Channel::start(ours, Role::Parent, None, ChannelOptions::default()).unwrap();
+        let mut peer = std::os::unix::net::UnixStream::from(peer);
+        peer.set_read_timeout(Some(BOUND)).unwrap();
+        let mut session = Session::new(Role::Child, 1, crate::SessionConfig::default());
+        session.send_hello();
+        // Our Hello first: requests wait for the peer's (its frame limit).
+        let mut out = Vec::new();
+        while session.poll_transmit(&mut out) {}
+        std::io::Write::write_all(&mut peer, &out).unwrap();
+        std::thread::scope(|s| {
+            let handle = ch.clone();
+            let pinger = s.spawn(move || handle.ping(BOUND));
+            // The Ping on the wire means the request is in flight. The
+            // peer's session answers it by itself: its Pong is queued.
+            let mut buf = BytesMut::new();
+            while session.transmit_len() == 0 {
+                let mut chunk = [0u8; 256];
+                let n = peer.read(&mut chunk).unwrap();
+                assert!(n > 0);
+                buf.extend_from_slice(&chunk[..n]);
+                session.handle_input(&mut buf).unwrap();
+                while session.poll_event().is_some() {}
+            }
+            let e = ch.into_direct().unwrap_err();
+            assert_eq!(e.error, DirectError::RequestInFlight);
+            let ch = e.into_inner();
+            assert!(ch.is_owner());
+            // Still driven by the background channel: the answer arrives.
+            let mut out = Vec::new();
+            while session.poll_transmit(&mut out) {}
+            std::io::Write::write_all(&mut peer, &out).unwrap();
+            assert!(pinger.join().unwrap().is_ok());
+            // Nothing in flight, no handle left: now it switches.
+            assert!(ch.into_direct().is_ok());
+        });
     }
 }

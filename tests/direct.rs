@@ -231,6 +231,32 @@ fn a_grandchild_holding_the_socket_does_not_hang_a_request() {
 }
 
 #[test]
+fn a_child_that_died_before_the_switch_leaving_a_grandchild_does_not_hang_a_request() {
+    let _serial = serial();
+    let mut child = ready("direct-echo", &[]);
+    // The child dies while the background channel serves us (which notes
+    // its exit); a grandchild keeps the socket open.
+    let ch = child.channel().unwrap();
+    ch.notify_bytes(b"die-leaving-grandchild").unwrap();
+    drop(ch);
+    let status = child.wait_timeout(BOUND).unwrap().expect("exited");
+    assert_eq!(status.code(), Some(3));
+    let d = child.take_direct().unwrap();
+    let t0 = Instant::now();
+    let (r, d) = bounded(Duration::from_secs(10), move || {
+        let mut d = d;
+        (d.request_bytes(b"anyone?"), d)
+    });
+    match r {
+        Err(ChannelError::Closed(CloseReason::PeerClosed)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(t0.elapsed() < readyfd::limits::DIRECT_TICK * 20);
+    drop(d);
+    common::kill_group(child.id());
+}
+
+#[test]
 fn large_frames_both_ways_at_once_do_not_deadlock() {
     let _serial = serial();
     const LEN: usize = 8 << 20;

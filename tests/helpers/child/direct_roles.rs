@@ -9,7 +9,7 @@
 //!   (answer, then send the parent an 8 MiB
 //!   notification at once), `crash` (exit 5 without answering),
 //!   `die-leaving-grandchild` (fork a process that keeps the socket open,
-//!   then exit 3 without answering). Notifications come back as they went.
+//!   then exit 3 without answering; also as a notification).
 //! - `direct-early`: speaks the protocol by hand: three notifications, a
 //!   request and `Ready` in one write, before the parent can switch; then
 //!   reports the answer to its request as a notification `got: ANSWER`.
@@ -76,21 +76,7 @@ fn echo(before: bool) {
                         d.notify_bytes(&vec![7u8; BIG]).unwrap();
                     }
                     b"crash" => std::process::exit(5),
-                    b"die-leaving-grandchild" => {
-                        // SAFETY: this process has one thread (a direct
-                        // channel has no I/O thread), so the forked child
-                        // may run anything; it only waits.
-                        match unsafe { nix::unistd::fork() }.unwrap() {
-                            nix::unistd::ForkResult::Child => {
-                                // sleep-ok: it holds the socket open for
-                                // the test, and ends by itself at the latest
-                                // then (the test kills its group first).
-                                std::thread::sleep(BOUND);
-                                std::process::exit(0);
-                            }
-                            nix::unistd::ForkResult::Parent { .. } => std::process::exit(3),
-                        }
-                    }
+                    b"die-leaving-grandchild" => die_leaving_grandchild(),
                     _ => {
                         let fds = req.take_fds();
                         drop(req.respond_bytes_with_fds(&body, fds));
@@ -104,6 +90,9 @@ fn echo(before: bool) {
                 };
                 d.notify_bytes(answer.as_bytes()).unwrap();
             }
+            Incoming::Notify(n) if &n.body()[..] == b"die-leaving-grandchild" => {
+                die_leaving_grandchild()
+            }
             Incoming::Notify(mut n) => {
                 let fds = n.take_fds();
                 drop(d.notify_bytes_with_fds(&n.body(), fds));
@@ -114,6 +103,21 @@ fn echo(before: bool) {
             }
             _ => {}
         }
+    }
+}
+
+/// Forks a process that keeps the socket open, and exits 3.
+fn die_leaving_grandchild() -> ! {
+    // SAFETY: this process has one thread (a direct channel has no I/O
+    // thread), so the forked child may run anything; it only waits.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            // sleep-ok: it holds the socket open for the test, and ends by
+            // itself at the latest then (the test kills its group first).
+            std::thread::sleep(BOUND);
+            std::process::exit(0);
+        }
+        nix::unistd::ForkResult::Parent { .. } => std::process::exit(3),
     }
 }
 
