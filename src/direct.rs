@@ -950,6 +950,37 @@ mod tests {
     }
 
     #[test]
+    fn a_request_behind_a_full_recv_queue_is_a_typed_error_not_a_hang() {
+        // The peer sends more notifications than the queue for `recv`
+        // holds, then nothing: the answer can never be read while they
+        // wait, and only the application can take them.
+        let (ours, peer) = sys::stream_pair().unwrap();
+        let opts = ChannelOptions::default().max_incoming(4);
+        let ch = Channel::start(ours, Role::Parent, None, opts).unwrap();
+        let mut d = ch.into_direct().unwrap();
+        let mut session = Session::new(Role::Child, 1, crate::SessionConfig::default());
+        for i in 0..10u8 {
+            session.send_notify_bytes(&[i], 0).unwrap();
+        }
+        let mut out = Vec::new();
+        while session.poll_transmit(&mut out) {}
+        sys::set_nonblocking(peer.as_fd(), false).unwrap();
+        let mut peer = std::os::unix::net::UnixStream::from(peer);
+        std::io::Write::write_all(&mut peer, &out).unwrap();
+        match d.request_timeout::<_, u64>(&1u64, BOUND) {
+            Err(ChannelError::NotAllowed(m)) => assert!(m.contains("recv"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // All ten come out, in order, as the queue makes room.
+        for i in 0..10u8 {
+            match d.recv_timeout(BOUND).unwrap() {
+                Some(Incoming::Notify(n)) => assert_eq!(n.bytes(), [i]),
+                other => panic!("{i}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn a_request_in_flight_refuses_the_switch_and_changes_nothing() {
         let (ours, peer) = sys::stream_pair().unwrap();
         sys::set_nonblocking(peer.as_fd(), false).unwrap();
