@@ -370,12 +370,13 @@ impl DirectChannel {
         Ok(r)
     }
 
-    /// Waits until everything queued is written, writing failed, or
-    /// `deadline`.
+    /// Waits until everything queued is written, writing failed, the
+    /// watched process has exited (whoever still holds its end of the
+    /// socket may never read), or `deadline`.
     fn drain_out(&mut self, deadline: Option<Instant>) {
         let _ = self.wait_for(deadline, |me| {
             let o = me.shared.lock();
-            (o.pending() == 0 || o.core.write_failed.is_some()).then_some(())
+            (o.pending() == 0 || o.core.write_failed.is_some() || me.exit_handled).then_some(())
         });
     }
 
@@ -845,10 +846,13 @@ impl DirectChannel {
                 ];
                 let n = if self.pidfd.is_some() { 2 } else { 1 };
                 if let Err(e) = sys::poll_until(&mut fds[..n], Some(tick_end)) {
+                    // The channel cannot be driven any more, either way.
+                    let e = CloseReason::Io(Arc::new(e));
                     let mut o = self.shared.lock();
                     if matches!(o.core.read, ReadEnd::Open) {
-                        o.core.read = ReadEnd::Failed(CloseReason::Io(Arc::new(e)));
+                        o.core.read = ReadEnd::Failed(e.clone());
                     }
+                    o.core.write_failed.get_or_insert(e);
                     continue;
                 }
                 let ev = |i: usize| {

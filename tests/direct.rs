@@ -223,6 +223,13 @@ fn a_grandchild_holding_the_socket_does_not_hang_a_request() {
         took < readyfd::limits::DIRECT_TICK * 20,
         "took {took:?} to notice the child's death"
     );
+    // A send larger than the socket takes does not wait for room that the
+    // grandchild, which never reads, would never make.
+    let d = bounded(Duration::from_secs(10), move || {
+        let mut d = d;
+        let _ = d.notify_bytes(&vec![0u8; 8 << 20]);
+        d
+    });
     drop(d);
     let status = child.wait_timeout(BOUND).unwrap().expect("exited");
     assert_eq!(status.code(), Some(3));
