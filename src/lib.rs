@@ -41,6 +41,13 @@
 //! peer's requests, each answered with [`IncomingRequest::respond`].
 //! `Ping` and `Shutdown` are built in.
 //!
+//! A [`Channel`] is served by a background I/O thread. For the fastest
+//! small round trips, either side may take its channel as a
+//! [`DirectChannel`] ([`ReadyChild::take_direct`], [`Parent::into_direct`]),
+//! whose calls do their I/O on the calling thread: a request is one
+//! `sendmsg` and one `recvmsg`, at the price that nothing is read between
+//! calls.
+//!
 //! # The other protocols
 //! [`Protocol::Pipe`] speaks the `CHILD_READY_FD` pipe scheme of
 //! "Readiness notifications in Go" (a newline, or a close while alive, is
