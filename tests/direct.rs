@@ -157,6 +157,16 @@ fn child_direct_parent_on_the_background_channel() {
 }
 
 #[test]
+fn a_direct_child_under_the_deliver_policy_gets_shutdown_in_recv() {
+    let _serial = serial();
+    let mut child = ready("direct-echo", &["deliver"]);
+    // The child answers Shutdown itself (from its `recv`) and exits 0.
+    let stopped = child.stop(BOUND).unwrap();
+    assert_eq!(stopped.via, StopVia::Shutdown, "{stopped:?}");
+    assert!(stopped.status.success(), "{stopped:?}");
+}
+
+#[test]
 fn messages_queued_before_the_switch_are_not_lost() {
     let _serial = serial();
     let mut child = ready("direct-early", &[]);

@@ -1,7 +1,8 @@
 //! Roles for `tests/direct.rs`, the direct channel:
 //!
-//! - `direct-echo [before]`: takes its channel as a `DirectChannel` (after
-//!   `Ready`, or before it with `before`) and answers every request with
+//! - `direct-echo [before|deliver]`: takes its channel as a `DirectChannel`
+//!   (after `Ready`, or before it with `before`; with `deliver`, under
+//!   `ShutdownPolicy::Deliver`: it acknowledges `Shutdown` and exits 0) and answers every request with
 //!   its body and fds, as they came, on its one thread, and sends every
 //!   notification back the same way, except `ask-parent`: it then asks the
 //!   parent with the byte body `from the child` and notifies `answer: X`
@@ -21,7 +22,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use readyfd::proto::{Message, ResponseBody, Role, Session, SessionConfig};
-use readyfd::{DirectChannel, Incoming, Ready};
+use readyfd::{ChannelOptions, DirectChannel, Incoming, Parent, Ready, ShutdownPolicy};
 
 use crate::{parent, park_forever, raw_fd3, unknown_role};
 
@@ -33,7 +34,10 @@ const BIG: usize = 8 << 20;
 
 pub(crate) fn run(role: &str, args: &[String]) {
     match role {
-        "direct-echo" => echo(args.get(1).map(String::as_str) == Some("before")),
+        "direct-echo" => echo(
+            args.get(1).map(String::as_str) == Some("before"),
+            args.get(1).map(String::as_str) == Some("deliver"),
+        ),
         "direct-early" => early(),
         "direct-hostile" => hostile(args.get(1).map(String::as_str).unwrap_or("")),
         _ => unknown_role(role),
@@ -41,7 +45,11 @@ pub(crate) fn run(role: &str, args: &[String]) {
 }
 
 fn direct() -> DirectChannel {
-    match parent().into_direct() {
+    into_direct(parent())
+}
+
+fn into_direct(p: Parent) -> DirectChannel {
+    match p.into_direct() {
         Ok(d) => d,
         Err(e) => {
             eprintln!("test child: {e}");
@@ -50,21 +58,23 @@ fn direct() -> DirectChannel {
     }
 }
 
-fn echo(before: bool) {
+fn echo(before: bool, deliver: bool) {
     let mut d = if before {
         let mut d = direct();
         d.ready(&Ready::new(std::process::id())).unwrap();
         d
     } else {
-        let p = parent();
-        p.ready(&Ready::new(std::process::id())).unwrap();
-        match p.into_direct() {
-            Ok(d) => d,
-            Err(e) => {
-                eprintln!("test child: {e}");
-                std::process::exit(92);
+        let p = if deliver {
+            let opts = ChannelOptions::new().shutdown(ShutdownPolicy::Deliver);
+            match Parent::from_env_with(opts) {
+                Ok(Some(p)) => p,
+                _ => std::process::exit(90),
             }
-        }
+        } else {
+            parent()
+        };
+        p.ready(&Ready::new(std::process::id())).unwrap();
+        into_direct(p)
     };
     while let Ok(inc) = d.recv() {
         match inc {
