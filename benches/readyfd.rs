@@ -499,6 +499,19 @@ fn child_main(role: &str) {
             f.write_all(&t0.to_le_bytes()).unwrap();
             let _ = f.read(&mut [0u8; 1]);
         }
+        // As `serve`, over a direct channel (no I/O thread in the child).
+        "serve-direct" => {
+            let Ok(mut d) = parent_or_exit().into_direct() else {
+                std::process::exit(92);
+            };
+            d.ready(&Ready::new(std::process::id())).unwrap();
+            while let Ok(m) = d.recv() {
+                if let Incoming::Request(req) = m {
+                    let body: ByteBuf = req.decode().unwrap();
+                    req.respond(&body).unwrap();
+                }
+            }
+        }
         "serve" => {
             let p = parent_or_exit();
             p.ready(&Ready::new(std::process::id())).unwrap();
@@ -920,6 +933,10 @@ struct RttRun {
     blocking: (Duration, Duration),
     /// Async API and the raw ping-pong measured between its samples.
     asynchronous: (Duration, Duration),
+    /// Direct channels on both sides (`DirectChannel`: no background
+    /// reader), measured in the blocking loop, between the same raw
+    /// samples.
+    direct: Duration,
     ipc_channel: Duration,
     tokio_unix_ipc: Duration,
 }
@@ -1049,8 +1066,26 @@ fn rtt_small(s: &mut Suite) {
             let raw = "raw socketpair ping-pong, same bytes";
             let ipc = "ipc-channel 0.20, same body";
             let uipc = "tokio-unix-ipc 0.4, same body";
-            let rows: [Row; 6] = [
+            let rows: [Row; 9] = [
                 ("blocking", pair(&|r| r.blocking), raw, "<= 1.30"),
+                (
+                    "direct",
+                    pair(&|r| (r.direct, r.blocking.1)),
+                    raw,
+                    "<= 1.30",
+                ),
+                (
+                    "direct_vs_ipc_channel",
+                    pair(&|r| (r.direct, r.ipc_channel)),
+                    ipc,
+                    "< 1.0",
+                ),
+                (
+                    "direct_vs_tokio_unix_ipc",
+                    pair(&|r| (r.direct, r.tokio_unix_ipc)),
+                    uipc,
+                    "< 1.0",
+                ),
                 ("async", pair(&|r| r.asynchronous), raw, "<= 1.30"),
                 (
                     "blocking_vs_ipc_channel",
@@ -1098,6 +1133,11 @@ fn rtt_run(size: usize, samples: usize) -> RttRun {
     let mut child = ReadyCommand::new(me("serve")).spawn().unwrap();
     child.wait_ready(BOUND).unwrap();
     let ch = child.channel().unwrap();
+    // Direct channels on both sides: a child that serves its own reads,
+    // and our end taken from the background channel.
+    let mut dchild = ReadyCommand::new(me("serve-direct")).spawn().unwrap();
+    dchild.wait_ready(BOUND).unwrap();
+    let mut direct = dchild.take_direct().unwrap();
     // The same child served through the async API, on a current_thread
     // runtime (one request at a time, as the blocking side does).
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -1142,21 +1182,33 @@ fn rtt_run(size: usize, samples: usize) -> RttRun {
         assert_eq!(r.len(), size);
         d
     };
+    let mut direct_trip = || {
+        let t = Instant::now();
+        let r: ByteBuf = direct.request(&body).unwrap();
+        let d = t.elapsed();
+        assert_eq!(r.len(), size);
+        d
+    };
     for _ in 0..20 {
         ours_trip();
         raw_trip();
         ipc_trip();
+        direct_trip();
     }
-    // Blocking: ours, raw and ipc-channel (a blocking API too), sample by
-    // sample, so that machine noise hits all three alike.
-    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    // Blocking: ours, raw, ipc-channel (a blocking API too) and ours
+    // direct, sample by sample, so that machine noise hits all alike.
+    let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..samples {
         a.push(ours_trip());
         b.push(raw_trip());
         c.push(ipc_trip());
+        d.push(direct_trip());
     }
     let blocking = (median(a), median(b));
     let ipc_channel = median(c);
+    let direct_rtt = median(d);
+    drop(direct);
+    dchild.wait().unwrap();
     // Async: ours, raw and tokio-unix-ipc, interleaved the same way inside
     // one running runtime, as an async program makes its requests (a
     // `block_on` per sample would time entering the runtime too); the raw
@@ -1197,6 +1249,7 @@ fn rtt_run(size: usize, samples: usize) -> RttRun {
     RttRun {
         blocking,
         asynchronous,
+        direct: direct_rtt,
         ipc_channel,
         tokio_unix_ipc,
     }
@@ -1621,7 +1674,21 @@ fn profile_rtt(mode: &str) {
     let n_trips = (320_000_000 / size.max(16_000)).min(20_000);
     let body = ByteBuf::from(vec![7u8; size]);
     let t = Instant::now();
-    if mode == "ours" {
+    if mode == "direct" {
+        let mut child = ReadyCommand::new(me("serve-direct")).spawn().unwrap();
+        child.wait_ready(BOUND).unwrap();
+        let mut d = child.take_direct().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..n_trips {
+            let _: ByteBuf = d.request(&body).unwrap();
+        }
+        println!(
+            "direct: {:.1} us per round trip",
+            us(t0.elapsed()) / n_trips as f64
+        );
+        drop(d);
+        child.wait().unwrap();
+    } else if mode == "ours" {
         let mut child = ReadyCommand::new(me("serve")).spawn().unwrap();
         child.wait_ready(BOUND).unwrap();
         let ch = child.channel().unwrap();
@@ -1683,10 +1750,12 @@ fn main() {
     }
     let quick = std::env::var_os("READYFD_BENCH_QUICK").is_some();
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    // `profile-ours` / `profile-async` / `profile-raw`: only 20 000 small
+    // `profile-ours` / `profile-async` / `profile-direct` / `profile-raw`: only 20 000 small
     // round trips, for `perf stat -e context-switches,task-clock` or `strace
     // -f -c` (both follow the children).
-    if let Some(m @ ("profile-ours" | "profile-async" | "profile-raw")) = only.as_deref() {
+    if let Some(m @ ("profile-ours" | "profile-async" | "profile-raw" | "profile-direct")) =
+        only.as_deref()
+    {
         return profile_rtt(m.trim_start_matches("profile-"));
     }
     let mut s = Suite {

@@ -55,7 +55,8 @@ use crate::core::{
     ChannelOptions, Core, HIGH_WATER, ReadEnd, ReadStep, ReadyEvent, ShutdownPolicy,
     decode_response, response_bytes,
 };
-use crate::error::{ChannelError, CloseReason};
+use crate::direct::{DirectChannel, DirectParts};
+use crate::error::{ChannelError, CloseReason, DirectError, IntoDirectError};
 use crate::incoming::{Incoming, Responder};
 use crate::sys;
 use crate::verdict::Seen;
@@ -1086,6 +1087,96 @@ impl Channel {
         event
             .unwrap_or(ReadyEvent::Timeout)
             .into_seen(pid, self.last_status())
+    }
+}
+
+// ---- direct mode ----------------------------------------------------------
+
+impl Channel {
+    /// Makes this channel a [`DirectChannel`]: no I/O thread serves it any
+    /// more, and the calling thread does all its I/O (see
+    /// [`DirectChannel`] for what that gains and costs). The session's
+    /// state, what was read and not yet decoded, what was queued for
+    /// [`recv`](Self::recv) (requests, notifications, their fds) and what
+    /// was queued for the peer move over: no message is lost, and the peer
+    /// sees nothing change.
+    ///
+    /// # Errors
+    /// Refused, with this channel given back unchanged
+    /// ([`IntoDirectError::into_inner`]), when this is a handle
+    /// ([`DirectError::NotOwner`]), when other handles or requests taken
+    /// and not answered are alive ([`DirectError::Shared`]), or when a
+    /// request still waits for its answer ([`DirectError::RequestInFlight`]).
+    pub fn into_direct(self) -> Result<DirectChannel, IntoDirectError<Channel>> {
+        self.into_direct_parts().map(DirectChannel::from_parts)
+    }
+
+    pub(crate) fn into_direct_parts(mut self) -> Result<DirectParts, IntoDirectError<Channel>> {
+        if !self.owner {
+            return Err(IntoDirectError::new(DirectError::NotOwner, self));
+        }
+        let (sock, pidfd) = {
+            let mut st = self.inner.lock();
+            if !st.waiting.is_empty() {
+                drop(st);
+                return Err(IntoDirectError::new(DirectError::RequestInFlight, self));
+            }
+            // Who holds the channel: this owner, the I/O thread's registry,
+            // and each request queued for `recv` (it answers through the
+            // channel). Anything more is a handle or a request the
+            // application holds. Counted under the lock, under which alone
+            // the I/O thread queues requests; nothing else can make a
+            // handle without one.
+            let queued = st
+                .core
+                .peer
+                .incoming
+                .iter_mut()
+                .filter(|m| matches!(m, Incoming::Request(_) | Incoming::Shutdown(_)))
+                .count();
+            if Arc::strong_count(&self.inner) != 2 + queued {
+                drop(st);
+                return Err(IntoDirectError::new(DirectError::Shared, self));
+            }
+            // The direct channel's own copies (the originals close with
+            // the old channel): taken first, so that a refusal leaves
+            // everything as it was.
+            let dup = |fd: &OwnedFd| fd.try_clone();
+            let copies = dup(&self.inner.sock)
+                .and_then(|s| Ok((s, self.inner.pidfd.as_ref().map(dup).transpose()?)));
+            let Ok(copies) = copies else {
+                drop(st);
+                return Err(IntoDirectError::new(DirectError::NoFds, self));
+            };
+            // The I/O thread reads no more, and registers nothing.
+            st.stop = true;
+            copies
+        };
+        // Once out of the reactor, the I/O thread never touches the channel
+        // again (it finished what it was doing with it).
+        self.inner.reactor.remove(&self.inner);
+        Reactor::release(&self.inner.reactor);
+        // The read buffer before the state, as everywhere.
+        let rbuf = std::mem::take(&mut *self.inner.lock_rbuf());
+        let mut st = self.inner.lock();
+        let role = st.core.session.role();
+        let core = std::mem::replace(&mut st.core, Core::new(role, self.inner.limits.session));
+        let parts = DirectParts {
+            sock,
+            pidfd,
+            core,
+            out: std::mem::take(&mut st.out),
+            unsent: std::mem::take(&mut st.unsent),
+            rbuf,
+            options: self.inner.limits,
+        };
+        drop(st);
+        // Not the owner any more: dropping it must not close the socket the
+        // direct channel now drives (a copy of it; the original closes
+        // with the last request still holding the old channel, once the
+        // direct channel has given them a new responder).
+        self.owner = false;
+        Ok(parts)
     }
 }
 

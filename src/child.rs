@@ -29,6 +29,28 @@ impl Parent {
     pub fn ready(&self, ready: &Ready) -> Result<(), ChannelError> {
         self.channel.ready(ready)
     }
+
+    /// Makes the channel a [`DirectChannel`](crate::DirectChannel), driven
+    /// by the calling thread with no background reader: the fastest small
+    /// round trips, at the price that nothing is read (no `Ping` answered,
+    /// no `Shutdown` seen) while the application is not in one of its
+    /// calls. What was received and not taken yet moves over. Before or
+    /// after [`ready`](Self::ready).
+    ///
+    /// # Errors
+    /// Refused, with this `Parent` given back unchanged, as
+    /// [`Channel::into_direct`].
+    pub fn into_direct(self) -> Result<crate::DirectChannel, crate::IntoDirectError<Parent>> {
+        self.channel.into_direct().map_err(|e| {
+            let error = e.error;
+            crate::IntoDirectError::new(
+                error,
+                Parent {
+                    channel: e.into_inner(),
+                },
+            )
+        })
+    }
 }
 
 /// The constructors and accessors of a child's `Parent`, the same for the

@@ -199,6 +199,11 @@ impl IncomingQueue {
         self.queue.len()
     }
 
+    /// The queued messages, to hand their requests a new responder.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Incoming> {
+        self.queue.iter_mut()
+    }
+
     /// Empties the queue (dropping a request answers it: do it outside
     /// the channel's lock).
     pub(crate) fn take(&mut self) -> VecDeque<Incoming> {

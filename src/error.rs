@@ -810,3 +810,68 @@ mod tests {
         assert!(e.get_ref().and_then(|e| e.source()).is_some());
     }
 }
+
+/// Why a channel could not be made a [`DirectChannel`](crate::DirectChannel):
+/// nothing was changed, and the channel works on as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirectError {
+    /// Other handles on the channel (clones), or requests of the peer that
+    /// the application took and has not answered, are alive: each would
+    /// go on using the background channel. Drop (or answer) them first.
+    #[error(
+        "other handles on the channel (clones) or unanswered requests taken from it are alive: drop or answer them first"
+    )]
+    Shared,
+    /// A request made on the channel (from another thread) still waits for
+    /// its answer.
+    #[error("a request is still waiting for its answer on the channel")]
+    RequestInFlight,
+    /// This is a handle made by `clone`, not the channel's owner.
+    #[error("this is a handle (a clone) on the channel, not its owner")]
+    NotOwner,
+    /// The child has not been seen ready yet: call
+    /// [`ReadyChild::wait_ready`](crate::ReadyChild::wait_ready) first, so
+    /// that readiness is judged by the rules of PROTOCOL.md §6.
+    #[error("the child is not ready yet: call wait_ready first")]
+    NotReady,
+    /// The child was spawned with another protocol than the native one.
+    #[error("the child does not speak the native protocol: there is no channel to take")]
+    NotNative,
+    /// No file descriptor was left for the direct channel's copy of the
+    /// socket (`EMFILE`).
+    #[error("no file descriptor left to take the channel over (EMFILE)")]
+    NoFds,
+    /// The channel was taken before.
+    #[error("the channel was already taken as a direct channel")]
+    AlreadyTaken,
+}
+
+/// A refused switch to direct mode, with what was to be switched, given
+/// back unchanged ([`into_inner`](Self::into_inner)).
+#[derive(thiserror::Error)]
+#[error("cannot switch the channel to direct mode: {error}")]
+pub struct IntoDirectError<T> {
+    /// Why.
+    pub error: DirectError,
+    original: T,
+}
+
+impl<T> IntoDirectError<T> {
+    pub(crate) fn new(error: DirectError, original: T) -> Self {
+        IntoDirectError { error, original }
+    }
+
+    /// What was to be switched, unchanged.
+    pub fn into_inner(self) -> T {
+        self.original
+    }
+}
+
+impl<T> std::fmt::Debug for IntoDirectError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntoDirectError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}

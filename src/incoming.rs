@@ -80,6 +80,14 @@ impl IncomingRequest {
         }
     }
 
+    /// Answers through `answer` from now on (a channel that becomes a
+    /// [`DirectChannel`](crate::DirectChannel) takes its queued requests).
+    pub(crate) fn retarget(&mut self, answer: Arc<dyn Responder>) {
+        if let Some(a) = &mut self.answer {
+            *a = answer;
+        }
+    }
+
     /// The file descriptors the peer sent with the request (close-on-exec),
     /// in the order it attached them. They are closed when the request is
     /// dropped, unless taken with [`take_fds`](Self::take_fds).
@@ -307,6 +315,13 @@ impl ShutdownRequest {
             id,
             grace,
             answer: Some(answer),
+        }
+    }
+
+    /// As [`IncomingRequest::retarget`].
+    pub(crate) fn retarget(&mut self, answer: Arc<dyn Responder>) {
+        if let Some(a) = &mut self.answer {
+            *a = answer;
         }
     }
 

@@ -41,6 +41,13 @@
 //! peer's requests, each answered with [`IncomingRequest::respond`].
 //! `Ping` and `Shutdown` are built in.
 //!
+//! A [`Channel`] is served by a background I/O thread. For the fastest
+//! small round trips, either side may take its channel as a
+//! [`DirectChannel`] ([`ReadyChild::take_direct`], [`Parent::into_direct`]),
+//! whose calls do their I/O on the calling thread: a request is one
+//! `sendmsg` and one `recvmsg`, at the price that nothing is read between
+//! calls.
+//!
 //! # The other protocols
 //! [`Protocol::Pipe`] speaks the `CHILD_READY_FD` pipe scheme of
 //! "Readiness notifications in Go" (a newline, or a close while alive, is
@@ -138,6 +145,7 @@ compile_error!(
 mod channel;
 mod child;
 mod core;
+mod direct;
 mod error;
 mod incoming;
 mod listen;
@@ -160,9 +168,10 @@ pub use bytes::Bytes;
 pub use channel::Channel;
 pub use child::Parent;
 pub use core::{ChannelOptions, ShutdownPolicy};
+pub use direct::DirectChannel;
 pub use error::{
-    ChannelError, CloseReason, EnvError, ListenError, ProtocolError, ReadyError, SpawnError,
-    describe_exit,
+    ChannelError, CloseReason, DirectError, EnvError, IntoDirectError, ListenError, ProtocolError,
+    ReadyError, SpawnError, describe_exit,
 };
 pub use incoming::{Incoming, IncomingRequest, Notification, ShutdownRequest};
 pub use listen::Listeners;
@@ -191,6 +200,7 @@ pub use systemd::{NotifyState, StoredFd};
 /// [`proto::limits`]).
 pub mod limits {
     pub use crate::core::{HIGH_WATER, MAX_INCOMING, MAX_INCOMING_BYTES, MAX_INCOMING_FDS};
+    pub use crate::direct::DIRECT_TICK;
     pub use crate::pipe::PIPE_TEXT_LIMIT;
     pub use crate::systemd::{FDSTORE_MAX, NOTIFY_DATAGRAM_MAX};
     pub use readyfd_proto::MAX_FDS_PER_FRAME;

@@ -13,7 +13,8 @@ use readyfd_proto::{Ready, Role};
 
 use crate::channel::Channel;
 use crate::core::ChannelOptions;
-use crate::error::{ReadyError, SpawnError};
+use crate::direct::DirectChannel;
+use crate::error::{DirectError, ReadyError, SpawnError};
 use crate::protocol::{CHILD_READY_FD_ENV, DEFAULT_FD, NOTIFY_SOCKET_ENV, Protocol, READYFD_ENV};
 use crate::sys::{self, ProcStat};
 use crate::verdict::{
@@ -431,6 +432,9 @@ fn finish_spawn(ours: Ours, pid: u32, options: ChannelOptions) -> io::Result<(Wa
 #[derive(Debug)]
 enum Waiter {
     Native(Channel),
+    /// The native channel, taken by [`ReadyChild::take_direct`] after
+    /// readiness; what the child's last status was then.
+    Direct(Option<String>),
     Pipe(pipe::PipeWaiter),
     Systemd(systemd::NotifyReceiver),
 }
@@ -501,6 +505,74 @@ impl ReadyChild {
         }
     }
 
+    /// Takes the native channel as a [`DirectChannel`]: driven by the
+    /// calling thread with no background reader, for the fastest small
+    /// round trips (one `sendmsg` and one `recvmsg` per request; see
+    /// [`DirectChannel`] for what nobody reading between calls means).
+    /// Everything the channel had received and not handed out (requests,
+    /// notifications, fds, the child's `Ready` fds) moves over.
+    ///
+    /// Only after [`wait_ready`](Self::wait_ready) has seen the child
+    /// ready: readiness is judged by the background channel, by the rules
+    /// of PROTOCOL.md §6, and the direct channel changes none of them. It
+    /// watches the process that said `Ready` (the spawned one, or the one
+    /// it named after a wrapper): once that has exited, a call that finds
+    /// nothing more to read fails with
+    /// [`ChannelError::Closed`](crate::ChannelError::Closed), even while
+    /// another process keeps the socket open.
+    ///
+    /// Afterwards [`channel`](Self::channel) is `None`, and
+    /// [`stop`](Self::stop) cannot ask `Shutdown` (it has no channel): it
+    /// signals at once (`SIGTERM`, then `SIGKILL` after `grace`). To stop
+    /// a child gracefully, ask it through the direct channel first:
+    /// ```no_run
+    /// # fn demo(mut child: readyfd::ReadyChild) -> Result<(), Box<dyn std::error::Error>> {
+    /// # use std::time::Duration;
+    /// let mut direct = child.take_direct()?;
+    /// // ... requests ...
+    /// direct.shutdown(Duration::from_secs(5))?; // acknowledged
+    /// drop(direct);
+    /// child.stop(Duration::from_secs(5))?; // waits for the exit, signals if need be
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`DirectError::NotNative`] for another protocol,
+    /// [`DirectError::NotReady`] before readiness,
+    /// [`DirectError::AlreadyTaken`] a second time; and as
+    /// [`Channel::into_direct`] (handles from [`channel`](Self::channel)
+    /// still alive: [`DirectError::Shared`]). On error the channel stays
+    /// as it was.
+    pub fn take_direct(&mut self) -> Result<DirectChannel, DirectError> {
+        match &self.waiter {
+            Waiter::Native(_) => {}
+            Waiter::Direct(_) => return Err(DirectError::AlreadyTaken),
+            _ => return Err(DirectError::NotNative),
+        }
+        if self.readiness.is_none() {
+            return Err(DirectError::NotReady);
+        }
+        let status = self.last_status();
+        let Waiter::Native(ch) = std::mem::replace(&mut self.waiter, Waiter::Direct(status)) else {
+            unreachable!("matched above");
+        };
+        match ch.into_direct() {
+            Ok(mut direct) => {
+                // After a wrapper, the process that said `Ready` is the
+                // peer: its exit ends the channel, not the wrapper's.
+                if let Some(main) = self.main.as_ref().and_then(|m| m.try_clone().ok()) {
+                    direct.watch(main);
+                }
+                Ok(direct)
+            }
+            Err(e) => {
+                let error = e.error;
+                self.waiter = Waiter::Native(e.into_inner());
+                Err(error)
+            }
+        }
+    }
+
     /// The underlying [`Child`], for its stdio handles.
     pub fn child_mut(&mut self) -> &mut Child {
         &mut self.child
@@ -516,6 +588,7 @@ impl ReadyChild {
     pub fn last_status(&self) -> Option<String> {
         match &self.waiter {
             Waiter::Native(c) => c.last_status(),
+            Waiter::Direct(status) => status.clone(),
             Waiter::Pipe(_) => None,
             Waiter::Systemd(r) => r.last_status(),
         }
@@ -611,6 +684,11 @@ impl ReadyChild {
         let watch_exit = self.verdict.watches_exit();
         let seen = match &mut self.waiter {
             Waiter::Native(ch) => ch.wait_ready_seen(deadline, watch_exit, pid),
+            // Not reached: the channel is taken only after readiness, which
+            // `wait_ready` then returns without looking.
+            Waiter::Direct(_) => crate::verdict::Seen::Io(io::Error::other(
+                "the channel was taken by take_direct before readiness",
+            )),
             Waiter::Pipe(p) => p.wait(self.pidfd.as_fd(), pid, deadline, watch_exit),
             Waiter::Systemd(r) => r.wait(self.pidfd.as_fd(), pid, deadline, !watch_exit),
         };

@@ -164,6 +164,18 @@ pub(crate) fn recv_stream(
     buf: &mut BytesMut,
     want: usize,
 ) -> io::Result<StreamRead> {
+    recv_stream_flags(fd, buf, want, 0)
+}
+
+/// [`recv_stream`] with `flags` added to `MSG_CMSG_CLOEXEC`: the direct
+/// channel keeps its socket blocking and passes `MSG_DONTWAIT` for a read
+/// that must not wait.
+pub(crate) fn recv_stream_flags(
+    fd: BorrowedFd<'_>,
+    buf: &mut BytesMut,
+    want: usize,
+    flags: c_int,
+) -> io::Result<StreamRead> {
     buf.reserve(want.max(1));
     let spare = buf.spare_capacity_mut();
     let len = spare.len();
@@ -182,7 +194,7 @@ pub(crate) fn recv_stream(
         // SAFETY: `msg` points at `iov` (the spare capacity of `buf`, `len`
         // writable bytes) and at `ctrl` (STREAM_CTRL_LEN writable bytes);
         // the kernel writes within them and tells how much it wrote.
-        let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | flags) };
         if n >= 0 {
             break n as usize;
         }
@@ -564,6 +576,16 @@ pub(crate) fn set_parent_death_signal(signal: c_int, parent: libc::pid_t) -> io:
     if unsafe { libc::getppid() } != parent {
         return Err(io::Error::from_raw_os_error(libc::ESRCH));
     }
+    Ok(())
+}
+
+/// Sets how long a blocking read on `sock` waits before it fails with
+/// `WouldBlock` (`SO_RCVTIMEO`), at least a microsecond (zero would mean
+/// "forever").
+pub(crate) fn set_recv_timeout(sock: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
+    let us = timeout.as_micros().clamp(1, 3600 * 1_000_000) as i64;
+    let tv = nix::sys::time::TimeVal::new(us / 1_000_000, (us % 1_000_000) as _);
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &tv)?;
     Ok(())
 }
 

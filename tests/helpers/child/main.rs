@@ -8,6 +8,7 @@ mod async_roles;
 #[path = "../../../examples/bootstrap/serve.rs"]
 mod bootstrap;
 mod bytes_roles;
+mod direct_roles;
 mod drop_roles;
 mod fd_roles;
 #[path = "../../../examples/handover.rs"]
@@ -43,6 +44,7 @@ fn main() {
             }
         }
         r if r.starts_with("bytes-") => bytes_roles::run(r, &args),
+        r if r.starts_with("direct-") => direct_roles::run(r, &args),
         #[cfg(feature = "tokio")]
         r if r.starts_with("async-") => async_roles::run(r, &args),
         _ => native::run(role, &args),
