@@ -20,7 +20,9 @@ ProtocolError (VersionMismatch for a version mismatch), a line on stderr,
 exit 3. A missing or invalid channel is exit 2.
 
 `--hostile=MODE` breaks the protocol on purpose after Ready, once the
-parent's Hello has been read, then waits for the parent to hang up:
+parent's Hello has been read, then waits for the parent's Goodbye (exit 0
+if its reason is ProtocolError, 5 for another reason, 4 if the stream ends
+without one):
   oversized     a Notify one byte longer than the parent's max_frame
   unknown-kind  an empty frame of kind 0x2a
   bad-utf8      a Status whose string is not UTF-8
@@ -384,9 +386,16 @@ def run(ch, hostile):
                 ch.send(STATUS, struct.pack("<Q", 2) + b"\xff\xfe")
         except OSError:
             pass  # the parent may close before it has read the whole frame
-        while ch.read_frame() is not None:  # until the parent hangs up
-            pass
-        return 0
+        # The parent must refuse that: Goodbye(ProtocolError), which ends
+        # the session (section 5 rule 11: finish and close). Exit 0 if so,
+        # 4 if the stream ended without it, 5 for another Goodbye.
+        while True:
+            frame = ch.read_frame()
+            if frame is None:
+                return 4
+            if frame[0] == GOODBYE:
+                reason, _ = decode_message(GOODBYE, frame[1])
+                return 0 if reason == BYE_PROTOCOL_ERROR else 5
 
     ch.send(STATUS, enc_string("serving from python"))
     ch.send(NOTIFY, enc_string("hello from python"))

@@ -19,8 +19,9 @@
 // exit 3. A missing or invalid channel is exit 2.
 //
 // -hostile=MODE breaks the protocol on purpose after Ready, once the
-// parent's Hello has been read, then waits for the parent to hang up:
-// oversized (a Notify one byte longer than the parent's max_frame),
+// parent's Hello has been read, then waits for the parent's Goodbye (exit 0
+// if its reason is ProtocolError, 5 for another reason, 4 if the stream
+// ends without one): oversized (a Notify one byte longer than the parent's max_frame),
 // unknown-kind (an empty frame of kind 0x2a), bad-utf8 (a Status whose
 // string is not UTF-8).
 package main
@@ -602,9 +603,25 @@ func run(c *channel, hostile string) error {
 			c.send(kStatus, []byte{2, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe})
 		}
 		// Write errors are expected: the parent may close before it has
-		// read the whole frame. Wait for it to hang up.
+		// read the whole frame. The parent must refuse that with
+		// Goodbye(ProtocolError), which ends the session (section 5 rule
+		// 11: finish and close). Exit 0 if so, 4 if the stream ended
+		// without it, 5 for another Goodbye.
 		for {
-			if _, _, ok, err := c.readFrame(); err != nil || !ok {
+			kind, payload, ok, err := c.readFrame()
+			if err != nil {
+				return err
+			}
+			if !ok {
+				os.Exit(4)
+			}
+			if kind == kGoodbye {
+				if _, err := decodeMessage(kind, payload); err != nil {
+					return err
+				}
+				if binary.LittleEndian.Uint32(payload) != byeProtocolError {
+					os.Exit(5)
+				}
 				return nil
 			}
 		}
