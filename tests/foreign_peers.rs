@@ -224,6 +224,8 @@ fn blocking_session(peer: Peer) {
             }
             other => panic!("{peer:?}: a u32 is not a String: {other:?}"),
         }
+        // A Notify of ours is one-way: the peer reads it and goes on.
+        ch.notify(&"from the parent").unwrap();
         ch.ping(BOUND).unwrap();
         drop(ch);
 
@@ -309,6 +311,56 @@ fn go_peer_hostile_blocking() {
     blocking_hostile(Peer::Go);
 }
 
+/// Section 1, child side, as each peer implements it: without `READYFD`,
+/// with one that names no socket, and with a socket whose identity is not
+/// `READYFD_INODE`'s, the peer refuses the channel (exit 2, saying why)
+/// and sends nothing.
+#[test]
+fn the_peers_refuse_a_descriptor_that_is_not_their_channel() {
+    use std::os::fd::AsRawFd;
+    let _serial = serial();
+    for peer in [Peer::Python, Peer::Go] {
+        let (ours, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let cases: [(&str, &[(&str, &str)], bool); 4] = [
+            ("READYFD is not set", &[], false),
+            ("READYFD=0 is not a socket", &[("READYFD", "0")], false),
+            (
+                "inherited the variables without the descriptor",
+                &[("READYFD", "3"), ("READYFD_INODE", "1:1")],
+                true,
+            ),
+            (
+                "is not <dev>:<ino>",
+                &[("READYFD", "3"), ("READYFD_INODE", "8")],
+                true,
+            ),
+        ];
+        for (says, vars, placed) in cases {
+            let mut cmd = peer.command(None);
+            cmd.env_remove("READYFD").env_remove("READYFD_INODE");
+            cmd.envs(vars.iter().copied());
+            cmd.stdin(std::process::Stdio::null());
+            if placed {
+                common::place_fds(&mut cmd, &[(theirs.as_raw_fd(), 3)]);
+            }
+            let out = cmd.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{peer:?} {says}: {stderr}");
+            assert!(stderr.contains(says), "{peer:?}: {stderr:?} lacks {says:?}");
+        }
+        // Nothing was sent on the socket it was right to refuse.
+        drop(theirs);
+        let mut buf = [0u8; 16];
+        assert_eq!(nix::unistd::read(&ours, &mut buf).unwrap(), 0);
+    }
+}
+
 #[cfg(feature = "tokio")]
 mod aio {
     use super::*;
@@ -343,6 +395,7 @@ mod aio {
             }
             other => panic!("{peer:?}: {other:?}"),
         }
+        ch.notify(&"from the parent").await.unwrap();
         ch.ping(BOUND).await.unwrap();
         drop(ch);
         let stopped = child.stop(BOUND).await.unwrap();
