@@ -155,8 +155,11 @@ fn greeting(addr: std::net::SocketAddr) -> String {
     first_line(std::net::TcpStream::connect(addr).unwrap())
 }
 
+/// Whether a protocol error is the one a hostile mode must get.
+type Check = fn(&SessionError) -> bool;
+
 /// The typed error each hostile mode must get, and the bytes it sends.
-const HOSTILE: [(&str, fn(&SessionError) -> bool); 3] = [
+const HOSTILE: [(&str, Check); 3] = [
     // A Notify of 4097 bytes to a parent that announced 4096: refused on
     // the header alone.
     ("oversized", |e| {
@@ -327,7 +330,9 @@ fn the_peers_refuse_a_descriptor_that_is_not_their_channel() {
             nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         )
         .unwrap();
-        let cases: [(&str, &[(&str, &str)], bool); 4] = [
+        // (what the peer says, its environment, whether the socket is at 3)
+        type Case = (&'static str, &'static [(&'static str, &'static str)], bool);
+        let cases: [Case; 4] = [
             ("READYFD is not set", &[], false),
             ("READYFD=0 is not a socket", &[("READYFD", "0")], false),
             (
