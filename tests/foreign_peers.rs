@@ -314,6 +314,37 @@ fn go_peer_hostile_blocking() {
     blocking_hostile(Peer::Go);
 }
 
+/// Each peer decodes the frames of `proto/vectors.json` (section 9) as it
+/// reads its channel: the valid ones decode, and each invalid one fails
+/// with its error class (UnexpectedEnd and LimitExceeded taken as one, as
+/// section 7 allows). Frames with descriptors are UnknownKind to these
+/// peers, which do not support them (section 8).
+#[test]
+fn the_peers_decode_the_vectors_as_the_reference_does() {
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/vectors.json");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&vectors).unwrap()).unwrap();
+    let count: usize = ["valid", "decode_only", "invalid", "fd_valid", "fd_invalid"]
+        .iter()
+        .map(|part| json[part].as_array().unwrap().len())
+        .sum();
+    for peer in [Peer::Python, Peer::Go] {
+        let out = peer
+            .command(None)
+            .arg(format!("--check-vectors={}", vectors.display()))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{peer:?}: {stdout}\n{stderr}");
+        assert_eq!(
+            stdout,
+            format!("{count} vectors checked, 0 failed\n"),
+            "{peer:?}: {stderr}"
+        );
+    }
+}
+
 /// Section 1, child side, as each peer implements it: without `READYFD`,
 /// with one that names no socket, and with a socket whose identity is not
 /// `READYFD_INODE`'s, the peer refuses the channel (exit 2, saying why)

@@ -26,8 +26,12 @@ without one):
   oversized     a Notify one byte longer than the parent's max_frame
   unknown-kind  an empty frame of kind 0x2a
   bad-utf8      a Status whose string is not UTF-8
+
+`--check-vectors=PATH` decodes the frames of proto/vectors.json as the
+channel would (see check_vectors) and exits, 0 if every one agreed.
 """
 
+import json
 import os
 import socket
 import stat
@@ -175,8 +179,9 @@ class Decoder:
 # ---- section 2: frames ---------------------------------------------------
 
 class Channel:
-    def __init__(self, sock):
+    def __init__(self, sock, our_max=OUR_MAX_FRAME):
         self.sock = sock
+        self.our_max = our_max  # announced in our Hello
         self.peer_max = DEFAULT_MAX_FRAME  # until the parent's Hello is read
         self.sent_goodbye = False
 
@@ -223,9 +228,9 @@ class Channel:
                                 % len(head))
         length, kind = struct.unpack("<IB", head)
         # The length is checked on the header alone, before reading the payload.
-        if length > OUR_MAX_FRAME:
+        if length > self.our_max:
             raise ProtocolError("too large: a frame of %d bytes, our maximum is %d"
-                                % (length, OUR_MAX_FRAME))
+                                % (length, self.our_max))
         if kind not in KIND_NAMES:
             # 0x82-0x85 carry descriptors (section 2.1); this peer reads with
             # plain recv, so the kernel discarded them, and section 8 says a
@@ -242,8 +247,8 @@ class Channel:
 
 # ---- sections 4 and 5: messages and the session --------------------------
 
-def check_hello(payload):
-    """The parent's Hello, checked in the order of section 5 rule 3."""
+def decode_hello(payload):
+    """A Hello's (role, max_frame), decoded in the order of section 5 rule 3."""
     d = Decoder("Hello", payload)
     if len(payload) >= 4 and payload[:4] != b"RDFD":
         raise ProtocolError("bad magic %s: the parent does not speak readyfd"
@@ -261,6 +266,12 @@ def check_hello(payload):
         raise ProtocolError("Hello: invalid role tag %d" % role)
     max_frame = d.u32()
     d.finish()
+    return role, max_frame
+
+
+def check_hello(payload):
+    """The parent's Hello: decoded, then the session's checks (rule 3)."""
+    role, max_frame = decode_hello(payload)
     if role == ROLE_CHILD:
         raise ProtocolError("role conflict: the peer is a child too")
     if max_frame < MIN_MAX_FRAME:
@@ -274,7 +285,7 @@ def decode_message(kind, payload):
     name = KIND_NAMES[kind]
     d = Decoder(name, payload)
     if kind == HELLO:
-        return check_hello(payload)
+        return decode_hello(payload)
     if kind == REQUEST:
         rid, tag = d.u64(), d.u32()
         if tag == REQ_PING:
@@ -432,9 +443,81 @@ def run(ch, hostile):
             ch.send(RESPONSE, answer)
 
 
+# ---- checking this peer against proto/vectors.json ---------------------
+
+def error_class(e):
+    """The section 7 class of one of our errors (the messages above)."""
+    m = str(e)
+    for needle, cls in (("too large", "TooLarge"), ("truncated:", "Truncated"),
+                        ("unknown kind", "UnknownKind"), ("invalid utf-8", "InvalidUtf8"),
+                        ("trailing bytes", "TrailingBytes"), ("bad magic", "BadMagic"),
+                        ("version mismatch", "VersionMismatch"), ("invalid", "InvalidTag"),
+                        ("unexpected end", "UnexpectedEnd"), ("claims", "UnexpectedEnd"),
+                        ("an empty", "UnexpectedEnd")):
+        if needle in m:
+            return cls
+    return "?"
+
+
+def decode_stream(stream, our_max):
+    """Reads `stream` (then end of stream) as this peer reads its channel,
+    decoding every frame; the number of frames, or the error."""
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(stream)
+        a.shutdown(socket.SHUT_WR)
+        ch = Channel(b, our_max)
+        n = 0
+        while True:
+            frame = ch.read_frame()
+            if frame is None:
+                return n
+            decode_message(*frame)
+            n += 1
+
+
+def check_vectors(path):
+    """Decodes each frame of proto/vectors.json that a peer receives: the
+    valid ones decode, the invalid ones fail with their class (or the
+    other of UnexpectedEnd and LimitExceeded, whose choice section 7 calls
+    an artefact of the reference decoder). Frames with file descriptors
+    are UnknownKind here: this peer does not support them (section 8)."""
+    with open(path) as f:
+        vectors = json.load(f)
+    failures, checked = [], 0
+
+    def expect(name, stream, our_max, want):
+        nonlocal checked
+        checked += 1
+        try:
+            got = "ok, %d frame(s)" % decode_stream(bytes.fromhex(stream), our_max)
+            cls = None
+        except ProtocolError as e:
+            got, cls = "%s (%s)" % (error_class(e), e), error_class(e)
+        if want == "LimitExceeded":
+            want = "UnexpectedEnd"
+        if (want is None and cls is not None) or (want is not None and cls != want):
+            failures.append("%s: want %s, got %s" % (name, want or "ok", got))
+
+    for v in vectors["valid"]:
+        expect(v["name"], v["frame"], DEFAULT_MAX_FRAME, None)
+    for v in vectors["decode_only"]:
+        expect(v["name"], v["frame"], DEFAULT_MAX_FRAME, "VersionMismatch")
+    for v in vectors["invalid"]:
+        expect(v["name"], v["stream"], v["max_frame"], v["error"]["error"])
+    for v in vectors["fd_valid"] + vectors["fd_invalid"]:
+        expect(v["name"], v["frame"], DEFAULT_MAX_FRAME, "UnknownKind")
+    for line in failures:
+        print("vector " + line, file=sys.stderr)
+    print("%d vectors checked, %d failed" % (checked, len(failures)))
+    return 1 if failures else 0
+
+
 def main():
     hostile = None
     for arg in sys.argv[1:]:
+        if arg.startswith("--check-vectors="):
+            return check_vectors(arg.split("=", 1)[1])
         if arg.startswith("--hostile="):
             hostile = arg.split("=", 1)[1]
             if hostile not in ("oversized", "unknown-kind", "bad-utf8"):

@@ -24,11 +24,16 @@
 // ends without one): oversized (a Notify one byte longer than the parent's max_frame),
 // unknown-kind (an empty frame of kind 0x2a), bad-utf8 (a Status whose
 // string is not UTF-8).
+//
+// -check-vectors=PATH decodes the frames of proto/vectors.json as the
+// channel would (see checkVectors) and exits, 0 if every one agreed.
 package main
 
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -242,6 +247,7 @@ func (d *decoder) finish() error {
 
 type channel struct {
 	f       *os.File
+	ourMax  uint32 // announced in our Hello
 	peerMax uint32 // the default until the parent's Hello is read
 	saidBye bool
 }
@@ -309,8 +315,8 @@ func (c *channel) readFrame() (kind byte, payload []byte, ok bool, err error) {
 	length := binary.LittleEndian.Uint32(head[:4])
 	kind = head[4]
 	// The length is checked on the header alone, before reading the payload.
-	if length > ourMaxFrame {
-		return 0, nil, false, perr("too large: a frame of %d bytes, our maximum is %d", length, ourMaxFrame)
+	if length > c.ourMax {
+		return 0, nil, false, perr("too large: a frame of %d bytes, our maximum is %d", length, c.ourMax)
 	}
 	name, known := kindNames[kind]
 	if !known {
@@ -335,36 +341,43 @@ func (c *channel) readFrame() (kind byte, payload []byte, ok bool, err error) {
 
 // ---- sections 4 and 5: messages and the session ----
 
-// checkHello checks the parent's Hello in the order of section 5 rule 3
-// and returns its max_frame.
-func checkHello(p []byte) (uint32, error) {
+// decodeHello decodes a Hello in the order of section 5 rule 3 and returns
+// its role and max_frame.
+func decodeHello(p []byte) (uint32, uint32, error) {
 	if len(p) >= 4 && string(p[:4]) != "RDFD" {
-		return 0, perr("bad magic %x: the parent does not speak readyfd", p[:4])
+		return 0, 0, perr("bad magic %x: the parent does not speak readyfd", p[:4])
 	}
 	if len(p) >= 6 {
 		if v := binary.LittleEndian.Uint16(p[4:6]); v != version {
-			return 0, &protocolError{fmt.Sprintf("version mismatch: ours %d, theirs %d", version, v), byeVersionMismatch}
+			return 0, 0, &protocolError{fmt.Sprintf("version mismatch: ours %d, theirs %d", version, v), byeVersionMismatch}
 		}
 	}
 	d := decoder{"Hello", p}
 	if _, err := d.take(6); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if _, err := d.u32(); err != nil { // pid
-		return 0, err
+		return 0, 0, err
 	}
 	role, err := d.u32()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if role != roleParent && role != roleChild {
-		return 0, perr("Hello: invalid role tag %d", role)
+		return 0, 0, perr("Hello: invalid role tag %d", role)
 	}
 	max, err := d.u32()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	if err := d.finish(); err != nil {
+	return role, max, d.finish()
+}
+
+// checkHello decodes the parent's Hello, then makes the session's checks
+// (section 5 rule 3), and returns its max_frame.
+func checkHello(p []byte) (uint32, error) {
+	role, max, err := decodeHello(p)
+	if err != nil {
 		return 0, err
 	}
 	if role == roleChild {
@@ -388,7 +401,7 @@ func decodeMessage(kind byte, p []byte) (*request, error) {
 	d := decoder{kindNames[kind], p}
 	switch kind {
 	case kHello:
-		_, err := checkHello(p)
+		_, _, err := decodeHello(p)
 		return nil, err
 	case kRequest:
 		id, err := d.u64()
@@ -686,9 +699,136 @@ func run(c *channel, hostile string) error {
 	}
 }
 
+// ---- checking this peer against proto/vectors.json ----
+
+// errorClass is the section 7 class of one of our errors (the messages
+// above).
+func errorClass(err error) string {
+	m := err.Error()
+	for _, nc := range [][2]string{{"too large", "TooLarge"}, {"truncated:", "Truncated"},
+		{"unknown kind", "UnknownKind"}, {"invalid utf-8", "InvalidUtf8"},
+		{"trailing bytes", "TrailingBytes"}, {"bad magic", "BadMagic"},
+		{"version mismatch", "VersionMismatch"}, {"invalid", "InvalidTag"},
+		{"unexpected end", "UnexpectedEnd"}, {"claims", "UnexpectedEnd"},
+		{"an empty", "UnexpectedEnd"}} {
+		if strings.Contains(m, nc[0]) {
+			return nc[1]
+		}
+	}
+	return "?"
+}
+
+// decodeStream reads stream (then end of stream) as this peer reads its
+// channel, decoding every frame: the number of frames, or the error.
+func decodeStream(stream []byte, ourMax uint32) (int, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	a, b := os.NewFile(uintptr(fds[0]), "a"), os.NewFile(uintptr(fds[1]), "b")
+	defer b.Close()
+	_, err = a.Write(stream)
+	a.Close()
+	if err != nil {
+		return 0, err
+	}
+	c := &channel{f: b, ourMax: ourMax, peerMax: defaultMaxFrame}
+	for n := 0; ; n++ {
+		kind, payload, ok, err := c.readFrame()
+		if err != nil || !ok {
+			return n, err
+		}
+		if _, err := decodeMessage(kind, payload); err != nil {
+			return n, err
+		}
+	}
+}
+
+// checkVectors decodes each frame of proto/vectors.json that a peer
+// receives: the valid ones decode, the invalid ones fail with their class
+// (or the other of UnexpectedEnd and LimitExceeded, whose choice section 7
+// calls an artefact of the reference decoder). Frames with file
+// descriptors are UnknownKind here: this peer does not support them
+// (section 8).
+func checkVectors(path string) int {
+	type vector struct {
+		Name     string
+		Frame    string
+		Stream   string
+		MaxFrame uint32 `json:"max_frame"`
+		Error    json.RawMessage
+	}
+	var all map[string]json.RawMessage
+	raw, err := os.ReadFile(path)
+	if err == nil {
+		err = json.Unmarshal(raw, &all)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "go peer: %s: %v\n", path, err)
+		return 2
+	}
+	part := func(name string) []vector {
+		var vs []vector
+		if err := json.Unmarshal(all[name], &vs); err != nil {
+			fmt.Fprintf(os.Stderr, "go peer: %s: %s: %v\n", path, name, err)
+			os.Exit(2)
+		}
+		return vs
+	}
+	checked, failed := 0, 0
+	expect := func(name, stream string, ourMax uint32, want string) {
+		checked++
+		data, err := hex.DecodeString(stream)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "vector %s: bad hex: %v\n", name, err)
+			failed++
+			return
+		}
+		n, err := decodeStream(data, ourMax)
+		got, class := fmt.Sprintf("ok, %d frame(s)", n), ""
+		if err != nil {
+			class = errorClass(err)
+			got = fmt.Sprintf("%s (%v)", class, err)
+		}
+		if want == "LimitExceeded" {
+			want = "UnexpectedEnd"
+		}
+		if class != want {
+			if want == "" {
+				want = "ok"
+			}
+			fmt.Fprintf(os.Stderr, "vector %s: want %s, got %s\n", name, want, got)
+			failed++
+		}
+	}
+	for _, v := range part("valid") {
+		expect(v.Name, v.Frame, defaultMaxFrame, "")
+	}
+	for _, v := range part("decode_only") {
+		expect(v.Name, v.Frame, defaultMaxFrame, "VersionMismatch")
+	}
+	for _, v := range part("invalid") {
+		var e struct{ Error string }
+		json.Unmarshal(v.Error, &e)
+		expect(v.Name, v.Stream, v.MaxFrame, e.Error)
+	}
+	for _, v := range append(part("fd_valid"), part("fd_invalid")...) {
+		expect(v.Name, v.Frame, defaultMaxFrame, "UnknownKind")
+	}
+	fmt.Printf("%d vectors checked, %d failed\n", checked, failed)
+	if failed > 0 {
+		return 1
+	}
+	return 0
+}
+
 func main() {
 	hostile := flag.String("hostile", "", "oversized, unknown-kind or bad-utf8: break the protocol after Ready")
+	vectors := flag.String("check-vectors", "", "check this peer's decoding against proto/vectors.json, then exit")
 	flag.Parse()
+	if *vectors != "" {
+		os.Exit(checkVectors(*vectors))
+	}
 	switch *hostile {
 	case "", "oversized", "unknown-kind", "bad-utf8":
 	default:
@@ -700,7 +840,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "go peer: %v\n", err)
 		os.Exit(2)
 	}
-	c := &channel{f: f, peerMax: defaultMaxFrame}
+	c := &channel{f: f, ourMax: ourMaxFrame, peerMax: defaultMaxFrame}
 	err = run(c, *hostile)
 	code := 0
 	var pe *protocolError
