@@ -345,6 +345,109 @@ fn the_peers_decode_the_vectors_as_the_reference_does() {
     }
 }
 
+/// A frame: the length, the kind, the payload (PROTOCOL.md section 2).
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_le_bytes().to_vec();
+    f.push(kind);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A `Hello` frame of `version`, `role` and `max_frame`.
+fn hello(version: u16, role: u32, max_frame: u32) -> Vec<u8> {
+    let mut p = b"RDFD".to_vec();
+    p.extend_from_slice(&version.to_le_bytes());
+    p.extend_from_slice(&4121u32.to_le_bytes());
+    p.extend_from_slice(&role.to_le_bytes());
+    p.extend_from_slice(&max_frame.to_le_bytes());
+    frame(1, &p)
+}
+
+/// Each peer checks what a parent sends as sections 2 to 5 say: a parent
+/// written by hand here breaks one rule per case, and the peer answers
+/// with `Goodbye` (`ProtocolError`, or `VersionMismatch`) after its own
+/// `Hello` and `Ready`, says why on stderr and exits 3.
+#[test]
+fn the_peers_refuse_a_parent_that_breaks_the_session() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let parent = hello(1, 0, 1 << 24);
+    let status = frame(6, &[&5u64.to_le_bytes()[..], b"hello"].concat());
+    let ok_response = frame(4, &[&5u64.to_le_bytes()[..], &0u32.to_le_bytes()].concat());
+    let ready = frame(
+        2,
+        &[&1u32.to_le_bytes()[..], &0u64.to_le_bytes(), &[0]].concat(),
+    );
+    let cases: [(Vec<u8>, u32, &str); 8] = [
+        (hello(1, 1, 1 << 24), 2, "role conflict"),
+        (
+            hello(9, 0, 1 << 24),
+            3,
+            "version mismatch: ours 1, theirs 9",
+        ),
+        (hello(1, 0, 4095), 2, "max_frame too small"),
+        (status.clone(), 2, "expected Hello first"),
+        ([&parent[..], &parent].concat(), 2, "duplicate Hello"),
+        ([&parent[..], &ready].concat(), 2, "wrong direction"),
+        (
+            [&parent[..], &ok_response].concat(),
+            2,
+            "unknown response id",
+        ),
+        (
+            [&parent[..], &[0xff, 0xff, 0xff, 0xff, 5]].concat(),
+            2,
+            "too large",
+        ),
+    ];
+    let _serial = serial();
+    for peer in [Peer::Python, Peer::Go] {
+        for (input, reason, says) in &cases {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            let mut cmd = peer.command(None);
+            cmd.env("READYFD", "3").env_remove("READYFD_INODE");
+            cmd.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+            common::place_fds(&mut cmd, &[(theirs.as_raw_fd(), 3)]);
+            let child = cmd.spawn().unwrap();
+            drop(cmd);
+            drop(theirs);
+            let mut ours = ours;
+            ours.write_all(input).unwrap();
+            let mut got = Vec::new();
+            ours.read_to_end(&mut got).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(3), "{peer:?} {says}: {stderr}");
+            assert!(stderr.contains(says), "{peer:?}: {stderr:?} lacks {says:?}");
+            // Its frames: Hello, Ready, Status and Notify once it has read
+            // a valid Hello, then the Goodbye with its reason.
+            let mut kinds = Vec::new();
+            let mut rest = &got[..];
+            let mut last = &[][..];
+            while rest.len() >= 5 {
+                let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+                kinds.push(rest[4]);
+                last = &rest[5..5 + len];
+                rest = &rest[5 + len..];
+            }
+            assert!(rest.is_empty(), "{peer:?} {says}: {got:02x?}");
+            let hello_ok = input.starts_with(&parent);
+            let want: &[u8] = if hello_ok {
+                &[1, 2, 6, 5, 7]
+            } else {
+                &[1, 2, 7]
+            };
+            assert_eq!(kinds, want, "{peer:?} {says}");
+            assert_eq!(
+                u32::from_le_bytes(last[..4].try_into().unwrap()),
+                *reason,
+                "{peer:?} {says}"
+            );
+        }
+    }
+}
+
 /// Section 1, child side, as each peer implements it: without `READYFD`,
 /// with one that names no socket, and with a socket whose identity is not
 /// `READYFD_INODE`'s, the peer refuses the channel (exit 2, saying why)

@@ -602,9 +602,11 @@ func run(c *channel, hostile string) error {
 		}
 		return perr("expected Hello first, got %s", kindNames[kind])
 	}
-	if c.peerMax, err = checkHello(payload); err != nil {
-		return err
+	max, err := checkHello(payload)
+	if err != nil {
+		return err // peerMax stays the default: the Goodbye must still fit
 	}
+	c.peerMax = max
 
 	if hostile != "" {
 		switch hostile {
