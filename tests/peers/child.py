@@ -48,7 +48,6 @@ OUR_MAX_FRAME = DEFAULT_MAX_FRAME
 HELLO, READY, REQUEST, RESPONSE, NOTIFY, STATUS, GOODBYE = range(1, 8)
 KIND_NAMES = {1: "Hello", 2: "Ready", 3: "Request", 4: "Response",
               5: "Notify", 6: "Status", 7: "Goodbye"}
-FD_FLAG = 0x80
 REQ_PING, REQ_SHUTDOWN, REQ_APP = 0, 1, 2
 RESP_OK, RESP_APP, RESP_ERROR = 0, 1, 2
 ERR_BAD_REQUEST = 1
