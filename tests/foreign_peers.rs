@@ -6,7 +6,10 @@
 //! `Status` and a `Notify`, answers `Ping`, a typed request (a `String`,
 //! answered upper-cased) and `Shutdown`, and ends on `Goodbye` or end of
 //! stream. Both drivers, blocking and tokio, are run against both peers;
-//! so are the peers' hostile modes, which must get typed errors.
+//! so are the peers' hostile modes, which must get typed errors. The peers'
+//! own checks are tested too: on `proto/vectors.json`, on descriptors that
+//! are not their channel (section 1), and against a hand-written parent
+//! that breaks the session rules.
 //!
 //! The tests count this process's fds, so they run one at a time.
 
