@@ -108,6 +108,53 @@ fn human_line_on_stderr_without_json() {
     );
 }
 
+/// The Python peer written from PROTOCOL.md alone (`tests/peers/child.py`,
+/// also run against the library by `tests/foreign_peers.rs`): the ready
+/// line carries the address it bound, `--then` reaches it there, and the
+/// stop goes through `Shutdown`, which the peer acknowledges and exits 0.
+#[test]
+fn json_line_of_the_python_peer_written_from_the_spec() {
+    needs_python3();
+    let peer = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/peers/child.py");
+    let greet = "import os, socket\n\
+        host, port = os.environ['READYFD_ADDR_HTTP'].rsplit(':', 1)\n\
+        with socket.create_connection((host, int(port))) as c:\n\
+        \x20   print('then: ' + c.makefile().readline().strip())";
+    let f = run(&mut readyfd([
+        "run",
+        "--json",
+        "--then",
+        &format!("python3 -c \"{greet}\""),
+        "--",
+        "python3",
+        peer,
+    ]));
+    assert_eq!(f.code, Some(0), "{f:?}");
+    let j: Value = serde_json::from_str(&f.stdout[0]).expect("the ready line is JSON");
+    assert_eq!(j["format"], 1, "{j}");
+    assert_eq!(j["protocol"], "native", "{j}");
+    assert_eq!(j["main_pid"].as_u64(), Some(pid_of(&j)), "{j}");
+    let http = j["addresses"]["http"].as_str().expect("an http address");
+    assert_eq!(j["address"].as_str(), Some(http), "{j}");
+    assert!(
+        http.strip_prefix("127.0.0.1:")
+            .and_then(|p| p.parse::<u16>().ok())
+            .is_some_and(|p| p != 0),
+        "{http}"
+    );
+    // The Ready's status, or the Status the peer sends right after it.
+    assert!(
+        ["listening", "serving from python"].contains(&j["status"].as_str().unwrap_or("")),
+        "{j}"
+    );
+    assert!(f.stdout.contains(&"then: python peer".to_string()), "{f:?}");
+    assert!(
+        f.stderr
+            .contains("acknowledged Shutdown and exited with status 0"),
+        "{f:?}"
+    );
+}
+
 // ---- pipe and systemd (the library's issue 4) ---------------------------------
 
 #[test]

@@ -1,0 +1,3 @@
+module readyfd.invalid/peer
+
+go 1.19
