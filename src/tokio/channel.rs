@@ -7,26 +7,34 @@
 //! state, behind one mutex that is never held across an `.await`: the
 //! [`Session`] (which owns the frame decoder and the transmit queue), the
 //! bytes taken from it and not yet written (with the write position), the
-//! read buffer (owned by the I/O task), the map from request ids to the
-//! waiting callers' one-shot senders, and the queue of the peer's requests
+//! map from request ids to the waiting callers' places (answer and
+//! waker), and the queue of the peer's requests
 //! and notifications for [`Channel::recv`].
 //!
 //! - **Writing.** A call queues its frame into the session and then writes
 //!   what is queued with non-blocking `send`s (`MSG_NOSIGNAL`), all under the
 //!   mutex and without awaiting, so a frame is queued whole and written in
 //!   queue order: frames never interleave. When the socket is full the I/O
-//!   task takes over the writing (it waits for writability); callers keep
-//!   queueing behind it.
-//! - **Reading.** Only the I/O task reads. It hands the bytes to the
+//!   task takes over the writing (it waits for room on a duplicate of the
+//!   socket, registered for that while it lasts: the socket itself is
+//!   registered for input only, so the peer reading what we sent wakes
+//!   nobody); callers keep queueing behind it.
+//! - **Reading.** The I/O task reads whenever input arrives, and so does
+//!   one caller waiting for input (an answer, a message, `Ready`), in the
+//!   poll that the input causes: whichever is polled first reads, under the
+//!   read buffer's lock, and the other finds nothing. The waiting caller
+//!   thus gets its answer without a hop through the I/O task, and the I/O
+//!   task still reads while no caller is polled. The bytes go to the
 //!   session, which checks every protocol rule and answers `Ping`; the
-//!   decoded messages are then routed: a response to the one-shot of the
-//!   request that waits for it, a request or notification to the
+//!   decoded messages are then routed: a response to the request that
+//!   waits for it, a request or notification to the
 //!   [`recv`](Channel::recv) queue.
-//! - **Waiting.** A request future only awaits its one-shot receiver. Its
-//!   frame was queued (and the receiver registered) synchronously, in the
-//!   same poll in which the request was sent, so no framing state ever sits
-//!   in a future. Dropping the future deregisters it and tells the session
-//!   to [abandon](readyfd_proto::Session::abandon_request) the id, so a late
+//! - **Waiting.** A request future holds only its place in the map of
+//!   pending requests (where its answer is filed). Its frame was queued
+//!   (and the place taken) synchronously, in the same poll in which the
+//!   request was sent, so no framing state ever sits in a future. Dropping
+//!   the future gives the place up and tells the session to
+//!   [abandon](readyfd_proto::Session::abandon_request) the id, so a late
 //!   answer is dropped silently and cannot reach anyone else.
 //!
 //! Memory is bounded as in the blocking channel: senders wait while more
@@ -36,7 +44,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::pin::{Pin, pin};
@@ -46,7 +54,7 @@ use std::time::Duration;
 
 use ::tokio::io::Interest;
 use ::tokio::io::unix::AsyncFd;
-use ::tokio::sync::{Notify, oneshot};
+use ::tokio::sync::Notify;
 use ::tokio::time::{Instant, Sleep};
 use bytes::{Bytes, BytesMut};
 use readyfd_proto::{Hello, Ready, RequestBody, ResponseBody, Role, Session, SessionError};
@@ -81,6 +89,29 @@ const ROUNDS_PER_POLL: usize = 32;
 
 type Reply = Result<(ResponseBody, Vec<OwnedFd>), CloseReason>;
 
+/// One of our requests waiting for its answer: the answer once it came,
+/// and the waker of the future that waits for it. (Not a one-shot channel:
+/// a caller that reads the socket itself takes its waker out first, so
+/// that routing its own answer does not wake it again.)
+#[derive(Default)]
+struct Waiting {
+    reply: Option<Reply>,
+    waker: Option<Waker>,
+}
+
+impl Waiting {
+    /// Files the answer (the first one: a request is answered once) and
+    /// wakes the future waiting for it.
+    fn answer(&mut self, reply: Reply) {
+        if self.reply.is_none() {
+            self.reply = Some(reply);
+        }
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
 struct State {
     /// What the blocking and the tokio channel share.
     core: Core,
@@ -92,11 +123,17 @@ struct State {
     /// The I/O task stopped reading (back-pressure): wake it when that ends.
     read_paused: bool,
     /// Our requests waiting for an answer.
-    pending: HashMap<u64, oneshot::Sender<Reply>>,
+    pending: HashMap<u64, Waiting>,
     /// The [`Channel`] was dropped: write what is queued, then stop.
     dropped: bool,
     /// The I/O task has finished (or was dropped).
     stopped: bool,
+    /// The caller that reads the socket while it waits, besides the I/O
+    /// task (see [`Channel::wait_reading`]): one at a time, so that input
+    /// wakes one caller, not every one waiting.
+    reader: Option<u64>,
+    /// The number of the next caller that waits for input.
+    next_reader: u64,
     task: Option<Waker>,
 }
 
@@ -137,15 +174,22 @@ impl State {
             return;
         }
         if let Some(r) = self.read_blocker() {
-            for (_, tx) in self.pending.drain() {
-                let _ = tx.send(Err(r.clone()));
+            for w in self.pending.values_mut() {
+                w.answer(Err(r.clone()));
             }
         }
     }
 }
 
 pub(crate) struct Inner {
+    /// The socket, registered for input only: a registration for room
+    /// would wake the runtime each time the peer reads what we sent (the
+    /// I/O task watches a duplicate for room while the socket is full).
     sock: AsyncFd<OwnedFd>,
+    /// Bytes read and not yet decoded (the session's decoder keeps its
+    /// place in them). Held by whoever reads, across the read and the
+    /// decoding, so input is handled in order; taken before `state`.
+    rbuf: Mutex<BytesMut>,
     state: Mutex<State>,
     /// Wakes `recv`, `wait_ready_event` and friends: something arrived or
     /// the channel closed.
@@ -163,6 +207,50 @@ impl Inner {
         // A panic while holding the lock cannot leave the state half
         // updated in a way that matters more than the panic itself.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_rbuf(&self) -> MutexGuard<'_, BytesMut> {
+        self.rbuf.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether input may be read now: the read side is open and neither
+    /// back-pressure limit holds reading up.
+    fn may_read(&self, st: &State) -> bool {
+        matches!(st.core.read, ReadEnd::Open)
+            && !self.limits.queue_full(&st.core.peer.incoming)
+            && st.pending_out() < HIGH_WATER + self.max_frame as usize
+    }
+
+    /// One read, handed to the session, then what it decoded routed and
+    /// what it produced written; by the I/O task or by a caller waiting for
+    /// input. Returns whether the socket has nothing more to give (so that
+    /// its readiness is to be cleared): it gave nothing, or less than asked
+    /// for. Clearing after a short read saves an empty read per message,
+    /// and loses nothing: tokio keeps readiness that arrived after it was
+    /// handed out.
+    ///
+    /// `disarm` runs under the state's lock before what was read is routed.
+    fn read_once(self: &Arc<Self>, disarm: impl Fn(&mut State)) -> bool {
+        let mut rbuf = self.lock_rbuf();
+        let fd = self.sock.get_ref().as_fd();
+        let r = sys::recv_stream(fd, &mut rbuf, READ_CHUNK);
+        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            return true;
+        }
+        let mut st = self.lock();
+        let step = st.core.on_read(r, &mut rbuf);
+        drop(rbuf);
+        disarm(&mut st);
+        dispatch(self, &mut st);
+        self.flush(&mut st);
+        st.fail_pending();
+        drop(st);
+        self.changed.notify_waiters();
+        if step == ReadStep::Ended {
+            // Senders waiting for room must hear that none will come.
+            self.space.notify_waiters();
+        }
+        step == ReadStep::Drained
     }
 
     /// Writes what is queued, without blocking, as far as the socket takes
@@ -322,9 +410,10 @@ impl Channel {
             None => None,
         };
         // SAFETY: as for the pidfd above.
-        let sock = unsafe { AsyncFd::register(sock) }?;
+        let sock = unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }?;
         let inner = Arc::new(Inner {
             sock,
+            rbuf: Mutex::new(BytesMut::with_capacity(READ_CHUNK)),
             state: Mutex::new(State {
                 core: Core::new(role, opts.session),
                 out: Vec::new(),
@@ -334,6 +423,8 @@ impl Channel {
                 pending: HashMap::new(),
                 dropped: false,
                 stopped: false,
+                reader: None,
+                next_reader: 0,
                 task: None,
             }),
             changed: Notify::new(),
@@ -350,7 +441,7 @@ impl Channel {
         }
         handle.spawn(IoTask {
             inner: Arc::clone(&inner),
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            room: None,
             pidfd,
             sigterm_at: None,
             drain_until: None,
@@ -721,26 +812,107 @@ impl Channel {
         send: impl FnOnce(&mut Session, usize) -> Result<u64, SessionError>,
     ) -> Result<(ResponseBody, Vec<OwnedFd>), ChannelError> {
         // Queued and registered in one critical section: from here on the
-        // only state this future holds is its one-shot receiver.
-        let (id, rx) = self
+        // only state this future holds is its place in `pending`.
+        let id = self
             .send_with(|st| {
                 let id = st.queue(fds, send)?;
                 if let Some(r) = st.read_blocker() {
                     st.core.session.abandon_request(id);
                     return Err(ChannelError::Closed(r));
                 }
-                let (tx, rx) = oneshot::channel();
-                st.pending.insert(id, tx);
-                Ok((id, rx))
+                st.pending.insert(id, Waiting::default());
+                Ok(id)
             })
             .await?;
-        let answer = AnswerFuture {
+        let mut answer = AnswerFuture {
             inner: &self.inner,
             id,
-            rx,
             done: false,
         };
-        answer.await
+        self.wait_reading(
+            |cx| Pin::new(&mut answer).poll(cx),
+            |st| {
+                if let Some(w) = st.pending.get_mut(&id) {
+                    w.waker = None;
+                }
+            },
+        )
+        .await
+    }
+
+    /// Waits until `check` is ready, and reads the socket meanwhile
+    /// whenever it has input, as the I/O task does: whichever of the two is
+    /// polled first reads, and the other finds nothing. A caller waiting for
+    /// an answer (or a message, or `Ready`) then gets it in the very poll
+    /// that the socket's readiness causes, instead of after the I/O task
+    /// has read and woken it: on a current_thread runtime, one task wake-up
+    /// and one `epoll_wait` fewer per message (the blocking channel's "one
+    /// wake-up per message"). The I/O task goes on reading whenever no
+    /// caller does, so a request whose task stopped polling it holds
+    /// nothing up (`Ping` is still answered, `Shutdown` still seen).
+    ///
+    /// One caller reads at a time (the others wait for what it or the I/O
+    /// task routes to them), so that input wakes one of them, not all.
+    /// `check` registers its own wake-up when it returns `Pending`; `disarm`
+    /// takes that registration back (if it can) before this future reads,
+    /// so that routing what it read does not wake it for nothing (it looks
+    /// again anyway). Reading stops while back-pressure holds it up, as the
+    /// I/O task's does.
+    async fn wait_reading<T>(
+        &self,
+        mut check: impl FnMut(&mut Context<'_>) -> Poll<T>,
+        disarm: impl Fn(&mut State),
+    ) -> T {
+        let inner = &self.inner;
+        let me = {
+            let mut st = inner.lock();
+            st.next_reader += 1;
+            st.next_reader
+        };
+        // Gives the reader's place up however this future ends.
+        let _reader = ReaderPlace { inner, me };
+        let mut reads = 0usize;
+        let mut read_input = true;
+        loop {
+            let mut readable = pin!(inner.sock.readable());
+            let step = poll_fn(|cx| {
+                if let Poll::Ready(t) = check(cx) {
+                    return Poll::Ready(Ok(t));
+                }
+                if !read_input {
+                    return Poll::Pending;
+                }
+                {
+                    let mut st = inner.lock();
+                    if !inner.may_read(&st) || st.reader.is_some_and(|r| r != me) {
+                        return Poll::Pending;
+                    }
+                    st.reader = Some(me);
+                }
+                if reads >= ROUNDS_PER_POLL {
+                    // A peer that keeps the socket busy (with pings, say)
+                    // must not hold the runtime's thread: let other tasks
+                    // run, then continue.
+                    reads = 0;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                readable.as_mut().poll(cx).map(Err)
+            })
+            .await;
+            match step {
+                Ok(t) => return t,
+                Err(Ok(mut guard)) => {
+                    reads += 1;
+                    if inner.read_once(&disarm) {
+                        guard.clear_ready();
+                    }
+                }
+                // The runtime's I/O driver is gone: the I/O task ends and
+                // says so through `check`.
+                Err(Err(_)) => read_input = false,
+            }
+        }
     }
 
     // ---- receiving --------------------------------------------------------
@@ -758,21 +930,23 @@ impl Channel {
     /// empty.
     pub async fn recv(&self) -> Result<Incoming, ChannelError> {
         let mut changed = pin!(self.inner.changed.notified());
-        let mut registered = false;
-        loop {
-            if let Some(m) = self.try_recv()? {
-                return Ok(m);
-            }
-            // As in `send_with`: register, look again, then sleep.
-            if registered {
-                changed.as_mut().await;
-                changed.set(self.inner.changed.notified());
-                registered = false;
-            } else {
-                changed.as_mut().enable();
-                registered = true;
-            }
-        }
+        self.wait_reading(
+            |cx| {
+                loop {
+                    // As in `send_with`: register, look again, then sleep.
+                    changed.as_mut().enable();
+                    if let Some(m) = self.try_recv().transpose() {
+                        return Poll::Ready(m);
+                    }
+                    match changed.as_mut().poll(cx) {
+                        Poll::Ready(()) => changed.set(self.inner.changed.notified()),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+            },
+            |_| {},
+        )
+        .await
     }
 
     /// [`recv`](Self::recv), giving up after `timeout` with `Ok(None)` (as
@@ -836,15 +1010,25 @@ impl Channel {
     /// `watch_exit`), and says what was seen; the caller bounds it with a
     /// timeout.
     pub(crate) async fn wait_ready_seen(&self, watch_exit: bool, pid: u32) -> Seen {
-        loop {
-            let mut changed = pin!(self.inner.changed.notified());
-            changed.as_mut().enable();
-            let event = self.inner.lock().core.ready_event(watch_exit);
-            if let Some(event) = event {
-                return event.into_seen(pid, self.last_status());
-            }
-            changed.await;
-        }
+        let mut changed = pin!(self.inner.changed.notified());
+        let event = self
+            .wait_reading(
+                |cx| {
+                    loop {
+                        changed.as_mut().enable();
+                        if let Some(event) = self.inner.lock().core.ready_event(watch_exit) {
+                            return Poll::Ready(event);
+                        }
+                        match changed.as_mut().poll(cx) {
+                            Poll::Ready(()) => changed.set(self.inner.changed.notified()),
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
+                },
+                |_| {},
+            )
+            .await;
+        event.into_seen(pid, self.last_status())
     }
 }
 
@@ -861,12 +1045,27 @@ impl Drop for Channel {
     }
 }
 
-/// The answer to one request: a one-shot receiver, and the registration
-/// that dropping it undoes.
+/// The place of the caller `me` as the one that reads while it waits
+/// ([`Channel::wait_reading`]), given up on drop.
+struct ReaderPlace<'a> {
+    inner: &'a Inner,
+    me: u64,
+}
+
+impl Drop for ReaderPlace<'_> {
+    fn drop(&mut self) {
+        let mut st = self.inner.lock();
+        if st.reader == Some(self.me) {
+            st.reader = None;
+        }
+    }
+}
+
+/// The answer to one request, filed under its id in `pending`, and the
+/// registration that dropping it undoes.
 struct AnswerFuture<'a> {
     inner: &'a Inner,
     id: u64,
-    rx: oneshot::Receiver<Reply>,
     done: bool,
 }
 
@@ -875,22 +1074,30 @@ impl Future for AnswerFuture<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let reply = match Pin::new(&mut this.rx).poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(r) => r,
+        let mut st = this.inner.lock();
+        let reply = match st.pending.get_mut(&this.id) {
+            Some(w) if w.reply.is_some() => {
+                let reply = w.reply.take();
+                st.pending.remove(&this.id);
+                reply
+            }
+            Some(w) => {
+                if !w.waker.as_ref().is_some_and(|k| k.will_wake(cx.waker())) {
+                    w.waker = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            None => None,
         };
         this.done = true;
         Poll::Ready(match reply {
-            Ok(Ok((ResponseBody::Error(e), _))) => Err(ChannelError::Remote(e)),
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(reason)) => Err(ChannelError::Closed(reason)),
-            // The sender went away unanswered: only when the I/O task
+            Some(Ok((ResponseBody::Error(e), _))) => Err(ChannelError::Remote(e)),
+            Some(Ok(answer)) => Ok(answer),
+            Some(Err(reason)) => Err(ChannelError::Closed(reason)),
+            // Not waiting any more, unanswered: only when the I/O task
             // ended, which records why.
-            Err(_) => Err(ChannelError::Closed(
-                this.inner
-                    .lock()
-                    .read_blocker()
-                    .unwrap_or(CloseReason::Local),
+            None => Err(ChannelError::Closed(
+                st.read_blocker().unwrap_or(CloseReason::Local),
             )),
         })
     }
@@ -930,9 +1137,9 @@ impl Responder for Inner {
 /// after it was dropped.
 struct IoTask {
     inner: Arc<Inner>,
-    /// Bytes read and not yet decoded (the session's decoder keeps its
-    /// place in them).
-    rbuf: BytesMut,
+    /// While the socket is full: a duplicate of it, registered for room
+    /// (the socket itself is registered for input only).
+    room: Option<AsyncFd<OwnedFd>>,
     pidfd: Option<AsyncFd<OwnedFd>>,
     sigterm_at: Option<Pin<Box<Sleep>>>,
     drain_until: Option<Pin<Box<Sleep>>>,
@@ -975,15 +1182,26 @@ impl IoTask {
             if !st.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 st.task = Some(cx.waker().clone());
             }
-            let reading = matches!(st.core.read, ReadEnd::Open)
-                && !self.inner.limits.queue_full(&st.core.peer.incoming)
-                && st.pending_out() < HIGH_WATER + self.inner.max_frame as usize;
+            let reading = self.inner.may_read(&st);
             st.read_paused = !reading && matches!(st.core.read, ReadEnd::Open);
             (st.io_writes, reading, st.dropped)
         };
 
-        if io_writes {
-            match inner.sock.poll_write_ready(cx) {
+        if !io_writes {
+            // Writing is done: stop watching for room.
+            self.room = None;
+        } else if self.room.is_none() {
+            match watch_room(&inner.sock) {
+                Ok(room) => self.room = Some(room),
+                Err(e) => {
+                    self.write_failed(e);
+                    progress = true;
+                }
+            }
+        }
+        let mut failed = None;
+        if let Some(room) = self.room.as_ref().filter(|_| io_writes) {
+            match room.poll_write_ready(cx) {
                 Poll::Ready(Ok(mut guard)) => {
                     let mut st = self.inner.lock();
                     st.io_writes = false;
@@ -995,24 +1213,19 @@ impl IoTask {
                     self.inner.space.notify_waiters();
                     progress = true;
                 }
-                Poll::Ready(Err(e)) => {
-                    let mut st = self.inner.lock();
-                    st.core.write_failed = Some(CloseReason::Io(Arc::new(e)));
-                    st.io_writes = false;
-                    self.inner.flush(&mut st); // discards what is queued
-                    st.fail_pending();
-                    drop(st);
-                    self.notify_all();
-                    progress = true;
-                }
+                Poll::Ready(Err(e)) => failed = Some(e),
                 Poll::Pending => {}
             }
+        }
+        if let Some(e) = failed {
+            self.write_failed(e);
+            progress = true;
         }
 
         if reading {
             match inner.sock.poll_read_ready(cx) {
                 Poll::Ready(Ok(mut guard)) => {
-                    if self.read_once() {
+                    if inner.read_once(|_| {}) {
                         guard.clear_ready();
                     }
                     progress = true;
@@ -1032,7 +1245,7 @@ impl IoTask {
                 // `Ready` wins.
                 self.pidfd = None;
                 for _ in 0..16 {
-                    if !self.may_read() || self.read_once() {
+                    if !inner.may_read(&inner.lock()) || inner.read_once(|_| {}) {
                         break;
                     }
                 }
@@ -1057,41 +1270,17 @@ impl IoTask {
         }
     }
 
-    fn may_read(&self) -> bool {
-        let st = self.inner.lock();
-        matches!(st.core.read, ReadEnd::Open)
-            && !self.inner.limits.queue_full(&st.core.peer.incoming)
-    }
-
-    /// One read, handed to the session. Returns whether the socket has
-    /// nothing more to give (so that its readiness is to be cleared): it
-    /// gave nothing, or less than asked for. Clearing after a short read
-    /// saves an empty read per message, and loses nothing: tokio keeps
-    /// readiness that arrived after it was handed out.
-    fn read_once(&mut self) -> bool {
-        let fd = self.inner.sock.get_ref().as_fd();
-        let r = sys::recv_stream(fd, &mut self.rbuf, READ_CHUNK);
-        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
-            return true;
-        }
+    /// Writing failed for good (or room cannot be watched for): what is
+    /// queued is dropped and everyone waiting hears it.
+    fn write_failed(&mut self, e: io::Error) {
         let mut st = self.inner.lock();
-        let step = st.core.on_read(r, &mut self.rbuf);
-        self.after_input(st);
-        if step == ReadStep::Ended {
-            // Senders waiting for room must hear that none will come.
-            self.inner.space.notify_waiters();
-        }
-        step == ReadStep::Drained
-    }
-
-    /// Routes what the session decoded, writes what it produced (pongs,
-    /// acknowledgements, a `Goodbye`), and wakes whoever may care.
-    fn after_input(&self, mut st: MutexGuard<'_, State>) {
-        dispatch(&self.inner, &mut st);
-        self.inner.flush(&mut st);
+        st.core.write_failed = Some(CloseReason::Io(Arc::new(e)));
+        st.io_writes = false;
+        self.inner.flush(&mut st); // discards what is queued
         st.fail_pending();
         drop(st);
-        self.inner.changed.notify_waiters();
+        self.room = None;
+        self.notify_all();
     }
 
     fn read_failed(&self, e: io::Error) {
@@ -1188,6 +1377,16 @@ impl Drop for IoTask {
     }
 }
 
+/// A duplicate of `sock`, close-on-exec, registered for room only: what the
+/// I/O task watches while the socket is full.
+fn watch_room(sock: &AsyncFd<OwnedFd>) -> io::Result<AsyncFd<OwnedFd>> {
+    // `try_clone` duplicates with `F_DUPFD_CLOEXEC`.
+    let dup = sock.get_ref().try_clone()?;
+    // SAFETY: as in `Channel::start`: the `OwnedFd` stays open, under the
+    // same number, for as long as the `AsyncFd` that owns it.
+    unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }.map_err(io::Error::from)
+}
+
 /// Routes decoded messages to their waiters and queues.
 fn dispatch(inner: &Arc<Inner>, st: &mut State) {
     let State { core, pending, .. } = st;
@@ -1196,8 +1395,8 @@ fn dispatch(inner: &Arc<Inner>, st: &mut State) {
         || Arc::clone(inner) as Arc<dyn Responder>,
         |id, body, fds| {
             // No sender: the request was abandoned (its future dropped).
-            if let Some(tx) = pending.remove(&id) {
-                let _ = tx.send(Ok((body, fds)));
+            if let Some(w) = pending.get_mut(&id) {
+                w.answer(Ok((body, fds)));
             }
         },
     );
