@@ -34,6 +34,7 @@
 //! [`MAX_INCOMING`](crate::limits::MAX_INCOMING) messages wait in [`recv`](Channel::recv)'s queue or our
 //! answers to the peer pile up, which pushes back on a peer that floods.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
@@ -743,7 +744,13 @@ impl Channel {
     /// than 253 fds. On any error the fds are closed.
     pub fn ready_with_fds(&self, ready: &Ready, fds: Vec<OwnedFd>) -> Result<(), ChannelError> {
         // A pid of 0 means "this process".
-        let ready = ready.clone().with_sender_pid(std::process::id());
+        // A pid of 0 means "this process", asked of the kernel only then: a
+        // system call on the way to the parent's wake-up otherwise.
+        let ready = if ready.pid == 0 {
+            Cow::Owned(ready.clone().with_sender_pid(std::process::id()))
+        } else {
+            Cow::Borrowed(ready)
+        };
         self.send(None, |st| {
             st.queue(fds, |s, n| s.send_ready_with_fds(&ready, n))
         })

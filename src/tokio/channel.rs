@@ -42,6 +42,7 @@
 //! reading while [`MAX_INCOMING`](crate::limits::MAX_INCOMING) messages wait in the `recv` queue or our
 //! answers to the peer pile up, which pushes back on a peer that floods.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -538,7 +539,13 @@ impl Channel {
         fds: Vec<OwnedFd>,
     ) -> Result<(), ChannelError> {
         // A pid of 0 means "this process".
-        let ready = ready.clone().with_sender_pid(std::process::id());
+        // A pid of 0 means "this process", asked of the kernel only then: a
+        // system call on the way to the parent's wake-up otherwise.
+        let ready = if ready.pid == 0 {
+            Cow::Owned(ready.clone().with_sender_pid(std::process::id()))
+        } else {
+            Cow::Borrowed(ready)
+        };
         self.send_with(|st| Ok(st.queue(fds, |s, n| s.send_ready_with_fds(&ready, n))?))
             .await
     }
