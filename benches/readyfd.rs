@@ -485,10 +485,11 @@ fn child_main(role: &str) {
         "latency" => {
             let p = parent_or_exit();
             wait_go();
+            // Built before the clock starts, as the raw child's bytes are.
+            let ready = Ready::new(std::process::id());
             spin(Duration::from_micros(300));
             let t0 = mono_ns();
-            p.ready(&Ready::new(std::process::id()).status(t0.to_string()))
-                .unwrap();
+            p.ready(&ready.status(t0.to_string())).unwrap();
             while p.recv().is_ok() {}
         }
         "raw-latency" => {
