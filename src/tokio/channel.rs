@@ -936,14 +936,24 @@ impl Channel {
     /// [`ChannelError::Closed`] once the peer has gone and the queue is
     /// empty.
     pub async fn recv(&self) -> Result<Incoming, ChannelError> {
+        self.wait_changed(|| self.try_recv().transpose()).await
+    }
+
+    /// [`wait_reading`](Self::wait_reading) for what reading announces
+    /// through `changed`: waits until `look` finds something.
+    async fn wait_changed<T>(&self, mut look: impl FnMut() -> Option<T>) -> T {
         let mut changed = pin!(self.inner.changed.notified());
+        // Shared by the two closures, never at once (a `Mutex`, not a
+        // `RefCell`, so that the future stays `Send`).
+        let changed = Mutex::new(changed.as_mut());
         self.wait_reading(
             |cx| {
+                let mut changed = changed.lock().unwrap_or_else(|p| p.into_inner());
                 loop {
                     // As in `send_with`: register, look again, then sleep.
                     changed.as_mut().enable();
-                    if let Some(m) = self.try_recv().transpose() {
-                        return Poll::Ready(m);
+                    if let Some(t) = look() {
+                        return Poll::Ready(t);
                     }
                     match changed.as_mut().poll(cx) {
                         Poll::Ready(()) => changed.set(self.inner.changed.notified()),
@@ -951,7 +961,12 @@ impl Channel {
                     }
                 }
             },
-            |_| {},
+            // A fresh registration, not enabled yet: what this caller reads
+            // does not wake it (it looks again after reading anyway).
+            |_| {
+                let mut changed = changed.lock().unwrap_or_else(|p| p.into_inner());
+                changed.set(self.inner.changed.notified());
+            },
         )
         .await
     }
@@ -1017,23 +1032,8 @@ impl Channel {
     /// `watch_exit`), and says what was seen; the caller bounds it with a
     /// timeout.
     pub(crate) async fn wait_ready_seen(&self, watch_exit: bool, pid: u32) -> Seen {
-        let mut changed = pin!(self.inner.changed.notified());
         let event = self
-            .wait_reading(
-                |cx| {
-                    loop {
-                        changed.as_mut().enable();
-                        if let Some(event) = self.inner.lock().core.ready_event(watch_exit) {
-                            return Poll::Ready(event);
-                        }
-                        match changed.as_mut().poll(cx) {
-                            Poll::Ready(()) => changed.set(self.inner.changed.notified()),
-                            Poll::Pending => return Poll::Pending,
-                        }
-                    }
-                },
-                |_| {},
-            )
+            .wait_changed(|| self.inner.lock().core.ready_event(watch_exit))
             .await;
         event.into_seen(pid, self.last_status())
     }
@@ -1408,3 +1408,17 @@ fn dispatch(inner: &Arc<Inner>, st: &mut State) {
         },
     );
 }
+
+// The futures are `Send`: a task awaiting them may move between the worker
+// threads of a multi-thread runtime. Checked here, at compile time.
+const _: () = {
+    fn is_send<T: Send>(_: &T) {}
+    #[allow(dead_code)]
+    fn futures_are_send(ch: &Channel) {
+        is_send(&ch.recv());
+        is_send(&ch.request::<u32, u32>(&1));
+        is_send(&ch.request_bytes(b""));
+        is_send(&ch.ready(&Ready::new(0)));
+        is_send(&ch.wait_ready_seen(true, 1));
+    }
+};
