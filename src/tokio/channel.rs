@@ -15,10 +15,8 @@
 //!   what is queued with non-blocking `send`s (`MSG_NOSIGNAL`), all under the
 //!   mutex and without awaiting, so a frame is queued whole and written in
 //!   queue order: frames never interleave. When the socket is full the I/O
-//!   task takes over the writing (it waits for room on a duplicate of the
-//!   socket, registered for that while it lasts: the socket itself is
-//!   registered for input only, so the peer reading what we sent wakes
-//!   nobody); callers keep queueing behind it.
+//!   task takes over the writing (it waits for writability); callers keep
+//!   queueing behind it.
 //! - **Reading.** The I/O task reads whenever input arrives, and so does
 //!   one caller waiting for input (an answer, a message, `Ready`), in the
 //!   poll that the input causes: whichever is polled first reads, under the
@@ -183,9 +181,6 @@ impl State {
 }
 
 pub(crate) struct Inner {
-    /// The socket, registered for input only: a registration for room
-    /// would wake the runtime each time the peer reads what we sent (the
-    /// I/O task watches a duplicate for room while the socket is full).
     sock: AsyncFd<OwnedFd>,
     /// Bytes read and not yet decoded (the session's decoder keeps its
     /// place in them). Held by whoever reads, across the read and the
@@ -411,7 +406,7 @@ impl Channel {
             None => None,
         };
         // SAFETY: as for the pidfd above.
-        let sock = unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }?;
+        let sock = unsafe { AsyncFd::register(sock) }?;
         let inner = Arc::new(Inner {
             sock,
             rbuf: Mutex::new(BytesMut::with_capacity(READ_CHUNK)),
@@ -442,7 +437,6 @@ impl Channel {
         }
         handle.spawn(IoTask {
             inner: Arc::clone(&inner),
-            room: None,
             pidfd,
             sigterm_at: None,
             drain_until: None,
@@ -1144,9 +1138,6 @@ impl Responder for Inner {
 /// after it was dropped.
 struct IoTask {
     inner: Arc<Inner>,
-    /// While the socket is full: a duplicate of it, registered for room
-    /// (the socket itself is registered for input only).
-    room: Option<AsyncFd<OwnedFd>>,
     pidfd: Option<AsyncFd<OwnedFd>>,
     sigterm_at: Option<Pin<Box<Sleep>>>,
     drain_until: Option<Pin<Box<Sleep>>>,
@@ -1194,21 +1185,8 @@ impl IoTask {
             (st.io_writes, reading, st.dropped)
         };
 
-        if !io_writes {
-            // Writing is done: stop watching for room.
-            self.room = None;
-        } else if self.room.is_none() {
-            match watch_room(&inner.sock) {
-                Ok(room) => self.room = Some(room),
-                Err(e) => {
-                    self.write_failed(e);
-                    progress = true;
-                }
-            }
-        }
-        let mut failed = None;
-        if let Some(room) = self.room.as_ref().filter(|_| io_writes) {
-            match room.poll_write_ready(cx) {
+        if io_writes {
+            match inner.sock.poll_write_ready(cx) {
                 Poll::Ready(Ok(mut guard)) => {
                     let mut st = self.inner.lock();
                     st.io_writes = false;
@@ -1220,13 +1198,18 @@ impl IoTask {
                     self.inner.space.notify_waiters();
                     progress = true;
                 }
-                Poll::Ready(Err(e)) => failed = Some(e),
+                Poll::Ready(Err(e)) => {
+                    let mut st = self.inner.lock();
+                    st.core.write_failed = Some(CloseReason::Io(Arc::new(e)));
+                    st.io_writes = false;
+                    self.inner.flush(&mut st); // discards what is queued
+                    st.fail_pending();
+                    drop(st);
+                    self.notify_all();
+                    progress = true;
+                }
                 Poll::Pending => {}
             }
-        }
-        if let Some(e) = failed {
-            self.write_failed(e);
-            progress = true;
         }
 
         if reading {
@@ -1275,19 +1258,6 @@ impl IoTask {
         } else {
             Round::Idle
         }
-    }
-
-    /// Writing failed for good (or room cannot be watched for): what is
-    /// queued is dropped and everyone waiting hears it.
-    fn write_failed(&mut self, e: io::Error) {
-        let mut st = self.inner.lock();
-        st.core.write_failed = Some(CloseReason::Io(Arc::new(e)));
-        st.io_writes = false;
-        self.inner.flush(&mut st); // discards what is queued
-        st.fail_pending();
-        drop(st);
-        self.room = None;
-        self.notify_all();
     }
 
     fn read_failed(&self, e: io::Error) {
@@ -1382,16 +1352,6 @@ impl Drop for IoTask {
         // may wait for it any more.
         self.stop("the tokio runtime that ran the channel's I/O task shut down");
     }
-}
-
-/// A duplicate of `sock`, close-on-exec, registered for room only: what the
-/// I/O task watches while the socket is full.
-fn watch_room(sock: &AsyncFd<OwnedFd>) -> io::Result<AsyncFd<OwnedFd>> {
-    // `try_clone` duplicates with `F_DUPFD_CLOEXEC`.
-    let dup = sock.get_ref().try_clone()?;
-    // SAFETY: as in `Channel::start`: the `OwnedFd` stays open, under the
-    // same number, for as long as the `AsyncFd` that owns it.
-    unsafe { AsyncFd::register_with_interest(dup, Interest::WRITABLE) }.map_err(io::Error::from)
 }
 
 /// Routes decoded messages to their waiters and queues.
