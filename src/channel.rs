@@ -34,6 +34,7 @@
 //! [`MAX_INCOMING`](crate::limits::MAX_INCOMING) messages wait in [`recv`](Channel::recv)'s queue or our
 //! answers to the peer pile up, which pushes back on a peer that floods.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
@@ -425,6 +426,24 @@ impl Inner {
         }
     }
 
+    /// One read by the calling thread, without taking the socket from the
+    /// I/O thread, if nobody else reads it now: for input that is likely
+    /// there already. What it reads is routed as any read's.
+    fn read_now(self: &Arc<Self>) {
+        {
+            let st = self.lock();
+            if st.reader != Reader::Io || !self.may_read(&st) {
+                return;
+            }
+        }
+        // Whoever holds the buffer is reading, and routes what is there.
+        if let Ok(mut rbuf) = self.rbuf.try_lock() {
+            lend_spare(&mut rbuf);
+            read_step(self, &mut rbuf, Writer::Caller);
+            keep_spare(&mut rbuf);
+        }
+    }
+
     /// Writes what is queued, as `who`. Returns with the lock held.
     /// A caller hands over to the I/O thread when the socket is full; the
     /// I/O thread keeps the role until everything is out.
@@ -744,7 +763,13 @@ impl Channel {
     /// than 253 fds. On any error the fds are closed.
     pub fn ready_with_fds(&self, ready: &Ready, fds: Vec<OwnedFd>) -> Result<(), ChannelError> {
         // A pid of 0 means "this process".
-        let ready = ready.clone().with_sender_pid(std::process::id());
+        // A pid of 0 means "this process", asked of the kernel only then: a
+        // system call on the way to the parent's wake-up otherwise.
+        let ready = if ready.pid == 0 {
+            Cow::Owned(ready.clone().with_sender_pid(std::process::id()))
+        } else {
+            Cow::Borrowed(ready)
+        };
         self.send(None, |st| {
             st.queue(fds, |s, n| s.send_ready_with_fds(&ready, n))
         })
@@ -1081,6 +1106,14 @@ impl Channel {
     /// (with the pidfd given to [`start`](Self::start), while `watch_exit`)
     /// or `deadline`, and says what was seen.
     pub(crate) fn wait_ready_seen(&self, deadline: Instant, watch_exit: bool, pid: u32) -> Seen {
+        // A child that is ready before its parent waits (a fast one, or
+        // one of several waited for in turn; on one CPU, any child that
+        // runs while its parent is preempted) has its `Ready` in the socket
+        // already: one read takes it, where taking the socket from the I/O
+        // thread, a `poll` and handing it back would be three more system
+        // calls. When nothing is there yet, this costs one empty read,
+        // once per child.
+        self.inner.read_now();
         let event = self
             .inner
             .wait_for(Some(deadline), |st| st.core.ready_event(watch_exit));

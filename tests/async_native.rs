@@ -320,6 +320,53 @@ async fn answers_out_of_order_reach_their_own_requests() {
     child.stop(BOUND).await.unwrap();
 }
 
+/// A waiting request reads the socket itself (the first one polled takes
+/// that place), but a request whose task stops polling it must not stop the
+/// reading: the I/O task reads meanwhile, so pings are answered and the
+/// child's own requests arrive. On a current_thread runtime, where the
+/// I/O task and the application share one thread.
+#[tokio::test]
+async fn a_request_nobody_polls_holds_up_no_input() {
+    let mut child = spawn("async-child");
+    child.wait_ready(BOUND).await.unwrap();
+    let ch = child.channel().unwrap().clone();
+    // Held by the child until a second `Hold` arrives.
+    let mut held = std::pin::pin!(ch.request::<_, u64>(&AsyncReq::Hold { n: 2, value: 7 }));
+    tokio::select! {
+        biased;
+        r = &mut held => panic!("answered early: {r:?}"),
+        () = std::future::ready(()) => {}
+    }
+    // `held` waits, unpolled from here on: everything below needs input
+    // read by someone else.
+    let run = async {
+        ch.ping(BOUND).await.unwrap();
+        let asking = ch.request::<_, Result<String, String>>(&AsyncReq::AskParent);
+        let serving = async {
+            match ch.recv().await.unwrap() {
+                Incoming::Request(req) => {
+                    assert_eq!(req.decode::<String>().unwrap(), "secret please");
+                    req.respond(&"open sesame").unwrap();
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        let (answer, ()) = tokio::join!(asking, serving);
+        assert_eq!(answer.unwrap(), Ok("open sesame".into()));
+        let second: u64 = ch
+            .request(&AsyncReq::Hold { n: 2, value: 8 })
+            .await
+            .unwrap();
+        assert_eq!(second, 8);
+    };
+    tokio::time::timeout(BOUND, run)
+        .await
+        .expect("input was left unread while a request went unpolled");
+    // Its answer came meanwhile, and is there when it is polled again.
+    assert_eq!(held.await.unwrap(), 7);
+    child.stop(BOUND).await.unwrap();
+}
+
 #[tokio::test]
 async fn async_child_delivers_shutdown_and_exits_zero() {
     let mut cmd = helper("async-child");

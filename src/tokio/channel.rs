@@ -7,8 +7,8 @@
 //! state, behind one mutex that is never held across an `.await`: the
 //! [`Session`] (which owns the frame decoder and the transmit queue), the
 //! bytes taken from it and not yet written (with the write position), the
-//! read buffer (owned by the I/O task), the map from request ids to the
-//! waiting callers' one-shot senders, and the queue of the peer's requests
+//! map from request ids to the waiting callers' places (answer and
+//! waker), and the queue of the peer's requests
 //! and notifications for [`Channel::recv`].
 //!
 //! - **Writing.** A call queues its frame into the session and then writes
@@ -17,16 +17,22 @@
 //!   queue order: frames never interleave. When the socket is full the I/O
 //!   task takes over the writing (it waits for writability); callers keep
 //!   queueing behind it.
-//! - **Reading.** Only the I/O task reads. It hands the bytes to the
+//! - **Reading.** The I/O task reads whenever input arrives, and so does
+//!   one caller waiting for input (an answer, a message, `Ready`), in the
+//!   poll that the input causes: whichever is polled first reads, under the
+//!   read buffer's lock, and the other finds nothing. The waiting caller
+//!   thus gets its answer without a hop through the I/O task, and the I/O
+//!   task still reads while no caller is polled. The bytes go to the
 //!   session, which checks every protocol rule and answers `Ping`; the
-//!   decoded messages are then routed: a response to the one-shot of the
-//!   request that waits for it, a request or notification to the
+//!   decoded messages are then routed: a response to the request that
+//!   waits for it, a request or notification to the
 //!   [`recv`](Channel::recv) queue.
-//! - **Waiting.** A request future only awaits its one-shot receiver. Its
-//!   frame was queued (and the receiver registered) synchronously, in the
-//!   same poll in which the request was sent, so no framing state ever sits
-//!   in a future. Dropping the future deregisters it and tells the session
-//!   to [abandon](readyfd_proto::Session::abandon_request) the id, so a late
+//! - **Waiting.** A request future holds only its place in the map of
+//!   pending requests (where its answer is filed). Its frame was queued
+//!   (and the place taken) synchronously, in the same poll in which the
+//!   request was sent, so no framing state ever sits in a future. Dropping
+//!   the future gives the place up and tells the session to
+//!   [abandon](readyfd_proto::Session::abandon_request) the id, so a late
 //!   answer is dropped silently and cannot reach anyone else.
 //!
 //! Memory is bounded as in the blocking channel: senders wait while more
@@ -34,9 +40,10 @@
 //! reading while [`MAX_INCOMING`](crate::limits::MAX_INCOMING) messages wait in the `recv` queue or our
 //! answers to the peer pile up, which pushes back on a peer that floods.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::pin::{Pin, pin};
@@ -46,7 +53,7 @@ use std::time::Duration;
 
 use ::tokio::io::Interest;
 use ::tokio::io::unix::AsyncFd;
-use ::tokio::sync::{Notify, oneshot};
+use ::tokio::sync::Notify;
 use ::tokio::time::{Instant, Sleep};
 use bytes::{Bytes, BytesMut};
 use readyfd_proto::{Hello, Ready, RequestBody, ResponseBody, Role, Session, SessionError};
@@ -81,6 +88,29 @@ const ROUNDS_PER_POLL: usize = 32;
 
 type Reply = Result<(ResponseBody, Vec<OwnedFd>), CloseReason>;
 
+/// One of our requests waiting for its answer: the answer once it came,
+/// and the waker of the future that waits for it. (Not a one-shot channel:
+/// a caller that reads the socket itself takes its waker out first, so
+/// that routing its own answer does not wake it again.)
+#[derive(Default)]
+struct Waiting {
+    reply: Option<Reply>,
+    waker: Option<Waker>,
+}
+
+impl Waiting {
+    /// Files the answer (the first one: a request is answered once) and
+    /// wakes the future waiting for it.
+    fn answer(&mut self, reply: Reply) {
+        if self.reply.is_none() {
+            self.reply = Some(reply);
+        }
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
 struct State {
     /// What the blocking and the tokio channel share.
     core: Core,
@@ -92,11 +122,17 @@ struct State {
     /// The I/O task stopped reading (back-pressure): wake it when that ends.
     read_paused: bool,
     /// Our requests waiting for an answer.
-    pending: HashMap<u64, oneshot::Sender<Reply>>,
+    pending: HashMap<u64, Waiting>,
     /// The [`Channel`] was dropped: write what is queued, then stop.
     dropped: bool,
     /// The I/O task has finished (or was dropped).
     stopped: bool,
+    /// The caller that reads the socket while it waits, besides the I/O
+    /// task (see [`Channel::wait_reading`]): one at a time, so that input
+    /// wakes one caller, not every one waiting.
+    reader: Option<u64>,
+    /// The number of the next caller that waits for input.
+    next_reader: u64,
     task: Option<Waker>,
 }
 
@@ -137,8 +173,8 @@ impl State {
             return;
         }
         if let Some(r) = self.read_blocker() {
-            for (_, tx) in self.pending.drain() {
-                let _ = tx.send(Err(r.clone()));
+            for w in self.pending.values_mut() {
+                w.answer(Err(r.clone()));
             }
         }
     }
@@ -146,6 +182,10 @@ impl State {
 
 pub(crate) struct Inner {
     sock: AsyncFd<OwnedFd>,
+    /// Bytes read and not yet decoded (the session's decoder keeps its
+    /// place in them). Held by whoever reads, across the read and the
+    /// decoding, so input is handled in order; taken before `state`.
+    rbuf: Mutex<BytesMut>,
     state: Mutex<State>,
     /// Wakes `recv`, `wait_ready_event` and friends: something arrived or
     /// the channel closed.
@@ -163,6 +203,50 @@ impl Inner {
         // A panic while holding the lock cannot leave the state half
         // updated in a way that matters more than the panic itself.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_rbuf(&self) -> MutexGuard<'_, BytesMut> {
+        self.rbuf.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether input may be read now: the read side is open and neither
+    /// back-pressure limit holds reading up.
+    fn may_read(&self, st: &State) -> bool {
+        matches!(st.core.read, ReadEnd::Open)
+            && !self.limits.queue_full(&st.core.peer.incoming)
+            && st.pending_out() < HIGH_WATER + self.max_frame as usize
+    }
+
+    /// One read, handed to the session, then what it decoded routed and
+    /// what it produced written; by the I/O task or by a caller waiting for
+    /// input. Returns whether the socket has nothing more to give (so that
+    /// its readiness is to be cleared): it gave nothing, or less than asked
+    /// for. Clearing after a short read saves an empty read per message,
+    /// and loses nothing: tokio keeps readiness that arrived after it was
+    /// handed out.
+    ///
+    /// `disarm` runs under the state's lock before what was read is routed.
+    fn read_once(self: &Arc<Self>, disarm: impl Fn(&mut State)) -> bool {
+        let mut rbuf = self.lock_rbuf();
+        let fd = self.sock.get_ref().as_fd();
+        let r = sys::recv_stream(fd, &mut rbuf, READ_CHUNK);
+        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            return true;
+        }
+        let mut st = self.lock();
+        let step = st.core.on_read(r, &mut rbuf);
+        drop(rbuf);
+        disarm(&mut st);
+        dispatch(self, &mut st);
+        self.flush(&mut st);
+        st.fail_pending();
+        drop(st);
+        self.changed.notify_waiters();
+        if step == ReadStep::Ended {
+            // Senders waiting for room must hear that none will come.
+            self.space.notify_waiters();
+        }
+        step == ReadStep::Drained
     }
 
     /// Writes what is queued, without blocking, as far as the socket takes
@@ -325,6 +409,7 @@ impl Channel {
         let sock = unsafe { AsyncFd::register(sock) }?;
         let inner = Arc::new(Inner {
             sock,
+            rbuf: Mutex::new(BytesMut::with_capacity(READ_CHUNK)),
             state: Mutex::new(State {
                 core: Core::new(role, opts.session),
                 out: Vec::new(),
@@ -334,6 +419,8 @@ impl Channel {
                 pending: HashMap::new(),
                 dropped: false,
                 stopped: false,
+                reader: None,
+                next_reader: 0,
                 task: None,
             }),
             changed: Notify::new(),
@@ -350,7 +437,6 @@ impl Channel {
         }
         handle.spawn(IoTask {
             inner: Arc::clone(&inner),
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
             pidfd,
             sigterm_at: None,
             drain_until: None,
@@ -447,7 +533,13 @@ impl Channel {
         fds: Vec<OwnedFd>,
     ) -> Result<(), ChannelError> {
         // A pid of 0 means "this process".
-        let ready = ready.clone().with_sender_pid(std::process::id());
+        // A pid of 0 means "this process", asked of the kernel only then: a
+        // system call on the way to the parent's wake-up otherwise.
+        let ready = if ready.pid == 0 {
+            Cow::Owned(ready.clone().with_sender_pid(std::process::id()))
+        } else {
+            Cow::Borrowed(ready)
+        };
         self.send_with(|st| Ok(st.queue(fds, |s, n| s.send_ready_with_fds(&ready, n))?))
             .await
     }
@@ -721,26 +813,107 @@ impl Channel {
         send: impl FnOnce(&mut Session, usize) -> Result<u64, SessionError>,
     ) -> Result<(ResponseBody, Vec<OwnedFd>), ChannelError> {
         // Queued and registered in one critical section: from here on the
-        // only state this future holds is its one-shot receiver.
-        let (id, rx) = self
+        // only state this future holds is its place in `pending`.
+        let id = self
             .send_with(|st| {
                 let id = st.queue(fds, send)?;
                 if let Some(r) = st.read_blocker() {
                     st.core.session.abandon_request(id);
                     return Err(ChannelError::Closed(r));
                 }
-                let (tx, rx) = oneshot::channel();
-                st.pending.insert(id, tx);
-                Ok((id, rx))
+                st.pending.insert(id, Waiting::default());
+                Ok(id)
             })
             .await?;
-        let answer = AnswerFuture {
+        let mut answer = AnswerFuture {
             inner: &self.inner,
             id,
-            rx,
             done: false,
         };
-        answer.await
+        self.wait_reading(
+            |cx| Pin::new(&mut answer).poll(cx),
+            |st| {
+                if let Some(w) = st.pending.get_mut(&id) {
+                    w.waker = None;
+                }
+            },
+        )
+        .await
+    }
+
+    /// Waits until `check` is ready, and reads the socket meanwhile
+    /// whenever it has input, as the I/O task does: whichever of the two is
+    /// polled first reads, and the other finds nothing. A caller waiting for
+    /// an answer (or a message, or `Ready`) then gets it in the very poll
+    /// that the socket's readiness causes, instead of after the I/O task
+    /// has read and woken it: on a current_thread runtime, one task wake-up
+    /// and one `epoll_wait` fewer per message (the blocking channel's "one
+    /// wake-up per message"). The I/O task goes on reading whenever no
+    /// caller does, so a request whose task stopped polling it holds
+    /// nothing up (`Ping` is still answered, `Shutdown` still seen).
+    ///
+    /// One caller reads at a time (the others wait for what it or the I/O
+    /// task routes to them), so that input wakes one of them, not all.
+    /// `check` registers its own wake-up when it returns `Pending`; `disarm`
+    /// takes that registration back (if it can) before this future reads,
+    /// so that routing what it read does not wake it for nothing (it looks
+    /// again anyway). Reading stops while back-pressure holds it up, as the
+    /// I/O task's does.
+    async fn wait_reading<T>(
+        &self,
+        mut check: impl FnMut(&mut Context<'_>) -> Poll<T>,
+        disarm: impl Fn(&mut State),
+    ) -> T {
+        let inner = &self.inner;
+        let me = {
+            let mut st = inner.lock();
+            st.next_reader += 1;
+            st.next_reader
+        };
+        // Gives the reader's place up however this future ends.
+        let _reader = ReaderPlace { inner, me };
+        let mut reads = 0usize;
+        let mut read_input = true;
+        loop {
+            let mut readable = pin!(inner.sock.readable());
+            let step = poll_fn(|cx| {
+                if let Poll::Ready(t) = check(cx) {
+                    return Poll::Ready(Ok(t));
+                }
+                if !read_input {
+                    return Poll::Pending;
+                }
+                {
+                    let mut st = inner.lock();
+                    if !inner.may_read(&st) || st.reader.is_some_and(|r| r != me) {
+                        return Poll::Pending;
+                    }
+                    st.reader = Some(me);
+                }
+                if reads >= ROUNDS_PER_POLL {
+                    // A peer that keeps the socket busy (with pings, say)
+                    // must not hold the runtime's thread: let other tasks
+                    // run, then continue.
+                    reads = 0;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                readable.as_mut().poll(cx).map(Err)
+            })
+            .await;
+            match step {
+                Ok(t) => return t,
+                Err(Ok(mut guard)) => {
+                    reads += 1;
+                    if inner.read_once(&disarm) {
+                        guard.clear_ready();
+                    }
+                }
+                // The runtime's I/O driver is gone: the I/O task ends and
+                // says so through `check`.
+                Err(Err(_)) => read_input = false,
+            }
+        }
     }
 
     // ---- receiving --------------------------------------------------------
@@ -757,22 +930,39 @@ impl Channel {
     /// [`ChannelError::Closed`] once the peer has gone and the queue is
     /// empty.
     pub async fn recv(&self) -> Result<Incoming, ChannelError> {
+        self.wait_changed(|| self.try_recv().transpose()).await
+    }
+
+    /// [`wait_reading`](Self::wait_reading) for what reading announces
+    /// through `changed`: waits until `look` finds something.
+    async fn wait_changed<T>(&self, mut look: impl FnMut() -> Option<T>) -> T {
         let mut changed = pin!(self.inner.changed.notified());
-        let mut registered = false;
-        loop {
-            if let Some(m) = self.try_recv()? {
-                return Ok(m);
-            }
-            // As in `send_with`: register, look again, then sleep.
-            if registered {
-                changed.as_mut().await;
+        // Shared by the two closures, never at once (a `Mutex`, not a
+        // `RefCell`, so that the future stays `Send`).
+        let changed = Mutex::new(changed.as_mut());
+        self.wait_reading(
+            |cx| {
+                let mut changed = changed.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    // As in `send_with`: register, look again, then sleep.
+                    changed.as_mut().enable();
+                    if let Some(t) = look() {
+                        return Poll::Ready(t);
+                    }
+                    match changed.as_mut().poll(cx) {
+                        Poll::Ready(()) => changed.set(self.inner.changed.notified()),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+            },
+            // A fresh registration, not enabled yet: what this caller reads
+            // does not wake it (it looks again after reading anyway).
+            |_| {
+                let mut changed = changed.lock().unwrap_or_else(|p| p.into_inner());
                 changed.set(self.inner.changed.notified());
-                registered = false;
-            } else {
-                changed.as_mut().enable();
-                registered = true;
-            }
-        }
+            },
+        )
+        .await
     }
 
     /// [`recv`](Self::recv), giving up after `timeout` with `Ok(None)` (as
@@ -836,15 +1026,10 @@ impl Channel {
     /// `watch_exit`), and says what was seen; the caller bounds it with a
     /// timeout.
     pub(crate) async fn wait_ready_seen(&self, watch_exit: bool, pid: u32) -> Seen {
-        loop {
-            let mut changed = pin!(self.inner.changed.notified());
-            changed.as_mut().enable();
-            let event = self.inner.lock().core.ready_event(watch_exit);
-            if let Some(event) = event {
-                return event.into_seen(pid, self.last_status());
-            }
-            changed.await;
-        }
+        let event = self
+            .wait_changed(|| self.inner.lock().core.ready_event(watch_exit))
+            .await;
+        event.into_seen(pid, self.last_status())
     }
 }
 
@@ -861,12 +1046,27 @@ impl Drop for Channel {
     }
 }
 
-/// The answer to one request: a one-shot receiver, and the registration
-/// that dropping it undoes.
+/// The place of the caller `me` as the one that reads while it waits
+/// ([`Channel::wait_reading`]), given up on drop.
+struct ReaderPlace<'a> {
+    inner: &'a Inner,
+    me: u64,
+}
+
+impl Drop for ReaderPlace<'_> {
+    fn drop(&mut self) {
+        let mut st = self.inner.lock();
+        if st.reader == Some(self.me) {
+            st.reader = None;
+        }
+    }
+}
+
+/// The answer to one request, filed under its id in `pending`, and the
+/// registration that dropping it undoes.
 struct AnswerFuture<'a> {
     inner: &'a Inner,
     id: u64,
-    rx: oneshot::Receiver<Reply>,
     done: bool,
 }
 
@@ -875,22 +1075,30 @@ impl Future for AnswerFuture<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let reply = match Pin::new(&mut this.rx).poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(r) => r,
+        let mut st = this.inner.lock();
+        let reply = match st.pending.get_mut(&this.id) {
+            Some(w) if w.reply.is_some() => {
+                let reply = w.reply.take();
+                st.pending.remove(&this.id);
+                reply
+            }
+            Some(w) => {
+                if !w.waker.as_ref().is_some_and(|k| k.will_wake(cx.waker())) {
+                    w.waker = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            None => None,
         };
         this.done = true;
         Poll::Ready(match reply {
-            Ok(Ok((ResponseBody::Error(e), _))) => Err(ChannelError::Remote(e)),
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(reason)) => Err(ChannelError::Closed(reason)),
-            // The sender went away unanswered: only when the I/O task
+            Some(Ok((ResponseBody::Error(e), _))) => Err(ChannelError::Remote(e)),
+            Some(Ok(answer)) => Ok(answer),
+            Some(Err(reason)) => Err(ChannelError::Closed(reason)),
+            // Not waiting any more, unanswered: only when the I/O task
             // ended, which records why.
-            Err(_) => Err(ChannelError::Closed(
-                this.inner
-                    .lock()
-                    .read_blocker()
-                    .unwrap_or(CloseReason::Local),
+            None => Err(ChannelError::Closed(
+                st.read_blocker().unwrap_or(CloseReason::Local),
             )),
         })
     }
@@ -930,9 +1138,6 @@ impl Responder for Inner {
 /// after it was dropped.
 struct IoTask {
     inner: Arc<Inner>,
-    /// Bytes read and not yet decoded (the session's decoder keeps its
-    /// place in them).
-    rbuf: BytesMut,
     pidfd: Option<AsyncFd<OwnedFd>>,
     sigterm_at: Option<Pin<Box<Sleep>>>,
     drain_until: Option<Pin<Box<Sleep>>>,
@@ -975,9 +1180,7 @@ impl IoTask {
             if !st.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 st.task = Some(cx.waker().clone());
             }
-            let reading = matches!(st.core.read, ReadEnd::Open)
-                && !self.inner.limits.queue_full(&st.core.peer.incoming)
-                && st.pending_out() < HIGH_WATER + self.inner.max_frame as usize;
+            let reading = self.inner.may_read(&st);
             st.read_paused = !reading && matches!(st.core.read, ReadEnd::Open);
             (st.io_writes, reading, st.dropped)
         };
@@ -1012,7 +1215,7 @@ impl IoTask {
         if reading {
             match inner.sock.poll_read_ready(cx) {
                 Poll::Ready(Ok(mut guard)) => {
-                    if self.read_once() {
+                    if inner.read_once(|_| {}) {
                         guard.clear_ready();
                     }
                     progress = true;
@@ -1032,7 +1235,7 @@ impl IoTask {
                 // `Ready` wins.
                 self.pidfd = None;
                 for _ in 0..16 {
-                    if !self.may_read() || self.read_once() {
+                    if !inner.may_read(&inner.lock()) || inner.read_once(|_| {}) {
                         break;
                     }
                 }
@@ -1055,43 +1258,6 @@ impl IoTask {
         } else {
             Round::Idle
         }
-    }
-
-    fn may_read(&self) -> bool {
-        let st = self.inner.lock();
-        matches!(st.core.read, ReadEnd::Open)
-            && !self.inner.limits.queue_full(&st.core.peer.incoming)
-    }
-
-    /// One read, handed to the session. Returns whether the socket has
-    /// nothing more to give (so that its readiness is to be cleared): it
-    /// gave nothing, or less than asked for. Clearing after a short read
-    /// saves an empty read per message, and loses nothing: tokio keeps
-    /// readiness that arrived after it was handed out.
-    fn read_once(&mut self) -> bool {
-        let fd = self.inner.sock.get_ref().as_fd();
-        let r = sys::recv_stream(fd, &mut self.rbuf, READ_CHUNK);
-        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
-            return true;
-        }
-        let mut st = self.inner.lock();
-        let step = st.core.on_read(r, &mut self.rbuf);
-        self.after_input(st);
-        if step == ReadStep::Ended {
-            // Senders waiting for room must hear that none will come.
-            self.inner.space.notify_waiters();
-        }
-        step == ReadStep::Drained
-    }
-
-    /// Routes what the session decoded, writes what it produced (pongs,
-    /// acknowledgements, a `Goodbye`), and wakes whoever may care.
-    fn after_input(&self, mut st: MutexGuard<'_, State>) {
-        dispatch(&self.inner, &mut st);
-        self.inner.flush(&mut st);
-        st.fail_pending();
-        drop(st);
-        self.inner.changed.notify_waiters();
     }
 
     fn read_failed(&self, e: io::Error) {
@@ -1196,9 +1362,23 @@ fn dispatch(inner: &Arc<Inner>, st: &mut State) {
         || Arc::clone(inner) as Arc<dyn Responder>,
         |id, body, fds| {
             // No sender: the request was abandoned (its future dropped).
-            if let Some(tx) = pending.remove(&id) {
-                let _ = tx.send(Ok((body, fds)));
+            if let Some(w) = pending.get_mut(&id) {
+                w.answer(Ok((body, fds)));
             }
         },
     );
 }
+
+// The futures are `Send`: a task awaiting them may move between the worker
+// threads of a multi-thread runtime. Checked here, at compile time.
+const _: () = {
+    fn is_send<T: Send>(_: &T) {}
+    #[allow(dead_code)]
+    fn futures_are_send(ch: &Channel) {
+        is_send(&ch.recv());
+        is_send(&ch.request::<u32, u32>(&1));
+        is_send(&ch.request_bytes(b""));
+        is_send(&ch.ready(&Ready::new(0)));
+        is_send(&ch.wait_ready_seen(true, 1));
+    }
+};
