@@ -1391,69 +1391,15 @@ fn scale(s: &mut Suite) {
         &[10, 100, 1000]
     };
     for &n in sizes {
-        reset_peak_rss();
-        let before = peak_rss_kib();
-        let t = Instant::now();
-        let mut children: Vec<_> = (0..n)
-            .map(|_| ReadyCommand::new(me("ready")).spawn().unwrap())
-            .collect();
-        for c in &mut children {
-            c.wait_ready(BOUND).unwrap();
-        }
-        let ours = t.elapsed();
-        let peak = peak_rss_kib().saturating_sub(before);
-        for c in &mut children {
-            if let Some(ch) = c.channel() {
-                ch.close();
-            }
-        }
-        for mut c in children {
-            c.wait().unwrap();
-        }
-        // Baseline: the same number of bare spawns, each closing a pipe.
-        reset_peak_rss();
-        let bare_before = peak_rss_kib();
-        let t = Instant::now();
-        let mut bare: Vec<_> = (0..n)
-            .map(|_| {
-                let (r, w) = nix::unistd::pipe().unwrap();
-                let c = with_fd3(me("exit"), &w).spawn().unwrap();
-                drop(w);
-                (c, r)
-            })
-            .collect();
-        for (_, r) in &mut bare {
-            let mut sink = Vec::new();
-            std::fs::File::from(r.try_clone().unwrap())
-                .read_to_end(&mut sink)
-                .unwrap();
-        }
-        let base = t.elapsed();
-        // Floored at 0.1 KiB per child so that the ratio stays finite.
-        let bare_peak = (peak_rss_kib().saturating_sub(bare_before) as f64 / n as f64).max(0.1);
-        for (mut c, _) in bare {
-            c.wait().unwrap();
-        }
+        let (ours, peak) = scale_blocking(n);
+        let (base, bare_peak) = scale_bare(n);
         // The same through the async API: one current_thread runtime, no
         // thread per child; then a multi-thread runtime with two workers
         // (what `#[tokio::main]` gives on this machine), where reading the
         // children's `Ready` overlaps with spawning the next ones, as the
         // blocking side's I/O thread does.
-        let (ours_async, peak_async) = scale_async(
-            n,
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-        );
-        let (ours_mt, _) = scale_async(
-            n,
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap(),
-        );
+        let (ours_async, peak_async) = scale_async(n, current_thread());
+        let (ours_mt, _) = scale_async(n, multi_thread());
         let runs = ScaleRuns {
             n,
             blocking: (ours, peak),
@@ -1463,6 +1409,156 @@ fn scale(s: &mut Suite) {
         };
         scale_report(s, &runs);
     }
+}
+
+/// Spawns `n` children through the blocking API and waits until each is
+/// ready: the time, and the parent's peak RSS growth.
+fn scale_blocking(n: usize) -> (Duration, u64) {
+    reset_peak_rss();
+    let before = peak_rss_kib();
+    let t = Instant::now();
+    let mut children: Vec<_> = (0..n)
+        .map(|_| ReadyCommand::new(me("ready")).spawn().unwrap())
+        .collect();
+    for c in &mut children {
+        c.wait_ready(BOUND).unwrap();
+    }
+    let ours = t.elapsed();
+    let peak = peak_rss_kib().saturating_sub(before);
+    for c in &mut children {
+        if let Some(ch) = c.channel() {
+            ch.close();
+        }
+    }
+    for mut c in children {
+        c.wait().unwrap();
+    }
+    (ours, peak)
+}
+
+/// The baseline: `n` bare spawns, each closing a pipe: the time, and the
+/// parent's peak RSS growth per child (floored at 0.1 KiB so that the
+/// ratio stays finite).
+fn scale_bare(n: usize) -> (Duration, f64) {
+    reset_peak_rss();
+    let bare_before = peak_rss_kib();
+    let t = Instant::now();
+    let mut bare: Vec<_> = (0..n)
+        .map(|_| {
+            let (r, w) = nix::unistd::pipe().unwrap();
+            let c = with_fd3(me("exit"), &w).spawn().unwrap();
+            drop(w);
+            (c, r)
+        })
+        .collect();
+    for (_, r) in &mut bare {
+        let mut sink = Vec::new();
+        std::fs::File::from(r.try_clone().unwrap())
+            .read_to_end(&mut sink)
+            .unwrap();
+    }
+    let base = t.elapsed();
+    let bare_peak = (peak_rss_kib().saturating_sub(bare_before) as f64 / n as f64).max(0.1);
+    for (mut c, _) in bare {
+        c.wait().unwrap();
+    }
+    (base, bare_peak)
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `profile-scale-{blocking,async,mt,bare}`: one `scale` run of
+/// `READYFD_SCALE_N` children (1000 by default) and nothing else, for
+/// `perf stat`, `perf record` or `strace -f -c`.
+fn profile_scale(mode: &str) {
+    let n: usize = std::env::var("READYFD_SCALE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let cpu = |who| {
+        // SAFETY: an all-zero rusage is a valid value for getrusage to fill.
+        let mut u: nix::libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage writes one rusage into the one we pass.
+        unsafe { nix::libc::getrusage(who, &mut u) };
+        let tv = |t: nix::libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+        (tv(u.ru_utime), tv(u.ru_stime))
+    };
+    use nix::libc::{RUSAGE_CHILDREN, RUSAGE_SELF};
+    let (self0, kids0) = (cpu(RUSAGE_SELF), cpu(RUSAGE_CHILDREN));
+    let (d, kib) = match mode {
+        "blocking" => {
+            let (d, k) = scale_blocking(n);
+            (d, k as f64 / n as f64)
+        }
+        "async" | "mt" => {
+            let rt = if mode == "async" {
+                current_thread()
+            } else {
+                multi_thread()
+            };
+            let (d, k) = scale_async(n, rt);
+            (d, k as f64 / n as f64)
+        }
+        "bare" => scale_bare(n),
+        "barefds" | "baremem" => {
+            let extra: usize = std::env::var("EXTRA").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+            let mut keep = Vec::new();
+            let mut mem: Vec<Vec<u8>> = Vec::new();
+            reset_peak_rss();
+            let t = Instant::now();
+            let mut bare: Vec<_> = (0..n)
+                .map(|_| {
+                    let (r, w) = nix::unistd::pipe().unwrap();
+                    let c = with_fd3(me("exit"), &w).spawn().unwrap();
+                    drop(w);
+                    if mode == "barefds" {
+                        for _ in 0..extra {
+                            keep.push(r.try_clone().unwrap());
+                        }
+                    } else {
+                        mem.push(vec![1u8; extra * 1024]);
+                    }
+                    (c, r)
+                })
+                .collect();
+            for (_, r) in &mut bare {
+                let mut sink = Vec::new();
+                std::fs::File::from(r.try_clone().unwrap())
+                    .read_to_end(&mut sink)
+                    .unwrap();
+            }
+            let base = t.elapsed();
+            for (mut c, _) in bare {
+                c.wait().unwrap();
+            }
+            (base, 0.0)
+        }
+        _ => panic!("profile-scale-{mode}: blocking, async, mt or bare"),
+    };
+    let (self1, kids1) = (cpu(RUSAGE_SELF), cpu(RUSAGE_CHILDREN));
+    let per = |a: f64, b: f64| (a - b) / n as f64;
+    println!(
+        "scale {mode} {n}: {:.1} us per child, {kib:.1} KiB per child; CPU per child: \
+         parent {:.0} us user + {:.0} us system, children {:.0} us user + {:.0} us system",
+        us(d) / n as f64,
+        per(self1.0, self0.0),
+        per(self1.1, self0.1),
+        per(kids1.0, kids0.0),
+        per(kids1.1, kids0.1),
+    );
 }
 
 /// Spawns `n` children through the async API on `rt` and waits until each
@@ -1484,6 +1580,12 @@ fn scale_async(n: usize, rt: tokio::runtime::Runtime) -> (Duration, u64) {
         }
         let d = t.elapsed();
         let peak = peak_rss_kib().saturating_sub(before_async);
+        if std::env::var_os("DIAG").is_some() {
+            let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
+            let th = std::fs::read_dir("/proc/self/task").unwrap().count();
+            eprintln!("DIAG fds {fds} threads {th}");
+            eprintln!("{}", std::fs::read_to_string("/proc/self/status").unwrap());
+        }
         for c in &children {
             if let Some(ch) = c.channel() {
                 ch.close();
@@ -1688,6 +1790,9 @@ fn main() {
     // -f -c` (both follow the children).
     if let Some(m @ ("profile-ours" | "profile-async" | "profile-raw")) = only.as_deref() {
         return profile_rtt(m.trim_start_matches("profile-"));
+    }
+    if let Some(m) = only.as_deref().and_then(|m| m.strip_prefix("profile-scale-")) {
+        return profile_scale(m);
     }
     let mut s = Suite {
         quick,

@@ -44,7 +44,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use ::tokio::io::Interest;
 use ::tokio::io::unix::AsyncFd;
 use ::tokio::sync::{Notify, oneshot};
 use ::tokio::time::{Instant, Sleep};
@@ -300,28 +299,27 @@ impl Channel {
     /// Starts a channel over a connected AF_UNIX stream socket: queues our
     /// `Hello`, writes it, and spawns the I/O task on the current runtime.
     /// `pidfd`, for a parent, is watched so that a child's death is seen at
-    /// once.
+    /// once: the [`ReadyChild`](super::ReadyChild)'s own registration,
+    /// shared (the task polls it with `poll_read_ready`, the only one to do
+    /// so; the `ReadyChild` awaits `readable`, which has its own wakers), so
+    /// that a child costs one pidfd, not two: every fd the parent holds is
+    /// copied by each later `fork` and closed by each later `exec`.
     ///
     /// # Panics
     /// Outside a tokio runtime, or in one without I/O enabled.
     pub(crate) fn start(
         sock: OwnedFd,
         role: Role,
-        pidfd: Option<OwnedFd>,
+        pidfd: Option<Arc<AsyncFd<OwnedFd>>>,
         opts: ChannelOptions,
     ) -> io::Result<Channel> {
         let handle = ::tokio::runtime::Handle::try_current().unwrap_or_else(|_| {
             panic!("readyfd::tokio: must be called from within a tokio runtime")
         });
         sys::set_nonblocking(sock.as_fd(), true)?;
-        let pidfd = match pidfd {
-            // SAFETY: an `OwnedFd` keeps its fd open and returns the same
-            // number from `as_raw_fd` until it is dropped, which the
-            // `AsyncFd` that owns it does last.
-            Some(p) => Some(unsafe { AsyncFd::register_with_interest(p, Interest::READABLE) }?),
-            None => None,
-        };
-        // SAFETY: as for the pidfd above.
+        // SAFETY: an `OwnedFd` keeps its fd open and returns the same number
+        // from `as_raw_fd` until it is dropped, which the `AsyncFd` that
+        // owns it does last.
         let sock = unsafe { AsyncFd::register(sock) }?;
         let inner = Arc::new(Inner {
             sock,
@@ -350,7 +348,7 @@ impl Channel {
         }
         handle.spawn(IoTask {
             inner: Arc::clone(&inner),
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            rbuf: BytesMut::new(),
             pidfd,
             sigterm_at: None,
             drain_until: None,
@@ -931,9 +929,14 @@ impl Responder for Inner {
 struct IoTask {
     inner: Arc<Inner>,
     /// Bytes read and not yet decoded (the session's decoder keeps its
-    /// place in them).
+    /// place in them). Empty, with no capacity, between reads that left no
+    /// part of a frame: the buffer then goes back to the worker thread's
+    /// spare (as the blocking side's), so that a thousand idle channels do
+    /// not hold a thousand 64 KiB buffers, each with a page touched.
     rbuf: BytesMut,
-    pidfd: Option<AsyncFd<OwnedFd>>,
+    /// The child's pidfd, shared with its `ReadyChild` (see
+    /// [`Channel::start`]); dropped once it fired.
+    pidfd: Option<Arc<AsyncFd<OwnedFd>>>,
     sigterm_at: Option<Pin<Box<Sleep>>>,
     drain_until: Option<Pin<Box<Sleep>>>,
 }
@@ -1070,12 +1073,15 @@ impl IoTask {
     /// readiness that arrived after it was handed out.
     fn read_once(&mut self) -> bool {
         let fd = self.inner.sock.get_ref().as_fd();
+        crate::channel::lend_spare(&mut self.rbuf);
         let r = sys::recv_stream(fd, &mut self.rbuf, READ_CHUNK);
         if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            crate::channel::keep_spare(&mut self.rbuf);
             return true;
         }
         let mut st = self.inner.lock();
         let step = st.core.on_read(r, &mut self.rbuf);
+        crate::channel::keep_spare(&mut self.rbuf);
         self.after_input(st);
         if step == ReadStep::Ended {
             // Senders waiting for room must hear that none will come.
