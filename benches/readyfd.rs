@@ -1383,7 +1383,8 @@ fn bytes_throughput_run(batches: usize, n: u32) -> (RatePairs, RatePairs) {
     (vs_typed, vs_raw)
 }
 
-/// 6. N children started and awaited: time per child and peak memory.
+/// 6. N children started and awaited: time per child, the parent's peak
+/// memory and the fds it holds per child.
 fn scale(s: &mut Suite) {
     let sizes: &[usize] = if s.quick {
         &[10, 100]
@@ -1391,31 +1392,56 @@ fn scale(s: &mut Suite) {
         &[10, 100, 1000]
     };
     for &n in sizes {
-        let (ours, peak) = scale_blocking(n);
-        let (base, bare_peak) = scale_bare(n);
-        // The same through the async API: one current_thread runtime, no
-        // thread per child; then a multi-thread runtime with two workers
-        // (what `#[tokio::main]` gives on this machine), where reading the
-        // children's `Ready` overlaps with spawning the next ones, as the
-        // blocking side's I/O thread does.
-        let (ours_async, peak_async) = scale_async(n, current_thread());
-        let (ours_mt, _) = scale_async(n, multi_thread());
         let runs = ScaleRuns {
             n,
-            blocking: (ours, peak),
-            bare: (base, bare_peak),
-            current_thread: (ours_async, peak_async),
-            multi_thread: ours_mt,
+            blocking: scale_blocking(n),
+            bare: scale_bare(n),
+            // The same through the async API: one current_thread runtime,
+            // no thread per child; then a multi-thread runtime with two
+            // workers (what `#[tokio::main]` gives on this machine), where
+            // reading the children's `Ready` overlaps with spawning the
+            // next ones, as the blocking side's I/O thread does.
+            current_thread: scale_async(n, current_thread()),
+            multi_thread: scale_async(n, multi_thread()),
         };
         scale_report(s, &runs);
     }
 }
 
+/// What starting `n` children cost, per child.
+struct Started {
+    time: Duration,
+    /// The parent's peak RSS growth, KiB per child (floored at 0.1 so that
+    /// a ratio stays finite).
+    kib: f64,
+    /// The fds the parent holds per child while all are alive (or, for
+    /// bare spawns, until each is read): every one of them is copied by
+    /// each later `fork` and closed by each later `exec`.
+    fds: f64,
+}
+
+impl Started {
+    fn new(n: usize, time: Duration, kib_before: u64, fds_before: usize) -> Started {
+        let kib = peak_rss_kib().saturating_sub(kib_before) as f64 / n as f64;
+        let fds = open_fd_count().saturating_sub(fds_before) as f64 / n as f64;
+        Started {
+            time,
+            kib: kib.max(0.1),
+            fds,
+        }
+    }
+}
+
+fn open_fd_count() -> usize {
+    // Less the one the listing opens.
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count().saturating_sub(1))
+}
+
 /// Spawns `n` children through the blocking API and waits until each is
-/// ready: the time, and the parent's peak RSS growth.
-fn scale_blocking(n: usize) -> (Duration, u64) {
+/// ready.
+fn scale_blocking(n: usize) -> Started {
     reset_peak_rss();
-    let before = peak_rss_kib();
+    let (kib, fds) = (peak_rss_kib(), open_fd_count());
     let t = Instant::now();
     let mut children: Vec<_> = (0..n)
         .map(|_| ReadyCommand::new(me("ready")).spawn().unwrap())
@@ -1423,8 +1449,7 @@ fn scale_blocking(n: usize) -> (Duration, u64) {
     for c in &mut children {
         c.wait_ready(BOUND).unwrap();
     }
-    let ours = t.elapsed();
-    let peak = peak_rss_kib().saturating_sub(before);
+    let started = Started::new(n, t.elapsed(), kib, fds);
     for c in &mut children {
         if let Some(ch) = c.channel() {
             ch.close();
@@ -1433,15 +1458,13 @@ fn scale_blocking(n: usize) -> (Duration, u64) {
     for mut c in children {
         c.wait().unwrap();
     }
-    (ours, peak)
+    started
 }
 
-/// The baseline: `n` bare spawns, each closing a pipe: the time, and the
-/// parent's peak RSS growth per child (floored at 0.1 KiB so that the
-/// ratio stays finite).
-fn scale_bare(n: usize) -> (Duration, f64) {
+/// The baseline: `n` bare spawns, each closing a pipe.
+fn scale_bare(n: usize) -> Started {
     reset_peak_rss();
-    let bare_before = peak_rss_kib();
+    let (kib, fds) = (peak_rss_kib(), open_fd_count());
     let t = Instant::now();
     let mut bare: Vec<_> = (0..n)
         .map(|_| {
@@ -1451,18 +1474,19 @@ fn scale_bare(n: usize) -> (Duration, f64) {
             (c, r)
         })
         .collect();
+    let fds_held = open_fd_count();
     for (_, r) in &mut bare {
         let mut sink = Vec::new();
         std::fs::File::from(r.try_clone().unwrap())
             .read_to_end(&mut sink)
             .unwrap();
     }
-    let base = t.elapsed();
-    let bare_peak = (peak_rss_kib().saturating_sub(bare_before) as f64 / n as f64).max(0.1);
+    let mut started = Started::new(n, t.elapsed(), kib, fds);
+    started.fds = fds_held.saturating_sub(fds) as f64 / n as f64;
     for (mut c, _) in bare {
         c.wait().unwrap();
     }
-    (base, bare_peak)
+    started
 }
 
 fn current_thread() -> tokio::runtime::Runtime {
@@ -1480,93 +1504,12 @@ fn multi_thread() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// `profile-scale-{blocking,async,mt,bare}`: one `scale` run of
-/// `READYFD_SCALE_N` children (1000 by default) and nothing else, for
-/// `perf stat`, `perf record` or `strace -f -c`.
-fn profile_scale(mode: &str) {
-    let n: usize = std::env::var("READYFD_SCALE_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let cpu = |who| {
-        // SAFETY: an all-zero rusage is a valid value for getrusage to fill.
-        let mut u: nix::libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: getrusage writes one rusage into the one we pass.
-        unsafe { nix::libc::getrusage(who, &mut u) };
-        let tv = |t: nix::libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
-        (tv(u.ru_utime), tv(u.ru_stime))
-    };
-    use nix::libc::{RUSAGE_CHILDREN, RUSAGE_SELF};
-    let (self0, kids0) = (cpu(RUSAGE_SELF), cpu(RUSAGE_CHILDREN));
-    let (d, kib) = match mode {
-        "blocking" => {
-            let (d, k) = scale_blocking(n);
-            (d, k as f64 / n as f64)
-        }
-        "async" | "mt" => {
-            let rt = if mode == "async" {
-                current_thread()
-            } else {
-                multi_thread()
-            };
-            let (d, k) = scale_async(n, rt);
-            (d, k as f64 / n as f64)
-        }
-        "bare" => scale_bare(n),
-        "barefds" | "baremem" => {
-            let extra: usize = std::env::var("EXTRA").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
-            let mut keep = Vec::new();
-            let mut mem: Vec<Vec<u8>> = Vec::new();
-            reset_peak_rss();
-            let t = Instant::now();
-            let mut bare: Vec<_> = (0..n)
-                .map(|_| {
-                    let (r, w) = nix::unistd::pipe().unwrap();
-                    let c = with_fd3(me("exit"), &w).spawn().unwrap();
-                    drop(w);
-                    if mode == "barefds" {
-                        for _ in 0..extra {
-                            keep.push(r.try_clone().unwrap());
-                        }
-                    } else {
-                        mem.push(vec![1u8; extra * 1024]);
-                    }
-                    (c, r)
-                })
-                .collect();
-            for (_, r) in &mut bare {
-                let mut sink = Vec::new();
-                std::fs::File::from(r.try_clone().unwrap())
-                    .read_to_end(&mut sink)
-                    .unwrap();
-            }
-            let base = t.elapsed();
-            for (mut c, _) in bare {
-                c.wait().unwrap();
-            }
-            (base, 0.0)
-        }
-        _ => panic!("profile-scale-{mode}: blocking, async, mt or bare"),
-    };
-    let (self1, kids1) = (cpu(RUSAGE_SELF), cpu(RUSAGE_CHILDREN));
-    let per = |a: f64, b: f64| (a - b) / n as f64;
-    println!(
-        "scale {mode} {n}: {:.1} us per child, {kib:.1} KiB per child; CPU per child: \
-         parent {:.0} us user + {:.0} us system, children {:.0} us user + {:.0} us system",
-        us(d) / n as f64,
-        per(self1.0, self0.0),
-        per(self1.1, self0.1),
-        per(kids1.0, kids0.0),
-        per(kids1.1, kids0.1),
-    );
-}
-
 /// Spawns `n` children through the async API on `rt` and waits until each
-/// is ready: the time, and the parent's peak RSS growth.
-fn scale_async(n: usize, rt: tokio::runtime::Runtime) -> (Duration, u64) {
+/// is ready.
+fn scale_async(n: usize, rt: tokio::runtime::Runtime) -> Started {
     reset_peak_rss();
-    let before_async = peak_rss_kib();
     let out = rt.block_on(async {
+        let (kib, fds) = (peak_rss_kib(), open_fd_count());
         let t = Instant::now();
         let mut children: Vec<_> = (0..n)
             .map(|_| {
@@ -1578,14 +1521,7 @@ fn scale_async(n: usize, rt: tokio::runtime::Runtime) -> (Duration, u64) {
         for c in &mut children {
             c.wait_ready(BOUND).await.unwrap();
         }
-        let d = t.elapsed();
-        let peak = peak_rss_kib().saturating_sub(before_async);
-        if std::env::var_os("DIAG").is_some() {
-            let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
-            let th = std::fs::read_dir("/proc/self/task").unwrap().count();
-            eprintln!("DIAG fds {fds} threads {th}");
-            eprintln!("{}", std::fs::read_to_string("/proc/self/status").unwrap());
-        }
+        let started = Started::new(n, t.elapsed(), kib, fds);
         for c in &children {
             if let Some(ch) = c.channel() {
                 ch.close();
@@ -1594,77 +1530,135 @@ fn scale_async(n: usize, rt: tokio::runtime::Runtime) -> (Duration, u64) {
         for mut c in children {
             c.wait().await.unwrap();
         }
-        (d, peak)
+        started
     });
     drop(rt);
     out
 }
 
-/// One size of the `scale` measure: `(time, parent's peak RSS growth in
-/// KiB)` of each way to start `n` children.
+/// `profile-scale-{blocking,async,mt,bare}`: one `scale` run of
+/// `READYFD_SCALE_N` children (1000 by default) and nothing else, with the
+/// CPU time and page faults per child of the parent and of the children
+/// (`getrusage`, less noisy than the time on a shared machine), for `perf
+/// stat`, `perf record` or `strace -f -c` too.
+fn profile_scale(mode: &str) {
+    let n: usize = std::env::var("READYFD_SCALE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let usage = |who| {
+        // SAFETY: an all-zero rusage is a valid value for getrusage to fill.
+        let mut u: nix::libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage writes one rusage into the one we pass.
+        unsafe { nix::libc::getrusage(who, &mut u) };
+        let tv = |t: nix::libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+        [tv(u.ru_utime), tv(u.ru_stime), u.ru_minflt as f64]
+    };
+    use nix::libc::{RUSAGE_CHILDREN, RUSAGE_SELF};
+    let (me0, kids0) = (usage(RUSAGE_SELF), usage(RUSAGE_CHILDREN));
+    let started = match mode {
+        "blocking" => scale_blocking(n),
+        "async" => scale_async(n, current_thread()),
+        "mt" => scale_async(n, multi_thread()),
+        "bare" => scale_bare(n),
+        _ => panic!("profile-scale-{mode}: blocking, async, mt or bare"),
+    };
+    let (me1, kids1) = (usage(RUSAGE_SELF), usage(RUSAGE_CHILDREN));
+    let per = |a: [f64; 3], b: [f64; 3]| [0, 1, 2].map(|i| (a[i] - b[i]) / n as f64);
+    let (me, kids) = (per(me1, me0), per(kids1, kids0));
+    println!(
+        "scale {mode} {n}: per child {:.0} us, {:.1} KiB, {:.1} fds; CPU: parent {:.0} us user + \
+         {:.0} us system, {:.0} page faults; children {:.0} us user + {:.0} us system, \
+         {:.0} page faults",
+        us(started.time) / n as f64,
+        started.kib,
+        started.fds,
+        me[0],
+        me[1],
+        me[2],
+        kids[0],
+        kids[1],
+        kids[2],
+    );
+}
+
+/// One size of the `scale` measure: what each way to start `n` children
+/// cost.
 struct ScaleRuns {
     n: usize,
-    blocking: (Duration, u64),
-    /// Bare spawns: time, and KiB per child (floored at 0.1).
-    bare: (Duration, f64),
-    current_thread: (Duration, u64),
-    multi_thread: Duration,
+    blocking: Started,
+    bare: Started,
+    current_thread: Started,
+    multi_thread: Started,
 }
 
 /// The `scale` entries of one size.
 fn scale_report(s: &mut Suite, r: &ScaleRuns) {
-    let ScaleRuns {
-        n,
-        blocking: (ours, peak),
-        bare: (base, bare_peak),
-        current_thread: (ours_async, peak_async),
-        multi_thread: ours_mt,
-    } = *r;
-    {
-        let per = |d: Duration| us(d) / n as f64;
-        // The targets are for a thousand children (issue 15).
-        let at_scale = |t: &'static str| (n >= 1000).then_some(t);
-        s.add(
-            format!("scale_{n}_blocking"),
-            "us/child",
-            per(ours),
-            "bare spawns closing a pipe",
-            per(base),
-            at_scale("<= 1.20"),
-        );
-        s.add(
-            format!("scale_{n}_blocking_memory"),
-            "KiB/child",
-            peak as f64 / n as f64,
-            "bare spawns' parent peak RSS growth",
-            bare_peak,
-            at_scale("ours <= 4"),
-        );
-        s.add(
-            format!("scale_{n}_async"),
-            "us/child",
-            per(ours_async),
-            "bare spawns closing a pipe",
-            per(base),
-            at_scale("<= 1.20"),
-        );
-        s.add(
-            format!("scale_{n}_async_multi_thread"),
-            "us/child",
-            per(ours_mt),
-            "bare spawns closing a pipe",
-            per(base),
-            at_scale("<= 1.20"),
-        );
-        s.add(
-            format!("scale_{n}_async_memory"),
-            "KiB/child",
-            peak_async as f64 / n as f64,
-            "bare spawns' parent peak RSS growth",
-            bare_peak,
-            None,
-        );
-    }
+    let n = r.n;
+    let per = |d: Duration| us(d) / n as f64;
+    // The targets are for a thousand children (issue 15).
+    let at_scale = |t: &'static str| (n >= 1000).then_some(t);
+    let bare = "bare spawns closing a pipe";
+    s.add(
+        format!("scale_{n}_blocking"),
+        "us/child",
+        per(r.blocking.time),
+        bare,
+        per(r.bare.time),
+        at_scale("<= 1.20"),
+    );
+    s.add(
+        format!("scale_{n}_blocking_memory"),
+        "KiB/child",
+        r.blocking.kib,
+        "bare spawns' parent peak RSS growth",
+        r.bare.kib,
+        at_scale("ours <= 4"),
+    );
+    s.add(
+        format!("scale_{n}_async"),
+        "us/child",
+        per(r.current_thread.time),
+        bare,
+        per(r.bare.time),
+        at_scale("<= 1.20"),
+    );
+    s.add(
+        format!("scale_{n}_async_multi_thread"),
+        "us/child",
+        per(r.multi_thread.time),
+        bare,
+        per(r.bare.time),
+        at_scale("<= 1.20"),
+    );
+    s.add(
+        format!("scale_{n}_async_memory"),
+        "KiB/child",
+        r.current_thread.kib,
+        "bare spawns' parent peak RSS growth",
+        r.bare.kib,
+        None,
+    );
+    // Every fd the parent holds is copied by each later fork and closed by
+    // each later exec: with a thousand children, the largest cost that
+    // grows with their number. Ours: the socket, the pidfd and
+    // `/proc/<pid>/stat`; the bare spawns hold their pipe.
+    s.add(
+        format!("scale_{n}_async_fds"),
+        "fds/child",
+        r.current_thread.fds,
+        "bare spawns' pipe",
+        r.bare.fds,
+        at_scale("ours <= 3"),
+    );
+    s.add(
+        format!("scale_{n}_blocking_fds"),
+        "fds/child",
+        r.blocking.fds,
+        "bare spawns' pipe",
+        r.bare.fds,
+        None,
+    );
 }
 
 /// 7. The article's headline: a suite that starts and stops 50 servers.
@@ -1791,7 +1785,10 @@ fn main() {
     if let Some(m @ ("profile-ours" | "profile-async" | "profile-raw")) = only.as_deref() {
         return profile_rtt(m.trim_start_matches("profile-"));
     }
-    if let Some(m) = only.as_deref().and_then(|m| m.strip_prefix("profile-scale-")) {
+    if let Some(m) = only
+        .as_deref()
+        .and_then(|m| m.strip_prefix("profile-scale-"))
+    {
         return profile_scale(m);
     }
     let mut s = Suite {
