@@ -1383,8 +1383,7 @@ fn bytes_throughput_run(batches: usize, n: u32) -> (RatePairs, RatePairs) {
     (vs_typed, vs_raw)
 }
 
-/// 6. N children started and awaited: time per child, the parent's peak
-/// memory and the fds it holds per child.
+/// 6. N children started and awaited: time, memory and fds per child.
 fn scale(s: &mut Suite) {
     let sizes: &[usize] = if s.quick {
         &[10, 100]
@@ -1414,20 +1413,21 @@ struct Started {
     /// The parent's peak RSS growth, KiB per child (floored at 0.1 so that
     /// a ratio stays finite).
     kib: f64,
-    /// The fds the parent holds per child while all are alive (or, for
-    /// bare spawns, until each is read): every one of them is copied by
-    /// each later `fork` and closed by each later `exec`.
+    /// The fds the parent holds per child once all are spawned (before
+    /// any is awaited): every one of them is copied by each later `fork`
+    /// and closed by each later `exec`.
     fds: f64,
 }
 
 impl Started {
-    fn new(n: usize, time: Duration, kib_before: u64, fds_before: usize) -> Started {
+    /// `fds` is the count of open fds once all were spawned, less the
+    /// count before.
+    fn new(n: usize, time: Duration, kib_before: u64, fds: usize) -> Started {
         let kib = peak_rss_kib().saturating_sub(kib_before) as f64 / n as f64;
-        let fds = open_fd_count().saturating_sub(fds_before) as f64 / n as f64;
         Started {
             time,
             kib: kib.max(0.1),
-            fds,
+            fds: fds as f64 / n as f64,
         }
     }
 }
@@ -1446,6 +1446,7 @@ fn scale_blocking(n: usize) -> Started {
     let mut children: Vec<_> = (0..n)
         .map(|_| ReadyCommand::new(me("ready")).spawn().unwrap())
         .collect();
+    let fds = open_fd_count().saturating_sub(fds);
     for c in &mut children {
         c.wait_ready(BOUND).unwrap();
     }
@@ -1463,29 +1464,64 @@ fn scale_blocking(n: usize) -> Started {
 
 /// The baseline: `n` bare spawns, each closing a pipe.
 fn scale_bare(n: usize) -> Started {
+    scale_bare_with(n, false, "")
+}
+
+/// Bare spawns, their pipes close-on-exec or not (the baseline's are not:
+/// each child inherits every pipe still open and closes them when it exits,
+/// not at its `exec`), each holding one more fd of the kind `extra`
+/// (`sock`, `pidfd`, `proc` for `/proc/<pid>/stat`, `null`) meanwhile:
+/// what an fd of each kind that readyfd holds per child costs the spawns
+/// that follow.
+fn scale_bare_with(n: usize, cloexec: bool, extra: &str) -> Started {
+    let mut held: Vec<OwnedFd> = Vec::new();
     reset_peak_rss();
     let (kib, fds) = (peak_rss_kib(), open_fd_count());
     let t = Instant::now();
     let mut bare: Vec<_> = (0..n)
         .map(|_| {
-            let (r, w) = nix::unistd::pipe().unwrap();
+            let (r, w) = if cloexec {
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap()
+            } else {
+                nix::unistd::pipe().unwrap()
+            };
             let c = with_fd3(me("exit"), &w).spawn().unwrap();
             drop(w);
+            let pid = c.id();
+            match extra {
+                "" => {}
+                "sock" => held.push(stream_pair().0),
+                "pidfd" => {
+                    // SAFETY: pidfd_open takes a pid and flags and returns a
+                    // new fd (close-on-exec) or -1.
+                    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+                    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+                    // SAFETY: a new fd, owned by nobody else.
+                    held.push(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+                }
+                "proc" => held.push(
+                    std::fs::File::open(format!("/proc/{pid}/stat"))
+                        .unwrap()
+                        .into(),
+                ),
+                "null" => held.push(std::fs::File::open("/dev/null").unwrap().into()),
+                _ => panic!("profile-scale-bare-{extra}: sock, pidfd, proc or null"),
+            }
             (c, r)
         })
         .collect();
-    let fds_held = open_fd_count();
+    let fds = open_fd_count().saturating_sub(fds);
     for (_, r) in &mut bare {
         let mut sink = Vec::new();
         std::fs::File::from(r.try_clone().unwrap())
             .read_to_end(&mut sink)
             .unwrap();
     }
-    let mut started = Started::new(n, t.elapsed(), kib, fds);
-    started.fds = fds_held.saturating_sub(fds) as f64 / n as f64;
+    let started = Started::new(n, t.elapsed(), kib, fds);
     for (mut c, _) in bare {
         c.wait().unwrap();
     }
+    drop(held);
     started
 }
 
@@ -1518,6 +1554,7 @@ fn scale_async(n: usize, rt: tokio::runtime::Runtime) -> Started {
                     .unwrap()
             })
             .collect();
+        let fds = open_fd_count().saturating_sub(fds);
         for c in &mut children {
             c.wait_ready(BOUND).await.unwrap();
         }
@@ -1536,7 +1573,8 @@ fn scale_async(n: usize, rt: tokio::runtime::Runtime) -> Started {
     out
 }
 
-/// `profile-scale-{blocking,async,mt,bare}`: one `scale` run of
+/// `profile-scale-{blocking,async,mt,bare}`, and `bare-cloexec`,
+/// `bare-{sock,pidfd,proc,null}` (see [`scale_bare_with`]): one `scale` run of
 /// `READYFD_SCALE_N` children (1000 by default) and nothing else, with the
 /// CPU time and page faults per child of the parent and of the children
 /// (`getrusage`, less noisy than the time on a shared machine), for `perf
@@ -1561,7 +1599,9 @@ fn profile_scale(mode: &str) {
         "async" => scale_async(n, current_thread()),
         "mt" => scale_async(n, multi_thread()),
         "bare" => scale_bare(n),
-        _ => panic!("profile-scale-{mode}: blocking, async, mt or bare"),
+        "bare-cloexec" => scale_bare_with(n, true, ""),
+        m if m.starts_with("bare-") => scale_bare_with(n, true, &m["bare-".len()..]),
+        _ => panic!("profile-scale-{mode}: blocking, async, mt, bare or bare-KIND"),
     };
     let (me1, kids1) = (usage(RUSAGE_SELF), usage(RUSAGE_CHILDREN));
     let per = |a: [f64; 3], b: [f64; 3]| [0, 1, 2].map(|i| (a[i] - b[i]) / n as f64);
@@ -1641,8 +1681,9 @@ fn scale_report(s: &mut Suite, r: &ScaleRuns) {
     );
     // Every fd the parent holds is copied by each later fork and closed by
     // each later exec: with a thousand children, the largest cost that
-    // grows with their number. Ours: the socket, the pidfd and
-    // `/proc/<pid>/stat`; the bare spawns hold their pipe.
+    // grows with their number. Counted once all are spawned, before any is
+    // awaited. Ours: the socket, the pidfd and `/proc/<pid>/stat` (closed
+    // once readiness is decided); the bare spawns hold their pipe.
     s.add(
         format!("scale_{n}_async_fds"),
         "fds/child",

@@ -1,6 +1,6 @@
 #![cfg(feature = "tokio")]
 //! 500 children spawned and awaited concurrently from one current-thread
-//! runtime: no thread per child, three fds per child and a few KiB of heap
+//! runtime: no thread per child, two fds per ready child and a few KiB of heap
 //! (all checked while all of them are alive), and no fd left behind
 //! afterwards. Alone in its own test binary, so that no other test starts
 //! threads, opens fds or allocates meanwhile.
@@ -21,12 +21,12 @@ use common::{open_fds, stopped_cleanly};
 
 const CHILDREN: usize = 500;
 
-/// What a child may hold in the parent while it is alive and ready: its
-/// socket, its pidfd (shared by the `ReadyChild` and the channel's task)
-/// and its `/proc/<pid>/stat`. Every fd the parent holds is copied by each
-/// later `fork` and closed by each later `exec`, so this is what a
-/// thousand children cost per spawn.
-const FDS_PER_CHILD: usize = 3;
+/// What a child may hold in the parent once it is ready: its socket and
+/// its pidfd (shared by the `ReadyChild` and the channel's task; its
+/// `/proc/<pid>/stat`, a third, is closed once readiness is decided).
+/// Every fd the parent holds is copied by each later `fork` and closed by
+/// each later `exec`, so this is what a thousand children cost per spawn.
+const FDS_PER_CHILD: usize = 2;
 
 /// The heap a ready, idle child may hold in the parent: its channel's
 /// state, the I/O task, two reactor registrations; no read buffer (a

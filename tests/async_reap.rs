@@ -77,33 +77,37 @@ async fn running_child(cmd: tokio::process::Command) -> (ReadyChild, OwnedFd) {
     (child, stdin.into_owned_fd().unwrap())
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_dropped_child_is_reaped_once_it_exits() {
+#[test]
+fn a_dropped_child_is_reaped_once_it_exits() {
     let _serial = serial();
-    let (child, stdin) = running_child(helper_async("close-then-wait-stdin")).await;
-    let pid = child.id();
-    drop(child);
-    assert!(still_ours(pid), "it runs until its stdin closes");
-    drop(stdin);
-    assert!(reaped_within_bound(pid).await, "{pid} left unreaped");
+    current_thread().block_on(async {
+        let (child, stdin) = running_child(helper_async("close-then-wait-stdin")).await;
+        let pid = child.id();
+        drop(child);
+        assert!(still_ours(pid), "it runs until its stdin closes");
+        drop(stdin);
+        assert!(reaped_within_bound(pid).await, "{pid} left unreaped");
+    });
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn kill_on_drop_kills_and_reaps() {
+#[test]
+fn kill_on_drop_kills_and_reaps() {
     let _serial = serial();
     // Ours (which also covers the group and the process readiness came
     // from) and tokio's own (the child only). `close` parks for ever after
     // closing its channel: only the kill ends it.
     for ours in [true, false] {
-        let mut cmd = helper_async("close");
-        cmd.kill_on_drop(!ours);
-        let mut rc = ReadyCommand::new(cmd);
-        rc.kill_on_drop(ours);
-        let mut child = rc.spawn().unwrap();
-        child.wait_ready(BOUND).await.unwrap();
-        let pid = child.id();
-        drop(child);
-        assert!(reaped_within_bound(pid).await, "ours {ours}: {pid} left");
+        current_thread().block_on(async {
+            let mut cmd = helper_async("close");
+            cmd.kill_on_drop(!ours);
+            let mut rc = ReadyCommand::new(cmd);
+            rc.kill_on_drop(ours);
+            let mut child = rc.spawn().unwrap();
+            child.wait_ready(BOUND).await.unwrap();
+            let pid = child.id();
+            drop(child);
+            assert!(reaped_within_bound(pid).await, "ours {ours}: {pid} left");
+        });
     }
 }
 

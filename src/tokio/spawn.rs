@@ -299,10 +299,7 @@ fn reap_in_background(pid: u32, pidfd: Option<Arc<AsyncFd<OwnedFd>>>) {
     let handle = ::tokio::runtime::Handle::try_current();
     let pidfd = match pidfd {
         Some(fd) => Some(fd),
-        None if handle.is_ok() => sys::pidfd_open(pid)
-            .and_then(register)
-            .map(Arc::new)
-            .ok(),
+        None if handle.is_ok() => sys::pidfd_open(pid).and_then(register).map(Arc::new).ok(),
         None => None,
     };
     match (handle, pidfd) {
@@ -385,7 +382,8 @@ pub struct ReadyChild {
     pid: u32,
     protocol: Protocol,
     waiter: Waiter,
-    /// Its `/proc/<pid>/stat`, held from spawn on (see [`ProcStat`]).
+    /// Its `/proc/<pid>/stat`, held from spawn on (see [`ProcStat`]) until
+    /// readiness is decided.
     proc_stat: ProcStat,
     /// The child's pidfd: readable once it has exited. Shared with the
     /// native channel's I/O task, which polls it with `poll_read_ready`:
@@ -521,6 +519,8 @@ impl ReadyChild {
                         .pid_mismatch()
                         .and_then(|p| register(sys::pidfd_open(p).ok()?).ok());
                     self.readiness = Some(r);
+                    // Liveness is asked only while readiness is undecided.
+                    self.proc_stat.close();
                 }
                 Err(e) => {
                     self.failed = !matches!(e, ReadyError::Timeout { killed: false, .. });
