@@ -1390,26 +1390,34 @@ fn scale(s: &mut Suite) {
     } else {
         &[10, 100, 1000]
     };
+    // Repeated, each way in turn, so that the machine's load (shared by
+    // others, and by the children on two cores) hits each side alike: the
+    // ratio is the median of the rounds', with their spread.
+    let rounds = if s.quick { 1 } else { 3 };
     for &n in sizes {
-        let runs = ScaleRuns {
-            n,
-            blocking: scale_blocking(n),
-            bare: scale_bare(n),
-            // The same through the async API: one current_thread runtime,
-            // no thread per child; then a multi-thread runtime with two
-            // workers (what `#[tokio::main]` gives on this machine), where
-            // reading the children's `Ready` overlaps with spawning the
-            // next ones, as the blocking side's I/O thread does.
-            current_thread: scale_async(n, current_thread()),
-            multi_thread: scale_async(n, multi_thread()),
-        };
-        scale_report(s, &runs);
+        let runs: Vec<ScaleRuns> = (0..rounds)
+            .map(|_| ScaleRuns {
+                blocking: scale_blocking(n),
+                bare: scale_bare(n),
+                // The same through the async API: one current_thread
+                // runtime, no thread per child; then a multi-thread runtime
+                // with two workers (what `#[tokio::main]` gives on this
+                // machine), where reading the children's `Ready` overlaps
+                // with spawning the next ones, as the blocking side's I/O
+                // thread does.
+                current_thread: scale_async(n, current_thread()),
+                multi_thread: scale_async(n, multi_thread()),
+            })
+            .collect();
+        scale_report(s, n, &runs);
     }
 }
 
 /// What starting `n` children cost, per child.
 struct Started {
-    time: Duration,
+    /// From the first spawn until the last child is ready, per child, in
+    /// µs.
+    us: f64,
     /// The parent's peak RSS growth, KiB per child (floored at 0.1 so that
     /// a ratio stays finite).
     kib: f64,
@@ -1425,7 +1433,7 @@ impl Started {
     fn new(n: usize, time: Duration, kib_before: u64, fds: usize) -> Started {
         let kib = peak_rss_kib().saturating_sub(kib_before) as f64 / n as f64;
         Started {
-            time,
+            us: us(time) / n as f64,
             kib: kib.max(0.1),
             fds: fds as f64 / n as f64,
         }
@@ -1610,73 +1618,72 @@ fn profile_scale(mode: &str) {
         "scale {mode} {n}: per child {:.0} us, {:.1} KiB, {:.1} fds; CPU: parent {:.0} us user + \
          {:.0} us system, {:.0} page faults; children {:.0} us user + {:.0} us system, \
          {:.0} page faults",
-        us(started.time) / n as f64,
-        started.kib,
-        started.fds,
-        me[0],
-        me[1],
-        me[2],
-        kids[0],
-        kids[1],
-        kids[2],
+        started.us, started.kib, started.fds, me[0], me[1], me[2], kids[0], kids[1], kids[2],
     );
 }
 
-/// One size of the `scale` measure: what each way to start `n` children
-/// cost.
+/// One round of one size of the `scale` measure: what each way to start
+/// the children cost.
 struct ScaleRuns {
-    n: usize,
     blocking: Started,
     bare: Started,
     current_thread: Started,
     multi_thread: Started,
 }
 
-/// The `scale` entries of one size.
-fn scale_report(s: &mut Suite, r: &ScaleRuns) {
-    let n = r.n;
-    let per = |d: Duration| us(d) / n as f64;
+/// The `scale` entries of one size, from its rounds.
+fn scale_report(s: &mut Suite, n: usize, runs: &[ScaleRuns]) {
+    // `(ours, baseline)` of each round.
+    let pairs = |ours: fn(&ScaleRuns) -> f64, base: fn(&ScaleRuns) -> f64| -> Vec<(f64, f64)> {
+        runs.iter().map(|r| (ours(r), base(r))).collect()
+    };
     // The targets are for a thousand children (issue 15).
     let at_scale = |t: &'static str| (n >= 1000).then_some(t);
     let bare = "bare spawns closing a pipe";
-    s.add(
+    let bare_rss = "bare spawns' parent peak RSS growth";
+    // Memory from the first round only: later rounds reuse the heap the
+    // earlier ones grew, and their peak barely moves.
+    let first = |ours: fn(&ScaleRuns) -> f64, base: fn(&ScaleRuns) -> f64| -> Vec<(f64, f64)> {
+        runs.iter().take(1).map(|r| (ours(r), base(r))).collect()
+    };
+    s.add_runs(
         format!("scale_{n}_blocking"),
         "us/child",
-        per(r.blocking.time),
+        &pairs(|r| r.blocking.us, |r| r.bare.us),
         bare,
-        per(r.bare.time),
         at_scale("<= 1.20"),
+        None,
     );
-    s.add(
+    s.add_runs(
         format!("scale_{n}_blocking_memory"),
         "KiB/child",
-        r.blocking.kib,
-        "bare spawns' parent peak RSS growth",
-        r.bare.kib,
+        &first(|r| r.blocking.kib, |r| r.bare.kib),
+        bare_rss,
         at_scale("ours <= 4"),
+        None,
     );
-    s.add(
+    s.add_runs(
         format!("scale_{n}_async"),
         "us/child",
-        per(r.current_thread.time),
+        &pairs(|r| r.current_thread.us, |r| r.bare.us),
         bare,
-        per(r.bare.time),
         at_scale("<= 1.20"),
+        None,
     );
-    s.add(
+    s.add_runs(
         format!("scale_{n}_async_multi_thread"),
         "us/child",
-        per(r.multi_thread.time),
+        &pairs(|r| r.multi_thread.us, |r| r.bare.us),
         bare,
-        per(r.bare.time),
         at_scale("<= 1.20"),
+        None,
     );
-    s.add(
+    s.add_runs(
         format!("scale_{n}_async_memory"),
         "KiB/child",
-        r.current_thread.kib,
-        "bare spawns' parent peak RSS growth",
-        r.bare.kib,
+        &first(|r| r.current_thread.kib, |r| r.bare.kib),
+        bare_rss,
+        None,
         None,
     );
     // Every fd the parent holds is copied by each later fork and closed by
@@ -1684,20 +1691,20 @@ fn scale_report(s: &mut Suite, r: &ScaleRuns) {
     // grows with their number. Counted once all are spawned, before any is
     // awaited. Ours: the socket, the pidfd and `/proc/<pid>/stat` (closed
     // once readiness is decided); the bare spawns hold their pipe.
-    s.add(
+    s.add_runs(
         format!("scale_{n}_async_fds"),
         "fds/child",
-        r.current_thread.fds,
+        &pairs(|r| r.current_thread.fds, |r| r.bare.fds),
         "bare spawns' pipe",
-        r.bare.fds,
         at_scale("ours <= 3"),
+        None,
     );
-    s.add(
+    s.add_runs(
         format!("scale_{n}_blocking_fds"),
         "fds/child",
-        r.blocking.fds,
+        &pairs(|r| r.blocking.fds, |r| r.bare.fds),
         "bare spawns' pipe",
-        r.bare.fds,
+        None,
         None,
     );
 }
