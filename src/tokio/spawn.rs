@@ -220,7 +220,7 @@ fn watch(
         Ours::Native(sock) => {
             // One pidfd for both: see `Channel::start`.
             let ch = Channel::start(sock, Role::Parent, Some(Arc::clone(&pidfd)), options)?;
-            Waiter::Native(Arc::new(ch))
+            Waiter::Native(ch)
         }
         // Registered now, not at each wait: a wait then needs no new fd
         // (it works with a full fd table).
@@ -252,7 +252,9 @@ fn register_dup(fd: BorrowedFd<'_>) -> io::Result<AsyncFd<OwnedFd>> {
 
 #[derive(Debug)]
 enum Waiter {
-    Native(Arc<Channel>),
+    /// The owning handle: dropping it (with the `ReadyChild`) closes the
+    /// channel.
+    Native(Channel),
     /// The waiter, and its pipe registered with the reactor.
     Pipe(PipeWaiter, AsyncFd<OwnedFd>),
     /// The receiver, and its socket registered with the reactor.
@@ -750,7 +752,9 @@ impl ReadyChild {
             }
         }
         if let Waiter::Native(ch) = &self.waiter {
-            let ch = Arc::clone(ch);
+            // A handle (not the owner: dropping it, with a cancelled stop,
+            // closes nothing), so that `self` can be borrowed meanwhile.
+            let ch = Channel::clone(ch);
             if ch.closed().is_none() && ch.shutdown(grace).await.is_ok() {
                 if let Some(s) = self
                     .wait_all(Some(Instant::from_std(sys::deadline_after(grace))))
