@@ -1457,94 +1457,177 @@ fn bytes_throughput_run(batches: usize, n: u32) -> (RatePairs, RatePairs) {
     (vs_typed, vs_raw)
 }
 
-/// 6. N children started and awaited: time per child and peak memory.
+/// 6. N children started and awaited: time, memory and fds per child.
 fn scale(s: &mut Suite) {
     let sizes: &[usize] = if s.quick {
         &[10, 100]
     } else {
         &[10, 100, 1000]
     };
+    // Repeated, each way in turn, so that the machine's load (shared by
+    // others, and by the children on two cores) hits each side alike: the
+    // ratio is the median of the rounds', with their spread.
+    let rounds = if s.quick { 1 } else { 3 };
     for &n in sizes {
-        reset_peak_rss();
-        let before = peak_rss_kib();
-        let t = Instant::now();
-        let mut children: Vec<_> = (0..n)
-            .map(|_| ReadyCommand::new(me("ready")).spawn().unwrap())
-            .collect();
-        for c in &mut children {
-            c.wait_ready(BOUND).unwrap();
-        }
-        let ours = t.elapsed();
-        let peak = peak_rss_kib().saturating_sub(before);
-        for c in &mut children {
-            if let Some(ch) = c.channel() {
-                ch.close();
-            }
-        }
-        for mut c in children {
-            c.wait().unwrap();
-        }
-        // Baseline: the same number of bare spawns, each closing a pipe.
-        reset_peak_rss();
-        let bare_before = peak_rss_kib();
-        let t = Instant::now();
-        let mut bare: Vec<_> = (0..n)
-            .map(|_| {
-                let (r, w) = nix::unistd::pipe().unwrap();
-                let c = with_fd3(me("exit"), &w).spawn().unwrap();
-                drop(w);
-                (c, r)
+        let runs: Vec<ScaleRuns> = (0..rounds)
+            .map(|_| ScaleRuns {
+                blocking: scale_blocking(n),
+                bare: scale_bare(n),
+                // The same through the async API: one current_thread
+                // runtime, no thread per child; then a multi-thread runtime
+                // with two workers (what `#[tokio::main]` gives on this
+                // machine), where reading the children's `Ready` overlaps
+                // with spawning the next ones, as the blocking side's I/O
+                // thread does.
+                current_thread: scale_async(n, current_thread()),
+                multi_thread: scale_async(n, multi_thread()),
             })
             .collect();
-        for (_, r) in &mut bare {
-            let mut sink = Vec::new();
-            std::fs::File::from(r.try_clone().unwrap())
-                .read_to_end(&mut sink)
-                .unwrap();
-        }
-        let base = t.elapsed();
-        // Floored at 0.1 KiB per child so that the ratio stays finite.
-        let bare_peak = (peak_rss_kib().saturating_sub(bare_before) as f64 / n as f64).max(0.1);
-        for (mut c, _) in bare {
-            c.wait().unwrap();
-        }
-        // The same through the async API: one current_thread runtime, no
-        // thread per child; then a multi-thread runtime with two workers
-        // (what `#[tokio::main]` gives on this machine), where reading the
-        // children's `Ready` overlaps with spawning the next ones, as the
-        // blocking side's I/O thread does.
-        let (ours_async, peak_async) = scale_async(
-            n,
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-        );
-        let (ours_mt, _) = scale_async(
-            n,
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap(),
-        );
-        let runs = ScaleRuns {
-            n,
-            blocking: (ours, peak),
-            bare: (base, bare_peak),
-            current_thread: (ours_async, peak_async),
-            multi_thread: ours_mt,
-        };
-        scale_report(s, &runs);
+        scale_report(s, n, &runs);
     }
 }
 
-/// Spawns `n` children through the async API on `rt` and waits until each
-/// is ready: the time, and the parent's peak RSS growth.
-fn scale_async(n: usize, rt: tokio::runtime::Runtime) -> (Duration, u64) {
+/// What starting `n` children cost, per child.
+struct Started {
+    /// From the first spawn until the last child is ready, per child, in
+    /// µs.
+    us: f64,
+    /// The parent's peak RSS growth, KiB per child (floored at 0.1 so that
+    /// a ratio stays finite).
+    kib: f64,
+    /// The fds the parent holds per child once all are spawned (before
+    /// any is awaited): every one of them is copied by each later `fork`
+    /// and closed by each later `exec`.
+    fds: f64,
+}
+
+impl Started {
+    /// `fds` is the count of open fds once all were spawned, less the
+    /// count before.
+    fn new(n: usize, time: Duration, kib_before: u64, fds: usize) -> Started {
+        let kib = peak_rss_kib().saturating_sub(kib_before) as f64 / n as f64;
+        Started {
+            us: us(time) / n as f64,
+            kib: kib.max(0.1),
+            fds: fds as f64 / n as f64,
+        }
+    }
+}
+
+fn open_fd_count() -> usize {
+    // Less the one the listing opens.
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count().saturating_sub(1))
+}
+
+/// Spawns `n` children through the blocking API and waits until each is
+/// ready.
+fn scale_blocking(n: usize) -> Started {
     reset_peak_rss();
-    let before_async = peak_rss_kib();
+    let (kib, fds) = (peak_rss_kib(), open_fd_count());
+    let t = Instant::now();
+    let mut children: Vec<_> = (0..n)
+        .map(|_| ReadyCommand::new(me("ready")).spawn().unwrap())
+        .collect();
+    let fds = open_fd_count().saturating_sub(fds);
+    for c in &mut children {
+        c.wait_ready(BOUND).unwrap();
+    }
+    let started = Started::new(n, t.elapsed(), kib, fds);
+    for c in &mut children {
+        if let Some(ch) = c.channel() {
+            ch.close();
+        }
+    }
+    for mut c in children {
+        c.wait().unwrap();
+    }
+    started
+}
+
+/// The baseline: `n` bare spawns, each closing a pipe.
+fn scale_bare(n: usize) -> Started {
+    scale_bare_with(n, false, "")
+}
+
+/// Bare spawns, their pipes close-on-exec or not (the baseline's are not:
+/// each child inherits every pipe still open and closes them when it exits,
+/// not at its `exec`), each holding one more fd of the kind `extra`
+/// (`sock`, `pidfd`, `proc` for `/proc/<pid>/stat`, `null`) meanwhile:
+/// what an fd of each kind that readyfd holds per child costs the spawns
+/// that follow.
+fn scale_bare_with(n: usize, cloexec: bool, extra: &str) -> Started {
+    let mut held: Vec<OwnedFd> = Vec::new();
+    reset_peak_rss();
+    let (kib, fds) = (peak_rss_kib(), open_fd_count());
+    let t = Instant::now();
+    let mut bare: Vec<_> = (0..n)
+        .map(|_| {
+            let (r, w) = if cloexec {
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap()
+            } else {
+                nix::unistd::pipe().unwrap()
+            };
+            let c = with_fd3(me("exit"), &w).spawn().unwrap();
+            drop(w);
+            let pid = c.id();
+            match extra {
+                "" => {}
+                "sock" => held.push(stream_pair().0),
+                "pidfd" => {
+                    // SAFETY: pidfd_open takes a pid and flags and returns a
+                    // new fd (close-on-exec) or -1.
+                    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+                    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+                    // SAFETY: a new fd, owned by nobody else.
+                    held.push(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+                }
+                "proc" => held.push(
+                    std::fs::File::open(format!("/proc/{pid}/stat"))
+                        .unwrap()
+                        .into(),
+                ),
+                "null" => held.push(std::fs::File::open("/dev/null").unwrap().into()),
+                _ => panic!("profile-scale-bare-{extra}: sock, pidfd, proc or null"),
+            }
+            (c, r)
+        })
+        .collect();
+    let fds = open_fd_count().saturating_sub(fds);
+    for (_, r) in &mut bare {
+        let mut sink = Vec::new();
+        std::fs::File::from(r.try_clone().unwrap())
+            .read_to_end(&mut sink)
+            .unwrap();
+    }
+    let started = Started::new(n, t.elapsed(), kib, fds);
+    for (mut c, _) in bare {
+        c.wait().unwrap();
+    }
+    drop(held);
+    started
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Spawns `n` children through the async API on `rt` and waits until each
+/// is ready.
+fn scale_async(n: usize, rt: tokio::runtime::Runtime) -> Started {
+    reset_peak_rss();
     let out = rt.block_on(async {
+        let (kib, fds) = (peak_rss_kib(), open_fd_count());
         let t = Instant::now();
         let mut children: Vec<_> = (0..n)
             .map(|_| {
@@ -1553,11 +1636,11 @@ fn scale_async(n: usize, rt: tokio::runtime::Runtime) -> (Duration, u64) {
                     .unwrap()
             })
             .collect();
+        let fds = open_fd_count().saturating_sub(fds);
         for c in &mut children {
             c.wait_ready(BOUND).await.unwrap();
         }
-        let d = t.elapsed();
-        let peak = peak_rss_kib().saturating_sub(before_async);
+        let started = Started::new(n, t.elapsed(), kib, fds);
         for c in &children {
             if let Some(ch) = c.channel() {
                 ch.close();
@@ -1566,77 +1649,138 @@ fn scale_async(n: usize, rt: tokio::runtime::Runtime) -> (Duration, u64) {
         for mut c in children {
             c.wait().await.unwrap();
         }
-        (d, peak)
+        started
     });
     drop(rt);
     out
 }
 
-/// One size of the `scale` measure: `(time, parent's peak RSS growth in
-/// KiB)` of each way to start `n` children.
-struct ScaleRuns {
-    n: usize,
-    blocking: (Duration, u64),
-    /// Bare spawns: time, and KiB per child (floored at 0.1).
-    bare: (Duration, f64),
-    current_thread: (Duration, u64),
-    multi_thread: Duration,
+/// `profile-scale-{blocking,async,mt,bare}`, and `bare-cloexec`,
+/// `bare-{sock,pidfd,proc,null}` (see [`scale_bare_with`]): one `scale` run of
+/// `READYFD_SCALE_N` children (1000 by default) and nothing else, with the
+/// CPU time and page faults per child of the parent and of the children
+/// (`getrusage`, less noisy than the time on a shared machine), for `perf
+/// stat`, `perf record` or `strace -f -c` too.
+fn profile_scale(mode: &str) {
+    let n: usize = std::env::var("READYFD_SCALE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let usage = |who| {
+        // SAFETY: an all-zero rusage is a valid value for getrusage to fill.
+        let mut u: nix::libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage writes one rusage into the one we pass.
+        unsafe { nix::libc::getrusage(who, &mut u) };
+        let tv = |t: nix::libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+        [tv(u.ru_utime), tv(u.ru_stime), u.ru_minflt as f64]
+    };
+    use nix::libc::{RUSAGE_CHILDREN, RUSAGE_SELF};
+    let (me0, kids0) = (usage(RUSAGE_SELF), usage(RUSAGE_CHILDREN));
+    let started = match mode {
+        "blocking" => scale_blocking(n),
+        "async" => scale_async(n, current_thread()),
+        "mt" => scale_async(n, multi_thread()),
+        "bare" => scale_bare(n),
+        "bare-cloexec" => scale_bare_with(n, true, ""),
+        m if m.starts_with("bare-") => scale_bare_with(n, true, &m["bare-".len()..]),
+        _ => panic!("profile-scale-{mode}: blocking, async, mt, bare or bare-KIND"),
+    };
+    let (me1, kids1) = (usage(RUSAGE_SELF), usage(RUSAGE_CHILDREN));
+    let per = |a: [f64; 3], b: [f64; 3]| [0, 1, 2].map(|i| (a[i] - b[i]) / n as f64);
+    let (me, kids) = (per(me1, me0), per(kids1, kids0));
+    println!(
+        "scale {mode} {n}: per child {:.0} us, {:.1} KiB, {:.1} fds; CPU: parent {:.0} us user + \
+         {:.0} us system, {:.0} page faults; children {:.0} us user + {:.0} us system, \
+         {:.0} page faults",
+        started.us, started.kib, started.fds, me[0], me[1], me[2], kids[0], kids[1], kids[2],
+    );
 }
 
-/// The `scale` entries of one size.
-fn scale_report(s: &mut Suite, r: &ScaleRuns) {
-    let ScaleRuns {
-        n,
-        blocking: (ours, peak),
-        bare: (base, bare_peak),
-        current_thread: (ours_async, peak_async),
-        multi_thread: ours_mt,
-    } = *r;
-    {
-        let per = |d: Duration| us(d) / n as f64;
-        // The targets are for a thousand children (issue 15).
-        let at_scale = |t: &'static str| (n >= 1000).then_some(t);
-        s.add(
-            format!("scale_{n}_blocking"),
-            "us/child",
-            per(ours),
-            "bare spawns closing a pipe",
-            per(base),
-            at_scale("<= 1.20"),
-        );
-        s.add(
-            format!("scale_{n}_blocking_memory"),
-            "KiB/child",
-            peak as f64 / n as f64,
-            "bare spawns' parent peak RSS growth",
-            bare_peak,
-            at_scale("ours <= 4"),
-        );
-        s.add(
-            format!("scale_{n}_async"),
-            "us/child",
-            per(ours_async),
-            "bare spawns closing a pipe",
-            per(base),
-            at_scale("<= 1.20"),
-        );
-        s.add(
-            format!("scale_{n}_async_multi_thread"),
-            "us/child",
-            per(ours_mt),
-            "bare spawns closing a pipe",
-            per(base),
-            at_scale("<= 1.20"),
-        );
-        s.add(
-            format!("scale_{n}_async_memory"),
-            "KiB/child",
-            peak_async as f64 / n as f64,
-            "bare spawns' parent peak RSS growth",
-            bare_peak,
-            None,
-        );
-    }
+/// One round of one size of the `scale` measure: what each way to start
+/// the children cost.
+struct ScaleRuns {
+    blocking: Started,
+    bare: Started,
+    current_thread: Started,
+    multi_thread: Started,
+}
+
+/// The `scale` entries of one size, from its rounds.
+fn scale_report(s: &mut Suite, n: usize, runs: &[ScaleRuns]) {
+    // `(ours, baseline)` of each round.
+    let pairs = |ours: fn(&ScaleRuns) -> f64, base: fn(&ScaleRuns) -> f64| -> Vec<(f64, f64)> {
+        runs.iter().map(|r| (ours(r), base(r))).collect()
+    };
+    // The targets are for a thousand children (issue 15).
+    let at_scale = |t: &'static str| (n >= 1000).then_some(t);
+    let bare = "bare spawns closing a pipe";
+    let bare_rss = "bare spawns' parent peak RSS growth";
+    // Memory from the first round only: later rounds reuse the heap the
+    // earlier ones grew, and their peak barely moves.
+    let first = |ours: fn(&ScaleRuns) -> f64, base: fn(&ScaleRuns) -> f64| -> Vec<(f64, f64)> {
+        runs.iter().take(1).map(|r| (ours(r), base(r))).collect()
+    };
+    s.add_runs(
+        format!("scale_{n}_blocking"),
+        "us/child",
+        &pairs(|r| r.blocking.us, |r| r.bare.us),
+        bare,
+        at_scale("<= 1.20"),
+        None,
+    );
+    s.add_runs(
+        format!("scale_{n}_blocking_memory"),
+        "KiB/child",
+        &first(|r| r.blocking.kib, |r| r.bare.kib),
+        bare_rss,
+        at_scale("ours <= 4"),
+        None,
+    );
+    s.add_runs(
+        format!("scale_{n}_async"),
+        "us/child",
+        &pairs(|r| r.current_thread.us, |r| r.bare.us),
+        bare,
+        at_scale("<= 1.20"),
+        None,
+    );
+    s.add_runs(
+        format!("scale_{n}_async_multi_thread"),
+        "us/child",
+        &pairs(|r| r.multi_thread.us, |r| r.bare.us),
+        bare,
+        at_scale("<= 1.20"),
+        None,
+    );
+    s.add_runs(
+        format!("scale_{n}_async_memory"),
+        "KiB/child",
+        &first(|r| r.current_thread.kib, |r| r.bare.kib),
+        bare_rss,
+        None,
+        None,
+    );
+    // Every fd the parent holds is copied by each later fork and closed by
+    // each later exec: with a thousand children, the largest cost that
+    // grows with their number. Counted once all are spawned, before any is
+    // awaited. Ours: the socket, the pidfd and `/proc/<pid>/stat` (closed
+    // once readiness is decided); the bare spawns hold their pipe.
+    s.add_runs(
+        format!("scale_{n}_async_fds"),
+        "fds/child",
+        &pairs(|r| r.current_thread.fds, |r| r.bare.fds),
+        "bare spawns' pipe",
+        at_scale("ours <= 3"),
+        None,
+    );
+    s.add_runs(
+        format!("scale_{n}_blocking_fds"),
+        "fds/child",
+        &pairs(|r| r.blocking.fds, |r| r.bare.fds),
+        "bare spawns' pipe",
+        None,
+        None,
+    );
 }
 
 /// 7. The article's headline: a suite that starts and stops 50 servers.
@@ -1778,6 +1922,12 @@ fn main() {
         only.as_deref()
     {
         return profile_rtt(m.trim_start_matches("profile-"));
+    }
+    if let Some(m) = only
+        .as_deref()
+        .and_then(|m| m.strip_prefix("profile-scale-"))
+    {
+        return profile_scale(m);
     }
     let mut s = Suite {
         quick,

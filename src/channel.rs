@@ -1530,7 +1530,7 @@ thread_local! {
 }
 
 /// Gives a channel that holds no read buffer this thread's spare one.
-fn lend_spare(rbuf: &mut BytesMut) {
+pub(crate) fn lend_spare(rbuf: &mut BytesMut) {
     if rbuf.capacity() == 0 {
         let _ = SPARE.try_with(|s| std::mem::swap(rbuf, &mut s.borrow_mut()));
     }
@@ -1538,7 +1538,7 @@ fn lend_spare(rbuf: &mut BytesMut) {
 
 /// Takes a read buffer that holds nothing from its channel, as this
 /// thread's spare (freed if too large to keep).
-fn keep_spare(rbuf: &mut BytesMut) {
+pub(crate) fn keep_spare(rbuf: &mut BytesMut) {
     if rbuf.is_empty() && rbuf.capacity() > 0 {
         let buf = std::mem::take(rbuf);
         if buf.capacity() <= MAX_SPARE {

@@ -371,6 +371,14 @@ impl ProcStat {
         }
     }
 
+    /// Closes the file once no liveness will be asked any more (readiness
+    /// is decided): one fd fewer for every later `fork` to copy and every
+    /// later `exec` to close.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn close(&mut self) {
+        self.file = Err("it was closed once readiness was decided".to_string());
+    }
+
     /// Whether the child behind `pidfd` (the same process) is alive. The
     /// pidfd answers when `/proc` cannot: once it is readable the process
     /// is a zombie.

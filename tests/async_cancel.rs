@@ -189,7 +189,7 @@ async fn cancelled_while_waiting_for_room_sends_nothing() {
     cmd.stdin(Stdio::piped());
     let mut child = ReadyCommand::new(cmd).spawn().unwrap();
     child.wait_ready(BOUND).await.unwrap();
-    let stdin = child.child_mut().stdin.take().unwrap();
+    let stdin = child.stdio_mut().stdin.take().unwrap();
     let stdin = stdin.into_owned_fd().unwrap();
     let ch = child.channel().unwrap();
     ch.request::<_, ()>(&AsyncReq::PauseUntilStdin)

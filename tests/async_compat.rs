@@ -120,7 +120,7 @@ async fn pipe_wrapper_that_exits_zero_hands_over_to_its_descendant() {
     assert_ne!(pid.parse::<u32>().unwrap(), child.id(), "the descendant");
     assert_eq!(child.try_wait().unwrap().map(|s| s.code()), Some(Some(0)));
     // Let the descendant go: it reads one byte of our stdin.
-    let stdin = child.child_mut().stdin.take().unwrap();
+    let stdin = child.stdio_mut().stdin.take().unwrap();
     nix::unistd::write(stdin.into_owned_fd().unwrap(), b"x").unwrap();
 }
 
@@ -134,7 +134,7 @@ async fn systemd_extend_timeout_usec_extends_the_deadline() {
     // The request is queued before the wait starts, so the wait's own
     // timeout is shorter than the child's delay whatever the machine's
     // speed. (A blocking read of one short line, before any wait.)
-    let stdout = child.child_mut().stdout.take().unwrap();
+    let stdout = child.stdio_mut().stdout.take().unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(std::fs::File::from(stdout.into_owned_fd().unwrap())),

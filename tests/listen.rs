@@ -109,14 +109,14 @@ fn passes_sockets(driver: Driver) {
                     .unwrap()
             });
             let stdin = child
-                .child_mut()
+                .stdio_mut()
                 .stdin
                 .take()
                 .unwrap()
                 .into_owned_fd()
                 .unwrap();
             let out = child
-                .child_mut()
+                .stdio_mut()
                 .stdout
                 .take()
                 .unwrap()

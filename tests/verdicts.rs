@@ -594,6 +594,6 @@ fn wait_leaves_stdin_open() {
         cmd.args(["v-exit", "0"]).stdin(Stdio::piped());
         let mut child = readyfd::tokio::ReadyCommand::new(cmd).spawn().unwrap();
         assert!(child.wait().await.unwrap().success());
-        assert!(child.child_mut().stdin.is_some(), "wait closed stdin");
+        assert!(child.stdio_mut().stdin.is_some(), "wait closed stdin");
     });
 }

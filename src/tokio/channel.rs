@@ -51,7 +51,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use ::tokio::io::Interest;
 use ::tokio::io::unix::AsyncFd;
 use ::tokio::sync::Notify;
 use ::tokio::time::{Instant, Sleep};
@@ -229,12 +228,18 @@ impl Inner {
     fn read_once(self: &Arc<Self>, disarm: impl Fn(&mut State)) -> bool {
         let mut rbuf = self.lock_rbuf();
         let fd = self.sock.get_ref().as_fd();
+        // The worker thread's spare buffer, as on the blocking side: an
+        // idle channel holds none (a thousand idle channels do not hold a
+        // thousand 64 KiB buffers, each with a page touched).
+        crate::channel::lend_spare(&mut rbuf);
         let r = sys::recv_stream(fd, &mut rbuf, READ_CHUNK);
         if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            crate::channel::keep_spare(&mut rbuf);
             return true;
         }
         let mut st = self.lock();
         let step = st.core.on_read(r, &mut rbuf);
+        crate::channel::keep_spare(&mut rbuf);
         drop(rbuf);
         disarm(&mut st);
         dispatch(self, &mut st);
@@ -384,32 +389,31 @@ impl Channel {
     /// Starts a channel over a connected AF_UNIX stream socket: queues our
     /// `Hello`, writes it, and spawns the I/O task on the current runtime.
     /// `pidfd`, for a parent, is watched so that a child's death is seen at
-    /// once.
+    /// once: the [`ReadyChild`](super::ReadyChild)'s own registration,
+    /// shared (the task polls it with `poll_read_ready`, the only one to do
+    /// so; the `ReadyChild` awaits `readable`, which has its own wakers), so
+    /// that a child costs one pidfd, not two: every fd the parent holds is
+    /// copied by each later `fork` and closed by each later `exec`.
     ///
     /// # Panics
     /// Outside a tokio runtime, or in one without I/O enabled.
     pub(crate) fn start(
         sock: OwnedFd,
         role: Role,
-        pidfd: Option<OwnedFd>,
+        pidfd: Option<Arc<AsyncFd<OwnedFd>>>,
         opts: ChannelOptions,
     ) -> io::Result<Channel> {
         let handle = ::tokio::runtime::Handle::try_current().unwrap_or_else(|_| {
             panic!("readyfd::tokio: must be called from within a tokio runtime")
         });
         sys::set_nonblocking(sock.as_fd(), true)?;
-        let pidfd = match pidfd {
-            // SAFETY: an `OwnedFd` keeps its fd open and returns the same
-            // number from `as_raw_fd` until it is dropped, which the
-            // `AsyncFd` that owns it does last.
-            Some(p) => Some(unsafe { AsyncFd::register_with_interest(p, Interest::READABLE) }?),
-            None => None,
-        };
-        // SAFETY: as for the pidfd above.
+        // SAFETY: an `OwnedFd` keeps its fd open and returns the same number
+        // from `as_raw_fd` until it is dropped, which the `AsyncFd` that
+        // owns it does last.
         let sock = unsafe { AsyncFd::register(sock) }?;
         let inner = Arc::new(Inner {
             sock,
-            rbuf: Mutex::new(BytesMut::with_capacity(READ_CHUNK)),
+            rbuf: Mutex::new(BytesMut::new()),
             state: Mutex::new(State {
                 core: Core::new(role, opts.session),
                 out: Vec::new(),
@@ -1138,7 +1142,9 @@ impl Responder for Inner {
 /// after it was dropped.
 struct IoTask {
     inner: Arc<Inner>,
-    pidfd: Option<AsyncFd<OwnedFd>>,
+    /// The child's pidfd, shared with its `ReadyChild` (see
+    /// [`Channel::start`]); dropped once it fired.
+    pidfd: Option<Arc<AsyncFd<OwnedFd>>>,
     sigterm_at: Option<Pin<Box<Sleep>>>,
     drain_until: Option<Pin<Box<Sleep>>>,
 }

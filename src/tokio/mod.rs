@@ -97,4 +97,4 @@ mod spawn;
 pub use crate::incoming::{Incoming, IncomingRequest, Notification, ShutdownRequest};
 pub use channel::Channel;
 pub use child::Parent;
-pub use spawn::{ReadyChild, ReadyCommand, ReadyCommandExt, spawn};
+pub use spawn::{ChildStdio, ReadyChild, ReadyCommand, ReadyCommandExt, spawn};

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ::tokio::io::Interest;
 use ::tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
-use ::tokio::process::{Child, Command};
+use ::tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 use ::tokio::time::Instant;
 use nix::poll::PollFlags;
 use nix::sys::signal::Signal;
@@ -156,29 +156,40 @@ impl ReadyCommand {
             ..
         } = spec;
         let prepared = prepare(cmd.as_std_mut(), &mut spec)?;
-        if kill_on_drop {
-            cmd.kill_on_drop(true);
-        }
+        // Tokio's own `kill_on_drop` kills the child only, as tokio's
+        // `Child` would.
+        let kill_child_on_drop = cmd.get_kill_on_drop();
         let program = cmd.as_std().get_program().to_string_lossy().into_owned();
         let spawned_at = Instant::now();
-        let spawn_result = cmd.spawn();
+        // Spawned by std, not by tokio's `Command::spawn`: tokio's `Child`
+        // opens and registers a pidfd of its own, and every fd the parent
+        // holds per child is copied by each later `fork` and closed by each
+        // later `exec` (a thousand children: see the README, Performance).
+        // The child is watched and reaped through our pidfd instead.
+        let spawn_result = cmd.as_std_mut().spawn();
         // The command holds the pre_exec hook with our fd number, and our
         // copy of the child's end must go before anything else can inherit
         // it or the child's close can be missed.
         drop(cmd);
         let ours = prepared.into_ours();
         let mut child = spawn_result.map_err(|source| SpawnError::Start { program, source })?;
-        let pid = child.id().expect("a child that was just spawned has a pid");
-        let (waiter, pidfd) = match watch(ours, pid, options) {
+        let pid = child.id();
+        let watched = watch(ours, pid, options).and_then(|(waiter, pidfd)| {
+            let stdio = ChildStdio::from_std(&mut child)?;
+            Ok((waiter, pidfd, stdio))
+        });
+        let (waiter, pidfd, stdio) = match watched {
             Ok(x) => x,
             Err(source) => {
-                // Tokio reaps it in the background once it is dropped.
-                let _ = child.start_kill();
+                let _ = child.kill();
+                reap_in_background(pid, None);
                 return Err(SpawnError::Watch { pid, source });
             }
         };
         Ok(ReadyChild {
             child,
+            stdio,
+            kill_child_on_drop,
             pid,
             protocol,
             waiter,
@@ -199,12 +210,17 @@ impl ReadyCommand {
 /// Sets up the watching side: the child's pidfd, and the native channel
 /// (whose I/O task watches a pidfd of its own), the pipe, or the notify
 /// socket.
-fn watch(ours: Ours, pid: u32, options: ChannelOptions) -> io::Result<(Waiter, AsyncFd<OwnedFd>)> {
-    let pidfd = sys::pidfd_open(pid)?;
+fn watch(
+    ours: Ours,
+    pid: u32,
+    options: ChannelOptions,
+) -> io::Result<(Waiter, Arc<AsyncFd<OwnedFd>>)> {
+    let pidfd = Arc::new(register(sys::pidfd_open(pid)?)?);
     let waiter = match ours {
         Ours::Native(sock) => {
-            let ch = Channel::start(sock, Role::Parent, Some(pidfd.try_clone()?), options)?;
-            Waiter::Native(Arc::new(ch))
+            // One pidfd for both: see `Channel::start`.
+            let ch = Channel::start(sock, Role::Parent, Some(Arc::clone(&pidfd)), options)?;
+            Waiter::Native(ch)
         }
         // Registered now, not at each wait: a wait then needs no new fd
         // (it works with a full fd table).
@@ -217,7 +233,7 @@ fn watch(ours: Ours, pid: u32, options: ChannelOptions) -> io::Result<(Waiter, A
             Waiter::Systemd(receiver, fd.expect("a new socket is open"))
         }
     };
-    Ok((waiter, register(pidfd)?))
+    Ok((waiter, pidfd))
 }
 
 /// Registers an fd we own for readability.
@@ -236,11 +252,116 @@ fn register_dup(fd: BorrowedFd<'_>) -> io::Result<AsyncFd<OwnedFd>> {
 
 #[derive(Debug)]
 enum Waiter {
-    Native(Arc<Channel>),
+    /// The owning handle: dropping it (with the `ReadyChild`) closes the
+    /// channel.
+    Native(Channel),
     /// The waiter, and its pipe registered with the reactor.
     Pipe(PipeWaiter, AsyncFd<OwnedFd>),
     /// The receiver, and its socket registered with the reactor.
     Systemd(NotifyReceiver, AsyncFd<OwnedFd>),
+}
+
+/// The stdio handles of a spawned child, as
+/// [`tokio::process::Child`](::tokio::process::Child) has them: `Some` for
+/// each stream the command set to [`Stdio::piped`](std::process::Stdio::piped).
+/// Take one (`stdin.take()`) to own it; dropping the child's stdin closes
+/// it.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct ChildStdio {
+    /// The child's stdin.
+    pub stdin: Option<ChildStdin>,
+    /// The child's stdout.
+    pub stdout: Option<ChildStdout>,
+    /// The child's stderr.
+    pub stderr: Option<ChildStderr>,
+}
+
+impl ChildStdio {
+    /// Takes std's pipes out of `child` and registers them with the
+    /// reactor.
+    fn from_std(child: &mut std::process::Child) -> io::Result<ChildStdio> {
+        Ok(ChildStdio {
+            stdin: child.stdin.take().map(ChildStdin::from_std).transpose()?,
+            stdout: child.stdout.take().map(ChildStdout::from_std).transpose()?,
+            stderr: child.stderr.take().map(ChildStderr::from_std).transpose()?,
+        })
+    }
+}
+
+/// Reaps the child `pid` once it exits, without blocking anybody: a task
+/// on the current runtime that awaits its pidfd (`pidfd`, or a new one),
+/// or, outside a runtime, when no pidfd can be had, or once the runtime
+/// shuts down with the child still running, a thread that waits for it.
+/// The pid must be an unreaped child of ours that nothing else will reap.
+fn reap_in_background(pid: u32, pidfd: Option<Arc<AsyncFd<OwnedFd>>>) {
+    if reap_now(pid) {
+        return;
+    }
+    let handle = ::tokio::runtime::Handle::try_current();
+    let pidfd = match pidfd {
+        Some(fd) => Some(fd),
+        None if handle.is_ok() => sys::pidfd_open(pid).and_then(register).map(Arc::new).ok(),
+        None => None,
+    };
+    match (handle, pidfd) {
+        (Ok(handle), Some(pidfd)) => {
+            let reaper = Reaper { pid, done: false };
+            handle.spawn(async move {
+                let mut reaper = reaper;
+                // Readable once the child is a zombie, and from then on. An
+                // error (the runtime shuts down) leaves it to the thread.
+                while pidfd.readable().await.is_ok() {
+                    if reap_now(reaper.pid) {
+                        reaper.done = true;
+                        return;
+                    }
+                    ::tokio::task::yield_now().await;
+                }
+            });
+        }
+        _ => reap_on_a_thread(pid),
+    }
+}
+
+/// Reaps `pid` if it has exited; `true` when it is reaped (or cannot be:
+/// somebody else reaped it).
+fn reap_now(pid: u32) -> bool {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return false,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) | Err(_) => return true,
+        }
+    }
+}
+
+/// The last resort: a thread that waits for `pid` and ends with it.
+fn reap_on_a_thread(pid: u32) {
+    let _ = std::thread::Builder::new()
+        .name("readyfd-reaper".into())
+        .spawn(move || {
+            use nix::sys::wait::waitpid;
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            while waitpid(pid, None) == Err(nix::errno::Errno::EINTR) {}
+        });
+}
+
+/// The background reaper's task: when the task is dropped before the child
+/// was reaped (its runtime shut down), a thread takes over.
+struct Reaper {
+    pid: u32,
+    done: bool,
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if !self.done && !reap_now(self.pid) {
+            reap_on_a_thread(self.pid);
+        }
+    }
 }
 
 /// A spawned child with a readiness channel: the async counterpart of
@@ -248,18 +369,29 @@ enum Waiter {
 ///
 /// Dropping it does not kill the child unless the command asked for
 /// [`kill_on_drop`](ReadyCommand::kill_on_drop) (or tokio's own, which
-/// kills the child only); tokio reaps it in the background once it exits. Use [`stop`](Self::stop) or
+/// kills the child only); either way the child is reaped in the background
+/// once it exits (by a task on the runtime, which watches its pidfd; by a
+/// thread if that runtime is gone). Use [`stop`](Self::stop) or
 /// [`kill`](Self::kill).
 #[derive(Debug)]
 pub struct ReadyChild {
-    child: Child,
+    /// Spawned by std (see [`ReadyCommand::spawn`]), without its stdio,
+    /// which is in `stdio`.
+    child: std::process::Child,
+    stdio: ChildStdio,
+    /// Tokio's `kill_on_drop` was set on the command: kill the child (only).
+    kill_child_on_drop: bool,
     pid: u32,
     protocol: Protocol,
     waiter: Waiter,
-    /// Its `/proc/<pid>/stat`, held from spawn on (see [`ProcStat`]).
+    /// Its `/proc/<pid>/stat`, held from spawn on (see [`ProcStat`]) until
+    /// readiness is decided.
     proc_stat: ProcStat,
-    /// The child's pidfd: readable once it has exited.
-    pidfd: AsyncFd<OwnedFd>,
+    /// The child's pidfd: readable once it has exited. Shared with the
+    /// native channel's I/O task, which polls it with `poll_read_ready`:
+    /// here it is only awaited with `readable` (or polled for the pipe and
+    /// systemd protocols, which have no such task).
+    pidfd: Arc<AsyncFd<OwnedFd>>,
     spawned_at: Instant,
     readiness: Option<Readiness>,
     /// The process readiness came from, when it is not the spawned one.
@@ -274,11 +406,18 @@ pub struct ReadyChild {
 
 impl Drop for ReadyChild {
     /// With [`kill_on_drop`](ReadyCommand::kill_on_drop): kills the
-    /// child's group and the process readiness came from with `SIGKILL`;
-    /// tokio's `Child` then kills the child and reaps it in the background.
+    /// child, its group and the process readiness came from with
+    /// `SIGKILL` (with tokio's own `kill_on_drop`, the child only). Then
+    /// reaps the child in the background once it exits, unless it was
+    /// reaped already.
     fn drop(&mut self) {
         if self.kill_on_drop {
             let _ = self.signal_all(Signal::SIGKILL);
+        } else if self.kill_child_on_drop {
+            let _ = self.child.kill();
+        }
+        if matches!(self.child.try_wait(), Ok(None)) {
+            reap_in_background(self.pid, Some(Arc::clone(&self.pidfd)));
         }
     }
 }
@@ -308,10 +447,12 @@ impl ReadyChild {
         }
     }
 
-    /// The underlying [`Child`](::tokio::process::Child), for its stdio
-    /// handles.
-    pub fn child_mut(&mut self) -> &mut Child {
-        &mut self.child
+    /// The child's stdio handles (those the command set to
+    /// [`Stdio::piped`](std::process::Stdio::piped)), as
+    /// [`tokio::process::Child`](::tokio::process::Child) has them:
+    /// `child.stdio_mut().stdin.take()`.
+    pub fn stdio_mut(&mut self) -> &mut ChildStdio {
+        &mut self.stdio
     }
 
     /// Readiness, once [`wait_ready`](Self::wait_ready) has seen it.
@@ -380,6 +521,8 @@ impl ReadyChild {
                         .pid_mismatch()
                         .and_then(|p| register(sys::pidfd_open(p).ok()?).ok());
                     self.readiness = Some(r);
+                    // Liveness is asked only while readiness is undecided.
+                    self.proc_stat.close();
                 }
                 Err(e) => {
                     self.failed = !matches!(e, ReadyError::Timeout { killed: false, .. });
@@ -574,7 +717,7 @@ impl ReadyChild {
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);
         }
-        self.child.start_kill()?;
+        self.child.kill()?;
         self.wait().await
     }
 
@@ -609,7 +752,9 @@ impl ReadyChild {
             }
         }
         if let Waiter::Native(ch) = &self.waiter {
-            let ch = Arc::clone(ch);
+            // A handle (not the owner: dropping it, with a cancelled stop,
+            // closes nothing), so that `self` can be borrowed meanwhile.
+            let ch = Channel::clone(ch);
             if ch.closed().is_none() && ch.shutdown(grace).await.is_ok() {
                 if let Some(s) = self
                     .wait_all(Some(Instant::from_std(sys::deadline_after(grace))))

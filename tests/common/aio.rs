@@ -43,7 +43,7 @@ pub fn spawn_with_stdin(cmd: impl Into<Command>, protocol: Protocol) -> ReadyChi
 /// Closes the stdin of a child from [`spawn_with_stdin`] and checks that it
 /// exits 0.
 pub async fn finish(mut child: ReadyChild) {
-    drop(child.child_mut().stdin.take());
+    drop(child.stdio_mut().stdin.take());
     let status = child
         .wait_timeout(BOUND)
         .await
