@@ -1635,6 +1635,44 @@ fn profile_rtt(mode: &str) {
         );
         ch.close();
         child.wait().unwrap();
+    } else if mode == "bytes" {
+        let mut child = ReadyCommand::new(me("serve-bytes")).spawn().unwrap();
+        child.wait_ready(BOUND).unwrap();
+        let ch = child.channel().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..n_trips {
+            let r = ch.request_bytes(&body).unwrap();
+            assert_eq!(r.len(), size);
+        }
+        println!(
+            "bytes: {:.1} us per round trip",
+            us(t0.elapsed()) / n_trips as f64
+        );
+        ch.close();
+        child.wait().unwrap();
+    } else if mode == "async-bytes" {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut child = readyfd::tokio::ReadyCommand::new(me("serve-bytes"))
+                .spawn()
+                .unwrap();
+            child.wait_ready(BOUND).await.unwrap();
+            let ch = child.channel().unwrap().clone();
+            let t0 = Instant::now();
+            for _ in 0..n_trips {
+                let r = ch.request_bytes(&body).await.unwrap();
+                assert_eq!(r.len(), size);
+            }
+            println!(
+                "async-bytes: {:.1} us per round trip",
+                us(t0.elapsed()) / n_trips as f64
+            );
+            ch.close();
+            child.wait().await.unwrap();
+        });
     } else if mode == "async" {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1683,10 +1721,17 @@ fn main() {
     }
     let quick = std::env::var_os("READYFD_BENCH_QUICK").is_some();
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    // `profile-ours` / `profile-async` / `profile-raw`: only 20 000 small
-    // round trips, for `perf stat -e context-switches,task-clock` or `strace
+    // `profile-ours` / `profile-async` / `profile-bytes` (byte bodies) /
+    // `profile-async-bytes` / `profile-raw`: only 20 000 small round trips, for `perf stat -e context-switches,task-clock` or `strace
     // -f -c` (both follow the children).
-    if let Some(m @ ("profile-ours" | "profile-async" | "profile-raw")) = only.as_deref() {
+    if let Some(
+        m @ ("profile-ours"
+        | "profile-async"
+        | "profile-bytes"
+        | "profile-async-bytes"
+        | "profile-raw"),
+    ) = only.as_deref()
+    {
         return profile_rtt(m.trim_start_matches("profile-"));
     }
     let mut s = Suite {

@@ -28,6 +28,11 @@ pub(crate) trait Responder: Send + Sync {
         fds: Vec<OwnedFd>,
         f: &mut dyn FnMut(&mut Session, usize) -> Result<(), SessionError>,
     ) -> Result<(), ChannelError>;
+
+    /// Answers the peer's request `id` with the raw `body` (and `fds`), as
+    /// `answer` with `send_app_response_bytes` does; the driver may write
+    /// the body from `body` itself rather than copy it.
+    fn answer_bytes(&self, id: u64, body: &[u8], fds: Vec<OwnedFd>) -> Result<(), ChannelError>;
 }
 
 /// Something the peer sent that the application handles.
@@ -185,7 +190,7 @@ impl IncomingRequest {
     ) -> Result<(), ChannelError> {
         let answer = self.answer.take().expect("answered once");
         let id = self.id;
-        let r = answer.answer(fds, &mut |s, n| s.send_app_response_bytes(id, body, n));
+        let r = answer.answer_bytes(id, body, fds);
         if let Err(ChannelError::Encode(e)) = &r {
             let _ = answer_error(&*answer, id, RemoteErrorKind::Failed, e.to_string());
         }

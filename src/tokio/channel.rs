@@ -54,8 +54,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::core::{
-    ChannelOptions, Core, HIGH_WATER, ReadEnd, ReadStep, ShutdownPolicy, decode_response,
-    response_bytes,
+    ChannelOptions, Core, DIRECT_BODY_MIN, HIGH_WATER, ReadEnd, ReadStep, ShutdownPolicy,
+    decode_response, response_bytes,
 };
 use crate::error::{ChannelError, CloseReason};
 use crate::incoming::{Incoming, Responder};
@@ -210,14 +210,74 @@ impl Inner {
                     st.wake_task();
                     return;
                 }
-                Err(e) => {
-                    st.core.write_failed = Some(CloseReason::Io(Arc::new(e)));
-                    st.fail_pending();
-                    self.changed.notify_waiters();
-                    self.space.notify_waiters();
-                }
+                Err(e) => self.write_failed(st, e),
             }
         }
+    }
+
+    /// Writing failed for good: every waiter hears it.
+    fn write_failed(&self, st: &mut State, e: io::Error) {
+        st.core.write_failed = Some(CloseReason::Io(Arc::new(e)));
+        st.fail_pending();
+        self.changed.notify_waiters();
+        self.space.notify_waiters();
+    }
+
+    /// Starts a frame whose payload ends with the raw `body`; the caller
+    /// then [`flush`](Self::flush)es. When nothing else is queued or being
+    /// written (and no fds go with it), the body is written from `body`
+    /// itself: `split` appends the frame's head to an empty buffer (a
+    /// session `*_split` method), one vectored `sendmsg` writes head and
+    /// body, and only what the socket did not take is copied into the
+    /// queue (for the I/O task, once the socket has room). Otherwise
+    /// `whole` queues the whole frame, as every other send does.
+    fn send_body<R>(
+        &self,
+        st: &mut State,
+        body: &[u8],
+        fds: Vec<OwnedFd>,
+        split: impl FnOnce(&mut State, &mut Vec<u8>) -> Result<R, SessionError>,
+        whole: impl FnOnce(&mut State, Vec<OwnedFd>) -> Result<R, SessionError>,
+    ) -> Result<R, ChannelError> {
+        let direct = fds.is_empty()
+            && body.len() >= DIRECT_BODY_MIN
+            && !st.io_writes
+            && st.out_pos == st.out.len()
+            && st.core.session.transmit_len() == 0
+            && st.core.write_failed.is_none();
+        if !direct {
+            return Ok(whole(st, fds)?);
+        }
+        let mut out = std::mem::take(&mut st.out);
+        out.clear();
+        st.out_pos = 0;
+        let r = match split(st, &mut out) {
+            Ok(r) => r,
+            Err(e) => {
+                st.out = out;
+                return Err(e.into());
+            }
+        };
+        let res = sys::send_vectored_nonblocking(self.sock.get_ref().as_fd(), &out, body);
+        let n = *res.as_ref().unwrap_or(&0);
+        st.core.wrote(n, None);
+        // What is left goes through the queue, from which `flush` (or the
+        // I/O task) writes it.
+        if n < out.len() {
+            out.drain(..n);
+            out.extend_from_slice(body);
+        } else {
+            let from = n - out.len();
+            out.clear();
+            out.extend_from_slice(&body[from..]);
+        }
+        st.out = out;
+        if let Err(e) = res {
+            if e.kind() != io::ErrorKind::WouldBlock {
+                self.write_failed(st, e);
+            }
+        }
+        Ok(r)
     }
 
     /// Queues with `f` and writes, without waiting for room (answers to
@@ -534,8 +594,16 @@ impl Channel {
         body: &[u8],
         fds: Vec<OwnedFd>,
     ) -> Result<(), ChannelError> {
-        self.send_with(|st| Ok(st.queue(fds, |s, n| s.send_notify_bytes(body, n))?))
-            .await
+        self.send_with(|st| {
+            self.inner.send_body(
+                st,
+                body,
+                fds,
+                |st, out| st.core.session.send_notify_bytes_split(body.len(), 0, out),
+                |st, fds| st.queue(fds, |s, n| s.send_notify_bytes(body, n)),
+            )
+        })
+        .await
     }
 
     /// Sends an application request and waits for its answer, decoded as
@@ -631,9 +699,7 @@ impl Channel {
     /// [`ChannelError::Encode`] when `body` does not fit the peer's maximum
     /// frame, [`ChannelError::Closed`] when the peer goes away first.
     pub async fn request_bytes(&self, body: &[u8]) -> Result<Bytes, ChannelError> {
-        let (body, _fds) = self
-            .call(Vec::new(), |s, _| s.send_app_request_bytes(body, 0))
-            .await?;
+        let (body, _fds) = self.call_bytes(body, Vec::new()).await?;
         response_bytes(body)
     }
 
@@ -651,9 +717,7 @@ impl Channel {
         body: &[u8],
         fds: Vec<OwnedFd>,
     ) -> Result<(Bytes, Vec<OwnedFd>), ChannelError> {
-        let (body, fds) = self
-            .call(fds, |s, n| s.send_app_request_bytes(body, n))
-            .await?;
+        let (body, fds) = self.call_bytes(body, fds).await?;
         Ok((response_bytes(body)?, fds))
     }
 
@@ -725,15 +789,65 @@ impl Channel {
         let (id, rx) = self
             .send_with(|st| {
                 let id = st.queue(fds, send)?;
-                if let Some(r) = st.read_blocker() {
-                    st.core.session.abandon_request(id);
-                    return Err(ChannelError::Closed(r));
-                }
-                let (tx, rx) = oneshot::channel();
-                st.pending.insert(id, tx);
-                Ok((id, rx))
+                Self::await_answer(st, id)
             })
             .await?;
+        self.answer_to(id, rx).await
+    }
+
+    /// [`call`](Self::call) with a raw body, written from `body` itself
+    /// when it can be (see [`Inner::send_body`]).
+    async fn call_bytes(
+        &self,
+        body: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<(ResponseBody, Vec<OwnedFd>), ChannelError> {
+        let (id, rx) = self
+            .send_with(|st| {
+                // Registered before the frame is written: the answer may
+                // be read as soon as it is.
+                self.inner.send_body(
+                    st,
+                    body,
+                    fds,
+                    |st, out| {
+                        let id =
+                            st.core
+                                .session
+                                .send_app_request_bytes_split(body.len(), 0, out)?;
+                        Ok(Self::await_answer(st, id))
+                    },
+                    |st, fds| {
+                        let id = st.queue(fds, |s, n| s.send_app_request_bytes(body, n))?;
+                        Ok(Self::await_answer(st, id))
+                    },
+                )?
+            })
+            .await?;
+        self.answer_to(id, rx).await
+    }
+
+    /// Registers for the answer to our request `id`, just queued; fails
+    /// (and abandons it) when no answer can come any more.
+    fn await_answer(
+        st: &mut State,
+        id: u64,
+    ) -> Result<(u64, oneshot::Receiver<Reply>), ChannelError> {
+        if let Some(r) = st.read_blocker() {
+            st.core.session.abandon_request(id);
+            return Err(ChannelError::Closed(r));
+        }
+        let (tx, rx) = oneshot::channel();
+        st.pending.insert(id, tx);
+        Ok((id, rx))
+    }
+
+    /// Waits for the answer to our request `id`.
+    async fn answer_to(
+        &self,
+        id: u64,
+        rx: oneshot::Receiver<Reply>,
+    ) -> Result<(ResponseBody, Vec<OwnedFd>), ChannelError> {
         let answer = AnswerFuture {
             inner: &self.inner,
             id,
@@ -920,6 +1034,26 @@ impl Responder for Inner {
         f: &mut dyn FnMut(&mut Session, usize) -> Result<(), SessionError>,
     ) -> Result<(), ChannelError> {
         self.send_now(fds, f)
+    }
+
+    fn answer_bytes(&self, id: u64, body: &[u8], fds: Vec<OwnedFd>) -> Result<(), ChannelError> {
+        let mut st = self.lock();
+        if let Some(r) = st.send_blocker() {
+            return Err(ChannelError::Closed(r));
+        }
+        let r = self.send_body(
+            &mut st,
+            body,
+            fds,
+            |st, out| {
+                st.core
+                    .session
+                    .send_app_response_bytes_split(id, body.len(), 0, out)
+            },
+            |st, fds| st.queue(fds, |s, n| s.send_app_response_bytes(id, body, n)),
+        );
+        self.flush(&mut st);
+        r
     }
 }
 
@@ -1201,4 +1335,47 @@ fn dispatch(inner: &Arc<Inner>, st: &mut State) {
             }
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOUND: Duration = Duration::from_secs(60);
+
+    async fn echo_bytes(ch: Channel) {
+        while let Ok(m) = ch.recv().await {
+            if let Incoming::Request(r) = m {
+                let body = r.body();
+                r.respond_bytes(&body).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn both_sides_writing_8_mib_byte_bodies_at_once_do_not_deadlock() {
+        // Each side writes as much of its body as the socket takes from the
+        // caller's buffer; the rest is queued for the I/O task, which must
+        // keep reading while it waits for room. Both ways at once, answered
+        // with as large a body, on one thread.
+        const LEN: usize = 8 << 20;
+        let rt = ::tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (a, b) = sys::stream_pair().unwrap();
+            let parent = Channel::start(a, Role::Parent, None, ChannelOptions::default()).unwrap();
+            let child = Channel::start(b, Role::Child, None, ChannelOptions::default()).unwrap();
+            let body: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+            ::tokio::spawn(echo_bytes(parent.clone()));
+            ::tokio::spawn(echo_bytes(child.clone()));
+            let (from_parent, from_child) = ::tokio::join!(
+                parent.request_bytes_timeout(&body, BOUND),
+                child.request_bytes_timeout(&body, BOUND),
+            );
+            assert!(from_parent.unwrap() == body[..]);
+            assert!(from_child.unwrap() == body[..]);
+        });
+    }
 }
