@@ -349,3 +349,49 @@ fn a_split_body_over_the_peer_maximum_is_refused_and_nothing_is_appended() {
     assert_eq!(wire.len(), before, "a refused body appends nothing");
     assert!(!s.poll_transmit(&mut wire), "and queues nothing");
 }
+
+/// A `serde_bytes::ByteBuf` body decodes by one copy out of the payload
+/// (not into a zero-filled buffer of the claimed length first), and means
+/// exactly what it did: the same values, the same errors for a short or
+/// hostile claim and for trailing bytes, inside other types too.
+#[test]
+fn a_byte_buffer_body_decodes_as_before_from_every_input() {
+    use serde_bytes::ByteBuf;
+
+    for body in bodies() {
+        let wire = encode_body(&ByteBuf::from(body.clone()), usize::MAX).unwrap();
+        assert_eq!(decode_body::<ByteBuf>(&wire).unwrap().into_vec(), body);
+        let nested = (
+            7u32,
+            ByteBuf::from(body.clone()),
+            Some(ByteBuf::from(body.clone())),
+        );
+        let wire = encode_body(&nested, usize::MAX).unwrap();
+        assert_eq!(
+            decode_body::<(u32, ByteBuf, Option<ByteBuf>)>(&wire).unwrap(),
+            nested
+        );
+    }
+    // A claim of 2^40 bytes in a 20-byte body: refused before anything is
+    // allocated for it.
+    let mut hostile = (1u64 << 40).to_le_bytes().to_vec();
+    hostile.extend_from_slice(&[0u8; 12]);
+    assert!(matches!(
+        decode_body::<ByteBuf>(&hostile),
+        Err(readyfd_proto::DecodeError::LimitExceeded)
+    ));
+    // A claim one byte beyond the body.
+    let mut short = 13u64.to_le_bytes().to_vec();
+    short.extend_from_slice(&[1u8; 12]);
+    assert!(matches!(
+        decode_body::<ByteBuf>(&short),
+        Err(readyfd_proto::DecodeError::UnexpectedEnd { .. })
+    ));
+    // A byte left over.
+    let mut long = 11u64.to_le_bytes().to_vec();
+    long.extend_from_slice(&[1u8; 12]);
+    assert!(matches!(
+        decode_body::<ByteBuf>(&long),
+        Err(readyfd_proto::DecodeError::TrailingBytes { extra: 1 })
+    ));
+}
