@@ -871,7 +871,8 @@ impl Channel {
     }
 
     /// Sends a one-way application message whose body is `body` as it is:
-    /// copied once into the frame, with no serde work and no length prefix
+    /// with no serde work and no length prefix, written from `body` itself
+    /// as [`request_bytes`](Self::request_bytes) writes its body
     /// (the frame delimits it; PROTOCOL.md, section 4, "Application
     /// bodies"). The peer reads it with
     /// [`Notification::body`](crate::Notification::body).
@@ -974,14 +975,18 @@ impl Channel {
         decode_response(body)
     }
 
-    /// Sends an application request whose body is `body` as it is (copied
-    /// once into the frame, no serde work, no length prefix), and waits for
-    /// the answer's body as it arrived: a [`Bytes`] that is a slice of the
+    /// Sends an application request whose body is `body` as it is (no serde
+    /// work, no length prefix), and waits for the answer's body as it arrived: a [`Bytes`] that is a slice of the
     /// answer's frame, not a copy of it. The peer reads the request with
     /// [`IncomingRequest::body`](crate::IncomingRequest::body) and may
     /// answer with [`respond_bytes`](crate::IncomingRequest::respond_bytes)
     /// or with any typed body (then this returns its encoding). An answer
     /// without a body (`Ok`) is empty.
+    ///
+    /// From 2 KiB, when nothing else is being sent, the body is written
+    /// from `body` itself, with the frame's head, in one vectored
+    /// `sendmsg`; only what the socket does not take at once is copied, and
+    /// this thread writes it as the peer makes room.
     ///
     /// # Errors
     /// [`ChannelError::Remote`] when the peer failed it,

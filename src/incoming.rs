@@ -167,7 +167,9 @@ impl IncomingRequest {
     }
 
     /// Answers with `body` as it is: the answer's payload is these bytes,
-    /// copied once into the frame, with no serde work (PROTOCOL.md,
+    /// with no serde work, written from `body` itself when nothing else is
+    /// being sent (2 KiB and up; only what the socket does not take at once
+    /// is copied, for the channel to write later) (PROTOCOL.md,
     /// section 4, "Application bodies"). The peer gets them back as they
     /// are from [`Channel::request_bytes`](crate::Channel::request_bytes).
     ///

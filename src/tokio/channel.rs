@@ -567,7 +567,8 @@ impl Channel {
     }
 
     /// Sends a one-way application message whose body is `body` as it is:
-    /// copied once into the frame, with no serde work and no length prefix
+    /// with no serde work and no length prefix, written from `body` itself
+    /// as [`request_bytes`](Self::request_bytes) writes its body
     /// (PROTOCOL.md, section 4, "Application bodies"). The peer reads it
     /// with [`Notification::body`](crate::Notification::body).
     ///
@@ -685,8 +686,11 @@ impl Channel {
         }
     }
 
-    /// Sends an application request whose body is `body` as it is (copied
-    /// once into the frame, no serde work, no length prefix), and waits for
+    /// Sends an application request whose body is `body` as it is (no serde
+    /// work, no length prefix; from 2 KiB, when nothing else is being sent,
+    /// written from `body` itself with the frame's head in one vectored
+    /// `sendmsg`, and only what the socket does not take at once is copied,
+    /// for the I/O task to write), and waits for
     /// the answer's body as it arrived: a [`Bytes`] that is a slice of the
     /// answer's frame, not a copy of it. An answer without a body (`Ok`) is
     /// empty; a typed answer comes as its encoding.
