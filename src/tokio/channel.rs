@@ -1088,8 +1088,14 @@ impl Future for IoTask {
                 Round::Finished => return Poll::Ready(()),
             }
         }
-        // Plenty to do: let other tasks run, then continue.
-        cx.waker().wake_by_ref();
+        // Plenty to do: let other tasks run, then continue. The wake-up is
+        // deferred as `yield_now` defers it, until the runtime has polled
+        // its drivers: a plain `wake_by_ref` made the task ready again at
+        // once, and a current_thread runtime polls its timers only every
+        // 61 task polls while tasks are ready, so a peer that keeps the
+        // socket full (tiny frames, a large send buffer) held a request's
+        // timeout off for seconds.
+        let _ = pin!(::tokio::task::yield_now()).poll(cx);
         Poll::Pending
     }
 }
