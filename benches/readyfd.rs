@@ -997,7 +997,8 @@ fn rtt(s: &mut Suite) {
 type Row = (&'static str, Vec<(f64, f64)>, &'static str, &'static str);
 
 /// 4c. Large round trips with byte bodies (`request_bytes`: no serde on
-///     either side), against a raw ping-pong of the same bytes.
+///     either side), blocking and async, each against a raw ping-pong of
+///     the same bytes interleaved with it.
 fn rtt_bytes(s: &mut Suite) {
     for (name, size) in [("64KiB", 65536usize), ("1MiB", 1 << 20)] {
         let samples = match (s.quick, size) {
@@ -1009,12 +1010,30 @@ fn rtt_bytes(s: &mut Suite) {
         let mut child = ReadyCommand::new(me("serve-bytes")).spawn().unwrap();
         child.wait_ready(BOUND).unwrap();
         let ch = child.channel().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut achild = rt.block_on(async {
+            let mut c = readyfd::tokio::ReadyCommand::new(me("serve-bytes"))
+                .spawn()
+                .unwrap();
+            c.wait_ready(BOUND).await.unwrap();
+            c
+        });
+        let ach = achild.channel().unwrap().clone();
         // Our request frame: header 5, id 8, tag 4, then the body as it is.
         let frame = 5 + 8 + 4 + size;
         let (mut raw, mut raw_child) = raw_echo(frame);
         let body = vec![7u8; size];
         let out = vec![7u8; frame];
         let mut back = vec![0u8; frame];
+        let mut raw_trip = || {
+            let t = Instant::now();
+            raw.write_all(&out).unwrap();
+            raw.read_exact(&mut back).unwrap();
+            t.elapsed()
+        };
         let (a, b) = compare(
             samples,
             || {
@@ -1024,25 +1043,47 @@ fn rtt_bytes(s: &mut Suite) {
                 assert_eq!(r.len(), size);
                 d
             },
-            || {
-                let t = Instant::now();
-                raw.write_all(&out).unwrap();
-                raw.read_exact(&mut back).unwrap();
-                t.elapsed()
-            },
+            &mut raw_trip,
         );
+        // Async: interleaved inside one running runtime, as in `rtt_run`.
+        let (c, d) = rt.block_on(async {
+            for _ in 0..20 {
+                ach.request_bytes(&body).await.unwrap();
+                raw_trip();
+            }
+            let (mut c, mut d) = (Vec::new(), Vec::new());
+            for _ in 0..samples {
+                let t = Instant::now();
+                let r = ach.request_bytes(&body).await.unwrap();
+                c.push(t.elapsed());
+                assert_eq!(r.len(), size);
+                d.push(raw_trip());
+            }
+            (median(c), median(d))
+        });
+        let target = (size >= 1 << 20).then_some("<= 1.20");
         s.add(
             format!("rtt_{name}_bytes_blocking"),
             "us",
             us(a),
             "raw socketpair ping-pong, same bytes",
             us(b),
-            (size >= 1 << 20).then_some("<= 1.20"),
+            target,
+        );
+        s.add(
+            format!("rtt_{name}_bytes_async"),
+            "us",
+            us(c),
+            "raw socketpair ping-pong, same bytes",
+            us(d),
+            target,
         );
         drop(raw);
         raw_child.wait().unwrap();
         ch.close();
         child.wait().unwrap();
+        ach.close();
+        rt.block_on(achild.wait()).unwrap();
     }
 }
 
@@ -1867,6 +1908,44 @@ fn profile_rtt(mode: &str) {
         );
         ch.close();
         child.wait().unwrap();
+    } else if mode == "bytes" {
+        let mut child = ReadyCommand::new(me("serve-bytes")).spawn().unwrap();
+        child.wait_ready(BOUND).unwrap();
+        let ch = child.channel().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..n_trips {
+            let r = ch.request_bytes(&body).unwrap();
+            assert_eq!(r.len(), size);
+        }
+        println!(
+            "bytes: {:.1} us per round trip",
+            us(t0.elapsed()) / n_trips as f64
+        );
+        ch.close();
+        child.wait().unwrap();
+    } else if mode == "async-bytes" {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut child = readyfd::tokio::ReadyCommand::new(me("serve-bytes"))
+                .spawn()
+                .unwrap();
+            child.wait_ready(BOUND).await.unwrap();
+            let ch = child.channel().unwrap().clone();
+            let t0 = Instant::now();
+            for _ in 0..n_trips {
+                let r = ch.request_bytes(&body).await.unwrap();
+                assert_eq!(r.len(), size);
+            }
+            println!(
+                "async-bytes: {:.1} us per round trip",
+                us(t0.elapsed()) / n_trips as f64
+            );
+            ch.close();
+            child.wait().await.unwrap();
+        });
     } else if mode == "async" {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1915,11 +1994,18 @@ fn main() {
     }
     let quick = std::env::var_os("READYFD_BENCH_QUICK").is_some();
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    // `profile-ours` / `profile-async` / `profile-direct` / `profile-raw`: only 20 000 small
-    // round trips, for `perf stat -e context-switches,task-clock` or `strace
-    // -f -c` (both follow the children).
-    if let Some(m @ ("profile-ours" | "profile-async" | "profile-raw" | "profile-direct")) =
-        only.as_deref()
+    // `profile-ours` / `profile-async` / `profile-direct` / `profile-bytes`
+    // (byte bodies) / `profile-async-bytes` / `profile-raw`: only 20 000
+    // round trips, for `perf stat -e context-switches,task-clock` or
+    // `strace -f -c` (both follow the children).
+    if let Some(
+        m @ ("profile-ours"
+        | "profile-async"
+        | "profile-direct"
+        | "profile-bytes"
+        | "profile-async-bytes"
+        | "profile-raw"),
+    ) = only.as_deref()
     {
         return profile_rtt(m.trim_start_matches("profile-"));
     }

@@ -53,8 +53,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::core::{
-    ChannelOptions, Core, HIGH_WATER, ReadEnd, ReadStep, ReadyEvent, ShutdownPolicy,
-    decode_response, response_bytes,
+    ChannelOptions, Core, DIRECT_BODY_MIN, HIGH_WATER, ReadEnd, ReadStep, ReadyEvent,
+    ShutdownPolicy, decode_response, response_bytes,
 };
 use crate::direct::{DirectChannel, DirectParts};
 use crate::error::{ChannelError, CloseReason, DirectError, IntoDirectError};
@@ -558,6 +558,78 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Sends a frame whose payload ends with the raw `body`, then writes
+    /// what is queued as [`flush_until`](Self::flush_until) does with
+    /// `wait`. When nothing else is queued or being written (and no fds go
+    /// with it), the body is written from `body` itself: `split` appends
+    /// the frame's head to an empty buffer (a session `*_split` method),
+    /// and one vectored `sendmsg` writes head and body; only what the
+    /// socket did not take is copied into the queue, for the writer that
+    /// finishes it. Otherwise `whole` queues the whole frame, as every
+    /// other send does.
+    fn send_body<'a, R>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        wait: Option<Option<Instant>>,
+        body: &[u8],
+        fds: Vec<OwnedFd>,
+        split: impl FnOnce(&mut State, &mut Vec<u8>) -> Result<R, SessionError>,
+        whole: impl FnOnce(&mut State, Vec<OwnedFd>) -> Result<R, SessionError>,
+    ) -> Result<R, ChannelError> {
+        let direct = fds.is_empty()
+            && body.len() >= DIRECT_BODY_MIN
+            && st.writer == Writer::Idle
+            && st.unsent == 0
+            && st.core.session.transmit_len() == 0;
+        if !direct {
+            let r = whole(&mut st, fds)?;
+            drop(self.flush_until(st, Writer::Caller, wait));
+            return Ok(r);
+        }
+        let mut out = std::mem::take(&mut st.out);
+        out.clear();
+        let r = match split(&mut st, &mut out) {
+            Ok(r) => r,
+            Err(e) => {
+                st.out = out;
+                return Err(e.into());
+            }
+        };
+        // Counted as unsent while it is written without the lock, so that
+        // a frame with fds queued meanwhile knows where it starts, and
+        // nobody else writes (frames never interleave).
+        let total = out.len() + body.len();
+        st.unsent = total;
+        st.writer = Writer::Caller;
+        drop(st);
+        let res = sys::send_vectored_nonblocking(self.sock.as_fd(), &out, body);
+        let mut st = self.lock();
+        let n = *res.as_ref().unwrap_or(&0);
+        st.core.wrote(n, None);
+        st.unsent = total - n;
+        // What is left goes through the queue: `flush_until` writes it (or
+        // hands it to the I/O thread) from `out`.
+        if n < out.len() {
+            out.drain(..n);
+            out.extend_from_slice(body);
+        } else {
+            let from = n - out.len();
+            out.clear();
+            out.extend_from_slice(&body[from..]);
+        }
+        st.out = out;
+        if let Err(e) = res {
+            if e.kind() != io::ErrorKind::WouldBlock {
+                st.core.write_failed = Some(CloseReason::Io(Arc::new(e)));
+            }
+        }
+        st.writer = Writer::Idle;
+        drop(self.flush_until(st, Writer::Caller, wait));
+        Ok(r)
+    }
+}
+
 /// One end of a native readyfd channel.
 ///
 /// A `Channel` owns one AF_UNIX stream socket; one I/O thread, shared by
@@ -719,20 +791,7 @@ impl Channel {
         waits: bool,
         f: impl FnOnce(&mut State) -> Result<R, SessionError>,
     ) -> Result<R, ChannelError> {
-        let mut st = self.inner.lock();
-        loop {
-            if let Some(r) = st.send_blocker() {
-                return Err(ChannelError::Closed(r));
-            }
-            if st.pending_out() < HIGH_WATER {
-                break;
-            }
-            let (g, timed_out) = self.inner.wait(st, deadline);
-            st = g;
-            if timed_out {
-                return Err(ChannelError::Timeout(Duration::ZERO));
-            }
-        }
+        let mut st = self.room(deadline)?;
         let r = f(&mut st)?;
         if waits {
             drop(self.inner.flush_waiting(st, deadline));
@@ -740,6 +799,24 @@ impl Channel {
             drop(self.inner.flush(st, Writer::Caller));
         }
         Ok(r)
+    }
+
+    /// The state, once fewer than [`HIGH_WATER`] bytes are queued.
+    fn room(&self, deadline: Option<Instant>) -> Result<MutexGuard<'_, State>, ChannelError> {
+        let mut st = self.inner.lock();
+        loop {
+            if let Some(r) = st.send_blocker() {
+                return Err(ChannelError::Closed(r));
+            }
+            if st.pending_out() < HIGH_WATER {
+                return Ok(st);
+            }
+            let (g, timed_out) = self.inner.wait(st, deadline);
+            st = g;
+            if timed_out {
+                return Err(ChannelError::Timeout(Duration::ZERO));
+            }
+        }
     }
 
     /// Child: announces readiness. Requests may be made and served before
@@ -820,7 +897,8 @@ impl Channel {
     }
 
     /// Sends a one-way application message whose body is `body` as it is:
-    /// copied once into the frame, with no serde work and no length prefix
+    /// with no serde work and no length prefix, written from `body` itself
+    /// as [`request_bytes`](Self::request_bytes) writes its body
     /// (the frame delimits it; PROTOCOL.md, section 4, "Application
     /// bodies"). The peer reads it with
     /// [`Notification::body`](crate::Notification::body).
@@ -842,9 +920,15 @@ impl Channel {
         body: &[u8],
         fds: Vec<OwnedFd>,
     ) -> Result<(), ChannelError> {
-        self.send(None, |st| {
-            st.queue(fds, |s, n| s.send_notify_bytes(body, n))
-        })
+        let st = self.room(None)?;
+        self.inner.send_body(
+            st,
+            None,
+            body,
+            fds,
+            |st, out| st.core.session.send_notify_bytes_split(body.len(), 0, out),
+            |st, fds| st.queue(fds, |s, n| s.send_notify_bytes(body, n)),
+        )
     }
 
     /// Sends an application request and waits for its answer, decoded as
@@ -917,14 +1001,18 @@ impl Channel {
         decode_response(body)
     }
 
-    /// Sends an application request whose body is `body` as it is (copied
-    /// once into the frame, no serde work, no length prefix), and waits for
-    /// the answer's body as it arrived: a [`Bytes`] that is a slice of the
+    /// Sends an application request whose body is `body` as it is (no serde
+    /// work, no length prefix), and waits for the answer's body as it arrived: a [`Bytes`] that is a slice of the
     /// answer's frame, not a copy of it. The peer reads the request with
     /// [`IncomingRequest::body`](crate::IncomingRequest::body) and may
     /// answer with [`respond_bytes`](crate::IncomingRequest::respond_bytes)
     /// or with any typed body (then this returns its encoding). An answer
     /// without a body (`Ok`) is empty.
+    ///
+    /// From 2 KiB, when nothing else is being sent, the body is written
+    /// from `body` itself, with the frame's head, in one vectored
+    /// `sendmsg`; only what the socket does not take at once is copied, and
+    /// this thread writes it as the peer makes room.
     ///
     /// # Errors
     /// [`ChannelError::Remote`] when the peer failed it,
@@ -940,7 +1028,7 @@ impl Channel {
     /// # Ok(()) }
     /// ```
     pub fn request_bytes(&self, body: &[u8]) -> Result<Bytes, ChannelError> {
-        let (body, _fds) = self.call(None, Vec::new(), |s, _| s.send_app_request_bytes(body, 0))?;
+        let (body, _fds) = self.call_bytes(None, body, Vec::new())?;
         response_bytes(body)
     }
 
@@ -955,7 +1043,7 @@ impl Channel {
         body: &[u8],
         fds: Vec<OwnedFd>,
     ) -> Result<(Bytes, Vec<OwnedFd>), ChannelError> {
-        let (body, fds) = self.call(None, fds, |s, n| s.send_app_request_bytes(body, n))?;
+        let (body, fds) = self.call_bytes(None, body, fds)?;
         Ok((response_bytes(body)?, fds))
     }
 
@@ -971,9 +1059,7 @@ impl Channel {
         timeout: Duration,
     ) -> Result<Bytes, ChannelError> {
         let (body, _fds) = self
-            .call(Some(sys::deadline_after(timeout)), Vec::new(), |s, _| {
-                s.send_app_request_bytes(body, 0)
-            })
+            .call_bytes(Some(sys::deadline_after(timeout)), body, Vec::new())
             .map_err(|e| with_timeout(e, timeout))?;
         response_bytes(body)
     }
@@ -1018,6 +1104,46 @@ impl Channel {
             st.waiting.insert(id);
             Ok(id)
         })?;
+        self.answer_to(deadline, id)
+    }
+
+    /// [`call`](Self::call) with a raw body, written from `body` itself
+    /// when it can be (see [`Inner::send_body`]).
+    fn call_bytes(
+        &self,
+        deadline: Option<Instant>,
+        body: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<(ResponseBody, Vec<OwnedFd>), ChannelError> {
+        let st = self.room(deadline)?;
+        let id = self.inner.send_body(
+            st,
+            Some(deadline),
+            body,
+            fds,
+            |st, out| {
+                let id = st
+                    .core
+                    .session
+                    .send_app_request_bytes_split(body.len(), 0, out)?;
+                st.waiting.insert(id);
+                Ok(id)
+            },
+            |st, fds| {
+                let id = st.queue(fds, |s, n| s.send_app_request_bytes(body, n))?;
+                st.waiting.insert(id);
+                Ok(id)
+            },
+        )?;
+        self.answer_to(deadline, id)
+    }
+
+    /// Waits for the answer to our request `id`.
+    fn answer_to(
+        &self,
+        deadline: Option<Instant>,
+        id: u64,
+    ) -> Result<(ResponseBody, Vec<OwnedFd>), ChannelError> {
         let answer = self.inner.wait_for(deadline, |st| {
             if let Some((body, fds)) = st.responses.remove(&id) {
                 st.waiting.remove(&id);
@@ -1269,6 +1395,25 @@ impl Responder for Inner {
         f: &mut dyn FnMut(&mut Session, usize) -> Result<(), SessionError>,
     ) -> Result<(), ChannelError> {
         send_on(self, |st| st.queue(fds, f))
+    }
+
+    fn answer_bytes(&self, id: u64, body: &[u8], fds: Vec<OwnedFd>) -> Result<(), ChannelError> {
+        let st = self.lock();
+        if let Some(r) = st.send_blocker() {
+            return Err(ChannelError::Closed(r));
+        }
+        self.send_body(
+            st,
+            None,
+            body,
+            fds,
+            |st, out| {
+                st.core
+                    .session
+                    .send_app_response_bytes_split(id, body.len(), 0, out)
+            },
+            |st, fds| st.queue(fds, |s, n| s.send_app_response_bytes(id, body, n)),
+        )
     }
 }
 
@@ -1738,6 +1883,125 @@ mod tests {
             let from_child = s.spawn(move || c.request_timeout::<_, u64>(body, BOUND));
             assert_eq!(from_parent.join().unwrap().unwrap(), LEN as u64);
             assert_eq!(from_child.join().unwrap().unwrap(), LEN as u64);
+            parent.close();
+            child.close();
+        });
+    }
+
+    /// Answers every request with its own body, raw, and checks that each
+    /// notification came with exactly one fd, a pipe holding its body.
+    fn echo_bytes(ch: &Channel) {
+        while let Ok(m) = ch.recv() {
+            match m {
+                Incoming::Request(r) => {
+                    let body = r.body();
+                    r.respond_bytes(&body).unwrap();
+                }
+                Incoming::Notify(mut n) => {
+                    let fds = n.take_fds();
+                    assert_eq!(fds.len(), 1, "a notification lost its fd");
+                    let mut got = Vec::new();
+                    io::Read::read_to_end(
+                        &mut std::fs::File::from(fds.into_iter().next().unwrap()),
+                        &mut got,
+                    )
+                    .unwrap();
+                    assert_eq!(got, n.body(), "an fd went with another frame");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn both_sides_writing_8_mib_byte_bodies_at_once_do_not_deadlock() {
+        // Byte bodies are written from the caller's buffer as far as the
+        // socket takes them; the rest is queued and written as the peer
+        // reads. Both sides at once, answered with as large a body.
+        const LEN: usize = 8 << 20;
+        let (a, b) = sys::stream_pair().unwrap();
+        let parent = Channel::start(a, Role::Parent, None, ChannelOptions::default()).unwrap();
+        let child = Channel::start(b, Role::Child, None, ChannelOptions::default()).unwrap();
+        let body: &Vec<u8> = &(0..LEN).map(|i| (i % 251) as u8).collect();
+        std::thread::scope(|s| {
+            let (p, c) = (parent.clone(), child.clone());
+            s.spawn(move || echo_bytes(&p));
+            s.spawn(move || echo_bytes(&c));
+            let (p, c) = (&parent, &child);
+            let from_parent = s.spawn(move || p.request_bytes_timeout(body, BOUND));
+            let from_child = s.spawn(move || c.request_bytes_timeout(body, BOUND));
+            assert!(from_parent.join().unwrap().unwrap() == body[..]);
+            assert!(from_child.join().unwrap().unwrap() == body[..]);
+            parent.close();
+            child.close();
+        });
+    }
+
+    #[test]
+    fn byte_bodies_and_fds_sent_from_many_threads_keep_their_frames() {
+        // Large byte bodies written from the callers' buffers while other
+        // threads queue frames with fds: every fd must go with the bytes
+        // of its own frame (the peer's session refuses anything else and
+        // the channel would close), and every body must come back whole.
+        let (a, b) = sys::stream_pair().unwrap();
+        let parent = Channel::start(a, Role::Parent, None, ChannelOptions::default()).unwrap();
+        let child = Channel::start(b, Role::Child, None, ChannelOptions::default()).unwrap();
+        const REQUESTERS: usize = 3;
+        let requesting = &std::sync::atomic::AtomicUsize::new(REQUESTERS);
+        std::thread::scope(|s| {
+            let c = child.clone();
+            s.spawn(move || echo_bytes(&c));
+            let mut notifiers = Vec::new();
+            for t in 0..2u8 {
+                let p = parent.clone();
+                notifiers.push(s.spawn(move || {
+                    let mut i = 0u32;
+                    while requesting.load(Ordering::Relaxed) > 0 {
+                        let body = format!("thread {t} note {i}").into_bytes();
+                        let (r, w) = sys::pipe().unwrap();
+                        io::Write::write_all(&mut std::fs::File::from(w), &body).unwrap();
+                        p.notify_bytes_with_fds(&body, vec![r]).unwrap();
+                        i += 1;
+                        if i % 16 == 0 {
+                            // The child has taken every notification sent
+                            // before its answer: a bound on fds in flight.
+                            p.request_bytes_timeout(b"sync", BOUND).unwrap();
+                        }
+                    }
+                }));
+            }
+            let mut requesters = Vec::new();
+            for t in 0..REQUESTERS as u8 {
+                let p = parent.clone();
+                requesters.push(s.spawn(move || {
+                    // The notifiers stop when the requests end, however
+                    // they end (a failed one must not leave them looping).
+                    struct Done<'a>(&'a std::sync::atomic::AtomicUsize);
+                    impl Drop for Done<'_> {
+                        fn drop(&mut self) {
+                            self.0.fetch_sub(1, Ordering::Relaxed);
+                        }
+                    }
+                    let _done = Done(requesting);
+                    for i in 0..20usize {
+                        let len = (3 << 20) + i * 4099 + usize::from(t);
+                        let body: Vec<u8> = (0..len).map(|k| (k % 241) as u8 ^ t).collect();
+                        let back = p.request_bytes_timeout(&body, BOUND).unwrap();
+                        assert!(back == body[..], "thread {t}, request {i}");
+                    }
+                }));
+            }
+            let requests: Vec<_> = requesters.into_iter().map(|h| h.join()).collect();
+            let notes: Vec<_> = notifiers.into_iter().map(|h| h.join()).collect();
+            if requests.iter().chain(&notes).any(|r| r.is_err()) {
+                // Unblock the echoing thread before the scope joins it.
+                parent.close();
+                child.close();
+                panic!("a sender failed (see above)");
+            }
+            // Everything before it was read and checked by the child.
+            assert!(parent.request_bytes_timeout(&[1u8; 4096], BOUND).unwrap() == [1u8; 4096][..]);
+            assert_eq!(parent.closed(), None);
             parent.close();
             child.close();
         });

@@ -30,6 +30,12 @@ use crate::verdict::{ReadyVia, Seen};
 /// Bytes queued for the peer beyond which senders wait.
 pub const HIGH_WATER: usize = 4 * 1024 * 1024;
 
+/// The smallest raw body (`request_bytes`, `respond_bytes`,
+/// `notify_bytes`) that both drivers write from the caller's buffer, with
+/// the frame's head in one vectored `sendmsg`, rather than copy into the
+/// transmit queue: below it the copy costs less than the second buffer.
+pub(crate) const DIRECT_BODY_MIN: usize = 2048;
+
 /// Incoming requests and notifications queued for [`Channel::recv`](crate::Channel::recv) beyond
 /// which the channel stops reading from the peer until some are taken.
 ///

@@ -161,6 +161,16 @@ impl Responder for Shared {
     ) -> Result<(), ChannelError> {
         self.lock().queue(self.sock.as_fd(), fds, f)
     }
+
+    /// A raw answer: copied into the queue (a direct channel's answers
+    /// are written by whichever call comes next, not always at once, so
+    /// the body cannot be written from the caller's buffer).
+    fn answer_bytes(&self, id: u64, body: &[u8], fds: Vec<OwnedFd>) -> Result<(), ChannelError> {
+        self.lock()
+            .queue(self.sock.as_fd(), fds, &mut |s: &mut Session, n| {
+                s.send_app_response_bytes(id, body, n)
+            })
+    }
 }
 
 /// Why a [`DirectChannel::wait_for`] ended without what it waited for.

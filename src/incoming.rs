@@ -28,6 +28,11 @@ pub(crate) trait Responder: Send + Sync {
         fds: Vec<OwnedFd>,
         f: &mut dyn FnMut(&mut Session, usize) -> Result<(), SessionError>,
     ) -> Result<(), ChannelError>;
+
+    /// Answers the peer's request `id` with the raw `body` (and `fds`), as
+    /// `answer` with `send_app_response_bytes` does; the driver may write
+    /// the body from `body` itself rather than copy it.
+    fn answer_bytes(&self, id: u64, body: &[u8], fds: Vec<OwnedFd>) -> Result<(), ChannelError>;
 }
 
 /// Something the peer sent that the application handles.
@@ -170,7 +175,9 @@ impl IncomingRequest {
     }
 
     /// Answers with `body` as it is: the answer's payload is these bytes,
-    /// copied once into the frame, with no serde work (PROTOCOL.md,
+    /// with no serde work, written from `body` itself when nothing else is
+    /// being sent (2 KiB and up; only what the socket does not take at once
+    /// is copied, for the channel to write later) (PROTOCOL.md,
     /// section 4, "Application bodies"). The peer gets them back as they
     /// are from [`Channel::request_bytes`](crate::Channel::request_bytes).
     ///
@@ -193,7 +200,7 @@ impl IncomingRequest {
     ) -> Result<(), ChannelError> {
         let answer = self.answer.take().expect("answered once");
         let id = self.id;
-        let r = answer.answer(fds, &mut |s, n| s.send_app_response_bytes(id, body, n));
+        let r = answer.answer_bytes(id, body, fds);
         if let Err(ChannelError::Encode(e)) = &r {
             let _ = answer_error(&*answer, id, RemoteErrorKind::Failed, e.to_string());
         }

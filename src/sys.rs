@@ -18,14 +18,21 @@ use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, socketpair};
 
+/// What a channel socket asks for as its send buffer (`SO_SNDBUF`).
+pub(crate) const CHANNEL_SNDBUF: usize = 1 << 20;
+
 /// A connected AF_UNIX stream socket pair, both ends close-on-exec.
 pub(crate) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(socketpair(
+    let (a, b) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,
         None,
         SockFlag::SOCK_CLOEXEC,
-    )?)
+    )?;
+    for s in [&a, &b] {
+        let _ = nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::SndBuf, &CHANNEL_SNDBUF);
+    }
+    Ok((a, b))
 }
 
 /// A pipe `(read, write)`, both ends close-on-exec.
@@ -112,6 +119,29 @@ pub(crate) fn send_nonblocking(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usi
             fd.as_raw_fd(),
             buf,
             MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Err(Errno::EINTR) => continue,
+            r => return r.map_err(io::Error::from),
+        }
+    }
+}
+
+/// [`send_nonblocking`] of `head` then `body`, in one `sendmsg` (a
+/// vectored write: a frame's head, and its body from the caller's buffer
+/// with no copy into one buffer first).
+pub(crate) fn send_vectored_nonblocking(
+    fd: BorrowedFd<'_>,
+    head: &[u8],
+    body: &[u8],
+) -> io::Result<usize> {
+    let iov = [io::IoSlice::new(head), io::IoSlice::new(body)];
+    loop {
+        match nix::sys::socket::sendmsg::<()>(
+            fd.as_raw_fd(),
+            &iov,
+            &[],
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+            None,
         ) {
             Err(Errno::EINTR) => continue,
             r => return r.map_err(io::Error::from),

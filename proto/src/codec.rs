@@ -14,8 +14,10 @@ use bincode::config::{self, Configuration, Fixint, LittleEndian, NoLimit};
 use bincode::enc::write::Writer;
 use std::fmt;
 
+use std::marker::PhantomData;
+
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, Visitor};
 
 use crate::error::{DecodeError, EncodeError};
 
@@ -189,11 +191,139 @@ pub fn encode_body<T: Serialize + ?Sized>(value: &T, limit: usize) -> Result<Vec
 
 /// Decodes an application body that must fill `bytes` exactly.
 ///
+/// A body that is a byte buffer itself (`serde_bytes::ByteBuf`, which asks
+/// serde for a `byte_buf`) is copied once out of `bytes`, rather than into
+/// a zero-filled buffer of the claimed length first as bincode does.
+///
 /// # Errors
 /// Any [`DecodeError`]: truncated input, invalid UTF-8, an unknown enum
 /// variant, trailing bytes, or an inner length beyond the payload.
 pub fn decode_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    decode_exact(bytes)
+    macro_rules! dispatch {
+        ($($bits:literal)*) => {{
+            let need = bytes.len().max(1).next_power_of_two();
+            $(
+                if need <= (1usize << $bits) {
+                    let (value, used) = bincode::serde::seed_decode_from_slice(
+                        BorrowBytes::<T>(PhantomData),
+                        bytes,
+                        CONFIG.with_limit::<{ 1usize << $bits }>(),
+                    )
+                    .map_err(DecodeError::from_bincode)?;
+                    if used != bytes.len() {
+                        return Err(DecodeError::TrailingBytes {
+                            extra: bytes.len() - used,
+                        });
+                    }
+                    return Ok(value);
+                }
+            )*
+            Err(DecodeError::LimitExceeded)
+        }};
+    }
+    dispatch!(4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32)
+}
+
+/// Deserializes a `T` through [`BytesFromInput`].
+struct BorrowBytes<T>(PhantomData<T>);
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for BorrowBytes<T> {
+    type Value = T;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        T::deserialize(BytesFromInput(d))
+    }
+}
+
+/// A deserializer that answers a request for an owned byte buffer
+/// (`deserialize_byte_buf`) with the bytes borrowed from the input
+/// (`deserialize_bytes`): the visitor copies them once into its buffer
+/// (`to_vec`), where bincode would first allocate a zero-filled buffer of
+/// the claimed length and then copy into it. The wire is the same (a `u64`
+/// length, then the bytes), and no buffer is sized by a claim: a borrowed
+/// slice exists in the input or the decoding fails. Everything else is
+/// passed on as it is; it applies to the top-level value (and only there:
+/// nested values are decoded by bincode's own deserializer).
+struct BytesFromInput<D>(D);
+
+macro_rules! pass_on {
+    ($($method:ident)*) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+            self.0.$method(visitor)
+        }
+    )*};
+}
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for BytesFromInput<D> {
+    type Error = D::Error;
+
+    pass_on!(
+        deserialize_any deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32
+        deserialize_i64 deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32
+        deserialize_u64 deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char
+        deserialize_str deserialize_string deserialize_bytes deserialize_option
+        deserialize_unit deserialize_seq deserialize_map deserialize_identifier
+        deserialize_ignored_any
+    );
+
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_bytes(visitor)
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_unit_struct(name, visitor)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_newtype_struct(name, visitor)
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_tuple(len, visitor)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_tuple_struct(name, len, visitor)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_struct(name, fields, visitor)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_enum(name, variants, visitor)
+    }
+
+    fn is_human_readable(&self) -> bool {
+        self.0.is_human_readable()
+    }
 }
 
 /// Decodes `bytes` as an application body of type `T`, as readyfd decodes

@@ -804,6 +804,76 @@ fn encode_app_bytes<H: Serialize>(
     })
 }
 
+/// Appends the start of a frame of `kind` whose payload is what `fill`
+/// appends, then a raw body of `body_len` bytes that the caller writes
+/// itself right after these bytes: the header's length counts the body,
+/// which is checked against `max` with the rest.
+fn write_frame_before_body(
+    kind: Kind,
+    fds: usize,
+    body_len: usize,
+    max: u32,
+    out: &mut Vec<u8>,
+    fill: impl FnOnce(&mut Vec<u8>, usize) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    write_frame_fds(kind, fds, max, out, |out, limit| {
+        fill(out, limit)?;
+        if out.len().saturating_add(body_len) > limit {
+            return Err(EncodeError::TooLarge {
+                len: None,
+                max: limit,
+            });
+        }
+        Ok(())
+    })?;
+    // `fill`'s check held the whole payload to `max`, so this fits in the
+    // header's `u32`.
+    let len = (out.len() - start - HEADER_LEN + body_len) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+/// The head of a `Request` frame for our request `id` whose raw body of
+/// `body_len` bytes the caller writes right after it (the bytes of
+/// [`encode_app_request_bytes`] up to the body).
+pub(crate) fn encode_app_request_bytes_head(
+    id: u64,
+    body_len: usize,
+    fds: usize,
+    max: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    write_frame_before_body(Kind::Request, fds, body_len, max, out, |out, limit| {
+        encode_into(&(id, RequestTag::App), out, limit)
+    })
+}
+
+/// The head of a `Response` frame answering the peer's request `id`, whose
+/// raw body of `body_len` bytes the caller writes right after it.
+pub(crate) fn encode_app_response_bytes_head(
+    id: u64,
+    body_len: usize,
+    fds: usize,
+    max: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    write_frame_before_body(Kind::Response, fds, body_len, max, out, |out, limit| {
+        encode_into(&(id, ResponseTag::App), out, limit)
+    })
+}
+
+/// The head of a `Notify` frame whose raw payload of `body_len` bytes the
+/// caller writes right after it.
+pub(crate) fn encode_notify_bytes_head(
+    body_len: usize,
+    fds: usize,
+    max: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    write_frame_before_body(Kind::Notify, fds, body_len, max, out, |_, _| Ok(()))
+}
+
 /// Appends a `Notify` frame whose payload is `body`'s encoding.
 pub(crate) fn encode_notify<T: Serialize + ?Sized>(
     body: &T,

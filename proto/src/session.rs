@@ -59,8 +59,10 @@ use crate::limits::{
 };
 use crate::message::{
     FD_FLAG, Goodbye, GoodbyeReason, Hello, Kind, Message, PROTOCOL_VERSION, Ready, RequestBody,
-    ResponseBody, Role, encode_app_request, encode_app_request_bytes, encode_app_response,
-    encode_app_response_bytes, encode_notify, encode_notify_bytes, encode_status,
+    ResponseBody, Role, encode_app_request, encode_app_request_bytes,
+    encode_app_request_bytes_head, encode_app_response, encode_app_response_bytes,
+    encode_app_response_bytes_head, encode_notify, encode_notify_bytes, encode_notify_bytes_head,
+    encode_status,
 };
 
 /// A decoded frame and the file descriptors that arrived with it, from
@@ -665,6 +667,31 @@ impl Session {
         Ok(self.sent_request(id))
     }
 
+    /// [`send_app_request_bytes`](Self::send_app_request_bytes) that
+    /// leaves the body to the driver, which writes it from the caller's
+    /// buffer (a vectored write) instead of copying it into the transmit
+    /// queue. Appends to `out` everything queued for the peer, as
+    /// [`poll_transmit`](Self::poll_transmit) does, ending with this
+    /// frame's header and request head; the frame is whole once the driver
+    /// has written those bytes and then the `body_len` bytes of the body,
+    /// with nothing in between. Returns the request's id.
+    ///
+    /// # Errors
+    /// As [`send_app_request_bytes`](Self::send_app_request_bytes); on an
+    /// error nothing is appended to `out`.
+    pub fn send_app_request_bytes_split(
+        &mut self,
+        body_len: usize,
+        fds: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<u64, SessionError> {
+        self.start_send()?;
+        let id = self.requests.next_id;
+        encode_app_request_bytes_head(id, body_len, fds, self.peer_max_frame(), &mut self.tx)?;
+        let _ = self.poll_transmit(out);
+        Ok(self.sent_request(id))
+    }
+
     /// Gives up waiting for our request `id`: a response that arrives later
     /// is dropped silently rather than treated as a protocol error.
     pub fn abandon_request(&mut self, id: u64) {
@@ -734,6 +761,30 @@ impl Session {
         Ok(())
     }
 
+    /// [`send_app_response_bytes`](Self::send_app_response_bytes) that
+    /// leaves the body to the driver, as
+    /// [`send_app_request_bytes_split`](Self::send_app_request_bytes_split)
+    /// does: appends to `out` everything queued and this frame's header and
+    /// head, which the driver writes followed by the body's `body_len`
+    /// bytes.
+    ///
+    /// # Errors
+    /// As [`send_app_response_bytes`](Self::send_app_response_bytes); on an
+    /// error nothing is appended to `out`.
+    pub fn send_app_response_bytes_split(
+        &mut self,
+        id: u64,
+        body_len: usize,
+        fds: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SessionError> {
+        self.start_response(id)?;
+        encode_app_response_bytes_head(id, body_len, fds, self.peer_max_frame(), &mut self.tx)?;
+        let _ = self.poll_transmit(out);
+        self.requests.to_answer.remove(&id);
+        Ok(())
+    }
+
     /// Queues a one-way application message.
     ///
     /// # Errors
@@ -766,6 +817,26 @@ impl Session {
     pub fn send_notify_bytes(&mut self, body: &[u8], fds: usize) -> Result<(), SessionError> {
         self.start_send()?;
         encode_notify_bytes(body, fds, self.peer_max_frame(), &mut self.tx)?;
+        Ok(())
+    }
+
+    /// [`send_notify_bytes`](Self::send_notify_bytes) that leaves the body
+    /// to the driver, as
+    /// [`send_app_request_bytes_split`](Self::send_app_request_bytes_split)
+    /// does.
+    ///
+    /// # Errors
+    /// As [`send_notify_bytes`](Self::send_notify_bytes); on an error
+    /// nothing is appended to `out`.
+    pub fn send_notify_bytes_split(
+        &mut self,
+        body_len: usize,
+        fds: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SessionError> {
+        self.start_send()?;
+        encode_notify_bytes_head(body_len, fds, self.peer_max_frame(), &mut self.tx)?;
+        let _ = self.poll_transmit(out);
         Ok(())
     }
 

@@ -245,3 +245,153 @@ fn the_protocol_example_of_a_byte_body_and_a_typed_one() {
         [&head[..], &[2, 0, 0, 0, 0, 0, 0, 0], b"hi"].concat()
     );
 }
+
+/// The `*_split` senders leave the body to the driver: what they append,
+/// followed by the body, is byte for byte what the copying sender queues
+/// (everything queued before it included: here the `Hello`), and the
+/// session's state moves as it does.
+#[test]
+fn a_split_frame_and_its_body_are_the_frame_the_copying_sender_queues() {
+    for body in bodies() {
+        for fds in [0, 2] {
+            let mut copied = session(Role::Child);
+            let id = copied.send_app_request_bytes(&body, fds).unwrap();
+            let mut want = Vec::new();
+            assert!(copied.poll_transmit(&mut want));
+
+            let mut split = session(Role::Child);
+            let mut got = Vec::new();
+            let split_id = split
+                .send_app_request_bytes_split(body.len(), fds, &mut got)
+                .unwrap();
+            assert_eq!(split_id, id);
+            assert_eq!(split.transmit_len(), 0, "nothing is left queued");
+            got.extend_from_slice(&body);
+            assert_eq!(got, want, "request of {} bytes, {fds} fds", body.len());
+            assert_eq!(split.outstanding().collect::<Vec<_>>(), vec![id]);
+
+            let mut copied = session(Role::Parent);
+            copied.send_notify_bytes(&body, fds).unwrap();
+            let mut want = Vec::new();
+            assert!(copied.poll_transmit(&mut want));
+            let mut split = session(Role::Parent);
+            let mut got = Vec::new();
+            split
+                .send_notify_bytes_split(body.len(), fds, &mut got)
+                .unwrap();
+            got.extend_from_slice(&body);
+            assert_eq!(got, want, "notification of {} bytes", body.len());
+        }
+    }
+}
+
+#[test]
+fn a_split_response_is_the_response_the_copying_sender_queues() {
+    let asked = |s: &mut Session| {
+        let mut input = BytesMut::new();
+        input.extend_from_slice(&hello(Role::Child, 1 << 20));
+        input.extend_from_slice(&frame(
+            &Message::Request {
+                id: 9,
+                body: RequestBody::App(Bytes::new()),
+            },
+            0,
+        ));
+        s.handle_input(&mut input).unwrap();
+        while s.poll_event().is_some() {}
+    };
+    for body in bodies() {
+        let mut copied = session(Role::Parent);
+        asked(&mut copied);
+        copied.send_app_response_bytes(9, &body, 1).unwrap();
+        let mut want = Vec::new();
+        assert!(copied.poll_transmit(&mut want));
+
+        let mut split = session(Role::Parent);
+        asked(&mut split);
+        let mut got = Vec::new();
+        split
+            .send_app_response_bytes_split(9, body.len(), 1, &mut got)
+            .unwrap();
+        got.extend_from_slice(&body);
+        assert_eq!(got, want, "{} bytes", body.len());
+        // Answered: a second answer is refused, split or not.
+        assert!(matches!(
+            split.send_app_response_bytes_split(9, 0, 0, &mut got),
+            Err(SessionError::NotAllowed(_))
+        ));
+    }
+}
+
+/// A split frame is held to the peer's maximum like a copied one, body
+/// included, and a refused one appends nothing.
+#[test]
+fn a_split_body_over_the_peer_maximum_is_refused_and_nothing_is_appended() {
+    let mut s = session(Role::Parent);
+    let mut input = BytesMut::from(&hello(Role::Child, 4096)[..]);
+    s.handle_input(&mut input).unwrap();
+    let mut wire = Vec::new();
+    s.send_app_request_bytes_split(4096 - 12, 0, &mut wire)
+        .unwrap();
+    let before = wire.len();
+    for r in [
+        s.send_app_request_bytes_split(4096 - 11, 0, &mut wire)
+            .map(|_| ()),
+        s.send_notify_bytes_split(4097, 0, &mut wire),
+        s.send_app_request_bytes_split(usize::MAX, 0, &mut wire)
+            .map(|_| ()),
+    ] {
+        assert!(
+            matches!(r, Err(SessionError::Encode(EncodeError::TooLarge { .. }))),
+            "{r:?}"
+        );
+    }
+    assert_eq!(wire.len(), before, "a refused body appends nothing");
+    assert!(!s.poll_transmit(&mut wire), "and queues nothing");
+}
+
+/// A `serde_bytes::ByteBuf` body decodes by one copy out of the payload
+/// (not into a zero-filled buffer of the claimed length first), and means
+/// exactly what it did: the same values, the same errors for a short or
+/// hostile claim and for trailing bytes, inside other types too.
+#[test]
+fn a_byte_buffer_body_decodes_as_before_from_every_input() {
+    use serde_bytes::ByteBuf;
+
+    for body in bodies() {
+        let wire = encode_body(&ByteBuf::from(body.clone()), usize::MAX).unwrap();
+        assert_eq!(decode_body::<ByteBuf>(&wire).unwrap().into_vec(), body);
+        let nested = (
+            7u32,
+            ByteBuf::from(body.clone()),
+            Some(ByteBuf::from(body.clone())),
+        );
+        let wire = encode_body(&nested, usize::MAX).unwrap();
+        assert_eq!(
+            decode_body::<(u32, ByteBuf, Option<ByteBuf>)>(&wire).unwrap(),
+            nested
+        );
+    }
+    // A claim of 2^40 bytes in a 20-byte body: refused before anything is
+    // allocated for it.
+    let mut hostile = (1u64 << 40).to_le_bytes().to_vec();
+    hostile.extend_from_slice(&[0u8; 12]);
+    assert!(matches!(
+        decode_body::<ByteBuf>(&hostile),
+        Err(readyfd_proto::DecodeError::LimitExceeded)
+    ));
+    // A claim one byte beyond the body.
+    let mut short = 13u64.to_le_bytes().to_vec();
+    short.extend_from_slice(&[1u8; 12]);
+    assert!(matches!(
+        decode_body::<ByteBuf>(&short),
+        Err(readyfd_proto::DecodeError::UnexpectedEnd { .. })
+    ));
+    // A byte left over.
+    let mut long = 11u64.to_le_bytes().to_vec();
+    long.extend_from_slice(&[1u8; 12]);
+    assert!(matches!(
+        decode_body::<ByteBuf>(&long),
+        Err(readyfd_proto::DecodeError::TrailingBytes { extra: 1 })
+    ));
+}

@@ -60,8 +60,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::core::{
-    ChannelOptions, Core, HIGH_WATER, ReadEnd, ReadStep, ShutdownPolicy, decode_response,
-    response_bytes,
+    ChannelOptions, Core, DIRECT_BODY_MIN, HIGH_WATER, ReadEnd, ReadStep, ShutdownPolicy,
+    decode_response, response_bytes,
 };
 use crate::error::{ChannelError, CloseReason};
 use crate::incoming::{Incoming, Responder};
@@ -299,14 +299,74 @@ impl Inner {
                     st.wake_task();
                     return;
                 }
-                Err(e) => {
-                    st.core.write_failed = Some(CloseReason::Io(Arc::new(e)));
-                    st.fail_pending();
-                    self.changed.notify_waiters();
-                    self.space.notify_waiters();
-                }
+                Err(e) => self.write_failed(st, e),
             }
         }
+    }
+
+    /// Writing failed for good: every waiter hears it.
+    fn write_failed(&self, st: &mut State, e: io::Error) {
+        st.core.write_failed = Some(CloseReason::Io(Arc::new(e)));
+        st.fail_pending();
+        self.changed.notify_waiters();
+        self.space.notify_waiters();
+    }
+
+    /// Starts a frame whose payload ends with the raw `body`; the caller
+    /// then [`flush`](Self::flush)es. When nothing else is queued or being
+    /// written (and no fds go with it), the body is written from `body`
+    /// itself: `split` appends the frame's head to an empty buffer (a
+    /// session `*_split` method), one vectored `sendmsg` writes head and
+    /// body, and only what the socket did not take is copied into the
+    /// queue (for the I/O task, once the socket has room). Otherwise
+    /// `whole` queues the whole frame, as every other send does.
+    fn send_body<R>(
+        &self,
+        st: &mut State,
+        body: &[u8],
+        fds: Vec<OwnedFd>,
+        split: impl FnOnce(&mut State, &mut Vec<u8>) -> Result<R, SessionError>,
+        whole: impl FnOnce(&mut State, Vec<OwnedFd>) -> Result<R, SessionError>,
+    ) -> Result<R, ChannelError> {
+        let direct = fds.is_empty()
+            && body.len() >= DIRECT_BODY_MIN
+            && !st.io_writes
+            && st.out_pos == st.out.len()
+            && st.core.session.transmit_len() == 0
+            && st.core.write_failed.is_none();
+        if !direct {
+            return Ok(whole(st, fds)?);
+        }
+        let mut out = std::mem::take(&mut st.out);
+        out.clear();
+        st.out_pos = 0;
+        let r = match split(st, &mut out) {
+            Ok(r) => r,
+            Err(e) => {
+                st.out = out;
+                return Err(e.into());
+            }
+        };
+        let res = sys::send_vectored_nonblocking(self.sock.get_ref().as_fd(), &out, body);
+        let n = *res.as_ref().unwrap_or(&0);
+        st.core.wrote(n, None);
+        // What is left goes through the queue, from which `flush` (or the
+        // I/O task) writes it.
+        if n < out.len() {
+            out.drain(..n);
+            out.extend_from_slice(body);
+        } else {
+            let from = n - out.len();
+            out.clear();
+            out.extend_from_slice(&body[from..]);
+        }
+        st.out = out;
+        if let Err(e) = res {
+            if e.kind() != io::ErrorKind::WouldBlock {
+                self.write_failed(st, e);
+            }
+        }
+        Ok(r)
     }
 
     /// Queues with `f` and writes, without waiting for room (answers to
@@ -603,7 +663,8 @@ impl Channel {
     }
 
     /// Sends a one-way application message whose body is `body` as it is:
-    /// copied once into the frame, with no serde work and no length prefix
+    /// with no serde work and no length prefix, written from `body` itself
+    /// as [`request_bytes`](Self::request_bytes) writes its body
     /// (PROTOCOL.md, section 4, "Application bodies"). The peer reads it
     /// with [`Notification::body`](crate::Notification::body).
     ///
@@ -630,8 +691,16 @@ impl Channel {
         body: &[u8],
         fds: Vec<OwnedFd>,
     ) -> Result<(), ChannelError> {
-        self.send_with(|st| Ok(st.queue(fds, |s, n| s.send_notify_bytes(body, n))?))
-            .await
+        self.send_with(|st| {
+            self.inner.send_body(
+                st,
+                body,
+                fds,
+                |st, out| st.core.session.send_notify_bytes_split(body.len(), 0, out),
+                |st, fds| st.queue(fds, |s, n| s.send_notify_bytes(body, n)),
+            )
+        })
+        .await
     }
 
     /// Sends an application request and waits for its answer, decoded as
@@ -713,8 +782,11 @@ impl Channel {
         }
     }
 
-    /// Sends an application request whose body is `body` as it is (copied
-    /// once into the frame, no serde work, no length prefix), and waits for
+    /// Sends an application request whose body is `body` as it is (no serde
+    /// work, no length prefix; from 2 KiB, when nothing else is being sent,
+    /// written from `body` itself with the frame's head in one vectored
+    /// `sendmsg`, and only what the socket does not take at once is copied,
+    /// for the I/O task to write), and waits for
     /// the answer's body as it arrived: a [`Bytes`] that is a slice of the
     /// answer's frame, not a copy of it. An answer without a body (`Ok`) is
     /// empty; a typed answer comes as its encoding.
@@ -727,9 +799,7 @@ impl Channel {
     /// [`ChannelError::Encode`] when `body` does not fit the peer's maximum
     /// frame, [`ChannelError::Closed`] when the peer goes away first.
     pub async fn request_bytes(&self, body: &[u8]) -> Result<Bytes, ChannelError> {
-        let (body, _fds) = self
-            .call(Vec::new(), |s, _| s.send_app_request_bytes(body, 0))
-            .await?;
+        let (body, _fds) = self.call_bytes(body, Vec::new()).await?;
         response_bytes(body)
     }
 
@@ -747,9 +817,7 @@ impl Channel {
         body: &[u8],
         fds: Vec<OwnedFd>,
     ) -> Result<(Bytes, Vec<OwnedFd>), ChannelError> {
-        let (body, fds) = self
-            .call(fds, |s, n| s.send_app_request_bytes(body, n))
-            .await?;
+        let (body, fds) = self.call_bytes(body, fds).await?;
         Ok((response_bytes(body)?, fds))
     }
 
@@ -821,14 +889,57 @@ impl Channel {
         let id = self
             .send_with(|st| {
                 let id = st.queue(fds, send)?;
-                if let Some(r) = st.read_blocker() {
-                    st.core.session.abandon_request(id);
-                    return Err(ChannelError::Closed(r));
-                }
-                st.pending.insert(id, Waiting::default());
-                Ok(id)
+                Self::await_answer(st, id)
             })
             .await?;
+        self.answer_to(id).await
+    }
+
+    /// [`call`](Self::call) with a raw body, written from `body` itself
+    /// when it can be (see [`Inner::send_body`]).
+    async fn call_bytes(
+        &self,
+        body: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<(ResponseBody, Vec<OwnedFd>), ChannelError> {
+        let id = self
+            .send_with(|st| {
+                // Registered before the frame is written: the answer may
+                // be read as soon as it is.
+                self.inner.send_body(
+                    st,
+                    body,
+                    fds,
+                    |st, out| {
+                        let id =
+                            st.core
+                                .session
+                                .send_app_request_bytes_split(body.len(), 0, out)?;
+                        Ok(Self::await_answer(st, id))
+                    },
+                    |st, fds| {
+                        let id = st.queue(fds, |s, n| s.send_app_request_bytes(body, n))?;
+                        Ok(Self::await_answer(st, id))
+                    },
+                )?
+            })
+            .await?;
+        self.answer_to(id).await
+    }
+
+    /// Registers for the answer to our request `id`, just queued; fails
+    /// (and abandons it) when no answer can come any more.
+    fn await_answer(st: &mut State, id: u64) -> Result<u64, ChannelError> {
+        if let Some(r) = st.read_blocker() {
+            st.core.session.abandon_request(id);
+            return Err(ChannelError::Closed(r));
+        }
+        st.pending.insert(id, Waiting::default());
+        Ok(id)
+    }
+
+    /// Waits for the answer to our request `id`.
+    async fn answer_to(&self, id: u64) -> Result<(ResponseBody, Vec<OwnedFd>), ChannelError> {
         let mut answer = AnswerFuture {
             inner: &self.inner,
             id,
@@ -1133,6 +1244,26 @@ impl Responder for Inner {
     ) -> Result<(), ChannelError> {
         self.send_now(fds, f)
     }
+
+    fn answer_bytes(&self, id: u64, body: &[u8], fds: Vec<OwnedFd>) -> Result<(), ChannelError> {
+        let mut st = self.lock();
+        if let Some(r) = st.send_blocker() {
+            return Err(ChannelError::Closed(r));
+        }
+        let r = self.send_body(
+            &mut st,
+            body,
+            fds,
+            |st, out| {
+                st.core
+                    .session
+                    .send_app_response_bytes_split(id, body.len(), 0, out)
+            },
+            |st, fds| st.queue(fds, |s, n| s.send_app_response_bytes(id, body, n)),
+        );
+        self.flush(&mut st);
+        r
+    }
 }
 
 // ---- the I/O task -------------------------------------------------------------
@@ -1161,8 +1292,14 @@ impl Future for IoTask {
                 Round::Finished => return Poll::Ready(()),
             }
         }
-        // Plenty to do: let other tasks run, then continue.
-        cx.waker().wake_by_ref();
+        // Plenty to do: let other tasks run, then continue. The wake-up is
+        // deferred as `yield_now` defers it, until the runtime has polled
+        // its drivers: a plain `wake_by_ref` made the task ready again at
+        // once, and a current_thread runtime polls its timers only every
+        // 61 task polls while tasks are ready, so a peer that keeps the
+        // socket full (tiny frames, a large send buffer) held a request's
+        // timeout off for seconds.
+        let _ = pin!(::tokio::task::yield_now()).poll(cx);
         Poll::Pending
     }
 }
@@ -1388,3 +1525,45 @@ const _: () = {
         is_send(&ch.wait_ready_seen(true, 1));
     }
 };
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOUND: Duration = Duration::from_secs(60);
+
+    async fn echo_bytes(ch: Channel) {
+        while let Ok(m) = ch.recv().await {
+            if let Incoming::Request(r) = m {
+                let body = r.body();
+                r.respond_bytes(&body).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn both_sides_writing_8_mib_byte_bodies_at_once_do_not_deadlock() {
+        // Each side writes as much of its body as the socket takes from the
+        // caller's buffer; the rest is queued for the I/O task, which must
+        // keep reading while it waits for room. Both ways at once, answered
+        // with as large a body, on one thread.
+        const LEN: usize = 8 << 20;
+        let rt = ::tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (a, b) = sys::stream_pair().unwrap();
+            let parent = Channel::start(a, Role::Parent, None, ChannelOptions::default()).unwrap();
+            let child = Channel::start(b, Role::Child, None, ChannelOptions::default()).unwrap();
+            let body: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+            ::tokio::spawn(echo_bytes(parent.clone()));
+            ::tokio::spawn(echo_bytes(child.clone()));
+            let (from_parent, from_child) = ::tokio::join!(
+                parent.request_bytes_timeout(&body, BOUND),
+                child.request_bytes_timeout(&body, BOUND),
+            );
+            assert!(from_parent.unwrap() == body[..]);
+            assert!(from_child.unwrap() == body[..]);
+        });
+    }
+}
