@@ -22,6 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::sys::socket::MsgFlags;
 use readyfd::{Incoming, Parent, Protocol, Ready, ReadyCommand};
 use serde_bytes::ByteBuf;
 
@@ -429,15 +430,22 @@ fn raw_echo(frame: usize) -> (std::fs::File, Child) {
     (std::fs::File::from(ours_fd), child)
 }
 
+/// The raw baseline's socketpair: a stream pair with the send buffer our
+/// channel asks for (`SO_SNDBUF` 1 MiB, see `sys::CHANNEL_SNDBUF`), so
+/// that the baseline is the same kernel path with the same room, not one
+/// that a setting holds back.
 fn stream_pair() -> (OwnedFd, OwnedFd) {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-    socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .unwrap()
+    raw_pair(nix::sys::socket::SockType::Stream)
+}
+
+/// A socketpair of `ty`, close-on-exec, with a 1 MiB send buffer each way.
+fn raw_pair(ty: nix::sys::socket::SockType) -> (OwnedFd, OwnedFd) {
+    use nix::sys::socket::{AddressFamily, SockFlag, setsockopt, socketpair, sockopt};
+    let (a, b) = socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC).unwrap();
+    for s in [&a, &b] {
+        setsockopt(s, sockopt::SndBuf, &(1usize << 20)).unwrap();
+    }
+    (a, b)
 }
 
 fn fd3() -> std::fs::File {
@@ -550,6 +558,20 @@ fn child_main(role: &str) {
             let mut buf = vec![0u8; size];
             while f.read_exact(&mut buf).is_ok() {
                 if f.write_all(&buf).is_err() {
+                    break;
+                }
+            }
+        }
+        "raw-echo-seqpacket" => {
+            // One message in, the same message out: the record boundaries
+            // of SOCK_SEQPACKET, as ipc-channel uses them.
+            let size = arg(0) as usize;
+            let f = fd3();
+            let mut buf = vec![0u8; size];
+            while let Ok(n) = nix::sys::socket::recv(f.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                if n == 0
+                    || nix::sys::socket::send(f.as_raw_fd(), &buf[..n], MsgFlags::empty()).is_err()
+                {
                     break;
                 }
             }
@@ -938,6 +960,8 @@ struct RttRun {
     /// reader), measured in the blocking loop, between the same raw
     /// samples.
     direct: Duration,
+    /// The raw exchange over `SOCK_SEQPACKET`, in the blocking loop.
+    raw_seqpacket: Duration,
     ipc_channel: Duration,
     tokio_unix_ipc: Duration,
 }
@@ -1164,6 +1188,24 @@ fn rtt_small(s: &mut Suite) {
                     Some(p.name),
                 );
             }
+            // No target: what the socket type is worth, and ipc-channel
+            // against the raw exchange over its own socket type.
+            s.add_runs(
+                format!("rtt_{name}_raw_seqpacket_{}", p.name),
+                "us",
+                &pair(&|r| (r.raw_seqpacket, r.blocking.1)),
+                "raw socketpair ping-pong over SOCK_STREAM (ours)",
+                None,
+                Some(p.name),
+            );
+            s.add_runs(
+                format!("rtt_{name}_ipc_channel_vs_raw_seqpacket_{}", p.name),
+                "us",
+                &pair(&|r| (r.ipc_channel, r.raw_seqpacket)),
+                "raw socketpair ping-pong over SOCK_SEQPACKET",
+                None,
+                Some(p.name),
+            );
         }
     }
 }
@@ -1216,6 +1258,25 @@ fn rtt_run(size: usize, samples: usize) -> RttRun {
     let (mut raw, mut raw_child) = raw_echo(frame);
     let out = vec![7u8; frame];
     let mut back = vec![0u8; frame];
+    // The same exchange over SOCK_SEQPACKET (one message per send and
+    // recv, as ipc-channel speaks): what the socket type alone changes.
+    let (seq, mut seq_child) = {
+        let (ours_fd, theirs) = raw_pair(nix::sys::socket::SockType::SeqPacket);
+        let mut c = me("raw-echo-seqpacket");
+        c.arg(frame.to_string());
+        let child = with_fd3(c, &theirs).spawn().unwrap();
+        drop(theirs);
+        (ours_fd, child)
+    };
+    let mut seq_back = vec![0u8; frame];
+    let mut seq_trip = || {
+        let t = Instant::now();
+        nix::sys::socket::send(seq.as_raw_fd(), &out, MsgFlags::empty()).unwrap();
+        let n = nix::sys::socket::recv(seq.as_raw_fd(), &mut seq_back, MsgFlags::empty()).unwrap();
+        let d = t.elapsed();
+        assert_eq!(n, frame);
+        d
+    };
     let (itx, irx, mut ichild) = ipc_channel_peer();
     let (utx, urx, mut uchild) = unix_ipc_peer(&rt);
     let mut raw_trip = || {
@@ -1251,20 +1312,26 @@ fn rtt_run(size: usize, samples: usize) -> RttRun {
         raw_trip();
         ipc_trip();
         direct_trip();
+        seq_trip();
     }
     // Blocking: ours, raw, ipc-channel (a blocking API too) and ours
     // direct, in alternating runs of `RUN` trips (see `RUN`), so that
     // machine noise hits all four alike.
-    let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut a, mut b, mut c, mut d, mut e) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..samples.div_ceil(RUN) {
         a.extend((0..RUN).map(|_| ours_trip()));
         b.extend((0..RUN).map(|_| raw_trip()));
         c.extend((0..RUN).map(|_| ipc_trip()));
         d.extend((0..RUN).map(|_| direct_trip()));
+        e.extend((0..RUN).map(|_| seq_trip()));
     }
     let blocking = (median(a), median(b));
     let ipc_channel = median(c);
     let direct_rtt = median(d);
+    let raw_seqpacket = median(e);
+    drop(seq);
+    seq_child.wait().unwrap();
     drop(direct);
     dchild.wait().unwrap();
     // Async: ours, raw and tokio-unix-ipc, interleaved the same way inside
@@ -1312,6 +1379,7 @@ fn rtt_run(size: usize, samples: usize) -> RttRun {
         blocking,
         asynchronous,
         direct: direct_rtt,
+        raw_seqpacket,
         ipc_channel,
         tokio_unix_ipc,
     }
