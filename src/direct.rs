@@ -167,7 +167,7 @@ impl Responder for Shared {
     /// the body cannot be written from the caller's buffer).
     fn answer_bytes(&self, id: u64, body: &[u8], fds: Vec<OwnedFd>) -> Result<(), ChannelError> {
         self.lock()
-            .queue(self.sock.as_fd(), fds, &mut |s: &mut Session, n| {
+            .queue(self.sock.as_fd(), fds, |s: &mut Session, n| {
                 s.send_app_response_bytes(id, body, n)
             })
     }
