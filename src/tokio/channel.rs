@@ -98,6 +98,10 @@ struct State {
     /// The I/O task has finished (or was dropped).
     stopped: bool,
     task: Option<Waker>,
+    /// A pidfd for the I/O task to watch instead of the spawned child's,
+    /// until it takes it: the process that said `Ready` after a wrapper
+    /// ([`Channel::watch_peer`]).
+    watch: Option<OwnedFd>,
 }
 
 impl State {
@@ -335,6 +339,7 @@ impl Channel {
                 dropped: false,
                 stopped: false,
                 task: None,
+                watch: None,
             }),
             changed: Notify::new(),
             space: Notify::new(),
@@ -543,6 +548,13 @@ impl Channel {
     /// [`request_timeout`](Self::request_timeout) or
     /// [`tokio::time::timeout`](::tokio::time::timeout).
     ///
+    /// On a parent's channel, once the child is ready, the peer is the
+    /// process that said `Ready`: when it exits, what it wrote before (the
+    /// answer, perhaps) is still read, and then this fails with
+    /// [`ChannelError::Closed`] ([`CloseReason::PeerClosed`]) even while
+    /// another process (a grandchild that inherited the socket) keeps its
+    /// end open and no end of stream comes (PROTOCOL.md §6.3).
+    ///
     /// # Cancel safety
     /// Cancel safe, in the sense that matters for a request: dropping the
     /// future at any point never disturbs the channel or another request.
@@ -748,6 +760,11 @@ impl Channel {
     /// Waits for the peer's next request, notification or (child, with
     /// [`ShutdownPolicy::Deliver`]) shutdown.
     ///
+    /// On a parent's channel, once the child is ready, the peer has gone
+    /// when the process that said `Ready` has exited, whoever else keeps
+    /// its end of the socket open; what it wrote before is delivered first
+    /// (PROTOCOL.md §6.3).
+    ///
     /// # Cancel safety
     /// Cancel safe: a message is taken from the queue only in the poll that
     /// returns it, so dropping the future (in a `select!` branch that lost,
@@ -844,6 +861,27 @@ impl Channel {
                 return event.into_seen(pid, self.last_status());
             }
             changed.await;
+        }
+    }
+
+    /// Readiness was seen: from now on the process that said `Ready` is
+    /// the peer, and its exit ends the read side once what it wrote before
+    /// is read (PROTOCOL.md §6.3), as with the blocking channel's
+    /// `watch_peer`. `other` is a pidfd on that process when it is not the
+    /// spawned child (after a wrapper): the I/O task watches it instead,
+    /// and the wrapper's exit ends nothing.
+    pub(crate) fn watch_peer(&self, other: Option<OwnedFd>) {
+        let mut st = self.inner.lock();
+        if st.stopped {
+            return;
+        }
+        let spawned = other.is_none();
+        if other.is_some() {
+            st.watch = other;
+            st.wake_task();
+        }
+        if st.core.watch_peer(spawned) {
+            sys::shut_down_after_exit(self.inner.sock.get_ref().as_fd());
         }
     }
 }
@@ -975,6 +1013,13 @@ impl IoTask {
             if !st.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 st.task = Some(cx.waker().clone());
             }
+            if let Some(pidfd) = st.watch.take() {
+                // A pidfd that cannot be registered (no memory) leaves the
+                // channel to the peer's end of stream.
+                // SAFETY: as for the pidfd in `Channel::start`.
+                self.pidfd =
+                    unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }.ok();
+            }
             let reading = matches!(st.core.read, ReadEnd::Open)
                 && !self.inner.limits.queue_full(&st.core.peer.incoming)
                 && st.pending_out() < HIGH_WATER + self.inner.max_frame as usize;
@@ -1036,7 +1081,15 @@ impl IoTask {
                         break;
                     }
                 }
-                self.inner.lock().core.child_exited = true;
+                let mut st = self.inner.lock();
+                // Unless `watch_peer` has just put another pidfd in its
+                // place (a wrapper's exit says nothing about the peer).
+                if st.watch.is_none() && st.core.on_exit() {
+                    // The socket reports the end once what is queued is
+                    // read: this task reads it, waiters are woken then.
+                    sys::shut_down_after_exit(self.inner.sock.get_ref().as_fd());
+                }
+                drop(st);
                 self.inner.changed.notify_waiters();
                 progress = true;
             }
