@@ -939,6 +939,65 @@ mod tests {
         Incoming::Notify(Notification::new(Bytes::from(vec![7u8; len]), Vec::new()))
     }
 
+    fn parent_core() -> Core {
+        Core::new(Role::Parent, SessionConfig::default())
+    }
+
+    #[test]
+    fn an_exit_before_readiness_is_only_recorded_for_the_verdict() {
+        let mut core = parent_core();
+        assert!(
+            !core.on_exit(),
+            "an exit before readiness ended the channel"
+        );
+        assert!(core.child_exited);
+        assert_eq!(core.send_blocker(), None);
+        assert_eq!(core.read_blocker(), None);
+    }
+
+    #[test]
+    fn the_exit_of_the_process_that_said_ready_ends_the_channel_once() {
+        let mut core = parent_core();
+        assert!(!core.watch_peer(true));
+        assert!(core.on_exit(), "the peer's exit did not end the channel");
+        assert!(!core.on_exit(), "ended twice");
+        // Until the end of stream is read, what the peer wrote may still
+        // come: waiting requests wait, even if a write failed meanwhile
+        // (on the socket shut down); sends fail.
+        core.write_failed = Some(CloseReason::Io(Arc::new(io::Error::from_raw_os_error(
+            nix::libc::EPIPE,
+        ))));
+        assert_eq!(core.read_blocker(), None);
+        assert_eq!(core.send_blocker(), Some(CloseReason::PeerClosed));
+        core.read = ReadEnd::Eof;
+        assert_eq!(core.read_blocker(), Some(CloseReason::PeerClosed));
+        assert_eq!(core.send_blocker(), Some(CloseReason::PeerClosed));
+    }
+
+    #[test]
+    fn a_child_that_exited_before_its_readiness_was_taken_ends_the_channel_at_once() {
+        let mut core = parent_core();
+        assert!(!core.on_exit());
+        assert!(core.watch_peer(true), "the exit seen before was forgotten");
+        assert!(!core.on_exit());
+        // A second call changes nothing.
+        assert!(!core.watch_peer(true));
+    }
+
+    #[test]
+    fn after_a_wrapper_its_exit_seen_before_readiness_ends_nothing() {
+        let mut core = parent_core();
+        // The wrapper exits 0 before the process it started says Ready.
+        assert!(!core.on_exit());
+        assert!(
+            !core.watch_peer(false),
+            "the wrapper's exit ended the channel"
+        );
+        assert_eq!(core.send_blocker(), None);
+        // The process that said Ready, now watched, exits.
+        assert!(core.on_exit());
+    }
+
     #[test]
     fn the_incoming_queue_is_bounded_in_bytes_as_well_as_in_messages() {
         let opts = ChannelOptions {
