@@ -7,12 +7,15 @@
 //!   thread (a direct channel: forking is safe). `last-words`: answers
 //!   `last words`, notifies `bye`, then forks a process that keeps the
 //!   socket open and exits 3. `die`: the same without a word.
+//!   `die-when-flooded`: answers `armed`, reads nothing more, and once
+//!   64 KiB the parent sent wait unread, does as `die` (the parent is then
+//!   in the middle of a larger frame).
 //!   `flood-die`: answers `flooding`, notifies the numbers 0 to 31 (u32,
 //!   little-endian), then the same. Anything else is echoed.
 //! - `exit-early`: says `Ready`, forks a process that keeps the socket
 //!   open, and exits 3 at once.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
 use readyfd::{Incoming, Ready};
@@ -45,6 +48,15 @@ fn serve(wrapper: Option<i32>) {
     if let Some(pid) = wrapper {
         wait_gone(pid);
     }
+    // A copy of the socket, to see how much the parent has sent unread.
+    let spy = std::env::var("READYFD")
+        .ok()
+        .and_then(|n| n.parse::<i32>().ok())
+        // SAFETY: READYFD names the socket the parent handed us, open
+        // until `parent()` takes it (just below), and only borrowed here.
+        .map(|n| unsafe { std::os::fd::BorrowedFd::borrow_raw(n) }.try_clone_to_owned())
+        .expect("READYFD")
+        .expect("dup");
     let p = parent();
     p.ready(&Ready::new(std::process::id())).unwrap();
     let mut d = p.into_direct().expect("direct");
@@ -57,6 +69,10 @@ fn serve(wrapper: Option<i32>) {
                     drop_leaving_grandchild(d)
                 }
                 b"die" => drop_leaving_grandchild(d),
+                b"die-when-flooded" => {
+                    req.respond_bytes(b"armed").unwrap();
+                    die_when_flooded(d, spy.as_fd())
+                }
                 b"flood-die" => {
                     req.respond_bytes(b"flooding").unwrap();
                     for i in 0..FLOOD {
@@ -69,6 +85,24 @@ fn serve(wrapper: Option<i32>) {
                     req.respond_bytes(&body).unwrap();
                 }
             }
+        }
+    }
+}
+
+/// Reads nothing more, and once the parent has written at least 64 KiB
+/// that nobody reads (the start of a frame far larger, which it is then
+/// still writing, or waiting for room to write), forks a process that
+/// keeps the socket open and exits 3.
+fn die_when_flooded(d: readyfd::DirectChannel, spy: std::os::fd::BorrowedFd<'_>) -> ! {
+    loop {
+        let mut fds = [nix::poll::PollFd::new(spy, nix::poll::PollFlags::POLLIN)];
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap();
+        let mut queued: nix::libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int, the bytes queued for reading.
+        let r = unsafe { nix::libc::ioctl(spy.as_raw_fd(), nix::libc::FIONREAD, &mut queued) };
+        assert_eq!(r, 0, "FIONREAD: {}", std::io::Error::last_os_error());
+        if queued >= 64 * 1024 {
+            drop_leaving_grandchild(d)
         }
     }
 }
