@@ -125,6 +125,10 @@ struct State {
     /// The waker of the caller that reads the socket (see [`Reader`]):
     /// that thread's own, set while it reads.
     reader_waker: Option<Arc<sys::Waker>>,
+    /// The pidfd the I/O thread's epoll watches (parent side): the
+    /// spawned child's, or, from readiness on after a wrapper, that of the
+    /// process that said `Ready` ([`Channel::watch_peer`]).
+    pidfd: Option<OwnedFd>,
 }
 
 impl State {
@@ -155,11 +159,11 @@ impl State {
 pub(crate) struct Inner {
     sock: OwnedFd,
     /// The shared I/O thread that serves this channel: its epoll watches
-    /// the pidfd, and the socket as [`Inner::sync_interest`] registers it.
+    /// the pidfd ([`State::pidfd`]), and the socket as
+    /// [`Inner::sync_interest`] registers it.
     reactor: Arc<Reactor>,
     /// This channel's number with the reactor (its epoll tags).
     id: u64,
-    pidfd: Option<OwnedFd>,
     /// The bytes read and not yet decoded. Held by whoever reads the socket,
     /// across the read and the decoding, so input is handled in order; it is
     /// taken before `state`, never while `state` is held.
@@ -716,7 +720,6 @@ impl Channel {
             sock,
             reactor: Arc::clone(&reactor),
             id,
-            pidfd,
             // Allocated when there is something to read (see `lead`).
             rbuf: Mutex::new(BytesMut::new()),
             state: Mutex::new(State {
@@ -731,6 +734,7 @@ impl Channel {
                 registered: None,
                 sleepers: 0,
                 reader_waker: None,
+                pidfd,
             }),
             cond: Condvar::new(),
             policy: opts.shutdown,
@@ -934,6 +938,13 @@ impl Channel {
     /// Sends an application request and waits for its answer, decoded as
     /// `Resp`. Waits as long as the peer is there; see
     /// [`request_timeout`](Self::request_timeout).
+    ///
+    /// On a parent's channel, once the child is ready, the peer is the
+    /// process that said `Ready`: when it exits, what it wrote before (the
+    /// answer, perhaps) is still read, and then this fails with
+    /// [`ChannelError::Closed`] ([`CloseReason::PeerClosed`]) even while
+    /// another process (a grandchild that inherited the socket) keeps its
+    /// end open and no end of stream comes (PROTOCOL.md §6.3).
     ///
     /// # Errors
     /// [`ChannelError::Remote`] when the peer failed it,
@@ -1169,6 +1180,11 @@ impl Channel {
     /// Waits for the peer's next request, notification or (child, with
     /// [`ShutdownPolicy::Deliver`]) shutdown.
     ///
+    /// On a parent's channel, once the child is ready, the peer has gone
+    /// when the process that said `Ready` has exited, whoever else keeps
+    /// its end of the socket open; what it wrote before is delivered first
+    /// (PROTOCOL.md §6.3).
+    ///
     /// # Errors
     /// [`ChannelError::Closed`] once the peer has gone and the queue is
     /// empty.
@@ -1247,6 +1263,43 @@ impl Channel {
             .unwrap_or(ReadyEvent::Timeout)
             .into_seen(pid, self.last_status())
     }
+
+    /// Readiness was seen: from now on the process that said `Ready` is
+    /// the peer, and its exit ends the read side once what it wrote before
+    /// is read (PROTOCOL.md §6.3), even while another process keeps its end
+    /// of the socket open. `other` is a pidfd on that process when it is
+    /// not the spawned child (after a wrapper): it is watched instead, and
+    /// the wrapper's exit ends nothing. `None`: the spawned child said
+    /// `Ready`; if it has exited already, the channel ends now.
+    pub(crate) fn watch_peer(&self, other: Option<OwnedFd>) {
+        let inner = &self.inner;
+        let spawned = other.is_none();
+        let mut st = inner.lock();
+        if st.stop {
+            return;
+        }
+        if let Some(pidfd) = other {
+            // Under the channel's lock, which `on_exit` takes before it
+            // looks at the pidfd: it sees one or the other, whole.
+            if let Some(old) = st.pidfd.take() {
+                let _ = inner.reactor.epoll.delete(old.as_fd());
+            }
+            let added = inner.reactor.epoll.add(
+                pidfd.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, inner.id << 1 | 1),
+            );
+            if added.is_err() {
+                // Only a kernel out of memory gets here: the channel then
+                // ends with the peer's end of stream only, as before.
+                return;
+            }
+            st.pidfd = Some(pidfd);
+        }
+        if st.core.watch_peer(spawned) {
+            sys::shut_down_after_exit(inner.sock.as_fd());
+            inner.wake_waiters(&st);
+        }
+    }
 }
 
 // ---- direct mode ----------------------------------------------------------
@@ -1302,7 +1355,7 @@ impl Channel {
             // everything as it was.
             let dup = |fd: &OwnedFd| fd.try_clone();
             let copies = dup(&self.inner.sock)
-                .and_then(|s| Ok((s, self.inner.pidfd.as_ref().map(dup).transpose()?)));
+                .and_then(|s| Ok((s, st.pidfd.as_ref().map(dup).transpose()?)));
             let Ok(copies) = copies else {
                 drop(st);
                 return Err(IntoDirectError::new(DirectError::NoFds, self));
@@ -1546,7 +1599,7 @@ impl Reactor {
     fn add(&self, inner: &Arc<Inner>) -> io::Result<()> {
         let mut reg = self.lock();
         reg.map.insert(inner.id, Arc::clone(inner));
-        if let Some(p) = &inner.pidfd {
+        if let Some(p) = &inner.lock().pidfd {
             self.epoll.add(
                 p.as_fd(),
                 EpollEvent::new(EpollFlags::EPOLLIN, inner.id << 1 | 1),
@@ -1562,7 +1615,7 @@ impl Reactor {
         reg.map.remove(&inner.id);
         // Errors: not registered (never, or no longer).
         let _ = self.epoll.delete(inner.sock.as_fd());
-        if let Some(p) = &inner.pidfd {
+        if let Some(p) = &inner.lock().pidfd {
             let _ = self.epoll.delete(p.as_fd());
         }
     }
@@ -1643,12 +1696,11 @@ fn on_socket(inner: &Arc<Inner>, sock: EpollFlags) {
     }
 }
 
-/// The I/O thread's part when a child exits.
+/// The I/O thread's part when the watched process exits: the spawned
+/// child before readiness (for the verdict), the peer from then on
+/// ([`Core::on_exit`]: the channel then ends once what it wrote is read).
 fn on_exit(inner: &Arc<Inner>) {
-    if let Some(pidfd) = &inner.pidfd {
-        let _ = inner.reactor.epoll.delete(pidfd.as_fd());
-    }
-    // The child exited. Frames it wrote before dying are already in the
+    // The process exited. Frames it wrote before dying are already in the
     // socket buffer: take them first (whoever is the reader), so `Ready`
     // wins.
     {
@@ -1658,7 +1710,18 @@ fn on_exit(inner: &Arc<Inner>) {
         keep_spare(&mut rbuf);
     }
     let mut st = inner.lock();
-    st.core.child_exited = true;
+    // The pidfd watched now must be the one that fired: an event taken from
+    // epoll just before `watch_peer` put another in its place (a wrapper's
+    // exit) says nothing about the peer.
+    match &st.pidfd {
+        Some(p) if sys::pidfd_exited(p.as_fd()) => {
+            let _ = inner.reactor.epoll.delete(p.as_fd());
+        }
+        _ => return,
+    }
+    if st.core.on_exit() {
+        sys::shut_down_after_exit(inner.sock.as_fd());
+    }
     inner.wake_waiters(&st);
 }
 

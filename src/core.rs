@@ -244,8 +244,10 @@ pub(crate) struct Core {
     pub(crate) read: ReadEnd,
     /// What the peer sent, for the application and the bookkeeping.
     pub(crate) peer: PeerView,
-    /// The child's pidfd fired (parent side).
+    /// The child's pidfd fired before readiness (parent side).
     pub(crate) child_exited: bool,
+    /// Whose exit ends the read side (parent side): see [`PeerExit`].
+    peer_exit: PeerExit,
     /// Fds received and not yet handed out with their message, in arrival
     /// order (the session counts them: [`Session::fds_held`]).
     rx_fds: VecDeque<OwnedFd>,
@@ -254,6 +256,25 @@ pub(crate) struct Core {
     tx_written: u64,
     /// Frames queued with fds, in stream order.
     tx_fds: VecDeque<OutFds>,
+}
+
+/// What the exit of the process a parent's channel watches means
+/// (PROTOCOL.md §6.3): before readiness it is for the verdict to judge;
+/// from readiness on, the process that said `Ready` is the peer, and its
+/// exit ends the read side, even while another process (a grandchild that
+/// inherited the socket, a shell's background job) keeps the other end
+/// open and no end of stream would ever come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerExit {
+    /// Before readiness, and on a child's side: an exit ends nothing here
+    /// (PROTOCOL.md §6.2 decides what it means).
+    Undecided,
+    /// The watched process said `Ready` (or was named by it): its exit
+    /// ends the read side.
+    Watched,
+    /// It exited, and the driver has shut the socket down: what it wrote
+    /// before is read, then the end of stream.
+    Exited,
 }
 
 /// A queued frame that carries fds: where it starts in the outgoing
@@ -290,6 +311,7 @@ impl Core {
             read: ReadEnd::Open,
             peer: PeerView::default(),
             child_exited: false,
+            peer_exit: PeerExit::Undecided,
             rx_fds: VecDeque::new(),
             tx_written: 0,
             tx_fds: VecDeque::new(),
@@ -354,9 +376,65 @@ impl Core {
         self.tx_fds.clear();
     }
 
+    /// The watched process exited (its pidfd fired). Before readiness that
+    /// is recorded for the verdict ([`ready_event`](Self::ready_event));
+    /// from readiness on ([`watch_peer`](Self::watch_peer)) it is the
+    /// peer's exit. Returns whether the driver must now end the channel
+    /// with [`sys::shut_down_after_exit`](crate::sys::shut_down_after_exit): the socket shut down,
+    /// reading then gets what the peer wrote before it died, and then the
+    /// end of stream, as if the peer had closed.
+    ///
+    /// The driver calls it once the frames the process wrote before it
+    /// died have been read (as far as reading is allowed), so that a
+    /// `Ready` among them wins over the exit.
+    pub(crate) fn on_exit(&mut self) -> bool {
+        match self.peer_exit {
+            PeerExit::Undecided => {
+                self.child_exited = true;
+                false
+            }
+            PeerExit::Watched => {
+                self.peer_exit = PeerExit::Exited;
+                true
+            }
+            PeerExit::Exited => false,
+        }
+    }
+
+    /// Readiness was seen (parent side): from now on the exit of the
+    /// process that said `Ready` ends the read side (see [`on_exit`](Self::on_exit)).
+    /// `spawned`: that process is the one watched so far (the spawned
+    /// child), not one the driver is about to watch instead (after a
+    /// wrapper). Returns whether it has exited already (its pidfd fired
+    /// between its `Ready` and now): the driver must end the channel at
+    /// once, as [`on_exit`](Self::on_exit) says.
+    pub(crate) fn watch_peer(&mut self, spawned: bool) -> bool {
+        if self.peer_exit != PeerExit::Undecided {
+            return false;
+        }
+        if spawned && self.child_exited {
+            self.peer_exit = PeerExit::Exited;
+            true
+        } else {
+            self.peer_exit = PeerExit::Watched;
+            false
+        }
+    }
+
+    /// Whether the peer exited and its end of stream is still to be read.
+    fn peer_exited(&self) -> bool {
+        self.peer_exit == PeerExit::Exited
+    }
+
     /// Why a send cannot be made now, if it cannot: the precedence of
-    /// close reasons.
+    /// close reasons. Once the peer has exited nothing sent can reach it:
+    /// a send fails with why the read side ended, or
+    /// [`CloseReason::PeerClosed`] while what the peer wrote before is
+    /// still being read.
     pub(crate) fn send_blocker(&self) -> Option<CloseReason> {
+        if self.peer_exited() {
+            return Some(self.read_blocker().unwrap_or(CloseReason::PeerClosed));
+        }
         if let Some(r) = &self.write_failed {
             return Some(r.clone());
         }
@@ -374,7 +452,10 @@ impl Core {
 
     /// Why the read side is over, if it is (pending requests fail with
     /// it). A local close made while nothing else had ended the channel
-    /// stands first; a later close changes nothing.
+    /// stands first; a later close changes nothing. After the peer's exit,
+    /// a write that failed (on the socket shut down) does not end it: what
+    /// the peer wrote before it died (perhaps the answer) is read first,
+    /// and the end of stream surely follows.
     pub(crate) fn read_blocker(&self) -> Option<CloseReason> {
         if self.local_first {
             return Some(CloseReason::Local);
@@ -383,6 +464,7 @@ impl Core {
             return Some(CloseReason::Goodbye(g.clone()));
         }
         match &self.read {
+            ReadEnd::Open if self.peer_exited() => None,
             ReadEnd::Open => self.write_failed.clone(),
             ReadEnd::Eof => Some(CloseReason::PeerClosed),
             ReadEnd::Failed(r) => Some(r.clone()),
@@ -861,6 +943,65 @@ mod tests {
 
     fn note(len: usize) -> Incoming {
         Incoming::Notify(Notification::new(Bytes::from(vec![7u8; len]), Vec::new()))
+    }
+
+    fn parent_core() -> Core {
+        Core::new(Role::Parent, SessionConfig::default())
+    }
+
+    #[test]
+    fn an_exit_before_readiness_is_only_recorded_for_the_verdict() {
+        let mut core = parent_core();
+        assert!(
+            !core.on_exit(),
+            "an exit before readiness ended the channel"
+        );
+        assert!(core.child_exited);
+        assert_eq!(core.send_blocker(), None);
+        assert_eq!(core.read_blocker(), None);
+    }
+
+    #[test]
+    fn the_exit_of_the_process_that_said_ready_ends_the_channel_once() {
+        let mut core = parent_core();
+        assert!(!core.watch_peer(true));
+        assert!(core.on_exit(), "the peer's exit did not end the channel");
+        assert!(!core.on_exit(), "ended twice");
+        // Until the end of stream is read, what the peer wrote may still
+        // come: waiting requests wait, even if a write failed meanwhile
+        // (on the socket shut down); sends fail.
+        core.write_failed = Some(CloseReason::Io(Arc::new(io::Error::from_raw_os_error(
+            nix::libc::EPIPE,
+        ))));
+        assert_eq!(core.read_blocker(), None);
+        assert_eq!(core.send_blocker(), Some(CloseReason::PeerClosed));
+        core.read = ReadEnd::Eof;
+        assert_eq!(core.read_blocker(), Some(CloseReason::PeerClosed));
+        assert_eq!(core.send_blocker(), Some(CloseReason::PeerClosed));
+    }
+
+    #[test]
+    fn a_child_that_exited_before_its_readiness_was_taken_ends_the_channel_at_once() {
+        let mut core = parent_core();
+        assert!(!core.on_exit());
+        assert!(core.watch_peer(true), "the exit seen before was forgotten");
+        assert!(!core.on_exit());
+        // A second call changes nothing.
+        assert!(!core.watch_peer(true));
+    }
+
+    #[test]
+    fn after_a_wrapper_its_exit_seen_before_readiness_ends_nothing() {
+        let mut core = parent_core();
+        // The wrapper exits 0 before the process it started says Ready.
+        assert!(!core.on_exit());
+        assert!(
+            !core.watch_peer(false),
+            "the wrapper's exit ended the channel"
+        );
+        assert_eq!(core.send_blocker(), None);
+        // The process that said Ready, now watched, exits.
+        assert!(core.on_exit());
     }
 
     #[test]

@@ -192,7 +192,9 @@ pub enum ProtocolError {
 pub enum CloseReason {
     /// The peer said `Goodbye`.
     Goodbye(Goodbye),
-    /// The peer closed its end without a word (or died).
+    /// The peer closed its end without a word, or died (on a parent's
+    /// channel after readiness: the process that said `Ready` exited,
+    /// whoever else still holds its end; PROTOCOL.md §6.3).
     PeerClosed,
     /// This side closed the channel.
     Local,

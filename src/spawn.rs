@@ -498,6 +498,15 @@ impl ReadyChild {
     /// a cheap clone that does not keep the channel open: [`stop`](Self::stop)
     /// and dropping the `ReadyChild` close it, and a thread blocked in
     /// [`Channel::recv`] then returns [`ChannelError::Closed`](crate::ChannelError::Closed).
+    ///
+    /// From readiness on, the channel's peer is the process that said
+    /// `Ready` (the spawned one, or the one it named after a wrapper, whose
+    /// own exit then ends nothing): once it has exited, the channel
+    /// delivers what it wrote before and then ends as if it had closed
+    /// ([`ChannelError::Closed`](crate::ChannelError::Closed) with
+    /// [`CloseReason::PeerClosed`](crate::CloseReason::PeerClosed)), even
+    /// while another process keeps its end of the socket open, so no
+    /// request waits for a dead child (PROTOCOL.md §6.3).
     pub fn channel(&self) -> Option<Channel> {
         match &self.waiter {
             Waiter::Native(c) => Some(c.clone()),
@@ -639,6 +648,21 @@ impl ReadyChild {
             match self.wait_ready_until(deadline, timeout) {
                 Ok(r) => {
                     self.main = r.pid_mismatch().and_then(|p| sys::pidfd_open(p).ok());
+                    if let Waiter::Native(ch) = &self.waiter {
+                        // The process that said `Ready` is the peer now: its
+                        // exit ends the channel (PROTOCOL.md §6.3). One it
+                        // named that cannot be watched (gone and reaped
+                        // already) leaves the channel to its end of stream.
+                        match (r.pid_mismatch(), &self.main) {
+                            (None, _) => ch.watch_peer(None),
+                            (Some(_), Some(main)) => {
+                                if let Ok(main) = main.try_clone() {
+                                    ch.watch_peer(Some(main));
+                                }
+                            }
+                            (Some(_), None) => {}
+                        }
+                    }
                     self.readiness = Some(r);
                 }
                 Err(e) => {

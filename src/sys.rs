@@ -632,6 +632,19 @@ pub(crate) fn pidfd_exited(pidfd: BorrowedFd<'_>) -> bool {
     wait_fd(pidfd, PollFlags::POLLIN, Some(Instant::now())).is_ok_and(|ev| !ev.is_empty())
 }
 
+/// Ends a channel whose peer has exited while another process may keep
+/// the other end of the socket open (PROTOCOL.md §6.3): our end is shut
+/// down both ways, so that reading gets what is still queued (everything
+/// the peer wrote before it died) and then the end of stream, a thread
+/// waiting in `poll` for room or input wakes (`POLLHUP`), and a write
+/// fails at once (`EPIPE`) instead of waiting for room that the other
+/// holder, which need not read, would never make. The other holder sees
+/// the channel end too.
+pub(crate) fn shut_down_after_exit(sock: BorrowedFd<'_>) {
+    // Errors: not connected any more, which ends the stream as well.
+    let _ = nix::sys::socket::shutdown(sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+}
+
 /// `timeout` from now, or far in the future when that overflows (a
 /// "forever" such as `Duration::MAX` is not a panic).
 pub(crate) fn deadline_after(timeout: Duration) -> Instant {

@@ -133,6 +133,10 @@ struct State {
     /// The number of the next caller that waits for input.
     next_reader: u64,
     task: Option<Waker>,
+    /// A pidfd for the I/O task to watch instead of the spawned child's,
+    /// until it takes it: the process that said `Ready` after a wrapper
+    /// ([`Channel::watch_peer`]).
+    watch: Option<OwnedFd>,
 }
 
 impl State {
@@ -486,6 +490,7 @@ impl Channel {
                 reader: None,
                 next_reader: 0,
                 task: None,
+                watch: None,
             }),
             changed: Notify::new(),
             space: Notify::new(),
@@ -707,6 +712,13 @@ impl Channel {
     /// `Resp`. Waits as long as the peer is there: bound it with
     /// [`request_timeout`](Self::request_timeout) or
     /// [`tokio::time::timeout`](::tokio::time::timeout).
+    ///
+    /// On a parent's channel, once the child is ready, the peer is the
+    /// process that said `Ready`: when it exits, what it wrote before (the
+    /// answer, perhaps) is still read, and then this fails with
+    /// [`ChannelError::Closed`] ([`CloseReason::PeerClosed`]) even while
+    /// another process (a grandchild that inherited the socket) keeps its
+    /// end open and no end of stream comes (PROTOCOL.md §6.3).
     ///
     /// # Cancel safety
     /// Cancel safe, in the sense that matters for a request: dropping the
@@ -1036,6 +1048,11 @@ impl Channel {
     /// Waits for the peer's next request, notification or (child, with
     /// [`ShutdownPolicy::Deliver`]) shutdown.
     ///
+    /// On a parent's channel, once the child is ready, the peer has gone
+    /// when the process that said `Ready` has exited, whoever else keeps
+    /// its end of the socket open; what it wrote before is delivered first
+    /// (PROTOCOL.md §6.3).
+    ///
     /// # Cancel safety
     /// Cancel safe: a message is taken from the queue only in the poll that
     /// returns it, so dropping the future (in a `select!` branch that lost,
@@ -1145,6 +1162,27 @@ impl Channel {
             .wait_changed(|| self.inner.lock().core.ready_event(watch_exit))
             .await;
         event.into_seen(pid, self.last_status())
+    }
+
+    /// Readiness was seen: from now on the process that said `Ready` is
+    /// the peer, and its exit ends the read side once what it wrote before
+    /// is read (PROTOCOL.md §6.3), as with the blocking channel's
+    /// `watch_peer`. `other` is a pidfd on that process when it is not the
+    /// spawned child (after a wrapper): the I/O task watches it instead,
+    /// and the wrapper's exit ends nothing.
+    pub(crate) fn watch_peer(&self, other: Option<OwnedFd>) {
+        let mut st = self.inner.lock();
+        if st.stopped {
+            return;
+        }
+        let spawned = other.is_none();
+        if other.is_some() {
+            st.watch = other;
+            st.wake_task();
+        }
+        if st.core.watch_peer(spawned) {
+            sys::shut_down_after_exit(self.inner.sock.get_ref().as_fd());
+        }
     }
 }
 
@@ -1323,6 +1361,16 @@ impl IoTask {
             if !st.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 st.task = Some(cx.waker().clone());
             }
+            if let Some(pidfd) = st.watch.take() {
+                // A pidfd that cannot be registered (no memory) leaves the
+                // channel to the peer's end of stream.
+                // SAFETY: as for the pidfd in `Channel::start`.
+                self.pidfd = unsafe {
+                    AsyncFd::register_with_interest(pidfd, ::tokio::io::Interest::READABLE)
+                }
+                .ok()
+                .map(Arc::new);
+            }
             let reading = self.inner.may_read(&st);
             st.read_paused = !reading && matches!(st.core.read, ReadEnd::Open);
             (st.io_writes, reading, st.dropped)
@@ -1382,7 +1430,15 @@ impl IoTask {
                         break;
                     }
                 }
-                self.inner.lock().core.child_exited = true;
+                let mut st = self.inner.lock();
+                // Unless `watch_peer` has just put another pidfd in its
+                // place (a wrapper's exit says nothing about the peer).
+                if st.watch.is_none() && st.core.on_exit() {
+                    // The socket reports the end once what is queued is
+                    // read: this task reads it, waiters are woken then.
+                    sys::shut_down_after_exit(self.inner.sock.get_ref().as_fd());
+                }
+                drop(st);
                 self.inner.changed.notify_waiters();
                 progress = true;
             }

@@ -440,6 +440,15 @@ impl ReadyChild {
     /// a cheap clone that does not keep the channel open: [`stop`](Self::stop)
     /// and dropping the `ReadyChild` close it, and a task awaiting
     /// [`Channel::recv`] then gets [`ChannelError::Closed`](crate::ChannelError::Closed).
+    ///
+    /// From readiness on, the channel's peer is the process that said
+    /// `Ready` (the spawned one, or the one it named after a wrapper, whose
+    /// own exit then ends nothing): once it has exited, the channel
+    /// delivers what it wrote before and then ends as if it had closed
+    /// ([`ChannelError::Closed`](crate::ChannelError::Closed) with
+    /// [`CloseReason::PeerClosed`](crate::CloseReason::PeerClosed)), even
+    /// while another process keeps its end of the socket open, so no
+    /// request waits for a dead child (PROTOCOL.md §6.3).
     pub fn channel(&self) -> Option<Channel> {
         match &self.waiter {
             Waiter::Native(c) => Some(Channel::clone(c)),
@@ -520,6 +529,19 @@ impl ReadyChild {
                     self.main = r
                         .pid_mismatch()
                         .and_then(|p| register(sys::pidfd_open(p).ok()?).ok());
+                    if let Waiter::Native(ch) = &self.waiter {
+                        // As the blocking `ReadyChild`: the process that
+                        // said `Ready` is the peer now (PROTOCOL.md §6.3).
+                        match (r.pid_mismatch(), &self.main) {
+                            (None, _) => ch.watch_peer(None),
+                            (Some(_), Some(main)) => {
+                                if let Ok(main) = main.get_ref().try_clone() {
+                                    ch.watch_peer(Some(main));
+                                }
+                            }
+                            (Some(_), None) => {}
+                        }
+                    }
                     self.readiness = Some(r);
                     // Liveness is asked only while readiness is undecided.
                     self.proc_stat.close();

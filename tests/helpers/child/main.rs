@@ -10,6 +10,7 @@ mod bootstrap;
 mod bytes_roles;
 mod direct_roles;
 mod drop_roles;
+mod exit_roles;
 mod fd_roles;
 #[path = "../../../examples/handover.rs"]
 mod handover;
@@ -45,6 +46,7 @@ fn main() {
         }
         r if r.starts_with("bytes-") => bytes_roles::run(r, &args),
         r if r.starts_with("direct-") => direct_roles::run(r, &args),
+        r if r.starts_with("exit-") => exit_roles::run(r, &args),
         #[cfg(feature = "tokio")]
         r if r.starts_with("async-") => async_roles::run(r, &args),
         _ => native::run(role, &args),
