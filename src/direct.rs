@@ -752,12 +752,15 @@ impl DirectChannel {
     }
 
     /// The watched process exited: take what it wrote before (a `Ready`,
-    /// an answer) and, if its end is still open (another process holds it),
-    /// end the read side as if it had closed: whoever holds it now is not
-    /// the peer.
+    /// an answer), then end the channel as the background channel does
+    /// (PROTOCOL.md §6.3): our end is shut down both ways, so that reading
+    /// gets what is still queued in the socket and then the end of stream,
+    /// even while another process keeps the peer's end open. Whoever holds
+    /// it now is not the peer. When the `recv` queue is full, what is left
+    /// in the socket waits there until the application takes messages, and
+    /// the end follows it.
     fn on_exit(&mut self) {
         self.exit_handled = true;
-        self.shared.lock().core.child_exited = true;
         for _ in 0..64 {
             if !self.may_read(&self.shared.lock()) {
                 break;
@@ -766,10 +769,15 @@ impl DirectChannel {
                 break;
             }
         }
-        let mut o = self.shared.lock();
-        if matches!(o.core.read, ReadEnd::Open) && !self.options.queue_full(&o.core.peer.incoming) {
-            o.core.read = ReadEnd::Eof;
+        {
+            let mut o = self.shared.lock();
+            // A direct channel exists only after readiness: the process
+            // watched is the one that said `Ready`, the peer.
+            if !o.core.on_exit() {
+                o.core.watch_peer(true);
+            }
         }
+        sys::shut_down_after_exit(self.sock());
     }
 
     /// Sets the socket's receive timeout (one system call, only when it

@@ -28,11 +28,19 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// Runs `f` on a thread and fails the test if it does not end within
 /// `BOUND` (instead of hanging the run).
 fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    bounded_within(BOUND, f)
+}
+
+/// [`bounded`], with a bound of `bound`.
+fn bounded_within<T: Send + 'static>(
+    bound: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
     });
-    rx.recv_timeout(BOUND)
+    rx.recv_timeout(bound)
         .expect("the call did not end within its bound: it hangs")
 }
 
@@ -186,6 +194,49 @@ fn a_full_recv_queue_at_the_exit_loses_nothing_and_the_end_follows() {
         move || ch.recv()
     }));
     drop(ch);
+    finish(child, 3);
+    no_fd_left(&fds);
+}
+
+/// The same with a `DirectChannel`, whose calls watch the exit
+/// themselves: the exit is seen while the queue is full, and the end must
+/// still follow once the queue has been emptied.
+#[test]
+fn direct_a_full_recv_queue_at_the_exit_loses_nothing_and_the_end_follows() {
+    let _serial = serial();
+    let fds = open_fds();
+    let mut child = ReadyCommand::new(helper("exit-serve"))
+        .process_group(true)
+        .channel_options(ChannelOptions::new().max_incoming(4))
+        .spawn()
+        .unwrap();
+    child.wait_ready(BOUND).unwrap();
+    let mut d = child.take_direct().unwrap();
+    assert_eq!(&d.request_bytes(b"flood-die").unwrap()[..], b"flooding");
+    let pidfd = common::pidfd(child.id());
+    assert!(common::ended(&pidfd), "the child did not exit");
+    drop(pidfd);
+    // A send that waits for room (nobody reads: the grandchild holds the
+    // socket) reads meanwhile until the queue is full, and may see the
+    // exit then. Queued, or refused: either way not delivered, and not
+    // what this test is about.
+    let (_, mut d) = bounded(move || (d.notify_bytes(&vec![0u8; 8 << 20]), d));
+    let mut d = bounded(move || {
+        for i in 0..FLOOD {
+            match d.recv() {
+                Ok(Incoming::Notify(n)) => assert_eq!(&n.body()[..], &i.to_le_bytes()),
+                other => panic!("notification {i}: {other:?}"),
+            }
+        }
+        d
+    });
+    // The grandchild holds the socket for `BOUND`, so the end must come
+    // from the exit, well before the grandchild's own end would bring it.
+    let d = bounded_within(BOUND / 4, move || {
+        is_peer_closed(d.recv());
+        d
+    });
+    drop(d);
     finish(child, 3);
     no_fd_left(&fds);
 }
