@@ -542,6 +542,18 @@ fn child_main(role: &str) {
             }
         }
         // Answers each request with its body, raw (no serde either way).
+        "serve-bytes-direct" => {
+            let Ok(mut d) = parent_or_exit().into_direct() else {
+                std::process::exit(92);
+            };
+            d.ready(&Ready::new(std::process::id())).unwrap();
+            while let Ok(m) = d.recv() {
+                if let Incoming::Request(req) = m {
+                    let body = req.body();
+                    req.respond_bytes(&body).unwrap();
+                }
+            }
+        }
         "serve-bytes" => {
             let p = parent_or_exit();
             p.ready(&Ready::new(std::process::id())).unwrap();
@@ -976,43 +988,49 @@ fn rtt(s: &mut Suite) {
             (false, n) if n >= 1 << 20 => 300,
             (false, _) => 20_000,
         };
-        let r = rtt_run(size, samples);
-        let target = if size >= 1 << 20 {
-            Some("<= 1.20")
-        } else {
-            None
+        // Unpinned, repeated: the median of `REPEATS` runs, with its range.
+        let runs: Vec<RttRun> = (0..REPEATS).map(|_| rtt_run(size, samples)).collect();
+        let pair = |f: &dyn Fn(&RttRun) -> (Duration, Duration)| -> Vec<(f64, f64)> {
+            runs.iter()
+                .map(|r| {
+                    let (a, b) = f(r);
+                    (us(a), us(b))
+                })
+                .collect()
         };
-        s.add(
+        let target = (size >= 1 << 20).then_some("<= 1.20");
+        let raw = "raw socketpair ping-pong, same bytes";
+        s.add_runs(
             format!("rtt_{name}_blocking"),
             "us",
-            us(r.blocking.0),
-            "raw socketpair ping-pong, same bytes",
-            us(r.blocking.1),
+            &pair(&|r| r.blocking),
+            raw,
             target,
+            None,
         );
-        s.add(
+        s.add_runs(
             format!("rtt_{name}_async"),
             "us",
-            us(r.asynchronous.0),
-            "raw socketpair ping-pong, same bytes",
-            us(r.asynchronous.1),
+            &pair(&|r| r.asynchronous),
+            raw,
             target,
+            None,
         );
-        s.add(
+        s.add_runs(
             format!("rtt_{name}_vs_ipc_channel"),
             "us",
-            us(r.blocking.0),
+            &pair(&|r| (r.blocking.0, r.ipc_channel)),
             "ipc-channel 0.20, same body",
-            us(r.ipc_channel),
             Some("< 1.0"),
+            None,
         );
-        s.add(
+        s.add_runs(
             format!("rtt_{name}_vs_tokio_unix_ipc"),
             "us",
-            us(r.blocking.0),
+            &pair(&|r| (r.blocking.0, r.tokio_unix_ipc)),
             "tokio-unix-ipc 0.4, same body",
-            us(r.tokio_unix_ipc),
             Some("< 1.0"),
+            None,
         );
     }
 }
@@ -1031,84 +1049,96 @@ fn rtt_bytes(s: &mut Suite) {
             (false, n) if n >= 1 << 20 => 300,
             (false, _) => 5000,
         };
-        let mut child = ReadyCommand::new(me("serve-bytes")).spawn().unwrap();
-        child.wait_ready(BOUND).unwrap();
-        let ch = child.channel().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut achild = rt.block_on(async {
-            let mut c = readyfd::tokio::ReadyCommand::new(me("serve-bytes"))
-                .spawn()
-                .unwrap();
-            c.wait_ready(BOUND).await.unwrap();
-            c
-        });
-        let ach = achild.channel().unwrap().clone();
-        // Our request frame: header 5, id 8, tag 4, then the body as it is.
-        let frame = 5 + 8 + 4 + size;
-        let (mut raw, mut raw_child) = raw_echo(frame);
-        let body = vec![7u8; size];
-        let out = vec![7u8; frame];
-        let mut back = vec![0u8; frame];
-        let mut raw_trip = || {
-            let t = Instant::now();
-            raw.write_all(&out).unwrap();
-            raw.read_exact(&mut back).unwrap();
-            t.elapsed()
-        };
-        let (a, b) = compare(
-            samples,
-            || {
-                let t = Instant::now();
-                let r = ch.request_bytes(&body).unwrap();
-                let d = t.elapsed();
-                assert_eq!(r.len(), size);
-                d
-            },
-            &mut raw_trip,
-        );
-        // Async: interleaved inside one running runtime, as in `rtt_run`.
-        let (c, d) = rt.block_on(async {
-            for _ in 0..20 {
-                ach.request_bytes(&body).await.unwrap();
-                raw_trip();
-            }
-            let (mut c, mut d) = (Vec::new(), Vec::new());
-            for _ in 0..samples {
-                let t = Instant::now();
-                let r = ach.request_bytes(&body).await.unwrap();
-                c.push(t.elapsed());
-                assert_eq!(r.len(), size);
-                d.push(raw_trip());
-            }
-            (median(c), median(d))
-        });
+        // Unpinned, repeated: the median of `REPEATS` runs, with its range.
+        let runs: Vec<_> = (0..REPEATS).map(|_| rtt_bytes_run(size, samples)).collect();
         let target = (size >= 1 << 20).then_some("<= 1.20");
-        s.add(
+        let raw = "raw socketpair ping-pong, same bytes";
+        let blocking: Vec<(f64, f64)> = runs.iter().map(|r| (us(r.0.0), us(r.0.1))).collect();
+        let asynchronous: Vec<(f64, f64)> = runs.iter().map(|r| (us(r.1.0), us(r.1.1))).collect();
+        s.add_runs(
             format!("rtt_{name}_bytes_blocking"),
             "us",
-            us(a),
-            "raw socketpair ping-pong, same bytes",
-            us(b),
+            &blocking,
+            raw,
             target,
+            None,
         );
-        s.add(
+        s.add_runs(
             format!("rtt_{name}_bytes_async"),
             "us",
-            us(c),
-            "raw socketpair ping-pong, same bytes",
-            us(d),
+            &asynchronous,
+            raw,
             target,
+            None,
         );
-        drop(raw);
-        raw_child.wait().unwrap();
-        ch.close();
-        child.wait().unwrap();
-        ach.close();
-        rt.block_on(achild.wait()).unwrap();
     }
+}
+
+/// One run of [`rtt_bytes`]: (ours, raw) blocking, then async.
+type BytesRun = ((Duration, Duration), (Duration, Duration));
+
+fn rtt_bytes_run(size: usize, samples: usize) -> BytesRun {
+    let mut child = ReadyCommand::new(me("serve-bytes")).spawn().unwrap();
+    child.wait_ready(BOUND).unwrap();
+    let ch = child.channel().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut achild = rt.block_on(async {
+        let mut c = readyfd::tokio::ReadyCommand::new(me("serve-bytes"))
+            .spawn()
+            .unwrap();
+        c.wait_ready(BOUND).await.unwrap();
+        c
+    });
+    let ach = achild.channel().unwrap().clone();
+    // Our request frame: header 5, id 8, tag 4, then the body as it is.
+    let frame = 5 + 8 + 4 + size;
+    let (mut raw, mut raw_child) = raw_echo(frame);
+    let body = vec![7u8; size];
+    let out = vec![7u8; frame];
+    let mut back = vec![0u8; frame];
+    let mut raw_trip = || {
+        let t = Instant::now();
+        raw.write_all(&out).unwrap();
+        raw.read_exact(&mut back).unwrap();
+        t.elapsed()
+    };
+    let (a, b) = compare(
+        samples,
+        || {
+            let t = Instant::now();
+            let r = ch.request_bytes(&body).unwrap();
+            let d = t.elapsed();
+            assert_eq!(r.len(), size);
+            d
+        },
+        &mut raw_trip,
+    );
+    // Async: interleaved inside one running runtime, as in `rtt_run`.
+    let (c, d) = rt.block_on(async {
+        for _ in 0..20 {
+            ach.request_bytes(&body).await.unwrap();
+            raw_trip();
+        }
+        let (mut c, mut d) = (Vec::new(), Vec::new());
+        for _ in 0..samples {
+            let t = Instant::now();
+            let r = ach.request_bytes(&body).await.unwrap();
+            c.push(t.elapsed());
+            assert_eq!(r.len(), size);
+            d.push(raw_trip());
+        }
+        (median(c), median(d))
+    });
+    drop(raw);
+    raw_child.wait().unwrap();
+    ch.close();
+    child.wait().unwrap();
+    ach.close();
+    rt.block_on(achild.wait()).unwrap();
+    ((a, b), (c, d))
 }
 
 /// 4b. Small round trips (16 B, 1 KiB), blocking and async, against a raw
@@ -1483,7 +1513,8 @@ fn bytes_throughput(s: &mut Suite) {
     let (batches, per_batch) = if s.quick { (9, 1000) } else { (30, 2000) };
     let all = allowed_cpus();
     for p in placements(&all) {
-        let (vs_typed, vs_raw) = placed(p, &all, || bytes_throughput_run(batches, per_batch));
+        let (vs_typed, vs_raw, direct_vs_raw) =
+            placed(p, &all, || bytes_throughput_run(batches, per_batch));
         s.add_runs(
             format!("bytes_4k_throughput_vs_serde_bytes_{}", p.name),
             "req/s",
@@ -1500,6 +1531,14 @@ fn bytes_throughput(s: &mut Suite) {
             Some(">= 0.77"),
             Some(p.name),
         );
+        s.add_runs(
+            format!("bytes_4k_throughput_direct_vs_raw_{}", p.name),
+            "req/s",
+            &direct_vs_raw,
+            "raw socketpair ping-pong of the same bytes",
+            Some(">= 0.77"),
+            Some(p.name),
+        );
     }
 }
 
@@ -1507,7 +1546,7 @@ fn bytes_throughput(s: &mut Suite) {
 /// rates: against `serde_bytes` bodies, and against the raw ping-pong.
 type RatePairs = Vec<(f64, f64)>;
 
-fn bytes_throughput_run(batches: usize, n: u32) -> (RatePairs, RatePairs) {
+fn bytes_throughput_run(batches: usize, n: u32) -> (RatePairs, RatePairs, RatePairs) {
     const SIZE: usize = 4096;
     let body = vec![0x5au8; SIZE];
     let typed_body = ByteBuf::from(body.clone());
@@ -1519,6 +1558,11 @@ fn bytes_throughput_run(batches: usize, n: u32) -> (RatePairs, RatePairs) {
     let mut typed_child = ReadyCommand::new(me("serve")).spawn().unwrap();
     typed_child.wait_ready(BOUND).unwrap();
     let typed_ch = typed_child.channel().unwrap();
+    // Byte bodies over direct channels on both sides (no background
+    // reader): the mode that makes the raw exchange's system calls.
+    let mut direct_child = ReadyCommand::new(me("serve-bytes-direct")).spawn().unwrap();
+    direct_child.wait_ready(BOUND).unwrap();
+    let mut direct = direct_child.take_direct().unwrap();
     let (mut raw, mut raw_child) = raw_echo(frame);
     let raw_out = vec![0x5au8; frame];
     let mut raw_in = vec![0u8; frame];
@@ -1540,6 +1584,14 @@ fn bytes_throughput_run(batches: usize, n: u32) -> (RatePairs, RatePairs) {
         }
         rate(t.elapsed())
     };
+    let mut direct_run = || {
+        let t = Instant::now();
+        for _ in 0..n {
+            let back = direct.request_bytes(&body).unwrap();
+            assert_eq!(back.len(), SIZE);
+        }
+        rate(t.elapsed())
+    };
     let mut raw_run = || {
         let t = Instant::now();
         for _ in 0..n {
@@ -1549,13 +1601,17 @@ fn bytes_throughput_run(batches: usize, n: u32) -> (RatePairs, RatePairs) {
         rate(t.elapsed())
     };
     // Warm up: caches, allocator, page faults of the buffers.
-    let _ = (bytes_run(), typed_run(), raw_run());
-    let (mut vs_typed, mut vs_raw) = (Vec::new(), Vec::new());
+    let _ = (bytes_run(), typed_run(), raw_run(), direct_run());
+    let (mut vs_typed, mut vs_raw, mut direct_vs_raw) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..batches {
         let ours = bytes_run();
+        let raw_rate = raw_run();
         vs_typed.push((ours, typed_run()));
-        vs_raw.push((ours, raw_run()));
+        vs_raw.push((ours, raw_rate));
+        direct_vs_raw.push((direct_run(), raw_rate));
     }
+    drop(direct);
+    direct_child.wait().unwrap();
     drop(raw);
     raw_child.wait().unwrap();
     for (ch, mut child) in [(bytes_ch, bytes_child), (typed_ch, typed_child)] {
@@ -1563,7 +1619,7 @@ fn bytes_throughput_run(batches: usize, n: u32) -> (RatePairs, RatePairs) {
         drop(ch);
         child.wait().unwrap();
     }
-    (vs_typed, vs_raw)
+    (vs_typed, vs_raw, direct_vs_raw)
 }
 
 /// 6. N children started and awaited: time, memory and fds per child.
