@@ -54,6 +54,21 @@ pub(crate) struct Watchdog {
     child: Option<Child>,
 }
 
+/// What failed when the watchdog could not be started: readyfd
+/// re-executes itself through `/proc/self/exe`, which is missing where
+/// `/proc` is not mounted (a bare container or chroot); say so, since the
+/// error alone ("No such file or directory") names no file.
+fn spawn_failed(what: &str, e: &std::io::Error, proc_mounted: bool) -> String {
+    if e.kind() == std::io::ErrorKind::NotFound && !proc_mounted {
+        format!(
+            "{what}: /proc is not mounted, and readyfd re-executes itself as its watchdog \
+             through /proc/self/exe (mount /proc, e.g. `mount -t proc proc /proc`)"
+        )
+    } else {
+        what.to_string()
+    }
+}
+
 impl Watchdog {
     /// Starts the watchdog with `grace` between `SIGTERM` and `SIGKILL`.
     ///
@@ -71,7 +86,10 @@ impl Watchdog {
             .stderr(Stdio::null())
             .process_group(0);
         Signals::reset_in_child(&mut cmd);
-        let child = cmd.spawn().map_err(|e| Failure::system(what, e))?;
+        let child = cmd.spawn().map_err(|e| {
+            let proc_mounted = std::path::Path::new("/proc/self").exists();
+            Failure::system(&spawn_failed(what, &e, proc_mounted), e)
+        })?;
         Ok(Watchdog {
             pipe: Some(File::from(write)),
             child: Some(child),
@@ -298,6 +316,19 @@ fn end_all(w: &Watched, grace: Duration) {
 
 #[cfg(test)]
 mod tests {
+    use super::spawn_failed;
+
+    #[test]
+    fn a_watchdog_that_cannot_start_without_proc_says_so() {
+        let enoent = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let m = spawn_failed("cannot start", &enoent, false);
+        assert!(m.contains("/proc is not mounted"), "{m}");
+        // With /proc there, or another error, the error speaks for itself.
+        assert_eq!(spawn_failed("cannot start", &enoent, true), "cannot start");
+        let eacces = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(spawn_failed("cannot start", &eacces, false), "cannot start");
+    }
+
     use super::*;
 
     #[test]
