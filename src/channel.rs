@@ -551,6 +551,10 @@ impl Inner {
             }
         }
         st.writer = Writer::Idle;
+        let unsent = st.unsent;
+        if st.core.goodbye_written(unsent) {
+            sys::shut_down_write(self.sock.as_fd());
+        }
         // Reading may have been held up by what was queued.
         self.sync_interest(&mut st);
         if st.core.write_failed.is_some() {

@@ -248,6 +248,9 @@ pub(crate) struct Core {
     pub(crate) child_exited: bool,
     /// Whose exit ends the read side (parent side): see [`PeerExit`].
     peer_exit: PeerExit,
+    /// Our end was shut down for writing after our `Goodbye` was written
+    /// ([`goodbye_written`](Self::goodbye_written)).
+    write_shut: bool,
     /// Fds received and not yet handed out with their message, in arrival
     /// order (the session counts them: [`Session::fds_held`]).
     rx_fds: VecDeque<OwnedFd>,
@@ -312,6 +315,7 @@ impl Core {
             peer: PeerView::default(),
             child_exited: false,
             peer_exit: PeerExit::Undecided,
+            write_shut: false,
             rx_fds: VecDeque::new(),
             tx_written: 0,
             tx_fds: VecDeque::new(),
@@ -419,6 +423,25 @@ impl Core {
             self.peer_exit = PeerExit::Watched;
             false
         }
+    }
+
+    /// Whether to shut our end of the socket down for writing now: our
+    /// `Goodbye` is written whole (`unwritten`: what the driver took from
+    /// the session and has not written), and nothing can follow it. The
+    /// peer then reads the `Goodbye` and the end of stream (PROTOCOL.md
+    /// §7), instead of waiting on a socket this side keeps open for as long
+    /// as its application holds the channel. True once; reading goes on.
+    pub(crate) fn goodbye_written(&mut self, unwritten: usize) -> bool {
+        if self.write_shut
+            || unwritten > 0
+            || self.write_failed.is_some()
+            || !self.session.goodbye_sent()
+            || self.session.transmit_len() > 0
+        {
+            return false;
+        }
+        self.write_shut = true;
+        true
     }
 
     /// Whether the peer exited and its end of stream is still to be read.

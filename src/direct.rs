@@ -109,6 +109,9 @@ impl Out {
             if self.unsent == 0 {
                 self.out.clear();
                 if !self.core.session.poll_transmit(&mut self.out) {
+                    if self.core.goodbye_written(0) {
+                        sys::shut_down_write(sock);
+                    }
                     return;
                 }
                 self.unsent = self.out.len();

@@ -632,6 +632,13 @@ pub(crate) fn pidfd_exited(pidfd: BorrowedFd<'_>) -> bool {
     wait_fd(pidfd, PollFlags::POLLIN, Some(Instant::now())).is_ok_and(|ev| !ev.is_empty())
 }
 
+/// Our end of a channel's socket, shut down for writing once our
+/// `Goodbye` is written: the peer reads it and then the end of stream.
+pub(crate) fn shut_down_write(sock: BorrowedFd<'_>) {
+    // Errors: not connected any more, which ends the stream as well.
+    let _ = nix::sys::socket::shutdown(sock.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+}
+
 /// Ends a channel whose peer has exited while another process may keep
 /// the other end of the socket open (PROTOCOL.md §6.3): our end is shut
 /// down both ways, so that reading gets what is still queued (everything

@@ -285,6 +285,9 @@ impl Inner {
                 let more = st.core.session.poll_transmit(&mut out);
                 st.out = out;
                 if !more {
+                    if st.core.goodbye_written(0) {
+                        sys::shut_down_write(self.sock.get_ref().as_fd());
+                    }
                     return;
                 }
             }
