@@ -1049,28 +1049,36 @@ fn rtt_bytes(s: &mut Suite) {
             (false, n) if n >= 1 << 20 => 300,
             (false, _) => 5000,
         };
-        // Unpinned, repeated: the median of `REPEATS` runs, with its range.
-        let runs: Vec<_> = (0..REPEATS).map(|_| rtt_bytes_run(size, samples)).collect();
-        let target = (size >= 1 << 20).then_some("<= 1.20");
-        let raw = "raw socketpair ping-pong, same bytes";
-        let blocking: Vec<(f64, f64)> = runs.iter().map(|r| (us(r.0.0), us(r.0.1))).collect();
-        let asynchronous: Vec<(f64, f64)> = runs.iter().map(|r| (us(r.1.0), us(r.1.1))).collect();
-        s.add_runs(
-            format!("rtt_{name}_bytes_blocking"),
-            "us",
-            &blocking,
-            raw,
-            target,
-            None,
-        );
-        s.add_runs(
-            format!("rtt_{name}_bytes_async"),
-            "us",
-            &asynchronous,
-            raw,
-            target,
-            None,
-        );
+        // In each placement, as the small round trips: unpinned, a 1 MiB
+        // exchange depends on whether the two processes happen to run at
+        // once, and the figures moved by half between runs.
+        let all = allowed_cpus();
+        for p in placements(&all) {
+            let runs: Vec<_> = (0..REPEATS)
+                .map(|_| placed(p, &all, || rtt_bytes_run(size, samples)))
+                .collect();
+            let target = (size >= 1 << 20).then_some("<= 1.20");
+            let raw = "raw socketpair ping-pong, same bytes";
+            let blocking: Vec<(f64, f64)> = runs.iter().map(|r| (us(r.0.0), us(r.0.1))).collect();
+            let asynchronous: Vec<(f64, f64)> =
+                runs.iter().map(|r| (us(r.1.0), us(r.1.1))).collect();
+            s.add_runs(
+                format!("rtt_{name}_bytes_blocking_{}", p.name),
+                "us",
+                &blocking,
+                raw,
+                target,
+                Some(p.name),
+            );
+            s.add_runs(
+                format!("rtt_{name}_bytes_async_{}", p.name),
+                "us",
+                &asynchronous,
+                raw,
+                target,
+                Some(p.name),
+            );
+        }
     }
 }
 
