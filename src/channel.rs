@@ -618,14 +618,7 @@ impl Inner {
         st.unsent = total - n;
         // What is left goes through the queue: `flush_until` writes it (or
         // hands it to the I/O thread) from `out`.
-        if n < out.len() {
-            out.drain(..n);
-            out.extend_from_slice(body);
-        } else {
-            let from = n - out.len();
-            out.clear();
-            out.extend_from_slice(&body[from..]);
-        }
+        crate::core::keep_unwritten(&mut out, body, n);
         st.out = out;
         if let Err(e) = res {
             if e.kind() != io::ErrorKind::WouldBlock {

@@ -289,6 +289,21 @@ pub(crate) struct OutFds {
     pub(crate) fds: Vec<OwnedFd>,
 }
 
+/// After a vectored write of a frame's head (`out`) and its raw `body`
+/// took `written` bytes, leaves in `out` what is still to be written: the
+/// rest of the head, if any, then the rest of the body. Both drivers queue
+/// that for their usual writer.
+pub(crate) fn keep_unwritten(out: &mut Vec<u8>, body: &[u8], written: usize) {
+    if written < out.len() {
+        out.drain(..written);
+        out.extend_from_slice(body);
+    } else {
+        let from = written - out.len();
+        out.clear();
+        out.extend_from_slice(&body[from..]);
+    }
+}
+
 /// What to write next ([`Core::plan_write`]): up to `len` bytes, with the
 /// fds of the frame those bytes start, if they start one that has fds.
 #[derive(Debug)]
@@ -958,6 +973,25 @@ pub(crate) fn say_protocol_error(session: &mut Session, e: &SessionError) {
         GoodbyeReason::ProtocolError
     };
     let _ = session.send_goodbye(reason, &e.to_string());
+}
+
+#[cfg(test)]
+mod keep_unwritten_tests {
+    use super::keep_unwritten;
+
+    #[test]
+    fn what_a_vectored_write_left_is_kept_in_order() {
+        let body = b"BODY";
+        let mut out = b"head".to_vec();
+        keep_unwritten(&mut out, body, 2);
+        assert_eq!(out, b"adBODY");
+        let mut out = b"head".to_vec();
+        keep_unwritten(&mut out, body, 5);
+        assert_eq!(out, b"ODY");
+        let mut out = b"head".to_vec();
+        keep_unwritten(&mut out, body, 8);
+        assert!(out.is_empty());
+    }
 }
 
 #[cfg(test)]

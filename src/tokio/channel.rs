@@ -359,14 +359,7 @@ impl Inner {
         st.core.wrote(n, None);
         // What is left goes through the queue, from which `flush` (or the
         // I/O task) writes it.
-        if n < out.len() {
-            out.drain(..n);
-            out.extend_from_slice(body);
-        } else {
-            let from = n - out.len();
-            out.clear();
-            out.extend_from_slice(&body[from..]);
-        }
+        crate::core::keep_unwritten(&mut out, body, n);
         st.out = out;
         if let Err(e) = res {
             if e.kind() != io::ErrorKind::WouldBlock {
