@@ -53,8 +53,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::core::{
-    ChannelOptions, Core, DIRECT_BODY_MIN, HIGH_WATER, ReadEnd, ReadStep, ReadyEvent,
-    ShutdownPolicy, decode_response, response_bytes,
+    ChannelOptions, Core, HIGH_WATER, ReadEnd, ReadStep, ReadyEvent, ShutdownPolicy,
+    decode_response, response_bytes,
 };
 use crate::direct::{DirectChannel, DirectParts};
 use crate::error::{ChannelError, CloseReason, DirectError, IntoDirectError};
@@ -171,7 +171,6 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     cond: Condvar,
     policy: ShutdownPolicy,
-    max_frame: u32,
     /// What the peer may make us hold.
     limits: ChannelOptions,
 }
@@ -233,10 +232,7 @@ impl Inner {
     /// Whether input may be read now: the read side is open and neither
     /// back-pressure limit holds reading up.
     fn may_read(&self, st: &State) -> bool {
-        matches!(st.core.read, ReadEnd::Open)
-            && !st.stop
-            && !self.limits.queue_full(&st.core.peer.incoming)
-            && st.pending_out() < HIGH_WATER + self.max_frame as usize
+        !st.stop && st.core.may_read(&self.limits, st.pending_out())
     }
 
     /// Registers with the I/O thread's epoll what it must watch the socket
@@ -585,12 +581,8 @@ impl Inner {
         split: impl FnOnce(&mut State, &mut Vec<u8>) -> Result<R, SessionError>,
         whole: impl FnOnce(&mut State, Vec<OwnedFd>) -> Result<R, SessionError>,
     ) -> Result<R, ChannelError> {
-        let direct = fds.is_empty()
-            && body.len() >= DIRECT_BODY_MIN
-            && st.writer == Writer::Idle
-            && st.unsent == 0
-            && st.core.session.transmit_len() == 0;
-        if !direct {
+        let idle = st.writer == Writer::Idle && st.unsent == 0;
+        if !st.core.body_may_go_direct(&fds, body.len(), idle) {
             let r = whole(&mut st, fds)?;
             drop(self.flush_until(st, Writer::Caller, wait));
             return Ok(r);
@@ -735,7 +727,6 @@ impl Channel {
             }),
             cond: Condvar::new(),
             policy: opts.shutdown,
-            max_frame: opts.session.max_frame,
             limits: opts,
         });
         // Served from now on: the socket is registered (by `flush`) only
@@ -840,7 +831,6 @@ impl Channel {
     /// As [`ready`](Self::ready), and [`ChannelError::Encode`] for more
     /// than 253 fds. On any error the fds are closed.
     pub fn ready_with_fds(&self, ready: &Ready, fds: Vec<OwnedFd>) -> Result<(), ChannelError> {
-        // A pid of 0 means "this process".
         // A pid of 0 means "this process", asked of the kernel only then: a
         // system call on the way to the parent's wake-up otherwise.
         let ready = if ready.pid == 0 {
@@ -1431,7 +1421,9 @@ impl Drop for Channel {
     }
 }
 
-fn with_timeout(e: ChannelError, t: Duration) -> ChannelError {
+/// A timeout error says how long the caller waited (the inner wait
+/// knows only its deadline); any other error stands.
+pub(crate) fn with_timeout(e: ChannelError, t: Duration) -> ChannelError {
     match e {
         ChannelError::Timeout(_) => ChannelError::Timeout(t),
         other => other,

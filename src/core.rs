@@ -488,6 +488,34 @@ impl Core {
         }
     }
 
+    /// Whether input may be read now, whichever driver reads: the read
+    /// side is open and neither back-pressure limit holds reading up (the
+    /// queue for `recv` is full, or `pending_out` bytes of ours wait for a
+    /// peer that does not read).
+    pub(crate) fn may_read(&self, options: &ChannelOptions, pending_out: usize) -> bool {
+        matches!(self.read, ReadEnd::Open)
+            && !options.queue_full(&self.peer.incoming)
+            && pending_out < HIGH_WATER + options.session.max_frame as usize
+    }
+
+    /// Whether a raw body may be written from the caller's buffer rather
+    /// than copied into the queue: it is large enough for the copy to
+    /// matter, carries no fds, and nothing else is queued or being written
+    /// (`writer_idle`: the driver's own part of that), so frames cannot
+    /// interleave.
+    pub(crate) fn body_may_go_direct(
+        &self,
+        fds: &[OwnedFd],
+        body_len: usize,
+        writer_idle: bool,
+    ) -> bool {
+        fds.is_empty()
+            && body_len >= DIRECT_BODY_MIN
+            && writer_idle
+            && self.session.transmit_len() == 0
+            && self.write_failed.is_none()
+    }
+
     /// Why the read side is over, if it is (pending requests fail with
     /// it). A local close made while nothing else had ended the channel
     /// stands first; a later close changes nothing. After the peer's exit,

@@ -28,9 +28,8 @@ use readyfd_proto::{Hello, Ready, RequestBody, ResponseBody, Role, Session, Sess
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::core::{
-    ChannelOptions, Core, HIGH_WATER, ReadEnd, ReadStep, decode_response, response_bytes,
-};
+use crate::channel::with_timeout;
+use crate::core::{ChannelOptions, Core, ReadEnd, ReadStep, decode_response, response_bytes};
 use crate::error::{ChannelError, CloseReason};
 use crate::incoming::{Incoming, Responder};
 use crate::sys;
@@ -53,7 +52,8 @@ const DRAIN_ON_DROP: Duration = Duration::from_secs(2);
 pub(crate) struct DirectParts {
     /// The socket (a copy; the channel's own closes with it).
     pub(crate) sock: OwnedFd,
-    /// The child's pidfd (a copy), for a parent.
+    /// The pidfd of the process the channel watched, for a parent: the
+    /// spawned child, or the process that said `Ready` after a wrapper.
     pub(crate) pidfd: Option<OwnedFd>,
     /// The session and everything the peer sent.
     pub(crate) core: Core,
@@ -327,13 +327,6 @@ impl DirectChannel {
             rcvtimeo: DIRECT_TICK,
             exit_handled: false,
         }
-    }
-
-    /// Watches `pidfd` instead of the spawned child's (the process that
-    /// said `Ready`, after a wrapper).
-    pub(crate) fn watch(&mut self, pidfd: OwnedFd) {
-        self.pidfd = Some(pidfd);
-        self.exit_handled = false;
     }
 
     fn sock(&self) -> BorrowedFd<'_> {
@@ -714,9 +707,7 @@ impl DirectChannel {
     /// back-pressure limit holds reading up (the background channel's
     /// rule).
     fn may_read(&self, o: &Out) -> bool {
-        matches!(o.core.read, ReadEnd::Open)
-            && !self.options.queue_full(&o.core.peer.incoming)
-            && o.pending() < HIGH_WATER + self.options.session.max_frame as usize
+        o.core.may_read(&self.options, o.pending())
     }
 
     /// Reads once, blocking up to the socket's receive timeout or not at
@@ -926,13 +917,6 @@ impl Drop for DirectChannel {
         );
         let late = self.shared.lock().core.peer.incoming.take();
         drop(late);
-    }
-}
-
-fn with_timeout(e: ChannelError, t: Duration) -> ChannelError {
-    match e {
-        ChannelError::Timeout(_) => ChannelError::Timeout(t),
-        other => other,
     }
 }
 

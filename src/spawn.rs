@@ -565,15 +565,11 @@ impl ReadyChild {
         let Waiter::Native(ch) = std::mem::replace(&mut self.waiter, Waiter::Direct(status)) else {
             unreachable!("matched above");
         };
+        // The channel watches the process that said `Ready` since
+        // `wait_ready` (`watch_peer`), and the direct channel takes a copy
+        // of that pidfd.
         match ch.into_direct() {
-            Ok(mut direct) => {
-                // After a wrapper, the process that said `Ready` is the
-                // peer: its exit ends the channel, not the wrapper's.
-                if let Some(main) = self.main.as_ref().and_then(|m| m.try_clone().ok()) {
-                    direct.watch(main);
-                }
-                Ok(direct)
-            }
+            Ok(direct) => Ok(direct),
             Err(e) => {
                 let error = e.error;
                 self.waiter = Waiter::Native(e.into_inner());

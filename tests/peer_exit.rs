@@ -285,6 +285,37 @@ fn a_wrapper_exit_ends_nothing_the_exit_of_the_process_that_said_ready_does() {
     no_fd_left(&fds);
 }
 
+/// The same through a `DirectChannel` taken after the wrapper's exit: it
+/// watches the process that said `Ready`, as the channel it came from did.
+#[test]
+fn direct_after_a_wrapper_the_exit_of_the_process_that_said_ready_ends_it() {
+    let _serial = serial();
+    let fds = open_fds();
+    let mut child = spawn(wrapper());
+    let main = child.wait_ready(BOUND).unwrap().pid_mismatch();
+    assert!(main.is_some(), "Ready came from the wrapper itself");
+    let status = child
+        .wait_timeout(BOUND)
+        .unwrap()
+        .expect("the wrapper exited");
+    assert_eq!(status.code(), Some(0));
+    let mut d = child.take_direct().unwrap();
+    assert_eq!(
+        &d.request_bytes(b"still there").unwrap()[..],
+        b"still there"
+    );
+    // Its grandchild holds the socket for `BOUND`: the end must come from
+    // the exit of the process that said `Ready`, well before.
+    let d = bounded_within(BOUND / 4, move || {
+        is_peer_closed(d.request_bytes(b"die"));
+        d
+    });
+    drop(d);
+    kill_group(child.id());
+    drop(child);
+    no_fd_left(&fds);
+}
+
 // ---- the same with the tokio API ----------------------------------------------
 
 #[cfg(feature = "tokio")]

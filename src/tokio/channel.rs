@@ -60,8 +60,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::core::{
-    ChannelOptions, Core, DIRECT_BODY_MIN, HIGH_WATER, ReadEnd, ReadStep, ShutdownPolicy,
-    decode_response, response_bytes,
+    ChannelOptions, Core, HIGH_WATER, ReadEnd, ReadStep, ShutdownPolicy, decode_response,
+    response_bytes,
 };
 use crate::error::{ChannelError, CloseReason};
 use crate::incoming::{Incoming, Responder};
@@ -196,7 +196,6 @@ pub(crate) struct Inner {
     /// Wakes senders waiting for the transmit queue to shrink.
     space: Notify,
     policy: ShutdownPolicy,
-    max_frame: u32,
     /// What the peer may make us hold.
     limits: ChannelOptions,
 }
@@ -215,9 +214,7 @@ impl Inner {
     /// Whether input may be read now: the read side is open and neither
     /// back-pressure limit holds reading up.
     fn may_read(&self, st: &State) -> bool {
-        matches!(st.core.read, ReadEnd::Open)
-            && !self.limits.queue_full(&st.core.peer.incoming)
-            && st.pending_out() < HIGH_WATER + self.max_frame as usize
+        st.core.may_read(&self.limits, st.pending_out())
     }
 
     /// One read, handed to the session, then what it decoded routed and
@@ -335,13 +332,8 @@ impl Inner {
         split: impl FnOnce(&mut State, &mut Vec<u8>) -> Result<R, SessionError>,
         whole: impl FnOnce(&mut State, Vec<OwnedFd>) -> Result<R, SessionError>,
     ) -> Result<R, ChannelError> {
-        let direct = fds.is_empty()
-            && body.len() >= DIRECT_BODY_MIN
-            && !st.io_writes
-            && st.out_pos == st.out.len()
-            && st.core.session.transmit_len() == 0
-            && st.core.write_failed.is_none();
-        if !direct {
+        let idle = !st.io_writes && st.out_pos == st.out.len();
+        if !st.core.body_may_go_direct(&fds, body.len(), idle) {
             return Ok(whole(st, fds)?);
         }
         let mut out = std::mem::take(&mut st.out);
@@ -491,7 +483,6 @@ impl Channel {
             changed: Notify::new(),
             space: Notify::new(),
             policy: opts.shutdown,
-            max_frame: opts.session.max_frame,
             limits: opts,
         });
         // Send our Hello now: it costs nothing and lets a peer that waits
