@@ -78,13 +78,27 @@ pub(crate) fn encode_into<T: Serialize + ?Sized>(
 /// [`DecodeError::TrailingBytes`] when the value ends before the slice does,
 /// and every error of [`decode_prefix`].
 pub(crate) fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let (value, used) = decode_prefix(bytes)?;
-    if used != bytes.len() {
-        return Err(DecodeError::TrailingBytes {
-            extra: bytes.len() - used,
-        });
-    }
-    Ok(value)
+    exactly(decode_prefix(bytes)?, bytes.len())
+}
+
+/// Runs `$decode` with `$config` set to [`CONFIG`] under the limit
+/// [`decode_prefix`] describes for a payload of `$bytes`, mapping bincode's
+/// error; one instance per exponent, as the limit is a const generic.
+macro_rules! with_limit_for {
+    ($bytes:expr, |$config:ident| $decode:expr) => {{
+        let need = $bytes.len().max(1).next_power_of_two();
+        with_limit_for!(@bits need, $config, $decode,
+            4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32)
+    }};
+    (@bits $need:ident, $config:ident, $decode:expr, $($bits:literal)*) => {{
+        $(
+            if $need <= (1usize << $bits) {
+                let $config = CONFIG.with_limit::<{ 1usize << $bits }>();
+                return $decode.map_err(DecodeError::from_bincode);
+            }
+        )*
+        Err(DecodeError::LimitExceeded)
+    }};
 }
 
 /// Decodes a `T` from the start of `bytes`, returning it and the number of
@@ -112,22 +126,18 @@ pub(crate) fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Decod
 /// payload runs out of bytes. readyfd's own messages hold no sequence but
 /// `Ready::addresses`, which does not pre-allocate from the claim.
 pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), DecodeError> {
-    macro_rules! dispatch {
-        ($($bits:literal)*) => {{
-            let need = bytes.len().max(1).next_power_of_two();
-            $(
-                if need <= (1usize << $bits) {
-                    return bincode::serde::decode_from_slice::<T, _>(
-                        bytes,
-                        CONFIG.with_limit::<{ 1usize << $bits }>(),
-                    )
-                    .map_err(DecodeError::from_bincode);
-                }
-            )*
-            Err(DecodeError::LimitExceeded)
-        }};
+    with_limit_for!(bytes, |config| bincode::serde::decode_from_slice::<T, _>(
+        bytes, config
+    ))
+}
+
+/// `(value, used)` of a decoding that must use every byte of a payload of
+/// `len` bytes.
+fn exactly<T>((value, used): (T, usize), len: usize) -> Result<T, DecodeError> {
+    if used != len {
+        return Err(DecodeError::TrailingBytes { extra: len - used });
     }
-    dispatch!(4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32)
+    Ok(value)
 }
 
 impl DecodeError {
@@ -199,29 +209,16 @@ pub fn encode_body<T: Serialize + ?Sized>(value: &T, limit: usize) -> Result<Vec
 /// Any [`DecodeError`]: truncated input, invalid UTF-8, an unknown enum
 /// variant, trailing bytes, or an inner length beyond the payload.
 pub fn decode_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    macro_rules! dispatch {
-        ($($bits:literal)*) => {{
-            let need = bytes.len().max(1).next_power_of_two();
-            $(
-                if need <= (1usize << $bits) {
-                    let (value, used) = bincode::serde::seed_decode_from_slice(
-                        BorrowBytes::<T>(PhantomData),
-                        bytes,
-                        CONFIG.with_limit::<{ 1usize << $bits }>(),
-                    )
-                    .map_err(DecodeError::from_bincode)?;
-                    if used != bytes.len() {
-                        return Err(DecodeError::TrailingBytes {
-                            extra: bytes.len() - used,
-                        });
-                    }
-                    return Ok(value);
-                }
-            )*
-            Err(DecodeError::LimitExceeded)
-        }};
-    }
-    dispatch!(4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32)
+    exactly(decode_body_prefix(bytes)?, bytes.len())
+}
+
+/// [`decode_prefix`] through [`BorrowBytes`].
+fn decode_body_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), DecodeError> {
+    with_limit_for!(bytes, |config| bincode::serde::seed_decode_from_slice(
+        BorrowBytes::<T>(PhantomData),
+        bytes,
+        config
+    ))
 }
 
 /// Deserializes a `T` through [`BytesFromInput`].
