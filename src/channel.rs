@@ -542,7 +542,7 @@ impl Inner {
                     return st;
                 }
                 Err(e) => {
-                    st.core.write_failed = Some(CloseReason::Io(Arc::new(e)));
+                    st.core.write_failed = Some(crate::core::write_failure(e));
                 }
             }
         }
@@ -614,7 +614,7 @@ impl Inner {
         st.out = out;
         if let Err(e) = res {
             if e.kind() != io::ErrorKind::WouldBlock {
-                st.core.write_failed = Some(CloseReason::Io(Arc::new(e)));
+                st.core.write_failed = Some(crate::core::write_failure(e));
             }
         }
         st.writer = Writer::Idle;

@@ -289,6 +289,17 @@ pub(crate) struct OutFds {
     pub(crate) fds: Vec<OwnedFd>,
 }
 
+/// Why the channel can no longer send after a write failed with `e`: a
+/// peer whose end is closed (`EPIPE`, or `ECONNRESET`) is a peer that
+/// closed, whichever of the write, the end of stream or its exit is seen
+/// first ([`CloseReason::PeerClosed`]); any other error is the error.
+pub(crate) fn write_failure(e: io::Error) -> CloseReason {
+    match e.raw_os_error() {
+        Some(nix::libc::EPIPE | nix::libc::ECONNRESET) => CloseReason::PeerClosed,
+        _ => CloseReason::Io(Arc::new(e)),
+    }
+}
+
 /// After a vectored write of a frame's head (`out`) and its raw `body`
 /// took `written` bytes, leaves in `out` what is still to be written: the
 /// rest of the head, if any, then the rest of the body. Both drivers queue
@@ -1044,6 +1055,21 @@ mod tests {
         assert!(core.child_exited);
         assert_eq!(core.send_blocker(), None);
         assert_eq!(core.read_blocker(), None);
+    }
+
+    #[test]
+    fn a_write_to_a_closed_peer_is_the_peer_closing_any_other_failure_is_itself() {
+        for errno in [nix::libc::EPIPE, nix::libc::ECONNRESET] {
+            assert_eq!(
+                write_failure(io::Error::from_raw_os_error(errno)),
+                CloseReason::PeerClosed
+            );
+        }
+        let other = write_failure(io::Error::from_raw_os_error(nix::libc::ENOBUFS));
+        assert_eq!(
+            other,
+            CloseReason::Io(Arc::new(io::Error::from_raw_os_error(nix::libc::ENOBUFS)))
+        );
     }
 
     #[test]

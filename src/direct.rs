@@ -130,7 +130,7 @@ impl Out {
             match res {
                 Ok(n) => self.unsent -= n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => self.core.write_failed = Some(CloseReason::Io(Arc::new(e))),
+                Err(e) => self.core.write_failed = Some(crate::core::write_failure(e)),
             }
         }
     }

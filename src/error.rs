@@ -194,13 +194,16 @@ pub enum CloseReason {
     Goodbye(Goodbye),
     /// The peer closed its end without a word, or died (on a parent's
     /// channel after readiness: the process that said `Ready` exited,
-    /// whoever else still holds its end; PROTOCOL.md §6.3).
+    /// whoever else still holds its end; PROTOCOL.md §6.3). Also when a
+    /// write found the peer's end closed (`EPIPE`, `ECONNRESET`) before
+    /// the end of stream or the exit was seen: the same event.
     PeerClosed,
     /// This side closed the channel.
     Local,
     /// The peer broke the protocol.
     Protocol(SessionError),
-    /// A socket call failed, or the channel's I/O thread or task ended
+    /// A socket call failed (other than a write to a closed peer, which is
+    /// [`PeerClosed`](Self::PeerClosed)), or the channel's I/O thread or task ended
     /// (a panic, a runtime shut down): the `io::Error` says which, and is
     /// the [`source`](std::error::Error::source). In an `Arc`, so that the
     /// reason stays `Clone` (every waiter gets it).

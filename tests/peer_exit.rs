@@ -163,6 +163,57 @@ fn a_request_still_being_written_when_the_child_dies_fails_closed() {
     no_fd_left(&fds);
 }
 
+/// The same with nobody left holding the child's end: the write fails
+/// (`EPIPE`) as the exit is seen, and whichever comes first, the request
+/// fails `PeerClosed`, never with the write's `io::Error` (a peer that
+/// closed its end is a peer that closed). Several times, as the order
+/// of the two differs from run to run.
+#[test]
+fn a_request_being_written_when_the_child_exits_alone_fails_closed() {
+    let _serial = serial();
+    let fds = open_fds();
+    for _ in 0..5 {
+        let mut child = spawn(helper("exit-serve"));
+        child.wait_ready(BOUND).unwrap();
+        let ch = child.channel().unwrap();
+        assert_eq!(
+            &ch.request_bytes(b"exit-when-flooded").unwrap()[..],
+            b"armed"
+        );
+        let ch2 = ch.clone();
+        is_peer_closed(bounded(move || ch2.request_bytes(&vec![0u8; 8 << 20])));
+        is_peer_closed(ch.notify_bytes(b"x"));
+        drop(ch);
+        finish(child, 3);
+    }
+    no_fd_left(&fds);
+}
+
+/// [`a_request_being_written_when_the_child_exits_alone_fails_closed`]
+/// over a direct channel.
+#[test]
+fn direct_a_request_being_written_when_the_child_exits_alone_fails_closed() {
+    let _serial = serial();
+    let fds = open_fds();
+    for _ in 0..5 {
+        let mut child = spawn(helper("exit-serve"));
+        child.wait_ready(BOUND).unwrap();
+        let mut d = child.take_direct().unwrap();
+        assert_eq!(
+            &d.request_bytes(b"exit-when-flooded").unwrap()[..],
+            b"armed"
+        );
+        let mut d = bounded(move || {
+            is_peer_closed(d.request_bytes(&vec![0u8; 8 << 20]));
+            d
+        });
+        is_peer_closed(d.notify_bytes(b"x"));
+        drop(d);
+        finish(child, 3);
+    }
+    no_fd_left(&fds);
+}
+
 #[test]
 fn a_full_recv_queue_at_the_exit_loses_nothing_and_the_end_follows() {
     let _serial = serial();
@@ -413,6 +464,27 @@ mod aio {
             is_peer_closed(within(ch.request_bytes(&vec![0u8; 8 << 20])).await);
             drop(ch);
             finish(child, 3).await;
+        });
+        no_fd_left(&fds);
+    }
+
+    #[test]
+    fn async_a_request_being_written_when_the_child_exits_alone_fails_closed() {
+        let _serial = serial();
+        warm_tokio();
+        let fds = open_fds();
+        common::current_thread().block_on(async {
+            for _ in 0..5 {
+                let mut child = spawn(helper("exit-serve"));
+                child.wait_ready(BOUND).await.unwrap();
+                let ch = child.channel().unwrap();
+                let armed = within(ch.request_bytes(b"exit-when-flooded")).await;
+                assert_eq!(&armed.unwrap()[..], b"armed");
+                is_peer_closed(within(ch.request_bytes(&vec![0u8; 8 << 20])).await);
+                is_peer_closed(ch.notify_bytes(b"x").await);
+                drop(ch);
+                finish(child, 3).await;
+            }
         });
         no_fd_left(&fds);
     }

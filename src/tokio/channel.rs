@@ -310,7 +310,7 @@ impl Inner {
 
     /// Writing failed for good: every waiter hears it.
     fn write_failed(&self, st: &mut State, e: io::Error) {
-        st.core.write_failed = Some(CloseReason::Io(Arc::new(e)));
+        st.core.write_failed = Some(crate::core::write_failure(e));
         st.fail_pending();
         self.changed.notify_waiters();
         self.space.notify_waiters();
@@ -1378,7 +1378,7 @@ impl IoTask {
                 }
                 Poll::Ready(Err(e)) => {
                     let mut st = self.inner.lock();
-                    st.core.write_failed = Some(CloseReason::Io(Arc::new(e)));
+                    st.core.write_failed = Some(crate::core::write_failure(e));
                     st.io_writes = false;
                     self.inner.flush(&mut st); // discards what is queued
                     st.fail_pending();

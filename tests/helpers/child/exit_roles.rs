@@ -10,6 +10,8 @@
 //!   `die-when-flooded`: answers `armed`, reads nothing more, and once
 //!   64 KiB the parent sent wait unread, does as `die` (the parent is then
 //!   in the middle of a larger frame).
+//!   `exit-when-flooded`: the same as `die-when-flooded`, but it leaves
+//!   no process behind: its end of the socket is closed when it exits.
 //!   `flood-die`: answers `flooding`, notifies the numbers 0 to 31 (u32,
 //!   little-endian), then the same. Anything else is echoed.
 //! - `exit-early`: says `Ready`, forks a process that keeps the socket
@@ -71,7 +73,11 @@ fn serve(wrapper: Option<i32>) {
                 b"die" => drop_leaving_grandchild(d),
                 b"die-when-flooded" => {
                     req.respond_bytes(b"armed").unwrap();
-                    die_when_flooded(d, spy.as_fd())
+                    die_when_flooded(d, spy.as_fd(), true)
+                }
+                b"exit-when-flooded" => {
+                    req.respond_bytes(b"armed").unwrap();
+                    die_when_flooded(d, spy.as_fd(), false)
                 }
                 b"flood-die" => {
                     req.respond_bytes(b"flooding").unwrap();
@@ -91,9 +97,13 @@ fn serve(wrapper: Option<i32>) {
 
 /// Reads nothing more, and once the parent has written at least 64 KiB
 /// that nobody reads (the start of a frame far larger, which it is then
-/// still writing, or waiting for room to write), forks a process that
-/// keeps the socket open and exits 3.
-fn die_when_flooded(d: readyfd::DirectChannel, spy: std::os::fd::BorrowedFd<'_>) -> ! {
+/// still writing, or waiting for room to write), exits 3: after forking a
+/// process that keeps the socket open when `leave_grandchild`.
+fn die_when_flooded(
+    d: readyfd::DirectChannel,
+    spy: std::os::fd::BorrowedFd<'_>,
+    leave_grandchild: bool,
+) -> ! {
     loop {
         let mut fds = [nix::poll::PollFd::new(spy, nix::poll::PollFlags::POLLIN)];
         nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap();
@@ -102,7 +112,12 @@ fn die_when_flooded(d: readyfd::DirectChannel, spy: std::os::fd::BorrowedFd<'_>)
         let r = unsafe { nix::libc::ioctl(spy.as_raw_fd(), nix::libc::FIONREAD, &mut queued) };
         assert_eq!(r, 0, "FIONREAD: {}", std::io::Error::last_os_error());
         if queued >= 64 * 1024 {
-            drop_leaving_grandchild(d)
+            if leave_grandchild {
+                drop_leaving_grandchild(d)
+            }
+            // Never dropped: dropping would say `Goodbye`.
+            std::mem::forget(d);
+            std::process::exit(3)
         }
     }
 }
