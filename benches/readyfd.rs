@@ -665,9 +665,11 @@ fn child_main(role: &str) {
         }
         "raw-echo" => {
             let size = arg(0) as usize;
+            let work = profile_work();
             let mut f = fd3();
             let mut buf = vec![0u8; size];
             while f.read_exact(&mut buf).is_ok() {
+                spin(work);
                 if f.write_all(&buf).is_err() {
                     break;
                 }
@@ -771,7 +773,10 @@ fn child_main(role: &str) {
             rt.block_on(async {
                 // SAFETY: the parent placed a Unix stream socket at fd 3.
                 let std = unsafe { std::os::unix::net::UnixStream::from_raw_fd(3) };
+                // As its own constructors (`channel`) leave it.
+                std.set_nonblocking(true).unwrap();
                 let (tx, rx) = tokio_unix_ipc::channel_from_std::<ByteBuf, ByteBuf>(std).unwrap();
+                assert_nonblocking(&rx, "the tokio-unix-ipc child");
                 while let Ok(b) = rx.recv().await {
                     if tx.send(b).await.is_err() {
                         break;
@@ -1645,8 +1650,26 @@ fn unix_ipc_peer(rt: &tokio::runtime::Runtime) -> UnixIpcPeer {
     drop(theirs);
     let _in_rt = rt.enter();
     let std = std::os::unix::net::UnixStream::from(ours_fd);
+    // As its own constructors (`channel`) leave it: see `assert_nonblocking`.
+    std.set_nonblocking(true).unwrap();
     let (tx, rx) = tokio_unix_ipc::channel_from_std::<ByteBuf, ByteBuf>(std).unwrap();
+    assert_nonblocking(&rx, "the tokio-unix-ipc parent");
     (tx, rx, child)
+}
+
+/// Panics unless `fd` is non-blocking. tokio-unix-ipc registers the socket
+/// it is given as it is: a blocking one makes every `recv` block the
+/// runtime's thread in `recvmsg`, and the peer then measures a blocking
+/// exchange, not an async one.
+fn assert_nonblocking(fd: &impl AsRawFd, who: &str) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    // SAFETY: `fd` stays open for the duration of this call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd.as_raw_fd()) };
+    let fl = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL).unwrap());
+    assert!(
+        fl.contains(OFlag::O_NONBLOCK),
+        "{who}: tokio-unix-ipc was given a blocking socket"
+    );
 }
 
 /// 5. One-way notifications per second.
@@ -2215,6 +2238,19 @@ fn profile_rtt(mode: &str) {
     }
 }
 
+/// READYFD_PROFILE_WORK_US: in `profile-raw`, how long each side spins
+/// between a message's arrival and its answer (0 by default), as a server
+/// works on a request. The raw echo child reads it from its environment,
+/// which it inherits.
+fn profile_work() -> Duration {
+    Duration::from_micros(
+        std::env::var("READYFD_PROFILE_WORK_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
 fn profile_rtt_placed(mode: &str, size: usize) {
     let n_trips = (320_000_000 / size.max(16_000)).min(20_000);
     let body = ByteBuf::from(vec![7u8; size]);
@@ -2367,10 +2403,12 @@ fn profile_rtt_placed(mode: &str, size: usize) {
     } else {
         let (mut raw, mut child) = raw_echo(frame);
         let (out, mut back) = (vec![7u8; frame], vec![0u8; frame]);
+        let work = profile_work();
         let t0 = Instant::now();
         for _ in 0..n_trips {
             raw.write_all(&out).unwrap();
             raw.read_exact(&mut back).unwrap();
+            spin(work);
         }
         println!(
             "raw: {:.1} us per round trip",
