@@ -430,6 +430,105 @@ fn raw_echo(frame: usize) -> (std::fs::File, Child) {
     (std::fs::File::from(ours_fd), child)
 }
 
+/// How the ends of the raw epoll ping-pong register their socket: for
+/// input only, or for input and output, edge-triggered, as mio (and so
+/// tokio) registers every socket it drives.
+#[derive(Clone, Copy, PartialEq)]
+enum Interest {
+    Input,
+    InputOutput,
+}
+
+/// One end of a raw ping-pong run as an event loop runs it: the socket is
+/// non-blocking, a call that would block waits in `epoll_wait` (no
+/// timeout), and the read is retried only when the event says input.
+struct EpollEnd {
+    f: std::fs::File,
+    ep: nix::sys::epoll::Epoll,
+}
+
+impl EpollEnd {
+    fn new(fd: OwnedFd, interest: Interest) -> EpollEnd {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+        let fl = OFlag::from_bits_retain(fcntl(&fd, FcntlArg::F_GETFL).unwrap());
+        fcntl(&fd, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK)).unwrap();
+        let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+        let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        if interest == Interest::InputOutput {
+            flags |= EpollFlags::EPOLLOUT;
+        }
+        ep.add(&fd, EpollEvent::new(flags, 0)).unwrap();
+        EpollEnd {
+            f: std::fs::File::from(fd),
+            ep,
+        }
+    }
+
+    /// Waits until an event with one of `want` arrives (other events, an
+    /// `EPOLLOUT` while waiting for input, wake the caller for nothing,
+    /// as they wake an event loop).
+    fn wait(&self, want: nix::sys::epoll::EpollFlags) {
+        use nix::sys::epoll::{EpollEvent, EpollFlags, EpollTimeout};
+        let want = want | EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP | EpollFlags::EPOLLRDHUP;
+        let mut ev = [EpollEvent::empty()];
+        loop {
+            match self.ep.wait(&mut ev, EpollTimeout::NONE) {
+                Ok(1) if ev[0].events().intersects(want) => return,
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => panic!("epoll_wait: {e}"),
+            }
+        }
+    }
+
+    /// Fills `buf`; false at the end of the stream or on an error.
+    fn read_exact(&mut self, buf: &mut [u8]) -> bool {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.f.read(&mut buf[got..]) {
+                Ok(0) => return false,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.wait(nix::sys::epoll::EpollFlags::EPOLLIN)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Writes all of `buf`; false on an error.
+    fn write_all(&mut self, buf: &[u8]) -> bool {
+        let mut put = 0;
+        while put < buf.len() {
+            match self.f.write(&buf[put..]) {
+                Ok(0) => return false,
+                Ok(n) => put += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.wait(nix::sys::epoll::EpollFlags::EPOLLOUT)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// The raw epoll baseline's echo child (an [`EpollEnd`] registered as
+/// `interest` says, answering every `frame` bytes with as many), and our
+/// end of its socketpair, registered the same way.
+fn raw_echo_epoll(frame: usize, interest: Interest) -> (EpollEnd, Child) {
+    let (ours_fd, theirs) = stream_pair();
+    let mut c = me("raw-echo-epoll");
+    c.arg(frame.to_string())
+        .arg(((interest == Interest::InputOutput) as u8).to_string());
+    let child = with_fd3(c, &theirs).spawn().unwrap();
+    drop(theirs);
+    (EpollEnd::new(ours_fd, interest), child)
+}
+
 /// The raw baseline's socketpair: a stream pair with the send buffer our
 /// channel asks for (`SO_SNDBUF` 1 MiB, see `sys::CHANNEL_SNDBUF`), so
 /// that the baseline is the same kernel path with the same room, not one
@@ -566,13 +665,26 @@ fn child_main(role: &str) {
         }
         "raw-echo" => {
             let size = arg(0) as usize;
+            let work = profile_work();
             let mut f = fd3();
             let mut buf = vec![0u8; size];
             while f.read_exact(&mut buf).is_ok() {
+                spin(work);
                 if f.write_all(&buf).is_err() {
                     break;
                 }
             }
+        }
+        // As `raw-echo`, waiting in `epoll_wait` as an event loop does.
+        "raw-echo-epoll" => {
+            let (size, interest) = match arg(0) {
+                0 => (arg(1) as usize, Interest::Input),
+                _ => (arg(1) as usize, Interest::InputOutput),
+            };
+            // SAFETY: the benchmark parent placed this fd for us.
+            let mut f = EpollEnd::new(unsafe { OwnedFd::from_raw_fd(3) }, interest);
+            let mut buf = vec![0u8; size];
+            while f.read_exact(&mut buf) && f.write_all(&buf) {}
         }
         "raw-echo-seqpacket" => {
             // One message in, the same message out: the record boundaries
@@ -661,7 +773,10 @@ fn child_main(role: &str) {
             rt.block_on(async {
                 // SAFETY: the parent placed a Unix stream socket at fd 3.
                 let std = unsafe { std::os::unix::net::UnixStream::from_raw_fd(3) };
+                // As its own constructors (`channel`) leave it.
+                std.set_nonblocking(true).unwrap();
                 let (tx, rx) = tokio_unix_ipc::channel_from_std::<ByteBuf, ByteBuf>(std).unwrap();
+                assert_nonblocking(&rx, "the tokio-unix-ipc child");
                 while let Ok(b) = rx.recv().await {
                     if tx.send(b).await.is_err() {
                         break;
@@ -974,6 +1089,15 @@ struct RttRun {
     direct: Duration,
     /// The raw exchange over `SOCK_SEQPACKET`, in the blocking loop.
     raw_seqpacket: Duration,
+    /// The raw exchange with both sides waiting in `epoll_wait` (socket
+    /// registered for input and output, edge-triggered, as tokio does),
+    /// in the blocking loop.
+    raw_epoll: Duration,
+    /// The raw exchange with our side on the runtime (`tokio::net::
+    /// UnixStream`, `write_all` and `read_exact`) and the same blocking
+    /// echo child, in the async loop: the physical limit of an async
+    /// round trip.
+    raw_async: Duration,
     ipc_channel: Duration,
     tokio_unix_ipc: Duration,
 }
@@ -1244,6 +1368,34 @@ fn rtt_small(s: &mut Suite) {
                 None,
                 Some(p.name),
             );
+            // No target: what waiting in epoll_wait changes (tokio's
+            // registration, no tokio), and the async limit: the raw
+            // exchange driven by the runtime, against the blocking one
+            // and against ours async (all three in the async loop).
+            s.add_runs(
+                format!("rtt_{name}_raw_epoll_{}", p.name),
+                "us",
+                &pair(&|r| (r.raw_epoll, r.blocking.1)),
+                "raw socketpair ping-pong, blocking reads",
+                None,
+                Some(p.name),
+            );
+            s.add_runs(
+                format!("rtt_{name}_raw_async_vs_raw_{}", p.name),
+                "us",
+                &pair(&|r| (r.raw_async, r.asynchronous.1)),
+                "raw socketpair ping-pong, blocking reads",
+                None,
+                Some(p.name),
+            );
+            s.add_runs(
+                format!("rtt_{name}_async_vs_raw_async_{}", p.name),
+                "us",
+                &pair(&|r| (r.asynchronous.0, r.raw_async)),
+                "raw ping-pong driven by the runtime (tokio UnixStream)",
+                None,
+                Some(p.name),
+            );
         }
     }
 }
@@ -1307,6 +1459,23 @@ fn rtt_run(size: usize, samples: usize) -> RttRun {
         (ours_fd, child)
     };
     let mut seq_back = vec![0u8; frame];
+    // Both sides waiting in epoll_wait, registered as tokio registers.
+    let (mut ep, mut ep_child) = raw_echo_epoll(frame, Interest::InputOutput);
+    let mut ep_back = vec![0u8; frame];
+    let mut epoll_trip = || {
+        let t = Instant::now();
+        assert!(ep.write_all(&out) && ep.read_exact(&mut ep_back));
+        t.elapsed()
+    };
+    // Our side on the runtime, the same blocking echo child.
+    let (araw, mut araw_child) = raw_echo(frame);
+    let mut araw = {
+        let _in_rt = rt.enter();
+        let std = std::os::unix::net::UnixStream::from(OwnedFd::from(araw));
+        std.set_nonblocking(true).unwrap();
+        tokio::net::UnixStream::from_std(std).unwrap()
+    };
+    let mut araw_back = vec![0u8; frame];
     let mut seq_trip = || {
         let t = Instant::now();
         nix::sys::socket::send(seq.as_raw_fd(), &out, MsgFlags::empty()).unwrap();
@@ -1351,39 +1520,58 @@ fn rtt_run(size: usize, samples: usize) -> RttRun {
         ipc_trip();
         direct_trip();
         seq_trip();
+        epoll_trip();
     }
-    // Blocking: ours, raw, ipc-channel (a blocking API too) and ours
-    // direct, in alternating runs of `RUN` trips (see `RUN`), so that
-    // machine noise hits all four alike.
-    let (mut a, mut b, mut c, mut d, mut e) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Blocking: ours, raw, ipc-channel (a blocking API too), ours direct
+    // and the raw variants, in alternating runs of `RUN` trips (see
+    // `RUN`), so that machine noise hits all alike.
+    let (mut a, mut b, mut c, mut d, mut e, mut f) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for _ in 0..samples.div_ceil(RUN) {
         a.extend((0..RUN).map(|_| ours_trip()));
         b.extend((0..RUN).map(|_| raw_trip()));
         c.extend((0..RUN).map(|_| ipc_trip()));
         d.extend((0..RUN).map(|_| direct_trip()));
         e.extend((0..RUN).map(|_| seq_trip()));
+        f.extend((0..RUN).map(|_| epoll_trip()));
     }
     let blocking = (median(a), median(b));
     let ipc_channel = median(c);
     let direct_rtt = median(d);
     let raw_seqpacket = median(e);
+    let raw_epoll = median(f);
     drop(seq);
     seq_child.wait().unwrap();
+    drop(ep);
+    ep_child.wait().unwrap();
     drop(direct);
     dchild.wait().unwrap();
-    // Async: ours, raw and tokio-unix-ipc, interleaved the same way inside
-    // one running runtime, as an async program makes its requests (a
-    // `block_on` per sample would time entering the runtime too); the raw
-    // exchange in between blocks the runtime's thread, which has nothing
-    // else to do.
-    let (asynchronous, tokio_unix_ipc) = rt.block_on(async {
+    // Async: ours, raw, tokio-unix-ipc and the raw exchange driven by the
+    // runtime, interleaved the same way inside one running runtime, as an
+    // async program makes its requests (a `block_on` per sample would time
+    // entering the runtime too); the blocking raw exchange in between
+    // blocks the runtime's thread, which has nothing else to do.
+    let (asynchronous, tokio_unix_ipc, raw_async) = rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut araw_trip = async || {
+            let t = Instant::now();
+            araw.write_all(&out).await.unwrap();
+            araw.read_exact(&mut araw_back).await.unwrap();
+            t.elapsed()
+        };
         for _ in 0..20 {
             let _: ByteBuf = ach.request(&body).await.unwrap();
             utx.send(body.clone()).await.unwrap();
             urx.recv().await.unwrap();
+            araw_trip().await;
         }
-        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..samples.div_ceil(RUN) {
             for _ in 0..RUN {
                 let t = Instant::now();
@@ -1399,11 +1587,16 @@ fn rtt_run(size: usize, samples: usize) -> RttRun {
                 c.push(t.elapsed());
                 assert_eq!(r.len(), size);
             }
+            for _ in 0..RUN {
+                d.push(araw_trip().await);
+            }
         }
-        ((median(a), median(b)), median(c))
+        ((median(a), median(b)), median(c), median(d))
     });
     drop(raw);
     raw_child.wait().unwrap();
+    drop(araw);
+    araw_child.wait().unwrap();
     ch.close();
     child.wait().unwrap();
     ach.close();
@@ -1418,6 +1611,8 @@ fn rtt_run(size: usize, samples: usize) -> RttRun {
         asynchronous,
         direct: direct_rtt,
         raw_seqpacket,
+        raw_epoll,
+        raw_async,
         ipc_channel,
         tokio_unix_ipc,
     }
@@ -1455,8 +1650,26 @@ fn unix_ipc_peer(rt: &tokio::runtime::Runtime) -> UnixIpcPeer {
     drop(theirs);
     let _in_rt = rt.enter();
     let std = std::os::unix::net::UnixStream::from(ours_fd);
+    // As its own constructors (`channel`) leave it: see `assert_nonblocking`.
+    std.set_nonblocking(true).unwrap();
     let (tx, rx) = tokio_unix_ipc::channel_from_std::<ByteBuf, ByteBuf>(std).unwrap();
+    assert_nonblocking(&rx, "the tokio-unix-ipc parent");
     (tx, rx, child)
+}
+
+/// Panics unless `fd` is non-blocking. tokio-unix-ipc registers the socket
+/// it is given as it is: a blocking one makes every `recv` block the
+/// runtime's thread in `recvmsg`, and the peer then measures a blocking
+/// exchange, not an async one.
+fn assert_nonblocking(fd: &impl AsRawFd, who: &str) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    // SAFETY: `fd` stays open for the duration of this call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd.as_raw_fd()) };
+    let fl = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL).unwrap());
+    assert!(
+        fl.contains(OFlag::O_NONBLOCK),
+        "{who}: tokio-unix-ipc was given a blocking socket"
+    );
 }
 
 /// 5. One-way notifications per second.
@@ -2001,7 +2214,8 @@ fn suite_50_servers(s: &mut Suite) {
     );
 }
 
-/// 20 000 round trips of a 16-byte request, ours or raw, and nothing else.
+/// 20 000 round trips of a 16-byte request, ours, a peer's or raw, and
+/// nothing else.
 fn profile_rtt(mode: &str) {
     // READYFD_PROFILE_SIZE: the body size (16 by default); the count
     // shrinks as it grows, to about 320 MB each way.
@@ -2009,10 +2223,96 @@ fn profile_rtt(mode: &str) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(16);
+    // READYFD_PROFILE_PLACEMENT: `same_cpu` or `cross_cpu` pins the two
+    // processes as the bench's placements do; unset, nothing is pinned.
+    let all = allowed_cpus();
+    let placement = std::env::var("READYFD_PROFILE_PLACEMENT").ok().map(|want| {
+        placements(&all)
+            .into_iter()
+            .find(|p| p.name == want)
+            .unwrap_or_else(|| panic!("READYFD_PROFILE_PLACEMENT: same_cpu or cross_cpu"))
+    });
+    match placement {
+        Some(p) => placed(p, &all, || profile_rtt_placed(mode, size)),
+        None => profile_rtt_placed(mode, size),
+    }
+}
+
+/// READYFD_PROFILE_WORK_US: in `profile-raw`, how long each side spins
+/// between a message's arrival and its answer (0 by default), as a server
+/// works on a request. The raw echo child reads it from its environment,
+/// which it inherits.
+fn profile_work() -> Duration {
+    Duration::from_micros(
+        std::env::var("READYFD_PROFILE_WORK_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+fn profile_rtt_placed(mode: &str, size: usize) {
     let n_trips = (320_000_000 / size.max(16_000)).min(20_000);
     let body = ByteBuf::from(vec![7u8; size]);
+    let frame = 5 + 8 + 4 + 8 + size;
     let t = Instant::now();
-    if mode == "direct" {
+    if let Some(interest) = match mode {
+        "raw-epoll" => Some(Interest::InputOutput),
+        "raw-epoll-in" => Some(Interest::Input),
+        _ => None,
+    } {
+        let (mut raw, mut child) = raw_echo_epoll(frame, interest);
+        let (out, mut back) = (vec![7u8; frame], vec![0u8; frame]);
+        let t0 = Instant::now();
+        for _ in 0..n_trips {
+            assert!(raw.write_all(&out) && raw.read_exact(&mut back));
+        }
+        println!(
+            "{mode}: {:.1} us per round trip",
+            us(t0.elapsed()) / n_trips as f64
+        );
+        drop(raw);
+        child.wait().unwrap();
+    } else if mode == "raw-async" {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rt = current_thread();
+        let (raw, mut child) = raw_echo(frame);
+        rt.block_on(async {
+            let std = std::os::unix::net::UnixStream::from(OwnedFd::from(raw));
+            std.set_nonblocking(true).unwrap();
+            let mut s = tokio::net::UnixStream::from_std(std).unwrap();
+            let (out, mut back) = (vec![7u8; frame], vec![0u8; frame]);
+            let t0 = Instant::now();
+            for _ in 0..n_trips {
+                s.write_all(&out).await.unwrap();
+                s.read_exact(&mut back).await.unwrap();
+            }
+            println!(
+                "raw-async: {:.1} us per round trip",
+                us(t0.elapsed()) / n_trips as f64
+            );
+        });
+        drop(rt);
+        child.wait().unwrap();
+    } else if mode == "unix-ipc" {
+        let rt = current_thread();
+        let (utx, urx, mut child) = unix_ipc_peer(&rt);
+        rt.block_on(async {
+            let t0 = Instant::now();
+            for _ in 0..n_trips {
+                utx.send(body.clone()).await.unwrap();
+                let r = urx.recv().await.unwrap();
+                assert_eq!(r.len(), size);
+            }
+            println!(
+                "unix-ipc: {:.1} us per round trip",
+                us(t0.elapsed()) / n_trips as f64
+            );
+        });
+        drop((utx, urx));
+        drop(rt);
+        child.wait().unwrap();
+    } else if mode == "direct" {
         let mut child = ReadyCommand::new(me("serve-direct")).spawn().unwrap();
         child.wait_ready(BOUND).unwrap();
         let mut d = child.take_direct().unwrap();
@@ -2101,13 +2401,14 @@ fn profile_rtt(mode: &str) {
             child.wait().await.unwrap();
         });
     } else {
-        let frame = 5 + 8 + 4 + 8 + size;
         let (mut raw, mut child) = raw_echo(frame);
         let (out, mut back) = (vec![7u8; frame], vec![0u8; frame]);
+        let work = profile_work();
         let t0 = Instant::now();
         for _ in 0..n_trips {
             raw.write_all(&out).unwrap();
             raw.read_exact(&mut back).unwrap();
+            spin(work);
         }
         println!(
             "raw: {:.1} us per round trip",
@@ -2127,16 +2428,25 @@ fn main() {
     let quick = std::env::var_os("READYFD_BENCH_QUICK").is_some();
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     // `profile-ours` / `profile-async` / `profile-direct` / `profile-bytes`
-    // (byte bodies) / `profile-async-bytes` / `profile-raw`: only 20 000
-    // round trips, for `perf stat -e context-switches,task-clock` or
-    // `strace -f -c` (both follow the children).
+    // (byte bodies) / `profile-async-bytes` / `profile-raw` /
+    // `profile-raw-epoll` (both sides in epoll_wait, registered for input
+    // and output, as tokio registers) / `profile-raw-epoll-in` (for input
+    // only) / `profile-raw-async` (our side on the runtime) /
+    // `profile-unix-ipc` (tokio-unix-ipc): only 20 000 round trips, for
+    // `perf stat -e context-switches,task-clock` or `strace -f -c` (both
+    // follow the children); READYFD_PROFILE_PLACEMENT=same_cpu or
+    // cross_cpu pins the two processes.
     if let Some(
         m @ ("profile-ours"
         | "profile-async"
         | "profile-direct"
         | "profile-bytes"
         | "profile-async-bytes"
-        | "profile-raw"),
+        | "profile-raw"
+        | "profile-raw-epoll"
+        | "profile-raw-epoll-in"
+        | "profile-raw-async"
+        | "profile-unix-ipc"),
     ) = only.as_deref()
     {
         return profile_rtt(m.trim_start_matches("profile-"));
