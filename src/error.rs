@@ -421,7 +421,7 @@ pub enum EnvError {
     },
     /// The variable names an fd that is closed or of the wrong type.
     #[error(
-        "{var}={fd} names fd {fd}, which {why} (was it closed, e.g. by a daemon that closes every fd above 2?)"
+        "{var}={fd} names fd {fd}, which {why} (was it closed, e.g. by a daemon that closes every fd above 2, or by a launcher that does, as Python's subprocess does unless given close_fds=False?)"
     )]
     BadFd {
         /// The variable's name.

@@ -55,7 +55,7 @@ fn a_closed_fd_is_named() {
     let got = env_check(Some("47"), None);
     assert_eq!(
         got,
-        "error: READYFD=47 names fd 47, which is not open (was it closed, e.g. by a daemon that closes every fd above 2?)"
+        "error: READYFD=47 names fd 47, which is not open (was it closed, e.g. by a daemon that closes every fd above 2, or by a launcher that does, as Python's subprocess does unless given close_fds=False?)"
     );
 }
 

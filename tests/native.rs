@@ -205,7 +205,7 @@ fn grandchildren_inherit_no_fd_and_take_nothing() {
     assert!(own.starts_with("socket:["), "{own}");
     assert!(
         report.ends_with(
-            " READYFD=3 from_env=error: READYFD=3 names fd 3, which is not open (was it closed, e.g. by a daemon that closes every fd above 2?)"
+            " READYFD=3 from_env=error: READYFD=3 names fd 3, which is not open (was it closed, e.g. by a daemon that closes every fd above 2, or by a launcher that does, as Python's subprocess does unless given close_fds=False?)"
         ),
         "{report}"
     );

@@ -245,6 +245,9 @@ pub(crate) struct NotifyArgs {
     /// The pid of the program's main process (default: the process that ran
     /// `readyfd notify`, i.e. the script; or notify's own pid when it leads
     /// its process group, i.e. it is the program a supervisor started).
+    /// Run through a shell (`sh -c`, Python's `os.system`), the process that
+    /// ran it is that short-lived shell: pass the program's own pid there
+    /// (`--pid $$` in a script).
     #[arg(long, value_name = "PID", value_parser = parse_pid)]
     pub(crate) pid: Option<u32>,
 }
