@@ -135,6 +135,7 @@ impl ReadyCommand {
             on_timeout,
             kill_on_drop,
             process_group,
+            adopted,
             ..
         } = spec;
         let prepared = prepare(&mut cmd, &mut spec)?;
@@ -171,6 +172,7 @@ impl ReadyCommand {
             on_timeout,
             kill_on_drop,
             group: process_group,
+            adopted,
         })
     }
 }
@@ -209,6 +211,8 @@ pub(crate) fn prepare(cmd: &mut Command, spec: &mut Spec) -> Result<Prepared, Sp
     let channel = match protocol {
         Protocol::Native => {
             let (ours, theirs) = sys::stream_pair().map_err(SpawnError::Channel)?;
+            // The writer of `Ready` is then known (PROTOCOL.md §6.4).
+            sys::set_passcred(ours.as_fd(), true).map_err(SpawnError::Channel)?;
             cmd.env(READYFD_ENV, fd.to_string());
             PreparedChannel::Native { ours, theirs }
         }
@@ -415,6 +419,73 @@ impl PreparedChannel {
     }
 }
 
+/// A pid a child named as its main process in readiness, and what decides
+/// whether readyfd takes it (PROTOCOL.md §6.4); shared by both drivers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MainClaim {
+    /// The pid named (`Ready.pid`, or systemd's accepted `MAINPID=`).
+    pub(crate) named: u32,
+    /// The pid spawned.
+    pub(crate) spawned: u32,
+    pub(crate) protocol: Protocol,
+    /// The process that wrote the native `Ready` frame, as the kernel
+    /// attests it (`SO_PASSCRED`), if known.
+    pub(crate) writer: Option<u32>,
+    /// The child leads a process group of its own.
+    pub(crate) group: bool,
+    /// A process reparented to us counts (`accept_adopted`).
+    pub(crate) adopted: bool,
+}
+
+impl MainClaim {
+    /// The main pid readyfd takes, and a pidfd on it when it is not the
+    /// spawned process (none for one adopted that is gone already: it is
+    /// then neither signalled nor waited for).
+    ///
+    /// A native claim is taken when the named process wrote the `Ready`
+    /// itself, descends from the spawned process (or, with `adopted`, was
+    /// reparented to us), or is in the spawned process's group (with
+    /// `group`); the last two are checked with a pidfd already open and
+    /// the process still running, so that they are about the process the
+    /// pidfd holds, not a later one with its pid. Any other pid, and one
+    /// whose descent cannot be checked (no `/proc`), is refused: the main
+    /// pid stays the spawned one. A systemd `MAINPID=` comes here already
+    /// checked by the receiver's own rule.
+    pub(crate) fn adopt(&self) -> (u32, Option<OwnedFd>) {
+        let (named, spawned) = (self.named, self.spawned);
+        if named == spawned || named == 0 {
+            return (spawned, None);
+        }
+        if self.protocol != Protocol::Native {
+            return (named, sys::pidfd_open(named).ok());
+        }
+        let fd = sys::pidfd_open(named).ok();
+        if self.writer == Some(named) {
+            return (named, fd);
+        }
+        let Some(fd) = fd else {
+            return (spawned, None);
+        };
+        let in_group = self.group
+            && nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(named as i32)))
+                .is_ok_and(|g| g.as_raw() as u32 == spawned);
+        let ancestry = crate::ancestry::Ancestry {
+            ours: std::process::id(),
+            adopted: self.adopted,
+            proc_ok: sys::proc_available(),
+        };
+        let taken =
+            in_group || ancestry.descends(named, |p| p == spawned, &sys::parent_pid) == Some(true);
+        let running = sys::wait_fd(fd.as_fd(), PollFlags::POLLIN, Some(Instant::now()))
+            .is_ok_and(|ev| ev.is_empty());
+        if taken && running {
+            (named, Some(fd))
+        } else {
+            (spawned, None)
+        }
+    }
+}
+
 /// Sets up the watching side of a spawned child.
 fn finish_spawn(ours: Ours, pid: u32, options: ChannelOptions) -> io::Result<(Waiter, OwnedFd)> {
     let pidfd = sys::pidfd_open(pid)?;
@@ -465,6 +536,8 @@ pub struct ReadyChild {
     kill_on_drop: bool,
     /// The child leads a process group of its own (pgid = pid).
     group: bool,
+    /// A main pid reparented to us counts (`accept_adopted`).
+    adopted: bool,
 }
 
 impl Drop for ReadyChild {
@@ -642,8 +715,20 @@ impl ReadyChild {
             }
             let deadline = sys::deadline_after(timeout);
             match self.wait_ready_until(deadline, timeout) {
-                Ok(r) => {
-                    self.main = r.pid_mismatch().and_then(|p| sys::pidfd_open(p).ok());
+                Ok(mut r) => {
+                    let writer = match &self.waiter {
+                        Waiter::Native(ch) => ch.take_ready_writer(),
+                        _ => None,
+                    };
+                    let claim = MainClaim {
+                        named: r.ready.pid,
+                        spawned: self.pid,
+                        protocol: self.protocol,
+                        writer,
+                        group: self.group,
+                        adopted: self.adopted,
+                    };
+                    (r.main_pid, self.main) = claim.adopt();
                     if let Waiter::Native(ch) = &self.waiter {
                         // The process that said `Ready` is the peer now: its
                         // exit ends the channel (PROTOCOL.md §6.3). One it
@@ -735,6 +820,7 @@ impl ReadyChild {
             ready,
             via,
             spawned_pid: self.pid,
+            main_pid: self.pid,
             elapsed: self.spawned_at.elapsed(),
         }
     }
