@@ -1191,4 +1191,56 @@ mod tests {
         assert_eq!(q.take().len(), 10);
         assert_eq!((q.len(), q.bytes), (0, 0));
     }
+
+    /// A frame's writer is known only when every read that brought its
+    /// bytes came from one process (PROTOCOL.md §6.4).
+    #[test]
+    fn a_frame_has_a_writer_only_when_one_process_wrote_all_of_it() {
+        let mut w = Writers::default();
+        assert_eq!(w.on_read(Some(7), false), Some(7), "whole frames");
+        assert_eq!(w.on_read(Some(7), true), Some(7), "the rest of 7's frame");
+        assert_eq!(w.on_read(Some(8), true), None, "8 ends 7's frame");
+        assert_eq!(w.on_read(Some(8), true), None, "still that frame");
+        assert_eq!(w.on_read(Some(8), false), Some(8), "a new frame");
+        assert_eq!(w.on_read(None, false), None, "no credentials");
+        assert_eq!(w.on_read(None, true), None);
+    }
+
+    /// The writer of the `Ready` frame is recorded as the read that
+    /// completed it attributes it, and not changed by later reads.
+    #[test]
+    fn the_writer_of_ready_is_the_one_of_the_read_that_completed_it() {
+        let mut child = Session::new(Role::Child, 9, SessionConfig::default());
+        let (mut hello, mut ready) = (Vec::new(), Vec::new());
+        child.send_hello();
+        while child.poll_transmit(&mut hello) {}
+        child.send_ready(&Ready::new(42)).unwrap();
+        while child.poll_transmit(&mut ready) {}
+        let read = |core: &mut Core, bytes: &mut BytesMut, data: &[u8], pid: i32| {
+            bytes.extend_from_slice(data);
+            let r = StreamRead {
+                n: data.len(),
+                creds: Some(crate::sys::Credentials { pid, uid: 0 }),
+                ..StreamRead::default()
+            };
+            core.on_read(Ok(r), bytes);
+            core.dispatch(ShutdownPolicy::default(), || unreachable!(), |_, _, _| {});
+        };
+        let (mut core, mut bytes) = (parent_core(), BytesMut::new());
+        read(&mut core, &mut bytes, &hello, 9);
+        // Half of `Ready` from 9, the rest from 42: no known writer.
+        let (a, b) = ready.split_at(ready.len() / 2);
+        read(&mut core, &mut bytes, a, 9);
+        read(&mut core, &mut bytes, b, 42);
+        assert!(core.peer.ready.is_some());
+        assert_eq!(core.peer.ready_writer, None);
+
+        let (mut core, mut bytes) = (parent_core(), BytesMut::new());
+        read(&mut core, &mut bytes, &hello, 9);
+        read(&mut core, &mut bytes, &ready, 42);
+        assert_eq!(core.peer.ready_writer, Some(42));
+        // A later read changes nothing.
+        read(&mut core, &mut bytes, &hello[..2], 7);
+        assert_eq!(core.peer.ready_writer, Some(42));
+    }
 }

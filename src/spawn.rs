@@ -597,8 +597,9 @@ impl ReadyChild {
     /// Only after [`wait_ready`](Self::wait_ready) has seen the child
     /// ready: readiness is judged by the background channel, by the rules
     /// of PROTOCOL.md §6, and the direct channel changes none of them. It
-    /// watches the process that said `Ready` (the spawned one, or the one
-    /// it named after a wrapper): once that has exited, a call that finds
+    /// watches the main process (the spawned one, or the one `Ready` named
+    /// after a wrapper and readyfd took, [`Readiness::main_pid`]; never a
+    /// refused one): once that has exited, a call that finds
     /// nothing more to read fails with
     /// [`ChannelError::Closed`](crate::ChannelError::Closed), even while
     /// another process keeps the socket open.
@@ -700,6 +701,15 @@ impl ReadyChild {
     /// `READY=1`) whenever it is read; the channel's end without one only
     /// while the spawned process is alive, and never once it has exited
     /// (a wrapper that exited 0 leaves only explicit messages to count).
+    ///
+    /// A pid the child names in `Ready` other than its own becomes the
+    /// main process ([`Readiness::main_pid`]) only by the rule of
+    /// `PROTOCOL.md` §6.4: the process that wrote the `Ready` (the kernel
+    /// attests it), a descendant of the spawned process, or, with
+    /// [`process_group`](ReadyCommand::process_group), a member of its
+    /// group. Any other pid is refused (readiness stands, and the main
+    /// process stays the spawned one): it is never signalled, watched or
+    /// waited for.
     /// Calling it again after success returns the same readiness; after a
     /// timeout with [`OnTimeout::Leave`], it picks up where it stopped.
     ///
@@ -926,9 +936,13 @@ impl ReadyChild {
     /// Stops what readiness came from, gracefully: native `Shutdown` first
     /// (the child has `grace` to exit), then `SIGTERM` (and `SIGCONT`, for
     /// a stopped process) and another `grace`, then `SIGKILL`. After a
-    /// wrapper (`sh -c 'server &'`), the process that said `Ready` is
-    /// stopped too, through a pidfd taken at readiness (so a reused pid is
-    /// never signalled), although the spawned process is long gone.
+    /// wrapper (`sh -c 'server &'`), the main process readiness named
+    /// ([`Readiness::main_pid`]) is stopped too, through a pidfd taken at
+    /// readiness (so a reused pid is never signalled), although the
+    /// spawned process is long gone. A pid the child named that readyfd
+    /// refused (`PROTOCOL.md` §6.4: not the writer of `Ready`, not a
+    /// descendant, not in the child's group) is never signalled nor waited
+    /// for.
     /// Returns what ended it ([`StopVia::Shutdown`] for a child that
     /// acknowledged `Shutdown` and exited in time, even by raising
     /// `SIGTERM` on itself) and the spawned process's status.
@@ -1096,7 +1110,9 @@ macro_rules! ready_command_setters {
             /// Under [`Protocol::Systemd`](crate::Protocol::Systemd), also
             /// believe a sender whose chain of parents reaches this process
             /// rather than the child: a daemon that double-forked and was
-            /// reparented to us. Only sound for a parent that is the child
+            /// reparented to us; under the native protocol, also take such
+            /// a process as the main one when `Ready` names it
+            /// (`PROTOCOL.md` §6.4). Only sound for a parent that is the child
             /// subreaper of its descendants (`PR_SET_CHILD_SUBREAPER`) and
             /// has no other children that could notify, as `readyfd run`
             /// is; default off.

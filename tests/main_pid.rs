@@ -51,8 +51,11 @@ impl Bystander {
 
 impl Drop for Bystander {
     fn drop(&mut self) {
-        kill_group(self.pid());
-        let _ = self.0.wait();
+        // Only while it is ours to signal: a reaped pid may be reused.
+        if matches!(self.0.try_wait(), Ok(None)) {
+            kill_group(self.pid());
+            let _ = self.0.wait();
+        }
     }
 }
 
@@ -102,6 +105,30 @@ fn a_ready_naming_our_own_pid_is_refused() {
     let mut child = ReadyCommand::new(ready_as(named)).spawn().unwrap();
     let r = child.wait_ready(BOUND).unwrap().clone();
     assert_refused(&r, named);
+    let (stopped, mut child) = within(STOP_BOUND, move || {
+        let s = child.stop(GRACE);
+        (s, child)
+    });
+    stopped.unwrap();
+    assert!(child.try_wait().unwrap().is_some());
+}
+
+/// The direct channel watches what the channel watched: the spawned child,
+/// never a refused pid, so the bystander's end ends nothing.
+#[test]
+fn the_direct_channel_does_not_watch_a_refused_pid() {
+    let mut bystander = Bystander::start();
+    let named = bystander.pid();
+    let mut child = ReadyCommand::new(ready_as(named)).spawn().unwrap();
+    assert_refused(child.wait_ready(BOUND).unwrap(), named);
+    let mut direct = child.take_direct().unwrap();
+    kill_group(named);
+    bystander.0.wait().unwrap();
+    let back: String = direct
+        .request_timeout(&common::TestReq::Echo("still here".into()), BOUND)
+        .unwrap();
+    assert_eq!(back, "still here");
+    drop(direct);
     let (stopped, mut child) = within(STOP_BOUND, move || {
         let s = child.stop(GRACE);
         (s, child)

@@ -507,7 +507,10 @@ impl ReadyChild {
     /// core decides: the table of `PROTOCOL.md` §6); the child's pidfd is
     /// watched through the runtime's reactor, not polled. On timeout the
     /// child is killed unless [`OnTimeout::Leave`] was chosen. Calling it
-    /// again after success returns the same readiness.
+    /// again after success returns the same readiness. A pid the child
+    /// names in `Ready` becomes the main process
+    /// ([`Readiness::main_pid`](crate::Readiness::main_pid)) only by the
+    /// rule of `PROTOCOL.md` §6.4, as there.
     ///
     /// # Cancel safety
     /// Cancel safe: what the child sent so far is recorded by the channel,
@@ -763,8 +766,9 @@ impl ReadyChild {
     /// Stops what readiness came from, gracefully, as
     /// [`crate::ReadyChild::stop`]: a native `Shutdown` request first (the
     /// child has `grace` to exit), then `SIGTERM` (and `SIGCONT`) and
-    /// another `grace`, then `SIGKILL`; after a wrapper, the process that
-    /// said `Ready` too. Returns what ended it and the spawned process's
+    /// another `grace`, then `SIGKILL`; after a wrapper, the main process
+    /// readiness named too (never a pid readyfd refused: `PROTOCOL.md`
+    /// §6.4). Returns what ended it and the spawned process's
     /// status, as there; with
     /// [`process_group`](ReadyCommand::process_group), it covers the group
     /// as there.
