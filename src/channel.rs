@@ -1258,6 +1258,18 @@ impl Channel {
     /// not the spawned child (after a wrapper): it is watched instead, and
     /// the wrapper's exit ends nothing. `None`: the spawned child said
     /// `Ready`; if it has exited already, the channel ends now.
+    /// The process that wrote the child's `Ready` frame, as the kernel
+    /// attests it (PROTOCOL.md §6.4), if known; and no more credentials
+    /// are asked for from now on (`SO_PASSCRED` off). Parent side, once
+    /// readiness is decided.
+    pub(crate) fn take_ready_writer(&self) -> Option<u32> {
+        let writer = self.inner.lock().core.peer.ready_writer;
+        // Readiness is decided: no read needs its writer any more, and a
+        // read with credentials may stop short of what the socket holds.
+        let _ = sys::set_passcred(self.inner.sock.as_fd(), false);
+        writer
+    }
+
     pub(crate) fn watch_peer(&self, other: Option<OwnedFd>) {
         let inner = &self.inner;
         let spawned = other.is_none();

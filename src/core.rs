@@ -259,6 +259,41 @@ pub(crate) struct Core {
     tx_written: u64,
     /// Frames queued with fds, in stream order.
     tx_fds: VecDeque<OutFds>,
+    /// Who wrote the frames the last read completed, as far as the kernel
+    /// attests it (`SO_PASSCRED`): see [`Writers`].
+    writers: Writers,
+}
+
+/// The writer of what the channel reads, from the credentials each read
+/// brings under `SO_PASSCRED` (a read never joins two writers' bytes): the
+/// writer of a frame is known only when every read that brought its bytes
+/// came from one process. A frame begun by one process and ended by
+/// another (which no sound peer does) has no known writer.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Writers {
+    /// The one writer of the bytes of a frame begun and not complete, if
+    /// known.
+    partial: Option<u32>,
+    /// The one writer of every frame the last read completed, if known.
+    last_read: Option<u32>,
+}
+
+impl Writers {
+    /// A read by `writer` (`None`: no credentials came); `begun`: whether
+    /// a frame was begun before it. Returns the writer of the frames it
+    /// completes.
+    pub(crate) fn on_read(&mut self, writer: Option<u32>, begun: bool) -> Option<u32> {
+        let first = if begun && self.partial != writer {
+            None
+        } else {
+            writer
+        };
+        self.last_read = first;
+        // Conservative: a frame left incomplete is attributed as the first
+        // one of this read was (its own writer, or unknown).
+        self.partial = first;
+        first
+    }
 }
 
 /// What the exit of the process a parent's channel watches means
@@ -345,6 +380,7 @@ impl Core {
             rx_fds: VecDeque::new(),
             tx_written: 0,
             tx_fds: VecDeque::new(),
+            writers: Writers::default(),
         }
     }
 
@@ -592,6 +628,7 @@ impl Core {
                 truncated,
                 ..
             }) => {
+                self.writers.last_read = None;
                 let eof = if fds.is_empty() && !truncated {
                     self.session.handle_eof(rbuf).map(|_| ())
                 } else {
@@ -609,9 +646,13 @@ impl Core {
                 short,
                 fds,
                 truncated,
+                creds,
             }) => {
                 let count = fds.len();
                 self.rx_fds.extend(fds);
+                let writer = creds.and_then(|c| u32::try_from(c.pid).ok().filter(|&p| p > 0));
+                let begun = rbuf.len() > n || self.session.in_frame();
+                self.writers.on_read(writer, begun);
                 self.on_input(rbuf, n, count, truncated, short)
             }
             Err(e) => {
@@ -652,6 +693,7 @@ impl Core {
         answer: impl Fn() -> Arc<dyn Responder>,
         response: impl FnMut(u64, ResponseBody, Vec<OwnedFd>),
     ) {
+        let had_ready = self.peer.ready.is_some();
         self.peer.take_decoded(
             &mut self.session,
             &mut self.rx_fds,
@@ -659,6 +701,11 @@ impl Core {
             answer,
             response,
         );
+        if !had_ready && self.peer.ready.is_some() {
+            // Decoded by the read just handed to `on_read`: every driver
+            // routes right after each read.
+            self.peer.ready_writer = self.writers.last_read;
+        }
         if !matches!(self.read, ReadEnd::Open) {
             self.rx_fds.clear();
         }
@@ -852,6 +899,10 @@ pub(crate) struct PeerView {
     pub(crate) goodbye: Option<readyfd_proto::Goodbye>,
     /// The child's `Ready`.
     pub(crate) ready: Option<Ready>,
+    /// The process that wrote the child's `Ready` frame, as the kernel
+    /// attests it (`SO_PASSCRED` on the parent's end): `None` when no
+    /// credentials came or the frame had more than one writer.
+    pub(crate) ready_writer: Option<u32>,
     /// The fds that came with the child's `Ready`, until taken.
     pub(crate) ready_fds: Vec<OwnedFd>,
     /// The child's last status line.
@@ -1139,5 +1190,57 @@ mod tests {
         assert!(opts.queue_full(&q));
         assert_eq!(q.take().len(), 10);
         assert_eq!((q.len(), q.bytes), (0, 0));
+    }
+
+    /// A frame's writer is known only when every read that brought its
+    /// bytes came from one process (PROTOCOL.md §6.4).
+    #[test]
+    fn a_frame_has_a_writer_only_when_one_process_wrote_all_of_it() {
+        let mut w = Writers::default();
+        assert_eq!(w.on_read(Some(7), false), Some(7), "whole frames");
+        assert_eq!(w.on_read(Some(7), true), Some(7), "the rest of 7's frame");
+        assert_eq!(w.on_read(Some(8), true), None, "8 ends 7's frame");
+        assert_eq!(w.on_read(Some(8), true), None, "still that frame");
+        assert_eq!(w.on_read(Some(8), false), Some(8), "a new frame");
+        assert_eq!(w.on_read(None, false), None, "no credentials");
+        assert_eq!(w.on_read(None, true), None);
+    }
+
+    /// The writer of the `Ready` frame is recorded as the read that
+    /// completed it attributes it, and not changed by later reads.
+    #[test]
+    fn the_writer_of_ready_is_the_one_of_the_read_that_completed_it() {
+        let mut child = Session::new(Role::Child, 9, SessionConfig::default());
+        let (mut hello, mut ready) = (Vec::new(), Vec::new());
+        child.send_hello();
+        while child.poll_transmit(&mut hello) {}
+        child.send_ready(&Ready::new(42)).unwrap();
+        while child.poll_transmit(&mut ready) {}
+        let read = |core: &mut Core, bytes: &mut BytesMut, data: &[u8], pid: i32| {
+            bytes.extend_from_slice(data);
+            let r = StreamRead {
+                n: data.len(),
+                creds: Some(crate::sys::Credentials { pid, uid: 0 }),
+                ..StreamRead::default()
+            };
+            core.on_read(Ok(r), bytes);
+            core.dispatch(ShutdownPolicy::default(), || unreachable!(), |_, _, _| {});
+        };
+        let (mut core, mut bytes) = (parent_core(), BytesMut::new());
+        read(&mut core, &mut bytes, &hello, 9);
+        // Half of `Ready` from 9, the rest from 42: no known writer.
+        let (a, b) = ready.split_at(ready.len() / 2);
+        read(&mut core, &mut bytes, a, 9);
+        read(&mut core, &mut bytes, b, 42);
+        assert!(core.peer.ready.is_some());
+        assert_eq!(core.peer.ready_writer, None);
+
+        let (mut core, mut bytes) = (parent_core(), BytesMut::new());
+        read(&mut core, &mut bytes, &hello, 9);
+        read(&mut core, &mut bytes, &ready, 42);
+        assert_eq!(core.peer.ready_writer, Some(42));
+        // A later read changes nothing.
+        read(&mut core, &mut bytes, &hello[..2], 7);
+        assert_eq!(core.peer.ready_writer, Some(42));
     }
 }

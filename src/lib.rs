@@ -142,6 +142,7 @@ compile_error!(
      this target is not Linux. The protocol crate, readyfd-proto, builds anywhere."
 );
 
+mod ancestry;
 mod channel;
 mod child;
 mod core;

@@ -135,6 +135,7 @@ impl ReadyCommand {
             on_timeout,
             kill_on_drop,
             process_group,
+            adopted,
             ..
         } = spec;
         let prepared = prepare(&mut cmd, &mut spec)?;
@@ -171,6 +172,7 @@ impl ReadyCommand {
             on_timeout,
             kill_on_drop,
             group: process_group,
+            adopted,
         })
     }
 }
@@ -209,6 +211,8 @@ pub(crate) fn prepare(cmd: &mut Command, spec: &mut Spec) -> Result<Prepared, Sp
     let channel = match protocol {
         Protocol::Native => {
             let (ours, theirs) = sys::stream_pair().map_err(SpawnError::Channel)?;
+            // The writer of `Ready` is then known (PROTOCOL.md §6.4).
+            sys::set_passcred(ours.as_fd(), true).map_err(SpawnError::Channel)?;
             cmd.env(READYFD_ENV, fd.to_string());
             PreparedChannel::Native { ours, theirs }
         }
@@ -415,6 +419,73 @@ impl PreparedChannel {
     }
 }
 
+/// A pid a child named as its main process in readiness, and what decides
+/// whether readyfd takes it (PROTOCOL.md §6.4); shared by both drivers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MainClaim {
+    /// The pid named (`Ready.pid`, or systemd's accepted `MAINPID=`).
+    pub(crate) named: u32,
+    /// The pid spawned.
+    pub(crate) spawned: u32,
+    pub(crate) protocol: Protocol,
+    /// The process that wrote the native `Ready` frame, as the kernel
+    /// attests it (`SO_PASSCRED`), if known.
+    pub(crate) writer: Option<u32>,
+    /// The child leads a process group of its own.
+    pub(crate) group: bool,
+    /// A process reparented to us counts (`accept_adopted`).
+    pub(crate) adopted: bool,
+}
+
+impl MainClaim {
+    /// The main pid readyfd takes, and a pidfd on it when it is not the
+    /// spawned process (none for one adopted that is gone already: it is
+    /// then neither signalled nor waited for).
+    ///
+    /// A native claim is taken when the named process wrote the `Ready`
+    /// itself, descends from the spawned process (or, with `adopted`, was
+    /// reparented to us), or is in the spawned process's group (with
+    /// `group`); the last two are checked with a pidfd already open and
+    /// the process still running, so that they are about the process the
+    /// pidfd holds, not a later one with its pid. Any other pid, and one
+    /// whose descent cannot be checked (no `/proc`), is refused: the main
+    /// pid stays the spawned one. A systemd `MAINPID=` comes here already
+    /// checked by the receiver's own rule.
+    pub(crate) fn adopt(&self) -> (u32, Option<OwnedFd>) {
+        let (named, spawned) = (self.named, self.spawned);
+        if named == spawned || named == 0 {
+            return (spawned, None);
+        }
+        if self.protocol != Protocol::Native {
+            return (named, sys::pidfd_open(named).ok());
+        }
+        let fd = sys::pidfd_open(named).ok();
+        if self.writer == Some(named) {
+            return (named, fd);
+        }
+        let Some(fd) = fd else {
+            return (spawned, None);
+        };
+        let in_group = self.group
+            && nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(named as i32)))
+                .is_ok_and(|g| g.as_raw() as u32 == spawned);
+        let ancestry = crate::ancestry::Ancestry {
+            ours: std::process::id(),
+            adopted: self.adopted,
+            proc_ok: sys::proc_available(),
+        };
+        let taken =
+            in_group || ancestry.descends(named, |p| p == spawned, &sys::parent_pid) == Some(true);
+        let running = sys::wait_fd(fd.as_fd(), PollFlags::POLLIN, Some(Instant::now()))
+            .is_ok_and(|ev| ev.is_empty());
+        if taken && running {
+            (named, Some(fd))
+        } else {
+            (spawned, None)
+        }
+    }
+}
+
 /// Sets up the watching side of a spawned child.
 fn finish_spawn(ours: Ours, pid: u32, options: ChannelOptions) -> io::Result<(Waiter, OwnedFd)> {
     let pidfd = sys::pidfd_open(pid)?;
@@ -465,6 +536,8 @@ pub struct ReadyChild {
     kill_on_drop: bool,
     /// The child leads a process group of its own (pgid = pid).
     group: bool,
+    /// A main pid reparented to us counts (`accept_adopted`).
+    adopted: bool,
 }
 
 impl Drop for ReadyChild {
@@ -524,8 +597,9 @@ impl ReadyChild {
     /// Only after [`wait_ready`](Self::wait_ready) has seen the child
     /// ready: readiness is judged by the background channel, by the rules
     /// of PROTOCOL.md §6, and the direct channel changes none of them. It
-    /// watches the process that said `Ready` (the spawned one, or the one
-    /// it named after a wrapper): once that has exited, a call that finds
+    /// watches the main process (the spawned one, or the one `Ready` named
+    /// after a wrapper and readyfd took, [`Readiness::main_pid`]; never a
+    /// refused one): once that has exited, a call that finds
     /// nothing more to read fails with
     /// [`ChannelError::Closed`](crate::ChannelError::Closed), even while
     /// another process keeps the socket open.
@@ -627,6 +701,15 @@ impl ReadyChild {
     /// `READY=1`) whenever it is read; the channel's end without one only
     /// while the spawned process is alive, and never once it has exited
     /// (a wrapper that exited 0 leaves only explicit messages to count).
+    ///
+    /// A pid the child names in `Ready` other than its own becomes the
+    /// main process ([`Readiness::main_pid`]) only by the rule of
+    /// `PROTOCOL.md` §6.4: the process that wrote the `Ready` (the kernel
+    /// attests it), a descendant of the spawned process, or, with
+    /// [`process_group`](ReadyCommand::process_group), a member of its
+    /// group. Any other pid is refused (readiness stands, and the main
+    /// process stays the spawned one): it is never signalled, watched or
+    /// waited for.
     /// Calling it again after success returns the same readiness; after a
     /// timeout with [`OnTimeout::Leave`], it picks up where it stopped.
     ///
@@ -642,8 +725,20 @@ impl ReadyChild {
             }
             let deadline = sys::deadline_after(timeout);
             match self.wait_ready_until(deadline, timeout) {
-                Ok(r) => {
-                    self.main = r.pid_mismatch().and_then(|p| sys::pidfd_open(p).ok());
+                Ok(mut r) => {
+                    let writer = match &self.waiter {
+                        Waiter::Native(ch) => ch.take_ready_writer(),
+                        _ => None,
+                    };
+                    let claim = MainClaim {
+                        named: r.ready.pid,
+                        spawned: self.pid,
+                        protocol: self.protocol,
+                        writer,
+                        group: self.group,
+                        adopted: self.adopted,
+                    };
+                    (r.main_pid, self.main) = claim.adopt();
                     if let Waiter::Native(ch) = &self.waiter {
                         // The process that said `Ready` is the peer now: its
                         // exit ends the channel (PROTOCOL.md §6.3). One it
@@ -735,6 +830,7 @@ impl ReadyChild {
             ready,
             via,
             spawned_pid: self.pid,
+            main_pid: self.pid,
             elapsed: self.spawned_at.elapsed(),
         }
     }
@@ -840,9 +936,13 @@ impl ReadyChild {
     /// Stops what readiness came from, gracefully: native `Shutdown` first
     /// (the child has `grace` to exit), then `SIGTERM` (and `SIGCONT`, for
     /// a stopped process) and another `grace`, then `SIGKILL`. After a
-    /// wrapper (`sh -c 'server &'`), the process that said `Ready` is
-    /// stopped too, through a pidfd taken at readiness (so a reused pid is
-    /// never signalled), although the spawned process is long gone.
+    /// wrapper (`sh -c 'server &'`), the main process readiness named
+    /// ([`Readiness::main_pid`]) is stopped too, through a pidfd taken at
+    /// readiness (so a reused pid is never signalled), although the
+    /// spawned process is long gone. A pid the child named that readyfd
+    /// refused (`PROTOCOL.md` §6.4: not the writer of `Ready`, not a
+    /// descendant, not in the child's group) is never signalled nor waited
+    /// for.
     /// Returns what ended it ([`StopVia::Shutdown`] for a child that
     /// acknowledged `Shutdown` and exited in time, even by raising
     /// `SIGTERM` on itself) and the spawned process's status.
@@ -1010,7 +1110,9 @@ macro_rules! ready_command_setters {
             /// Under [`Protocol::Systemd`](crate::Protocol::Systemd), also
             /// believe a sender whose chain of parents reaches this process
             /// rather than the child: a daemon that double-forked and was
-            /// reparented to us. Only sound for a parent that is the child
+            /// reparented to us; under the native protocol, also take such
+            /// a process as the main one when `Ready` names it
+            /// (`PROTOCOL.md` §6.4). Only sound for a parent that is the child
             /// subreaper of its descendants (`PR_SET_CHILD_SUBREAPER`) and
             /// has no other children that could notify, as `readyfd run`
             /// is; default off.

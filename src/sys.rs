@@ -35,6 +35,18 @@ pub(crate) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((a, b))
 }
 
+/// Turns `SO_PASSCRED` on or off on a Unix socket. On a stream socket,
+/// while it is on, every [`recv_stream`] reports the pid of the process
+/// that wrote what it read ([`StreamRead::creds`]), as the kernel attests
+/// it, and a read never joins bytes of two writers.
+pub(crate) fn set_passcred(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    Ok(nix::sys::socket::setsockopt(
+        &fd,
+        nix::sys::socket::sockopt::PassCred,
+        &on,
+    )?)
+}
+
 /// A pipe `(read, write)`, both ends close-on-exec.
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
@@ -165,6 +177,10 @@ pub(crate) struct StreamRead {
     /// `MSG_CTRUNC`: some fds were lost (this process at its descriptor
     /// limit, or more than fit the control buffer).
     pub(crate) truncated: bool,
+    /// The writer's credentials (`SCM_CREDENTIALS`), when the socket has
+    /// `SO_PASSCRED` on ([`set_passcred`]): every byte of the read came
+    /// from that process.
+    pub(crate) creds: Option<Credentials>,
 }
 
 /// The most fds one `sendmsg` can pass (the kernel's `SCM_MAX_FD`), which
@@ -173,11 +189,15 @@ const STREAM_MAX_FDS: usize = readyfd_proto::MAX_FDS_PER_FRAME;
 
 // SAFETY (for the `unsafe` in the constant): CMSG_SPACE is arithmetic on
 // its argument.
-const STREAM_CTRL_LEN: usize =
-    unsafe { libc::CMSG_SPACE((STREAM_MAX_FDS * size_of::<c_int>()) as u32) as usize };
+const STREAM_CTRL_LEN: usize = unsafe {
+    (libc::CMSG_SPACE(size_of::<libc::ucred>() as u32)
+        + libc::CMSG_SPACE((STREAM_MAX_FDS * size_of::<c_int>()) as u32)) as usize
+};
 
-/// Control-message space for one `SCM_RIGHTS` of [`STREAM_MAX_FDS`] fds,
-/// aligned for `cmsghdr`. On the stack: a read costs no allocation.
+/// Control-message space for one `SCM_RIGHTS` of [`STREAM_MAX_FDS`] fds
+/// and the writer's `SCM_CREDENTIALS` (under `SO_PASSCRED`: without room
+/// for them, a read would be cut, `MSG_CTRUNC`), aligned for `cmsghdr`.
+/// On the stack: a read costs no allocation.
 #[repr(C, align(8))]
 struct StreamCtrl([u8; STREAM_CTRL_LEN]);
 
@@ -239,11 +259,13 @@ pub(crate) fn recv_stream_flags(
     let mut read = StreamRead {
         n,
         // A read that brought fds ends where the frame that carries them
-        // ends (the kernel stops there), whatever follows in the socket:
-        // it says nothing about the socket being empty.
+        // ends (the kernel stops there), and one that brought credentials
+        // may end where another writer's bytes begin, whatever follows in
+        // the socket: it says nothing about the socket being empty.
         short: n < len && msg.msg_controllen == 0,
         fds: Vec::new(),
         truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+        creds: None,
     };
     if msg.msg_controllen == 0 {
         return Ok(read);
@@ -258,15 +280,26 @@ pub(crate) fn recv_stream_flags(
         // SAFETY: CMSG_DATA points just past the header, inside `ctrl`.
         let data = unsafe { libc::CMSG_DATA(cmsg) };
         let data_len = (hdr.cmsg_len as usize).saturating_sub(data as usize - cmsg as usize);
-        if (hdr.cmsg_level, hdr.cmsg_type) == (libc::SOL_SOCKET, libc::SCM_RIGHTS) {
-            for i in 0..data_len / size_of::<c_int>() {
-                // SAFETY: the kernel wrote `data_len` bytes of fd numbers
-                // there; read_unaligned copes with any alignment.
-                let fd = unsafe { std::ptr::read_unaligned(data.cast::<c_int>().add(i)) };
-                // SAFETY: the kernel just installed this fd for us; nothing
-                // else owns it.
-                read.fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+        match (hdr.cmsg_level, hdr.cmsg_type) {
+            (libc::SOL_SOCKET, libc::SCM_RIGHTS) => {
+                for i in 0..data_len / size_of::<c_int>() {
+                    // SAFETY: the kernel wrote `data_len` bytes of fd numbers
+                    // there; read_unaligned copes with any alignment.
+                    let fd = unsafe { std::ptr::read_unaligned(data.cast::<c_int>().add(i)) };
+                    // SAFETY: the kernel just installed this fd for us;
+                    // nothing else owns it.
+                    read.fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
             }
+            (libc::SOL_SOCKET, libc::SCM_CREDENTIALS) if data_len >= size_of::<libc::ucred>() => {
+                // SAFETY: a complete ucred is there, as just checked.
+                let c = unsafe { std::ptr::read_unaligned(data.cast::<libc::ucred>()) };
+                read.creds = Some(Credentials {
+                    pid: c.pid,
+                    uid: c.uid,
+                });
+            }
+            _ => {}
         }
         // SAFETY: `cmsg` is a header within `msg`'s control buffer.
         cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };

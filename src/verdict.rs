@@ -86,16 +86,34 @@ pub struct Readiness {
     pub via: ReadyVia,
     /// The pid readyfd spawned (compare with `ready.pid`).
     pub spawned_pid: u32,
+    /// The process readyfd takes as the main one: the one that
+    /// [`stop`](crate::ReadyChild::stop) and
+    /// [`kill_on_drop`](crate::ReadyCommand::kill_on_drop) end and wait
+    /// for, and whose exit ends the native channel (PROTOCOL.md §6.3).
+    /// `ready.pid` when the child named a process of its own there, by the
+    /// rule of PROTOCOL.md §6.4: under the native protocol, the process
+    /// that wrote the `Ready` frame (as the kernel attests it), a
+    /// descendant of the spawned process (or one reparented to us, with
+    /// [`accept_adopted`](crate::ReadyCommand::accept_adopted)), or, with
+    /// [`process_group`](crate::ReadyCommand::process_group), a member of
+    /// its process group; under systemd's, an accepted `MAINPID=`.
+    /// Otherwise the claim is refused and this is `spawned_pid`: a child
+    /// that names an unrelated process (pid 1, its own parent, any process
+    /// of the same user) never gets it signalled, watched or waited for.
+    /// `ready.pid != main_pid` tells a refused claim.
+    pub main_pid: u32,
     /// From spawn to readiness.
     pub elapsed: Duration,
 }
 
 impl Readiness {
-    /// The pid the child claims, when it differs from the one spawned (a
-    /// wrapper such as `sh -c`, or a daemon that forked, or systemd's
-    /// `MAINPID=`).
+    /// The main process readyfd took ([`main_pid`](Self::main_pid)), when
+    /// it is not the one spawned (a wrapper such as `sh -c`, or a daemon
+    /// that forked, or systemd's `MAINPID=`). A pid the child named and
+    /// readyfd refused (PROTOCOL.md §6.4) is not reported here: compare
+    /// `ready.pid` with `main_pid` for that.
     pub fn pid_mismatch(&self) -> Option<u32> {
-        (self.ready.pid != self.spawned_pid).then_some(self.ready.pid)
+        (self.main_pid != self.spawned_pid).then_some(self.main_pid)
     }
 
     /// The TCP or UDP socket address the child announced as `name`, by

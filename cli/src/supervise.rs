@@ -462,6 +462,7 @@ impl<'a> Supervisor<'a> {
                 // What is reported (the ready line, READYFD_MAIN_PID) is the
                 // main pid readyfd took, never a bare claim.
                 readiness.ready.pid = self.adopt_main(readiness.ready.pid);
+                readiness.main_pid = readiness.ready.pid;
                 Ok(readiness)
             }
             Ok(Err(e)) => Err(self.ready_failure(e)),

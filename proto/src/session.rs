@@ -300,6 +300,14 @@ impl Session {
         self.tx.len()
     }
 
+    /// Whether input stopped inside a frame: its header is read and its
+    /// body is not complete (the bytes of the body that did come are still
+    /// in the caller's buffer). With an empty buffer and `false`, the next
+    /// byte read starts a frame.
+    pub fn in_frame(&self) -> bool {
+        self.decoder.in_frame()
+    }
+
     /// The most a payload to the peer may hold: what its `Hello` announced,
     /// or the default until then.
     pub fn peer_max_frame(&self) -> u32 {

@@ -5,7 +5,6 @@
 //! tested without processes; the receiver in the parent module does the
 //! reading and the waiting. See the parent module's docs for the grammar.
 
-use std::io;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
@@ -24,9 +23,6 @@ pub const FDSTORE_MAX: usize = 64;
 
 /// readyfd's own key, ignored by systemd: `X_READYFD_ADDRESS=name=address`.
 pub(crate) const ADDRESS_KEY: &str = "X_READYFD_ADDRESS";
-
-/// How many parent links the sender check follows.
-const ANCESTRY_DEPTH: usize = 64;
 
 /// The longest `FDNAME=`, as systemd's `fdname_is_valid`.
 const FDNAME_MAX: usize = 255;
@@ -86,9 +82,7 @@ enum Phase {
     Unverifiable(u32),
 }
 
-/// A process's parent pid, as the sender check follows it: `Err` when it
-/// cannot be read (the process is gone, or there is no `/proc`).
-pub(crate) type ParentPid<'a> = &'a dyn Fn(u32) -> io::Result<u32>;
+pub(crate) use crate::ancestry::ParentPid;
 
 /// What the datagrams established: shared between the waiting side and,
 /// once readiness is decided, the thread that keeps reading.
@@ -421,26 +415,13 @@ impl Core {
     /// either; `None` when that cannot be checked because `/proc` cannot be
     /// read.
     fn descends(&self, pid: u32, spawned: u32, parent_pid: ParentPid<'_>) -> Option<bool> {
-        let ours = self.ours;
-        let mut p = pid;
-        for _ in 0..ANCESTRY_DEPTH {
-            if p == spawned || Some(p) == self.state.main_pid {
-                return Some(true);
-            }
-            if p == ours {
-                // Reparented to us (never ourselves).
-                return Some(self.adopted && p != pid);
-            }
-            if p <= 1 {
-                return Some(false);
-            }
-            match parent_pid(p) {
-                Ok(pp) => p = pp,
-                Err(_) if !self.proc_ok => return None,
-                Err(_) => return Some(false),
-            }
-        }
-        Some(false)
+        let ancestry = crate::ancestry::Ancestry {
+            ours: self.ours,
+            adopted: self.adopted,
+            proc_ok: self.proc_ok,
+        };
+        let main = self.state.main_pid;
+        ancestry.descends(pid, |p| p == spawned || Some(p) == main, parent_pid)
     }
 }
 

@@ -1157,6 +1157,16 @@ impl Channel {
     /// `watch_peer`. `other` is a pidfd on that process when it is not the
     /// spawned child (after a wrapper): the I/O task watches it instead,
     /// and the wrapper's exit ends nothing.
+    /// The process that wrote the child's `Ready` frame, as the kernel
+    /// attests it (PROTOCOL.md §6.4), if known; and no more credentials
+    /// are asked for from now on (`SO_PASSCRED` off), as the blocking
+    /// channel's.
+    pub(crate) fn take_ready_writer(&self) -> Option<u32> {
+        let writer = self.inner.lock().core.peer.ready_writer;
+        let _ = sys::set_passcred(self.inner.sock.get_ref().as_fd(), false);
+        writer
+    }
+
     pub(crate) fn watch_peer(&self, other: Option<OwnedFd>) {
         let mut st = self.inner.lock();
         if st.stopped {

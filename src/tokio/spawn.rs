@@ -153,6 +153,7 @@ impl ReadyCommand {
             on_timeout,
             kill_on_drop,
             process_group,
+            adopted,
             ..
         } = spec;
         let prepared = prepare(cmd.as_std_mut(), &mut spec)?;
@@ -203,6 +204,7 @@ impl ReadyCommand {
             on_timeout,
             kill_on_drop,
             group: process_group,
+            adopted,
         })
     }
 }
@@ -402,6 +404,8 @@ pub struct ReadyChild {
     kill_on_drop: bool,
     /// The child leads a process group of its own (pgid = pid).
     group: bool,
+    /// A main pid reparented to us counts (`accept_adopted`).
+    adopted: bool,
 }
 
 impl Drop for ReadyChild {
@@ -503,7 +507,10 @@ impl ReadyChild {
     /// core decides: the table of `PROTOCOL.md` §6); the child's pidfd is
     /// watched through the runtime's reactor, not polled. On timeout the
     /// child is killed unless [`OnTimeout::Leave`] was chosen. Calling it
-    /// again after success returns the same readiness.
+    /// again after success returns the same readiness. A pid the child
+    /// names in `Ready` becomes the main process
+    /// ([`Readiness::main_pid`](crate::Readiness::main_pid)) only by the
+    /// rule of `PROTOCOL.md` §6.4, as there.
     ///
     /// # Cancel safety
     /// Cancel safe: what the child sent so far is recorded by the channel,
@@ -525,10 +532,22 @@ impl ReadyChild {
             }
             let deadline = Instant::from_std(sys::deadline_after(timeout));
             match self.wait_ready_until(deadline, timeout).await {
-                Ok(r) => {
-                    self.main = r
-                        .pid_mismatch()
-                        .and_then(|p| register(sys::pidfd_open(p).ok()?).ok());
+                Ok(mut r) => {
+                    let writer = match &self.waiter {
+                        Waiter::Native(ch) => ch.take_ready_writer(),
+                        _ => None,
+                    };
+                    let claim = crate::spawn::MainClaim {
+                        named: r.ready.pid,
+                        spawned: self.pid,
+                        protocol: self.protocol,
+                        writer,
+                        group: self.group,
+                        adopted: self.adopted,
+                    };
+                    let (main_pid, main) = claim.adopt();
+                    r.main_pid = main_pid;
+                    self.main = main.and_then(|fd| register(fd).ok());
                     if let Waiter::Native(ch) = &self.waiter {
                         // As the blocking `ReadyChild`: the process that
                         // said `Ready` is the peer now (PROTOCOL.md §6.3).
@@ -627,6 +646,7 @@ impl ReadyChild {
             ready,
             via,
             spawned_pid: self.pid,
+            main_pid: self.pid,
             elapsed: self.spawned_at.elapsed(),
         }
     }
@@ -746,8 +766,9 @@ impl ReadyChild {
     /// Stops what readiness came from, gracefully, as
     /// [`crate::ReadyChild::stop`]: a native `Shutdown` request first (the
     /// child has `grace` to exit), then `SIGTERM` (and `SIGCONT`) and
-    /// another `grace`, then `SIGKILL`; after a wrapper, the process that
-    /// said `Ready` too. Returns what ended it and the spawned process's
+    /// another `grace`, then `SIGKILL`; after a wrapper, the main process
+    /// readiness named too (never a pid readyfd refused: `PROTOCOL.md`
+    /// §6.4). Returns what ended it and the spawned process's
     /// status, as there; with
     /// [`process_group`](ReadyCommand::process_group), it covers the group
     /// as there.

@@ -3,6 +3,7 @@
 
 use super::*;
 use readyfd_proto::Address;
+use std::io;
 
 /// Our pid, uid, the spawned child, and a process tree: 101 is the
 /// child's child, 102 its grandchild, 200 a stranger; 300 is gone.

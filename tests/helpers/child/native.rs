@@ -53,6 +53,64 @@ pub(crate) fn run(role: &str, args: &[String]) {
                 .unwrap();
             serve(&p);
         }
+        // Ready naming another process (`ready-as PID`), as a buggy or
+        // hostile child may: readyfd must not adopt it.
+        "ready-as" => {
+            let p = parent();
+            let pid: u32 = args[1].parse().unwrap();
+            p.ready(&Ready::new(pid)).unwrap();
+            serve(&p);
+        }
+        // `ready-after-exit WRAPPER [PID]`: once WRAPPER has exited, Ready
+        // naming PID (the wrapper's other child, now reparented away), or
+        // this process itself.
+        "ready-after-exit" => {
+            let wrapper: i32 = args[1].parse().unwrap();
+            let pid: u32 = args
+                .get(2)
+                .map_or(std::process::id(), |p| p.parse().unwrap());
+            // SAFETY: pidfd_open takes integers and returns a new fd or -1.
+            let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, wrapper, 0) };
+            if fd >= 0 {
+                use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+                // SAFETY: the kernel just gave us this fd.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+                let mut fds = [nix::poll::PollFd::new(
+                    fd.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).unwrap();
+            }
+            let p = parent();
+            p.ready(&Ready::new(pid)).unwrap();
+            serve(&p);
+        }
+        // A wrapper that starts a server and exits 0; the server says
+        // Ready with its own pid once the wrapper has exited (reparented
+        // away: only the kernel's word that it wrote the Ready counts).
+        "writer-wrapper" => {
+            std::process::Command::new(std::env::args_os().next().unwrap())
+                .args(["ready-after-exit", &std::process::id().to_string()])
+                .spawn()
+                .unwrap();
+            std::process::exit(0);
+        }
+        // A wrapper that starts a server (`sleep`) in its process group
+        // and a writer that names it in `Ready` once this wrapper has
+        // exited, then exits 0: the server is then neither the writer nor
+        // a descendant of the spawned process, only a member of its group.
+        "group-wrapper" => {
+            let server = std::process::Command::new("sleep")
+                .arg("1000")
+                .spawn()
+                .unwrap();
+            std::process::Command::new(std::env::args_os().next().unwrap())
+                .args(["ready-after-exit", &std::process::id().to_string()])
+                .arg(server.id().to_string())
+                .spawn()
+                .unwrap();
+            std::process::exit(0);
+        }
         // `Ready::default()`: pid 0, which the library fills in.
         "ready-default" => {
             let p = parent();
