@@ -271,10 +271,9 @@ pub(crate) struct Core {
 /// another (which no sound peer does) has no known writer.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Writers {
-    /// The one writer of the bytes of a frame begun and not complete, if
-    /// known.
-    partial: Option<u32>,
-    /// The one writer of every frame the last read completed, if known.
+    /// The one writer of every frame the last read completed, if known;
+    /// also that of the bytes of a frame it began and left incomplete
+    /// (conservative: attributed as the first frame of the read was).
     last_read: Option<u32>,
 }
 
@@ -283,16 +282,12 @@ impl Writers {
     /// a frame was begun before it. Returns the writer of the frames it
     /// completes.
     pub(crate) fn on_read(&mut self, writer: Option<u32>, begun: bool) -> Option<u32> {
-        let first = if begun && self.partial != writer {
+        self.last_read = if begun && self.last_read != writer {
             None
         } else {
             writer
         };
-        self.last_read = first;
-        // Conservative: a frame left incomplete is attributed as the first
-        // one of this read was (its own writer, or unknown).
-        self.partial = first;
-        first
+        self.last_read
     }
 }
 

@@ -476,9 +476,7 @@ impl MainClaim {
         };
         let taken =
             in_group || ancestry.descends(named, |p| p == spawned, &sys::parent_pid) == Some(true);
-        let running = sys::wait_fd(fd.as_fd(), PollFlags::POLLIN, Some(Instant::now()))
-            .is_ok_and(|ev| ev.is_empty());
-        if taken && running {
+        if taken && !sys::pidfd_exited(fd.as_fd()) {
             (named, Some(fd))
         } else {
             (spawned, None)

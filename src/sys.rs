@@ -256,28 +256,40 @@ pub(crate) fn recv_stream_flags(
     };
     // SAFETY: recvmsg initialised exactly `n <= len` bytes of the spare capacity.
     unsafe { buf.set_len(buf.len() + n) };
-    let mut read = StreamRead {
+    // SAFETY: `msg` was just filled by recvmsg, its control buffer (`ctrl`)
+    // still alive.
+    let (fds, creds) = unsafe { take_control(&msg) };
+    Ok(StreamRead {
         n,
         // A read that brought fds ends where the frame that carries them
         // ends (the kernel stops there), and one that brought credentials
         // may end where another writer's bytes begin, whatever follows in
         // the socket: it says nothing about the socket being empty.
         short: n < len && msg.msg_controllen == 0,
-        fds: Vec::new(),
+        fds,
         truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
-        creds: None,
-    };
-    if msg.msg_controllen == 0 {
-        return Ok(read);
-    }
-    // SAFETY: `msg` was filled by recvmsg; its msg_controllen now covers
-    // only the complete control messages the kernel wrote into `ctrl`.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+        creds,
+    })
+}
+
+/// The fds (`SCM_RIGHTS`, owned from here on) and the sender's
+/// credentials (`SCM_CREDENTIALS`) in the control messages of `msg`; other
+/// control messages are skipped.
+///
+/// # Safety
+/// `msg` was just filled by `recvmsg`, and the control buffer it points at
+/// (aligned for `cmsghdr`) is still alive: its `msg_controllen` then covers
+/// only complete control messages the kernel wrote, and the fds in them
+/// are this process's, owned by nothing else.
+unsafe fn take_control(msg: &libc::msghdr) -> (Vec<OwnedFd>, Option<Credentials>) {
+    let (mut fds, mut creds) = (Vec::new(), None);
+    // SAFETY: as the caller promises, `msg` describes what recvmsg wrote.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(msg) };
     while !cmsg.is_null() {
         // SAFETY: non-null headers from CMSG_FIRSTHDR/CMSG_NXTHDR lie
-        // within `ctrl`, which is aligned for cmsghdr and was written there.
+        // within the control buffer, which is aligned for cmsghdr.
         let hdr = unsafe { &*cmsg };
-        // SAFETY: CMSG_DATA points just past the header, inside `ctrl`.
+        // SAFETY: CMSG_DATA points just past the header, inside the buffer.
         let data = unsafe { libc::CMSG_DATA(cmsg) };
         let data_len = (hdr.cmsg_len as usize).saturating_sub(data as usize - cmsg as usize);
         match (hdr.cmsg_level, hdr.cmsg_type) {
@@ -288,13 +300,13 @@ pub(crate) fn recv_stream_flags(
                     let fd = unsafe { std::ptr::read_unaligned(data.cast::<c_int>().add(i)) };
                     // SAFETY: the kernel just installed this fd for us;
                     // nothing else owns it.
-                    read.fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
                 }
             }
             (libc::SOL_SOCKET, libc::SCM_CREDENTIALS) if data_len >= size_of::<libc::ucred>() => {
                 // SAFETY: a complete ucred is there, as just checked.
                 let c = unsafe { std::ptr::read_unaligned(data.cast::<libc::ucred>()) };
-                read.creds = Some(Credentials {
+                creds = Some(Credentials {
                     pid: c.pid,
                     uid: c.uid,
                 });
@@ -302,9 +314,9 @@ pub(crate) fn recv_stream_flags(
             _ => {}
         }
         // SAFETY: `cmsg` is a header within `msg`'s control buffer.
-        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
+        cmsg = unsafe { libc::CMSG_NXTHDR(msg, cmsg) };
     }
-    Ok(read)
+    (fds, creds)
 }
 
 /// [`send_nonblocking`] with `fds` attached (`SCM_RIGHTS`): one `sendmsg`
@@ -769,42 +781,9 @@ pub(crate) fn recv_datagram(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<
             _ => return Err(e),
         }
     };
-    let mut creds = None;
-    let mut fds = Vec::new();
-    // SAFETY: `msg` was filled by recvmsg; its msg_controllen now covers
-    // only complete control messages the kernel wrote into `ctrl`.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    while !cmsg.is_null() {
-        // SAFETY: non-null headers from CMSG_FIRSTHDR/CMSG_NXTHDR lie
-        // within `ctrl`, which is aligned for cmsghdr.
-        let hdr = unsafe { &*cmsg };
-        // SAFETY: CMSG_DATA points just past the header, inside `ctrl`.
-        let data = unsafe { libc::CMSG_DATA(cmsg) };
-        let data_len = (hdr.cmsg_len as usize).saturating_sub(data as usize - cmsg as usize);
-        match (hdr.cmsg_level, hdr.cmsg_type) {
-            (libc::SOL_SOCKET, libc::SCM_RIGHTS) => {
-                for i in 0..data_len / size_of::<c_int>() {
-                    // SAFETY: the kernel wrote `data_len` bytes of fd numbers
-                    // there; read_unaligned copes with any alignment.
-                    let fd = unsafe { std::ptr::read_unaligned(data.cast::<c_int>().add(i)) };
-                    // SAFETY: the kernel just installed this fd for us;
-                    // nothing else owns it.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-                }
-            }
-            (libc::SOL_SOCKET, libc::SCM_CREDENTIALS) if data_len >= size_of::<libc::ucred>() => {
-                // SAFETY: a complete ucred is there, as just checked.
-                let c = unsafe { std::ptr::read_unaligned(data.cast::<libc::ucred>()) };
-                creds = Some(Credentials {
-                    pid: c.pid,
-                    uid: c.uid,
-                });
-            }
-            _ => {}
-        }
-        // SAFETY: `cmsg` is a header within `msg`'s control buffer.
-        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
-    }
+    // SAFETY: `msg` was just filled by recvmsg, its control buffer (`ctrl`)
+    // still alive.
+    let (fds, creds) = unsafe { take_control(&msg) };
     let truncated = msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
     Ok(Some(Received {
         len: n,
